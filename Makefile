@@ -1,0 +1,69 @@
+# Troupe — every set-up step lives here, so a fresh machine with Python 3.11 and
+# make needs nothing else. Targets are idempotent: stamp files skip work done.
+
+PYTHON ?= $(shell command -v python3.11 2>/dev/null || command -v python3)
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.troupe-installed
+TRITON_VENV := .venv-triton
+TRITON_STAMP := $(TRITON_VENV)/.troupe-installed
+# The torch CPU wheel is on disk on the project's machines; pip also finds it
+# through the machine's pip config, this makes it explicit.
+FIND_LINKS := $(if $(wildcard /opt/wheels),--find-links /opt/wheels,)
+PIP := $(PY) -m pip install --disable-pip-version-check $(FIND_LINKS)
+export TROUPE_HOME ?= $(CURDIR)/var
+export AIRFLOW_HOME ?= $(CURDIR)/var/airflow
+PYTEST_ARGS ?=
+
+.PHONY: services install install-triton demo test test-unit test-integration lint typecheck bench serve broker-start broker-stop clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --disable-pip-version-check --upgrade "pip==26.3" "setuptools==84.2.1" "wheel==0.48.0"
+	$(PIP) -c constraints.txt "torch==2.13.0"
+	$(PIP) -c constraints.txt -e ".[dev]"
+	@touch $@
+
+# Triton's python-backend stub needs numpy<2 (pytriton's pin); feast needs
+# numpy>=2, so the server lives in its own small venv (ARCHITECTURE.md).
+install-triton: $(TRITON_STAMP)
+
+$(TRITON_STAMP): constraints-triton.txt
+	@test -x $(TRITON_VENV)/bin/python || $(PYTHON) -m venv $(TRITON_VENV)
+	$(TRITON_VENV)/bin/python -m pip install --disable-pip-version-check -c constraints-triton.txt nvidia-pytriton onnxruntime
+	@touch $@
+
+services:
+	@# Redis runs on the project's machines; start it if installed but not running.
+	@if command -v redis-server >/dev/null && ! (command -v redis-cli >/dev/null && redis-cli -h 127.0.0.1 ping >/dev/null 2>&1); then \
+		redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no >/dev/null; fi
+
+demo: install
+	$(PY) -m pipelines.demo
+
+test: install install-triton services
+	$(PY) -m pytest tests $(PYTEST_ARGS)
+
+test-unit: install
+	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
+
+lint: install
+	$(VENV)/bin/ruff check models training serving pipelines infra feature_store benchmarks tests
+	$(VENV)/bin/lint-imports
+
+typecheck: install
+	$(VENV)/bin/mypy models serving pipelines
+
+bench: install install-triton
+	$(PY) -m benchmarks.run_all
+
+bench-%: install install-triton
+	$(PY) -m benchmarks.$*
+
+serve: install
+	$(VENV)/bin/troupe serve
+
+clean:
+	rm -rf var .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,152 @@
+"""Observation builders and the fusion cascade, shared by simulators and serving.
+
+The simulators (training/envs) and the decision API (serving) both call these
+functions, so a policy sees exactly the same numbers in training and in
+production. Everything is batched numpy: the leading axis is the batch (B).
+Field order and sizes follow `models/problems.py`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import numpy.typing as npt
+
+from models.problems import ACTIVITY_GROUPS, ALLOCATE, PREDICTED_SIGNALS, RANK, SLOT
+
+FloatArray = npt.NDArray[np.float32]
+
+# Predicted watch time arrives in seconds; the other five signals are
+# probabilities. Dividing watch time by 60 puts all six on a comparable scale
+# before fusion and in observations.
+SIGNAL_SCALE: FloatArray = np.array([1.0 / 60.0, 1.0, 1.0, 1.0, 1.0, 1.0], dtype=np.float32)
+
+
+def _as_batch(x: npt.ArrayLike, width: int, name: str) -> FloatArray:
+    arr = np.asarray(x, dtype=np.float32)
+    if arr.ndim == 1 and width == 1:
+        arr = arr[:, None]
+    if arr.ndim != 2 or arr.shape[1] != width:
+        raise ValueError(f"{name}: expected shape (batch, {width}), got {arr.shape}")
+    return arr
+
+
+def activity_one_hot(group: npt.ArrayLike) -> FloatArray:
+    """Activity group index (0=low, 1=medium, 2=high), shape (B,) → one-hot (B, 3)."""
+    idx = np.asarray(group, dtype=np.int64)
+    if idx.size and (idx.min() < 0 or idx.max() >= len(ACTIVITY_GROUPS)):
+        raise ValueError(f"user_activity_group: expected integers in [0, {len(ACTIVITY_GROUPS)}), got {idx}")
+    out = np.zeros((idx.shape[0], len(ACTIVITY_GROUPS)), dtype=np.float32)
+    out[np.arange(idx.shape[0]), idx] = 1.0
+    return out
+
+
+def hour_features(hour: npt.ArrayLike) -> FloatArray:
+    """Hour of day in [0, 24), shape (B,) → (sin, cos), shape (B, 2)."""
+    angle = 2.0 * np.pi * np.asarray(hour, dtype=np.float32) / 24.0
+    return np.stack([np.sin(angle), np.cos(angle)], axis=1).astype(np.float32)
+
+
+def candidate_stats(candidate_signals: npt.ArrayLike) -> tuple[FloatArray, FloatArray]:
+    """Predicted signals (B, N, 6) → scaled per-signal mean and std over the pool, each (B, 6)."""
+    sig = np.asarray(candidate_signals, dtype=np.float32)
+    if sig.ndim != 3 or sig.shape[2] != len(PREDICTED_SIGNALS):
+        raise ValueError(f"candidate_signals: expected shape (batch, n_candidates, 6), got {sig.shape}")
+    if sig.shape[1] == 0:
+        raise ValueError("candidate_signals: at least one candidate is required")
+    scaled = sig * SIGNAL_SCALE
+    return scaled.mean(axis=1), scaled.std(axis=1)
+
+
+def rank_observation(
+    user_activity_group: npt.ArrayLike,
+    user_recent_rates: npt.ArrayLike,
+    session_depth: npt.ArrayLike,
+    hour_of_day: npt.ArrayLike,
+    candidate_signals: npt.ArrayLike,
+) -> FloatArray:
+    """The `rank` observation (B, 24) of one stage, from its candidate pool (B, N, 6)."""
+    mean, std = candidate_stats(candidate_signals)
+    obs = np.concatenate(
+        [
+            activity_one_hot(user_activity_group),
+            _as_batch(user_recent_rates, 6, "user_recent_rates"),
+            _as_batch(np.asarray(session_depth, dtype=np.float32) / 10.0, 1, "session_depth"),
+            hour_features(hour_of_day),
+            mean,
+            std,
+        ],
+        axis=1,
+    )
+    assert obs.shape[1] == RANK.observation_size
+    return obs
+
+
+def fusion_scores(weights: npt.ArrayLike, candidate_signals: npt.ArrayLike) -> FloatArray:
+    """Score = Σ_j w_j · scaled signal_j. weights (B, 6), signals (B, N, 6) → scores (B, N)."""
+    w = np.asarray(weights, dtype=np.float32)
+    sig = np.asarray(candidate_signals, dtype=np.float32) * SIGNAL_SCALE
+    return np.einsum("bnj,bj->bn", sig, w)
+
+
+def top_k(scores: FloatArray, k: int) -> npt.NDArray[np.int64]:
+    """Indices (B, k) of the k best scores per row, best first."""
+    k = min(k, scores.shape[1])
+    part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+    order = np.argsort(-np.take_along_axis(scores, part, axis=1), axis=1, kind="stable")
+    return np.take_along_axis(part, order, axis=1).astype(np.int64)
+
+
+def slot_observation(
+    user_activity_group: npt.ArrayLike,
+    user_recent_rates: npt.ArrayLike,
+    session_depth: npt.ArrayLike,
+    hour_of_day: npt.ArrayLike,
+    user_live_affinity: npt.ArrayLike,
+    page_video_watch_time: npt.ArrayLike,
+    live_candidate: npt.ArrayLike,
+) -> FloatArray:
+    """The `slot` observation (B, 23).
+
+    page_video_watch_time is in seconds (B, K); live_candidate is
+    (predicted live watch time in seconds, quality in [0, 1], audience count), (B, 3).
+    """
+    live = _as_batch(live_candidate, 3, "live_candidate")
+    live_scaled = live * np.array([1.0 / 60.0, 1.0, 1.0 / 1000.0], dtype=np.float32)
+    page = _as_batch(page_video_watch_time, int(SLOT.settings["page_size"]), "page_video_watch_time") / 60.0
+    obs = np.concatenate(
+        [
+            activity_one_hot(user_activity_group),
+            _as_batch(user_recent_rates, 6, "user_recent_rates"),
+            _as_batch(np.asarray(session_depth, dtype=np.float32) / 10.0, 1, "session_depth"),
+            hour_features(hour_of_day),
+            _as_batch(user_live_affinity, 2, "user_live_affinity"),
+            page,
+            live_scaled,
+        ],
+        axis=1,
+    ).astype(np.float32)
+    assert obs.shape[1] == SLOT.observation_size
+    return obs
+
+
+def allocate_observation(
+    request_value: npt.ArrayLike,
+    system_load: npt.ArrayLike,
+    budget_utilisation: npt.ArrayLike,
+    hour_of_day: npt.ArrayLike,
+    user_activity_group: npt.ArrayLike,
+) -> FloatArray:
+    """The `allocate` observation (B, 8); request_value in cents, shape (B,)."""
+    value = np.log1p(np.maximum(np.asarray(request_value, dtype=np.float32), 0.0)) / 5.0
+    obs = np.concatenate(
+        [
+            _as_batch(value, 1, "request_value"),
+            _as_batch(system_load, 1, "system_load"),
+            _as_batch(budget_utilisation, 1, "budget_utilisation"),
+            hour_features(hour_of_day),
+            activity_one_hot(user_activity_group),
+        ],
+        axis=1,
+    ).astype(np.float32)
+    assert obs.shape[1] == ALLOCATE.observation_size
+    return obs

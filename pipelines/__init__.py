@@ -1,0 +1,1 @@
+"""Pipelines: jobs (plain functions), Airflow DAGs and the troupe CLI."""

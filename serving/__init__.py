@@ -1,0 +1,1 @@
+"""Serving: the FastAPI decision API. Never imports training or torch."""

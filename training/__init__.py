@@ -1,0 +1,1 @@
+"""Training: simulators, networks, algorithms, off-policy evaluation, ONNX export. May import models and torch."""
