@@ -1,1 +1,1 @@
-
+"""Infrastructure: the embedded broker launcher, Triton repository templates, production manifests."""

@@ -1,0 +1,42 @@
+"""The `troupe` command. Each subcommand group lives in its own module under pipelines/cli/.
+
+To add a group: write `pipelines/cli/<group>.py` with a `typer.Typer()` named
+`app` (or a single function), and register it below with one line.
+"""
+
+from __future__ import annotations
+
+import typer
+
+from models.logging import configure_logging
+from models.settings import get_settings
+from pipelines.cli import broker, registry
+
+app = typer.Typer(no_args_is_help=True, help="Troupe: RL decision service for recommender systems.")
+app.add_typer(broker.app, name="broker", help="Start, stop or inspect the embedded Kafka broker (Tansu).")
+app.add_typer(registry.app, name="registry", help="List, register, promote and roll back policy versions.")
+
+
+@app.callback()
+def _root(verbose: bool = typer.Option(False, "--verbose", "-v", help="Log at DEBUG level.")) -> None:
+    s = get_settings()
+    configure_logging("DEBUG" if verbose else s.log_level, s.log_json)
+
+
+@app.command("problems")
+def problems() -> None:
+    """List the decision problems and their observation/action/reward contracts."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from models.problems import PROBLEMS
+
+    table = Table("problem", "observation", "action", "main signal", "constraints", "default policy")
+    for p in PROBLEMS.values():
+        constraints = ", ".join(f"{c.signal} {c.direction} {c.threshold:g}" for c in p.constraints)
+        table.add_row(p.name, str(p.observation_size), p.action.kind, p.main_signal, constraints, p.default_policy)
+    Console().print(table)
+
+
+def main() -> None:
+    app()
