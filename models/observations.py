@@ -85,7 +85,8 @@ def fusion_scores(weights: npt.ArrayLike, candidate_signals: npt.ArrayLike) -> F
     """Score = Σ_j w_j · scaled signal_j. weights (B, 6), signals (B, N, 6) → scores (B, N)."""
     w = np.asarray(weights, dtype=np.float32)
     sig = np.asarray(candidate_signals, dtype=np.float32) * SIGNAL_SCALE
-    return np.einsum("bnj,bj->bn", sig, w)
+    scores: FloatArray = np.einsum("bnj,bj->bn", sig, w)
+    return scores
 
 
 def top_k(scores: FloatArray, k: int) -> npt.NDArray[np.int64]:

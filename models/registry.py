@@ -26,7 +26,7 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -158,18 +158,19 @@ class ModelRegistry:
         out = [self._read_manifest(p) for p in vdir.iterdir() if p.is_dir() and not p.name.startswith(".")]
         return sorted(out, key=lambda m: (m.created_at, m.version))
 
-    def _read_pointer(self, problem: str) -> dict[str, object]:
+    def _read_pointer(self, problem: str) -> tuple[str | None, Sequence[str]]:
+        """(current version, rollback history oldest first) from CURRENT.json."""
         path = self._problem_dir(problem) / "CURRENT.json"
         if not path.exists():
-            return {"version": None, "history": []}
+            return None, []
         data = json.loads(path.read_text())
-        if not isinstance(data, dict):
-            raise RegistryError(f"{path} is not a JSON object; restore it from a backup or promote again")
-        return data
+        if not isinstance(data, dict) or not isinstance(data.get("history", []), list):
+            raise RegistryError(f"{path} is not a registry pointer; restore it from a backup or promote again")
+        version = data.get("version")
+        return (str(version) if version is not None else None), [str(v) for v in data.get("history", [])]
 
     def current_version(self, problem: str) -> str | None:
-        version = self._read_pointer(problem).get("version")
-        return str(version) if version is not None else None
+        return self._read_pointer(problem)[0]
 
     def current(self, problem: str) -> LoadedVersion:
         """The promoted version of `problem`, verified."""
@@ -253,27 +254,22 @@ class ModelRegistry:
         """Make `version` current (after verifying it); the previous one goes on the rollback history."""
         self.load(problem, version)
         with self._lock(problem):
-            pointer = self._read_pointer(problem)
-            previous = pointer.get("version")
-            history = [str(v) for v in pointer.get("history", []) or []]  # type: ignore[union-attr]
+            previous, history = self._read_pointer(problem)
             if previous == version:
                 return
-            if previous is not None:
-                history.append(str(previous))
-            self._write_pointer(problem, version, history)
+            self._write_pointer(problem, version, [*history, previous] if previous is not None else history)
 
     def rollback(self, problem: str) -> str:
         """Return to the previously promoted version; returns the version now current."""
         with self._lock(problem):
-            pointer = self._read_pointer(problem)
-            history = [str(v) for v in pointer.get("history", []) or []]  # type: ignore[union-attr]
+            _, history = self._read_pointer(problem)
             if not history:
                 raise RegistryError(f"{problem!r} has no earlier promoted version to roll back to")
-            target = history.pop()
+            target = history[-1]
             self.load(problem, target)
-            self._write_pointer(problem, target, history)
+            self._write_pointer(problem, target, history[:-1])
             return target
 
-    def _write_pointer(self, problem: str, version: str, history: list[str]) -> None:
-        data = {"version": version, "history": history, "updated_at": dt.datetime.now(dt.UTC).isoformat()}
+    def _write_pointer(self, problem: str, version: str, history: Sequence[str]) -> None:
+        data = {"version": version, "history": [*history], "updated_at": dt.datetime.now(dt.UTC).isoformat()}
         atomic_write_bytes(self._problem_dir(problem) / "CURRENT.json", json.dumps(data, indent=2).encode())
