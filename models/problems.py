@@ -299,11 +299,11 @@ RANK = ProblemSpec(
         RewardSignal("share", 0.9),
     ),
     constraints=(
-        Constraint("click", ">=", 0.40, "clicks per request"),
-        Constraint("like", ">=", 0.10, "likes per request"),
-        Constraint("follow", ">=", 0.020, "follows per request"),
-        Constraint("comment", ">=", 0.030, "comments per request"),
-        Constraint("share", ">=", 0.015, "shares per request"),
+        Constraint("click", ">=", 1.9, "clicks per request"),
+        Constraint("like", ">=", 0.70, "likes per request"),
+        Constraint("follow", ">=", 0.15, "follows per request"),
+        Constraint("comment", ">=", 0.26, "comments per request"),
+        Constraint("share", ">=", 0.15, "shares per request"),
     ),
     default_action=RANK_DEFAULT_STAGE_WEIGHTS * 3,
     default_policy="fixed fusion weights: watch_time 1.0, each interaction 0.3, at every stage",
@@ -312,7 +312,7 @@ RANK = ProblemSpec(
     agents=tuple(AgentSpec(stage, RANK_OBSERVATION, RANK_STAGE_ACTION) for stage in RANK_STAGES),
     # Candidates kept by each stage when the request does not say otherwise;
     # retrieval hands pre-rank the whole candidate list.
-    settings={"keep_pre_rank": 50.0, "keep_rank": 20.0, "keep_re_rank": 6.0},
+    settings={"keep_pre_rank": 30.0, "keep_rank": 12.0, "keep_re_rank": 6.0},
 )
 
 # ---------------------------------------------------------------------------

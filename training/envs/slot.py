@@ -1,0 +1,311 @@
+"""`slot` — whether to put one live stream into a page of short videos, and where.
+
+Per request the feed has already chosen its page: the re-rank model's top
+`page_size` videos among `page_candidates` retrieved ones. The best-matching
+live stream for the user is the candidate. The action is 0 (no live stream)
+or a position 1..K; the live stream takes that position, the videos below it
+move down one place and the last one drops off the page.
+
+Equations (docs/simulators.md):
+
+* attention        item at position j is looked at with weight a_j = decay^(j−1)
+* short video      watch = Σ_j a_j · ℓ_j · clip(p_completion,j + noise, 0, 1)
+* live entry       P(enter) = a_p · σ(b + β_τ·τ_u + β_x·x_ul + β_q·(q_l − ½) + β_A·log(A_l(h)/A_med))
+                   τ_u the user's live taste, x_ul topic affinity, A_l(h) the audience at this hour
+* live watch time  = enter · Exp(mean = D·(½ + q_l)·(½ + τ_u))
+* experience       e = κ_c·(mean completion − c_ref) − κ_h·hates
+                        − exposed·ζ·(1 − τ_u)·(1 + κ_E·E_u)·(first-position factor if p = 1)
+                        + entered·ψ·τ_u
+                   E_u the user's recent live exposure ratio (EMA): tolerance wears out.
+
+Inserting raises today's live watch time, but each exposure costs the
+(mostly live-averse) user experience, so sessions shorten and fewer users come
+back: greedy allocation looks good on day 1 and bad over 7 days.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+from models.observations import slot_observation, top_k
+from models.problems import SLOT
+from training.envs.world import (
+    ALL_ROWS,
+    BoolArray,
+    Catalog,
+    EpisodeSeeds,
+    FloatArray,
+    IntArray,
+    UserRows,
+    WorldConfig,
+    gather_positions,
+    make_catalog,
+    observation_box,
+    response_probabilities,
+)
+
+PAGE_SIZE = int(SLOT.settings["page_size"])
+
+
+@dataclass(frozen=True)
+class SlotConfig:
+    """Parameters of the `slot` simulator (the world's live in `world`)."""
+
+    world: WorldConfig = field(default_factory=WorldConfig)
+    """The shared world."""
+    days: int = 7
+    """Days each user is simulated for (one episode); 7 so that retention effects show."""
+    page_candidates: int = 24
+    """Videos retrieved per request; the page is re-rank's top `page_size` of them by predicted watch time."""
+    position_decay: float = 0.92
+    """Attention decay per position down the page (videos and live stream alike)."""
+    live_entry_intercept: float = -2.0
+    """b: live-entry logit for a user with no taste for live, an average stream."""
+    live_entry_taste: float = 4.0
+    """β_τ: slope on the user's live taste τ_u."""
+    live_entry_affinity: float = 1.5
+    """β_x: slope on user-stream topic affinity."""
+    live_entry_quality: float = 1.0
+    """β_q: slope on (stream quality − ½)."""
+    live_entry_audience: float = 0.2
+    """β_A: slope on log(audience / median audience): crowds attract."""
+    live_duration_mean_s: float = 120.0
+    """D: mean live watch time of an entry, before the quality and taste factors."""
+    live_exposure_penalty: float = 0.2
+    """ζ: experience lost when a live stream is shown to a user with no taste for it."""
+    live_tolerance_wear: float = 1.0
+    """κ_E: how much the penalty grows with the user's recent live exposure ratio."""
+    first_position_factor: float = 1.5
+    """The penalty is multiplied by this when the live stream opens the page (position 1)."""
+    live_entry_gain: float = 0.6
+    """ψ: experience gained by a user of taste τ who enters the stream (ψ·τ)."""
+
+    def __post_init__(self) -> None:
+        if self.days < 1:
+            raise ValueError(f"SlotConfig.days: must be >= 1, got {self.days}")
+        if self.page_candidates < PAGE_SIZE:
+            raise ValueError(
+                f"SlotConfig.page_candidates: must be >= page size {PAGE_SIZE}, got {self.page_candidates}"
+            )
+        if not 0.0 < self.position_decay <= 1.0:
+            raise ValueError(f"SlotConfig.position_decay: must be in (0, 1], got {self.position_decay}")
+        if self.live_duration_mean_s <= 0:
+            raise ValueError(f"SlotConfig.live_duration_mean_s: must be > 0, got {self.live_duration_mean_s}")
+        if self.live_exposure_penalty < 0 or self.live_tolerance_wear < 0 or self.first_position_factor < 1:
+            raise ValueError(
+                "SlotConfig: live_exposure_penalty and live_tolerance_wear must be >= 0, first_position_factor >= 1"
+            )
+
+
+class BatchedSlotSim:
+    """N users of the `slot` problem stepped at once.
+
+    reset(seed) → obs (N, 23); step(actions (N,) ints in 0..K) → (obs, rewards, done, info)
+    with rewards = {signal: (N,) float32} for every spec signal (main:
+    "live_watch_time"). See training/envs/__init__.py for the info keys.
+    """
+
+    spec = SLOT
+
+    def __init__(
+        self,
+        n: int,
+        config: SlotConfig | None = None,
+        seed: int = 0,
+        *,
+        autoreset: bool = True,
+        max_users: int | None = None,
+    ) -> None:
+        if n < 1:
+            raise ValueError(f"BatchedSlotSim: n must be >= 1, got {n}")
+        self.n = n
+        self.config = config or SlotConfig()
+        self.autoreset = autoreset
+        self.max_users = max_users
+        self._seed = seed
+        self.rng = np.random.default_rng(seed)
+        self.catalog: Catalog = make_catalog(self.config.world, np.random.default_rng([seed, 1]))
+        self.users = UserRows(self.config.world, self.catalog, n, self.config.days, max_users, autoreset)
+        self._attention = (self.config.position_decay ** np.arange(PAGE_SIZE + 1)).astype(np.float32)
+        self._page_items: IntArray = np.zeros((n, PAGE_SIZE), np.int64)
+        self._page_probs: FloatArray = np.zeros((7, n, PAGE_SIZE), np.float32)
+        self._page_predicted: FloatArray = np.zeros((n, PAGE_SIZE), np.float32)
+        self._live: IntArray = np.zeros(n, np.int64)
+        self._live_entry_logit: FloatArray = np.zeros(n, np.float32)
+        self._live_duration: FloatArray = np.zeros(n, np.float32)
+        self._live_candidate: FloatArray = np.zeros((n, 3), np.float32)
+
+    def reset(self, seed: int | None = None) -> FloatArray:
+        """Draw N fresh users and their first page; `seed` reseeds the users and the dynamics.
+
+        The catalog (the world's items) comes from the constructor's seed and
+        stays fixed for the simulator's lifetime, so episodes share one world.
+        """
+        if seed is not None:
+            self._seed = seed
+        self.rng = np.random.default_rng(self._seed)
+        self.users.reset(self.rng)
+        self._next_page()
+        return self.observe()
+
+    def _next_page(self, rows: IntArray | None = None) -> None:
+        """Each row's page (re-rank's top K by predicted watch time) and its best live stream; or only `rows`'."""
+        cfg, world, cat, u = self.config, self.config.world, self.catalog, self.users
+        sel = ALL_ROWS if rows is None else rows
+        n = self.n if rows is None else rows.shape[0]
+        pool = self.rng.integers(0, world.n_videos, size=(n, cfg.page_candidates))
+        probs = response_probabilities(world, cat, u.video_affinity[sel], u.logit_shift[sel], pool)
+        predicted_watch = probs[0] * np.take(cat.stage_factor[2, 0], pool)
+        page = top_k(predicted_watch, PAGE_SIZE)
+        flat = page + (np.arange(n) * cfg.page_candidates)[:, None]
+        self._page_items[sel] = np.take(pool, flat)
+        self._page_probs[:, sel] = gather_positions(probs, page)
+        self._page_predicted[sel] = np.take(predicted_watch, flat)
+
+        hour = np.minimum(u.hour_of_day(sel).astype(np.int64), 23)
+        audience = cat.live_audience[hour]  # (n, L)
+        log_audience = np.log(audience / world.live_audience_median)
+        taste = u.live_taste[sel][:, None]
+        entry_logit = (
+            cfg.live_entry_intercept
+            + cfg.live_entry_taste * taste
+            + cfg.live_entry_affinity * u.live_topic_affinity[sel]
+            + cfg.live_entry_quality * (cat.live_quality[None, :] - 0.5)
+            + cfg.live_entry_audience * log_audience
+        )
+        duration = cfg.live_duration_mean_s * (0.5 + cat.live_quality[None, :]) * (0.5 + taste)
+        # The live recommender picks the stream with the highest expected watch time at the top of the page.
+        expected = duration / (1.0 + np.exp(-entry_logit))
+        best = expected.argmax(axis=1)
+        r = np.arange(n)
+        self._live[sel] = best
+        self._live_entry_logit[sel] = entry_logit[r, best]
+        self._live_duration[sel] = duration[r, best]
+        self._live_candidate[sel] = np.stack([expected[r, best], cat.live_quality[best], audience[r, best]], axis=1)
+
+    def observe(self, rows: IntArray | slice = ALL_ROWS) -> FloatArray:
+        """The observation (N, 23) of every row (or of `rows`)."""
+        u = self.users
+        return slot_observation(
+            u.group[rows],
+            u.recent_rates[rows],
+            u.session_depth[rows],
+            u.hour_of_day(rows),
+            u.live_rates[rows],
+            self._page_predicted[rows],
+            self._live_candidate[rows],
+        )
+
+    def step(self, actions: Any) -> tuple[FloatArray, dict[str, FloatArray], BoolArray, dict[str, Any]]:
+        a = np.asarray(actions)
+        if a.ndim == 2 and a.shape[1] == 1:
+            a = a[:, 0]
+        if a.shape != (self.n,):
+            raise ValueError(f"slot actions: expected shape ({self.n},) of integers 0..{PAGE_SIZE}, got {a.shape}")
+        if not np.all(np.isfinite(a)) or np.any(a != np.round(a)) or a.min() < 0 or a.max() > PAGE_SIZE:
+            raise ValueError(f"slot actions: expected integers 0 (no live stream) .. {PAGE_SIZE} (position), got {a}")
+        position = a.astype(np.int64)
+        cfg, world, u = self.config, self.config.world, self.users
+        n = self.n
+        active = u.active.copy()
+        user_id, session_id, day = u.user_id.copy(), u.session_id.copy(), u.day.copy()
+        timestamp = u.clock.copy()
+        exposed = position > 0
+
+        # Where each video of the page ends up: shifted down by one at and after the live slot.
+        j = np.arange(PAGE_SIZE)[None, :]
+        shown_at = np.where(exposed[:, None] & (j + 1 >= position[:, None]), j + 1, j)  # 0-based
+        on_page = shown_at < PAGE_SIZE
+        attention = self._attention[shown_at] * on_page
+        lengths = self.catalog.video_length[self._page_items]
+        completion = np.clip(
+            self._page_probs[0] + world.completion_noise * self.rng.standard_normal((n, PAGE_SIZE), dtype=np.float32),
+            0.0,
+            1.0,
+        )
+        watch = (attention * lengths * completion).sum(axis=1)
+        hate = (self.rng.random((n, PAGE_SIZE), dtype=np.float32) < self._page_probs[6]) & on_page
+        interactions = (self._page_probs[1:6] * attention[None]).sum(axis=2).T  # expected, (N, 5)
+        mean_completion = (completion * on_page).sum(axis=1) / on_page.sum(axis=1)
+
+        live_attention = self._attention[np.maximum(position - 1, 0)]
+        p_enter = live_attention / (1.0 + np.exp(-self._live_entry_logit))
+        entered = exposed & (self.rng.random(n, dtype=np.float32) < p_enter)
+        live_watch = entered * self.rng.exponential(1.0, n).astype(np.float32) * self._live_duration
+
+        wear = 1.0 + cfg.live_tolerance_wear * u.live_rates[:, 1]
+        first = np.where(position == 1, cfg.first_position_factor, 1.0)
+        experience = (
+            world.experience_completion_weight * (mean_completion - world.completion_reference)
+            + world.experience_interaction_weight * interactions.sum(axis=1)
+            - world.experience_hate_weight * hate.sum(axis=1)
+            - exposed * cfg.live_exposure_penalty * (1.0 - u.live_taste) * wear * first
+            + entered * cfg.live_entry_gain * u.live_taste
+        ).astype(np.float32)
+
+        mask = active.astype(np.float32)
+        rates = np.concatenate([(watch / 60.0)[:, None], interactions], axis=1).astype(np.float32)
+        live = np.stack([live_watch / 60.0, exposed.astype(np.float32)], axis=1).astype(np.float32)
+        duration = watch + live_watch + PAGE_SIZE * world.seconds_between_videos
+        session_end, done = u.after_request(experience, duration, rates, live, self.rng)
+        rewards: dict[str, FloatArray] = {
+            "live_watch_time": (live_watch * mask).astype(np.float32),
+            "watch_time": (watch * mask).astype(np.float32),
+            "session_end": session_end.astype(np.float32),
+            "live_exposure": (exposed * mask).astype(np.float32),
+        }
+        self._next_page()
+        obs = self.observe()
+        final_obs = obs.copy() if done.any() else None
+        respawned = u.respawn(done, self.rng)
+        if respawned.size:
+            self._next_page(respawned)
+            obs[respawned] = self.observe(respawned)
+        info: dict[str, Any] = {
+            "signals": rewards,
+            "experience": experience * mask,
+            "session_end": session_end,
+            "active": active,
+            "user_id": user_id,
+            "session_id": session_id,
+            "day": day,
+            "timestamp": timestamp,
+        }
+        if final_obs is not None:
+            info["final_observation"] = final_obs
+        return obs, rewards, done, info
+
+    @property
+    def all_done(self) -> bool:
+        """True once every row is inactive (only with `max_users` or autoreset=False)."""
+        return not bool(self.users.active.any())
+
+
+class SlotEnv(gym.Env[np.ndarray, np.int64]):
+    """Single-agent `slot`: one user for `config.days` days; action 0 = none, 1..K = position."""
+
+    metadata: dict[str, Any] = {"render_modes": []}
+
+    def __init__(self, config: SlotConfig | None = None, seed: int = 0) -> None:
+        self.config = config or SlotConfig()
+        self.observation_space = observation_box(SLOT.observation_size)
+        self.action_space = gym.spaces.Discrete(PAGE_SIZE + 1)
+        self._episode_seed = EpisodeSeeds(seed)
+        self.sim = BatchedSlotSim(1, self.config, seed, autoreset=False)
+
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[np.ndarray, dict[str, Any]]:
+        super().reset(seed=seed)
+        obs = self.sim.reset(self._episode_seed(seed))
+        return obs[0], {}
+
+    def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+        obs, rewards, done, info = self.sim.step(np.asarray([int(action)]))
+        signals = {k: float(v[0]) for k, v in rewards.items()}
+        out_info = {"signals": signals, "session_end": bool(info["session_end"][0])}
+        return obs[0], signals[SLOT.main_signal], False, bool(done[0]), out_info
