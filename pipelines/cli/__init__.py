@@ -15,6 +15,18 @@ from pipelines.cli import broker, registry
 app = typer.Typer(no_args_is_help=True, help="Troupe: RL decision service for recommender systems.")
 app.add_typer(broker.app, name="broker", help="Start, stop or inspect the embedded Kafka broker (Tansu).")
 app.add_typer(registry.app, name="registry", help="List, register, promote and roll back policy versions.")
+from pipelines.cli import dataset, features, ingest  # noqa: E402 — data plane CLI
+
+app.add_typer(ingest.app, name="ingest", help="Kafka → Parquet lake, exactly once (--continuous to keep running).")
+app.add_typer(dataset.app, name="dataset", help="Build per-problem transition datasets: `troupe dataset build`.")
+app.add_typer(features.app, name="features", help="Feast feature store: `troupe features apply|materialize`.")
+from pipelines.cli import ab, evaluate  # noqa: E402 — OPE and A/B CLI
+
+app.add_typer(evaluate.app, name="evaluate", help="Off-policy evaluation of a candidate against a baseline.")
+app.add_typer(ab.app, name="ab", help="A/B experiment analysis: `troupe ab report --experiment E`.")
+
+
+
 
 
 @app.callback()

@@ -1,0 +1,300 @@
+"""The A/B report over DataFrames: decisions ⋈ feedback → per-user units → per-arm metrics, lifts, SRM, CUPED, mSPRT.
+
+Works on any pandas frames with the columns below, independent of how the logs
+are stored (pipelines/jobs/ab_report.py is the thin loader over the lake):
+
+    decisions: request_id, timestamp (UTC), user_id, experiment, arm, exposed
+    feedback:  request_id, timestamp (UTC), user_id, and one numeric column per signal
+
+The unit of randomisation — and so of every variance — is the user. Metrics:
+
+* per-decision mean of each signal per arm: Σ signal / Σ decisions over users,
+  a ratio metric with a delta-method CI; its relative lift vs control;
+* per-user total of each signal: plain mean, with and without CUPED
+  (covariate: the user's total of the same signal in the pre-period);
+* an mSPRT always-valid p-value per daily look on the per-user totals, so the
+  report can be read every day without inflating false positives;
+* the sample-ratio-mismatch χ² test of users per arm against the weights.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from pipelines.ab.stats import (
+    ABInputError,
+    cuped_lift,
+    lift,
+    mean_ci,
+    ratio_ci,
+    sequential_test,
+    srm_test,
+)
+
+DECISION_COLUMNS = ("request_id", "timestamp", "user_id", "experiment", "arm", "exposed")
+
+
+def _require(df: pd.DataFrame, columns: Sequence[str], what: str) -> None:
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        raise ABInputError(what, f"missing columns {missing}; expected at least {list(columns)}")
+
+
+def experiment_decisions(
+    decisions: pd.DataFrame,
+    feedback: pd.DataFrame,
+    experiment: str,
+    signals: Sequence[str],
+    start: dt.datetime | None = None,
+    end: dt.datetime | None = None,
+) -> pd.DataFrame:
+    """One row per exposed decision of `experiment` in [start, end) with its summed feedback signals.
+
+    Decisions without feedback count with signals 0 (FeedbackEvent: missing signals are 0).
+    """
+    _require(decisions, DECISION_COLUMNS, "decisions")
+    _require(feedback, ["request_id", *signals], "feedback")
+    d = decisions[(decisions["experiment"] == experiment) & decisions["exposed"].astype(bool)]
+    if start is not None:
+        d = d[d["timestamp"] >= pd.Timestamp(start)]
+    if end is not None:
+        d = d[d["timestamp"] < pd.Timestamp(end)]
+    if d.empty:
+        raise ABInputError("experiment", f"no exposed decisions of experiment {experiment!r} in the interval")
+    if d["arm"].isna().any():
+        raise ABInputError("decisions.arm", f"{int(d['arm'].isna().sum())} decisions of {experiment!r} carry no arm")
+    fb = feedback[feedback["request_id"].isin(d["request_id"])].groupby("request_id")[list(signals)].sum()
+    out = d[["request_id", "timestamp", "user_id", "arm"]].merge(fb, left_on="request_id", right_index=True, how="left")
+    out[list(signals)] = out[list(signals)].fillna(0.0)
+    out["day"] = out["timestamp"].dt.floor("D")
+    return out.reset_index(drop=True)
+
+
+def pre_period_totals(feedback: pd.DataFrame, signals: Sequence[str], before: dt.datetime, days: float) -> pd.DataFrame:
+    """Per-user totals of each signal in [before − days, before): the CUPED covariate, indexed by user_id."""
+    _require(feedback, ["user_id", "timestamp", *signals], "feedback")
+    lo = pd.Timestamp(before) - pd.Timedelta(days=days)
+    f = feedback[(feedback["timestamp"] >= lo) & (feedback["timestamp"] < pd.Timestamp(before))]
+    return f.groupby("user_id")[list(signals)].sum()
+
+
+def analyse(
+    rows: pd.DataFrame,
+    signals: Sequence[str],
+    weights: Mapping[str, float],
+    control: str,
+    pre: pd.DataFrame | None = None,
+    confidence: float = 0.95,
+    alpha: float = 0.05,
+) -> dict[str, Any]:
+    """The whole report as a dict from per-decision rows (see `experiment_decisions`)."""
+    if control not in weights:
+        raise ABInputError("control", f"control arm {control!r} is not among the configured arms {sorted(weights)}")
+    arms_per_user = rows.groupby("user_id")["arm"].nunique()
+    crossed = arms_per_user[arms_per_user > 1].index
+    warnings: list[str] = []
+    if len(crossed):
+        # Assignment is deterministic per user; a user in two arms means weights changed mid-test.
+        warnings.append(f"{len(crossed)} users saw more than one arm; they are counted in the first arm they saw")
+    first_arm = rows.sort_values("timestamp").groupby("user_id")["arm"].first()
+    rows = rows.assign(arm=rows["user_id"].map(first_arm))
+    units = rows.groupby("user_id").agg(
+        arm=("arm", "first"), decisions=("request_id", "size"), **{s: (s, "sum") for s in signals}
+    )
+    if pre is not None:
+        covariate = pre.reindex(units.index).fillna(0.0)
+        for s in signals:
+            units[f"pre_{s}"] = covariate.get(s, 0.0)
+    counts = units["arm"].value_counts().to_dict()
+    srm = srm_test({str(k): int(v) for k, v in counts.items()}, weights)
+    if srm.alert:
+        warnings.append(
+            f"sample ratio mismatch (p = {srm.p_value:.2g} < 0.001): do not read the lifts until it is explained"
+        )
+    arms = [a for a in weights if a in counts]
+    treatments = [a for a in arms if a != control]
+    if control not in counts:
+        raise ABInputError("control", f"control arm {control!r} has no units in the interval")
+    days = sorted(rows["day"].unique())
+    per_signal: dict[str, Any] = {}
+    for s in signals:
+        arm_stats = {}
+        for a in arms:
+            u = units[units["arm"] == a]
+            if len(u) < 2:
+                continue
+            arm_stats[a] = {
+                "per_decision": ratio_ci(u[s], u["decisions"], confidence).to_dict(),
+                "per_user": mean_ci(u[s], confidence).to_dict(),
+            }
+        comparisons = {}
+        c_units = units[units["arm"] == control]
+        for a in treatments:
+            if a not in arm_stats or control not in arm_stats:
+                continue
+            t_units = units[units["arm"] == a]
+            entry: dict[str, Any] = {
+                "per_decision": lift(
+                    ratio_ci(t_units[s], t_units["decisions"], confidence),
+                    ratio_ci(c_units[s], c_units["decisions"], confidence),
+                    confidence,
+                ).to_dict(),
+                "per_user": lift(
+                    mean_ci(t_units[s], confidence), mean_ci(c_units[s], confidence), confidence
+                ).to_dict(),
+            }
+            if pre is not None and units[f"pre_{s}"].var() > 0:
+                adjusted, theta = cuped_lift(
+                    t_units[s], t_units[f"pre_{s}"], c_units[s], c_units[f"pre_{s}"], confidence
+                )
+                plain = entry["per_user"]["absolute"]
+                entry["per_user_cuped"] = {
+                    **adjusted.to_dict(),
+                    "theta": theta,
+                    "ci_width_ratio": _width(adjusted.absolute.to_dict()) / _width(plain)
+                    if _width(plain) > 0
+                    else None,
+                }
+            entry["sequential"] = _sequential(rows, s, a, control, days, alpha)
+            comparisons[a] = entry
+        per_signal[s] = {"arms": arm_stats, "vs_control": comparisons}
+    return {
+        "control": control,
+        "arms": arms,
+        "weights": dict(weights),
+        "units_per_arm": {a: int(counts.get(a, 0)) for a in weights},
+        "decisions_per_arm": {a: int(units.loc[units["arm"] == a, "decisions"].sum()) for a in weights},
+        "days": [pd.Timestamp(d).date().isoformat() for d in days],
+        "srm": srm.to_dict(),
+        "signals": per_signal,
+        "confidence": confidence,
+        "sequential_alpha": alpha,
+        "warnings": warnings,
+    }
+
+
+def _width(interval: Mapping[str, float]) -> float:
+    return float(interval["ci_high"] - interval["ci_low"])
+
+
+def _sequential(
+    rows: pd.DataFrame, signal: str, arm: str, control: str, days: Sequence[Any], alpha: float
+) -> dict[str, Any]:
+    """mSPRT on per-user totals at each daily look (cumulative up to and including that day)."""
+    t_looks, c_looks, used_days = [], [], []
+    for day in days:
+        upto = rows[rows["day"] <= day]
+        totals = upto.groupby(["user_id", "arm"])[signal].sum().reset_index()
+        t = totals.loc[totals["arm"] == arm, signal].to_numpy(dtype=float)
+        c = totals.loc[totals["arm"] == control, signal].to_numpy(dtype=float)
+        if t.size >= 2 and c.size >= 2:
+            t_looks.append(t)
+            c_looks.append(c)
+            used_days.append(pd.Timestamp(day).date().isoformat())
+    if not t_looks:
+        return {"looks": [], "p_values": [], "rejected": False, "note": "too few units for a look"}
+    res = sequential_test(t_looks, c_looks, alpha=alpha).to_dict()
+    res["days"] = used_days
+    return res
+
+
+def render_markdown(report: Mapping[str, Any]) -> str:
+    conf = report["confidence"]
+    lines = [
+        f"# A/B report: {report['experiment']}",
+        "",
+        f"Interval {report.get('start') or '…'} → {report.get('end') or '…'}; control arm **{report['control']}**; "
+        f"{conf:.0%} intervals; units are users.",
+        "",
+        "## Sample ratio",
+        "",
+        "| arm | weight | users | decisions |",
+        "|---|---|---|---|",
+    ]
+    for a, w in report["weights"].items():
+        lines.append(f"| {a} | {w:g} | {report['units_per_arm'][a]} | {report['decisions_per_arm'][a]} |")
+    srm = report["srm"]
+    lines += [
+        "",
+        f"SRM χ² = {srm['chi2']:.2f}, p = {srm['p_value']:.3g} → "
+        f"{'**ALERT: sample ratio mismatch**' if srm['alert'] else 'no mismatch'}",
+        "",
+    ]
+    lines += [
+        "## Per-decision means and lifts",
+        "",
+        "| signal | arm | mean per decision | relative lift vs control | CUPED abs. lift (per user) | always-valid p |",
+        "|---|---|---|---|---|---|",
+    ]
+    for s, entry in report["signals"].items():
+        for a, st in entry["arms"].items():
+            m = st["per_decision"]
+            cmp = entry["vs_control"].get(a)
+            if cmp is None:
+                lift_txt, cuped_txt, p_txt = "—", "—", "—"
+            else:
+                r = cmp["per_decision"]["relative"]
+                lift_txt = (
+                    f"{r['value']:+.2%} [{r['ci_low']:+.2%}, {r['ci_high']:+.2%}]"
+                    if r["value"] == r["value"]
+                    else "— (control mean 0)"
+                )
+                cu = cmp.get("per_user_cuped")
+                cuped_txt = (
+                    f"{cu['absolute']['value']:+.4g} [{cu['absolute']['ci_low']:.4g}, {cu['absolute']['ci_high']:.4g}]"
+                    f" (CI ×{cu['ci_width_ratio']:.2f})"
+                    if cu and cu.get("ci_width_ratio")
+                    else "—"
+                )
+                ps = cmp["sequential"]["p_values"]
+                p_txt = f"{ps[-1]:.3g}" + (" (reject)" if cmp["sequential"]["rejected"] else "") if ps else "—"
+            lines.append(
+                f"| {s} | {a} | {m['value']:.4g} [{m['ci_low']:.4g}, {m['ci_high']:.4g}] | {lift_txt} | {cuped_txt} | {p_txt} |"
+            )
+    if report["warnings"]:
+        lines += ["", "## Warnings", "", *(f"- {w}" for w in report["warnings"])]
+    return "\n".join(lines) + "\n"
+
+
+def plot(report: Mapping[str, Any], path: Path, main_signal: str) -> None:
+    """Left: relative lift per signal with CIs; right: always-valid p-value of the main signal per day."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    sigs = list(report["signals"])
+    for k, a in enumerate(x for x in report["arms"] if x != report["control"]):
+        vals = [report["signals"][s]["vs_control"].get(a, {}).get("per_decision", {}).get("relative") for s in sigs]
+        ys = np.arange(len(sigs)) + 0.15 * k
+        for y, v in zip(ys, vals, strict=True):
+            if v:
+                axes[0].errorbar(
+                    v["value"],
+                    y,
+                    xerr=[[v["value"] - v["ci_low"]], [v["ci_high"] - v["value"]]],
+                    fmt="o",
+                    capsize=3,
+                    color=f"C{k}",
+                )
+        seq = report["signals"].get(main_signal, {}).get("vs_control", {}).get(a, {}).get("sequential", {})
+        if seq.get("p_values"):
+            axes[1].plot(range(1, len(seq["p_values"]) + 1), seq["p_values"], marker="o", label=a, color=f"C{k}")
+    axes[0].axvline(0, color="grey", lw=0.8)
+    axes[0].set_yticks(np.arange(len(sigs)), sigs)
+    axes[0].set_title("relative lift per decision vs control")
+    axes[1].axhline(report["sequential_alpha"], color="red", lw=0.8, ls="--", label="α")
+    axes[1].set_yscale("log")
+    axes[1].set_xlabel("daily look")
+    axes[1].set_title(f"{main_signal}: always-valid p-value (mSPRT)")
+    axes[1].legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
