@@ -24,6 +24,9 @@ from pipelines.cli import ab, evaluate  # noqa: E402 — OPE and A/B CLI
 
 app.add_typer(evaluate.app, name="evaluate", help="Off-policy evaluation of a candidate against a baseline.")
 app.add_typer(ab.app, name="ab", help="A/B experiment analysis: `troupe ab report --experiment E`.")
+from pipelines.cli import train  # noqa: E402 — policies CLI
+
+app.add_typer(train.app, name="train", help="Train policies: `troupe train rank --algo tscac --sim|--data D`.")
 
 
 

@@ -1,0 +1,103 @@
+"""Baselines on the hand-built constrained environments with known optima (training/rl/toy_envs.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from training.algorithms import bc, fixed_fusion, main_only, rcpo
+from training.rl.data import GymEnvPool, TransitionBatch
+from training.rl.loop import OfflineSource, OnlineSource, RunConfig
+from training.rl.toy_envs import TradeoffArmsEnv, arms_task, bandit_task
+
+ARM_MEANS = torch.tensor([[1.0, 0.0], [0.6, 0.6], [0.0, 1.0]])
+OPTIMUM_MAIN = 2.0 / 3.0  # mix arm A 1/6 and arm B 5/6: safety exactly 0.5
+
+
+def _run_cfg(tmp_path: Path, iterations: int = 30) -> RunConfig:
+    return RunConfig(
+        seed=0,
+        iterations=iterations,
+        rollout_steps=16,
+        n_envs=8,
+        device="cpu",
+        out_dir=str(tmp_path),
+        progress=False,
+        tensorboard=False,
+    )
+
+
+def _arm_values(actor: torch.nn.Module) -> tuple[float, float]:
+    with torch.no_grad():
+        probs = actor(torch.rand(256, 3) * 2 - 1).exp().mean(0)
+    main, safety = (probs @ ARM_MEANS).tolist()
+    return main, safety
+
+
+def _src() -> OnlineSource:
+    task = arms_task()
+    return OnlineSource(lambda n, s: GymEnvPool([TradeoffArmsEnv] * n, task))
+
+
+def test_main_only_violates_the_constraint(tmp_path: Path) -> None:
+    cfg = main_only.MainOnlyConfig(minibatch_size=64, hidden=(32,), actor_lr=3e-3)
+    res = main_only.train(cfg, _run_cfg(tmp_path), arms_task(), _src())
+    main, safety = _arm_values(res.learner.actor)
+    assert main > 0.9 and safety < 0.5
+
+
+def test_rcpo_reaches_the_constrained_optimum(tmp_path: Path) -> None:
+    cfg = rcpo.RCPOConfig(minibatch_size=64, hidden=(32,), actor_lr=3e-3)
+    res = rcpo.train(cfg, _run_cfg(tmp_path), arms_task(), _src())
+    main, safety = _arm_values(res.learner.actor)
+    assert safety >= 0.45
+    assert main >= OPTIMUM_MAIN - 0.12
+    assert "charts/multiplier_safety" in res.history[-1]
+
+
+def test_bc_recovers_the_logging_policy(tmp_path: Path) -> None:
+    g = torch.Generator().manual_seed(0)
+    n = 3000
+    probs = torch.tensor([0.2, 0.5, 0.3])
+    action = torch.multinomial(probs, n, replacement=True, generator=g).float()[:, None]
+    obs = torch.rand(n, 3, generator=g)
+    rewards = ARM_MEANS[action[:, 0].long()]
+    batch = TransitionBatch(obs, action, rewards, obs, torch.zeros(n), torch.log(probs)[action[:, 0].long()])
+    cfg = bc.BCConfig(minibatch_size=256, hidden=(16,), actor_lr=1e-2)
+    res = bc.train(cfg, _run_cfg(tmp_path, 10), arms_task(), OfflineSource(batch))
+    with torch.no_grad():
+        learned = res.learner.actor(obs[:500]).exp().mean(0)
+    assert torch.allclose(learned, probs, atol=0.05)
+    with pytest.raises(ValueError, match="OfflineSource"):
+        bc.train(cfg, _run_cfg(tmp_path), arms_task(), _src())  # type: ignore[arg-type]
+
+
+def test_fixed_fusion_grid_finds_the_best_feasible_constant() -> None:
+    task = bandit_task(threshold=0.35)
+    grid = [np.array([a], dtype=np.float32) for a in np.linspace(0, 1, 11)]
+    res = fixed_fusion.train(
+        fixed_fusion.FixedFusionConfig(block_size=1),
+        task,
+        lambda a: {"main": float(a[0]), "safety": 1.0 - float(a[0])},
+        grid,
+    )
+    assert res.feasible
+    assert res.action[0] == pytest.approx(0.6)
+    assert len(res.table) == 11
+    # infeasible everywhere → least violation wins and is reported as infeasible
+    res2 = fixed_fusion.train(
+        fixed_fusion.FixedFusionConfig(block_size=1),
+        bandit_task(threshold=1.5),
+        lambda a: {"main": float(a[0]), "safety": 1.0 - float(a[0])},
+        grid,
+    )
+    assert not res2.feasible and res2.action[0] == pytest.approx(0.0)
+
+
+def test_fixed_fusion_rank_grid_shape() -> None:
+    cands = fixed_fusion.FixedFusionConfig(main_weights=(1.0,), aux_weights=(0.3,)).candidates(18)
+    assert len(cands) == 1
+    np.testing.assert_allclose(cands[0], np.array([1.0, 0.3, 0.3, 0.3, 0.3, 0.3] * 3, dtype=np.float32))

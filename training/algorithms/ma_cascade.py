@@ -1,0 +1,121 @@
+"""Multi-agent cascade: one actor per stage, a centralised critic, TSCAC's constraint scheme (CTDE).
+
+Contents: `MACascadeConfig`; networks (`JointGaussianActor` — agent k acts on
+its own local observation only, so each stage's actor exports and serves on
+its own — plus centralised per-signal critics Q_i(o, a) over the joint
+observation o and joint action a, and V_i(o) over the joint observation);
+the loss (TSCAC's two stages with the centralised advantages);
+`train(cfg, run_cfg, task, source)`; `ParallelEnvPool` (PettingZoo → joint pool).
+
+Centralised training, decentralised execution (MADDPG, Lowe et al. 2017):
+the critics see everything, the actors only their own observation. The team
+reward vector (every signal of the shared reward) goes through the TSCAC
+scheme unchanged: stage-one joint policies per constrained signal, stage two
+projects the closed form onto the joint actor.
+
+DEPARTURES from MADDPG, marked: stochastic Gaussian actors trained with the
+TSCAC losses instead of deterministic actors trained through ∂Q/∂a; the
+centralised Q_i(o, a) is used for the advantage A_i(o, a) = Q_i(o, a) − V_i(o)
+(a counterfactual-free CTDE baseline), trained on the same TD / TD(λ) targets
+as V_i. One centralised critic per signal shared by all agents (cooperative
+team reward) instead of one per agent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from training.algorithms.tscac import TSCACConfig, TSCACLearner
+from training.rl.data import PoolStep
+from training.rl.learner import MiniBatch
+from training.rl.loop import OfflineSource, OnlineSource, RunConfig, RunResult, run
+from training.rl.networks import SignalCritics
+from training.rl.runtime import seed_everything
+from training.rl.task import TaskSpec
+
+
+@dataclass(frozen=True)
+class MACascadeConfig(TSCACConfig):
+    """TSCAC hyperparameters; the actor is per agent because the task lists agents."""
+
+    centralised_advantage: bool = True
+    """Use A_i = Q_i(o, a) − V_i(o) from the centralised critic (else the plain TD / GAE advantage)."""
+
+
+class MACascadeLearner(TSCACLearner):
+    algorithm = "ma_cascade"
+    cfg: MACascadeConfig
+
+    def build(self) -> None:
+        if not self.task.agents:
+            raise ValueError(
+                "ma_cascade needs a multi-agent task (TaskSpec.agents, e.g. TaskSpec.from_problem(spec, multi_agent=True))"
+            )
+        super().build()
+        self.q_critics = SignalCritics(
+            self.task.obs_size + self.task.action_dim, len(self.task.signals), self.cfg.hidden
+        )
+
+    def extra_critic_loss(self, mb: MiniBatch) -> tuple[Tensor, dict[str, float]]:
+        q = self.q_critics(torch.cat([mb.obs, mb.action], -1))
+        per_signal = ((q - mb.targets).pow(2) * mb.weights[:, None]).mean(0)
+        metrics = {f"losses/central_q_{n}": v for n, v in zip(self.task.signal_names, per_signal.tolist(), strict=True)}
+        return per_signal.sum(), metrics
+
+    def advantage_estimates(self, mb: MiniBatch) -> Tensor:
+        if not self.cfg.centralised_advantage:
+            return mb.advantages
+        with torch.no_grad():
+            return self.q_critics(torch.cat([mb.obs, mb.action], -1)) - self.critics(mb.obs)
+
+
+def train(
+    cfg: MACascadeConfig,
+    run_cfg: RunConfig,
+    task: TaskSpec,
+    source: OnlineSource | OfflineSource,
+    init_mean: tuple[float, ...] | None = None,
+) -> RunResult:
+    seed_everything(run_cfg.seed)
+    return run(MACascadeLearner(task, cfg, init_mean), run_cfg, source)
+
+
+class ParallelEnvPool:
+    """N PettingZoo ParallelEnvs as one joint pool: observations and actions concatenated in agent order,
+    the team reward vector read from the first agent's `info["signals"]` (shared reward)."""
+
+    def __init__(self, env_fns: Sequence[Callable[[], Any]], task: TaskSpec) -> None:
+        self.envs = [fn() for fn in env_fns]
+        self.task = task
+        self.n_envs = len(self.envs)
+        self.agent_names = [a.name for a in task.agents]
+        self._splits = np.cumsum([a.action_size for a in task.agents])[:-1]
+
+    def _joint(self, obs: dict[str, Any]) -> np.ndarray:
+        return np.concatenate([np.asarray(obs[a], dtype=np.float32) for a in self.agent_names])
+
+    def reset(self, seed: int) -> np.ndarray:
+        return np.stack([self._joint(e.reset(seed=seed + i)[0]) for i, e in enumerate(self.envs)])
+
+    def step(self, actions: np.ndarray) -> PoolStep:
+        box = self.task.action
+        n = self.n_envs
+        next_obs = np.empty((n, self.task.obs_size), np.float32)
+        obs = np.empty_like(next_obs)
+        rewards = np.empty((n, len(self.task.signals)))
+        term, trunc = np.zeros(n, bool), np.zeros(n, bool)
+        for i, env in enumerate(self.envs):
+            parts = np.split(np.clip(actions[i], box.low, box.high).astype(np.float32), self._splits)  # type: ignore[union-attr]
+            o, r, te, tr, info = env.step(dict(zip(self.agent_names, parts, strict=True)))
+            first = self.agent_names[0]
+            term[i], trunc[i] = bool(te[first]), bool(tr[first])
+            rewards[i] = self.task.signal_vector(r[first], info[first])
+            next_obs[i] = self._joint(o) if o else next_obs[i]
+            obs[i] = self._joint(env.reset()[0]) if (term[i] or trunc[i] or not env.agents) else next_obs[i]
+        return PoolStep(next_obs, rewards, term, trunc, obs)

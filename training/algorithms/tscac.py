@@ -1,0 +1,207 @@
+"""TSCAC — Two-Stage Constrained Actor-Critic (Cai et al., WWW 2023, arXiv 2302.01680).
+
+Constrained MDP: maximise the main signal's return (watch time) subject to each
+constrained auxiliary signal staying on its side of a threshold.
+
+Contents, top to bottom: `TSCACConfig`; networks (the shared actor and
+`SignalCritics` from `training.rl.networks`, plus one stage-one actor per
+constrained signal and — for discrete actions — a main-signal Q head); the loss
+(`TSCACLearner.actor_loss`); `train(cfg, run_cfg, task, source)`.
+
+Algorithm (paper §4, PAPERS.md)
+* Critics: one per signal i, each on its own TD error with its own γ_i
+  (`Learner` base class; GAE(λ) online, one-step TD with target critics offline).
+* Stage one: for each constrained auxiliary signal i an actor π_θi maximising
+  E[A_i log π_θi(a|s)] on its own advantage (sign flipped for a "<=" constraint).
+* Stage two: max_π E_π[A_1] s.t. KL(π‖π_θi) ≤ ε_i has the closed form
+      π*(a|s) ∝ Π_i π_θi(a|s)^{λ_i/Σλ} · exp(A_1(s,a)/Σλ),
+  and the shipped actor minimises KL(π*‖π). λ fixed (no dual ascent).
+    - Discrete actions: computed exactly per state — log π* is the
+      log-softmax of Σ_i (λ_i/Σλ) log π_θi(·|s) + A_1(s,·)/Σλ with A_1(s,·) =
+      Q_1(s,·) − V_1(s) from a main-signal Q head, and the loss is the exact
+      KL(π*‖π) summed over actions.
+    - Gaussian actors: KL(π*‖π) = −E_{π*}[log π] + const is estimated with the
+      logged samples a ~ μ: E_{π*}[log π] = E_μ[(π*/μ) log π] and
+          π*/μ ∝ Π_i (π_θi/μ)^{λ_i/Σλ} · exp(A_1/Σλ)
+      (the exponents λ_i/Σλ add up to one, so μ divides through exactly).
+      The per-state normaliser of π* is unknown; the weights are shifted by
+      their log-mean-exp over the minibatch, clipped at `is_clip` and
+      self-normalised (DEPARTURE: one normaliser for the whole minibatch
+      instead of one per state — exact when Z(s) varies little across states).
+* Offline: μ is a learned behaviour model (`training.rl.behaviour`), as in the paper.
+
+Other departures, each marked in the code:
+* Rewards, critics and advantages are in units of each signal's reward std,
+  frozen at the first batch (`Learner.reward_scales`), so λ is in units of "one std of
+  the main signal" and fits signals of any scale (watch time in seconds,
+  click rates ~0.1); the paper uses raw advantages and sweeps λ over
+  1e-1…1e-5 instead. The scale is frozen, not per batch, so the stage-two
+  target has a fixed point.
+* Stage one: off-policy E_μ[w_i A_i log π_θi] with w_i = π_θi/μ clipped and
+  self-normalised, plus an entropy bonus α·H(π_θi) (ours): without it a
+  discrete π_θi becomes deterministic and the geometric mean in π* is
+  dominated by it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from training.rl.learner import Learner, LearnerConfig, MiniBatch
+from training.rl.loop import OfflineSource, OnlineSource, RunConfig, RunResult, run
+from training.rl.networks import Actor, CategoricalActor, GaussianActor, JointGaussianActor, SignalCritics, make_actor
+from training.rl.runtime import seed_everything
+from training.rl.task import TaskSpec
+
+
+# ---------------------------------------------------------------------------
+# Config
+# ---------------------------------------------------------------------------
+@dataclass(frozen=True)
+class TSCACConfig(LearnerConfig):
+    """TSCAC hyperparameters (plus the shared `LearnerConfig` ones)."""
+
+    lam: float = 1.0
+    """λ of every constraint when `lambdas` is empty (the paper uses one λ in production)."""
+    lambdas: tuple[float, ...] = ()
+    """λ_i per constraint, in the task's constraint order; empty = `lam` for all."""
+    kl_epsilon: float = 0.5
+    """ε: the stated bound on mean KL(π‖π_θi) that stage two should respect (reported and tested)."""
+    stage_one_entropy: float = 0.01
+    """α: entropy bonus of the stage-one actors, so π_θi ∝ exp(A_i/α) stays a soft, bounded policy."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.lam <= 0:
+            raise ValueError(f"lam: must be > 0, got {self.lam}")
+        if any(v <= 0 for v in self.lambdas):
+            raise ValueError(f"lambdas: every λ_i must be > 0, got {self.lambdas}")
+        if self.stage_one_entropy < 0:
+            raise ValueError(f"stage_one_entropy: must be >= 0, got {self.stage_one_entropy}")
+        if self.kl_epsilon <= 0:
+            raise ValueError(f"kl_epsilon: must be > 0, got {self.kl_epsilon}")
+
+
+# ---------------------------------------------------------------------------
+# Networks + loss
+# ---------------------------------------------------------------------------
+def mean_kl(p: Actor, q: Actor, obs: Tensor) -> Tensor:
+    """Mean over states of KL(p(·|s) ‖ q(·|s)), exact for diagonal Gaussians and categoricals."""
+    if isinstance(p, CategoricalActor) and isinstance(q, CategoricalActor):
+        lp, lq = p(obs), q(obs)
+        return (lp.exp() * (lp - lq)).sum(-1).mean()
+    assert isinstance(p, GaussianActor | JointGaussianActor) and isinstance(q, GaussianActor | JointGaussianActor)
+    mp, lsp = p(obs)
+    mq, lsq = q(obs)
+    kl = lsq - lsp + (torch.exp(2 * lsp) + (mp - mq).pow(2)) / (2 * torch.exp(2 * lsq)) - 0.5
+    return kl.sum(-1).mean()
+
+
+class TSCACLearner(Learner):
+    """Stage-one actors per constraint + the stage-two (shipped) actor, trained together each minibatch."""
+
+    algorithm = "tscac"
+    cfg: TSCACConfig
+    stage_one: nn.ModuleList
+    main_q: SignalCritics
+
+    def build(self) -> None:
+        task, cfg = self.task, self.cfg
+        if not task.constraints:
+            raise ValueError("TSCAC needs at least one constraint in the task (TaskSpec.constraints)")
+        lambdas = cfg.lambdas or (cfg.lam,) * len(task.constraints)
+        if len(lambdas) != len(task.constraints):
+            raise ValueError(f"lambdas: {len(lambdas)} values for {len(task.constraints)} constraints")
+        self.lambdas = tuple(float(v) for v in lambdas)
+        self.lambda_sum = sum(self.lambdas)
+        self.stage_one = nn.ModuleList(make_actor(task, cfg.hidden, None, cfg.init_std) for _ in task.constraints)
+        for a in self.stage_one:
+            a.load_state_dict(self.actor.state_dict())
+        if not task.continuous:
+            # Exact stage two needs A_1(s, ·) for every action: a Q head for the main signal.
+            self.main_q = SignalCritics(task.obs_size, 1, cfg.hidden, out_per_signal=task.action.n)  # type: ignore[union-attr]
+
+    def all_actors(self) -> list[Actor]:
+        return [self.actor, *self.stage_one]  # type: ignore[list-item]
+
+    def on_batch_start(self, batch) -> dict[str, float]:  # type: ignore[no-untyped-def]
+        with torch.no_grad():
+            obs = batch.obs[:2048]
+            return {
+                f"charts/kl_stage_one_{c.signal}": float(mean_kl(self.actor, a, obs))
+                for c, a in zip(self.task.constraints, self.stage_one, strict=True)
+            }
+
+    def extra_critic_loss(self, mb: MiniBatch) -> tuple[Tensor, dict[str, float]]:
+        if self.task.continuous:
+            return super().extra_critic_loss(mb)
+        q = self.main_q(mb.obs)[:, 0, :].gather(1, mb.action.long())[:, 0]
+        loss = ((q - mb.targets[:, 0]).pow(2) * mb.weights).mean()
+        return loss, {"losses/critic_main_q": loss.item()}
+
+    def main_advantage_all_actions(self, obs: Tensor) -> Tensor:
+        """A_1(s, ·) = Q_1(s, ·) − V_1(s), shape (B, n) (discrete only)."""
+        return self.main_q(obs)[:, 0, :] - self.critics(obs)[:, :1]
+
+    def actor_loss(self, mb: MiniBatch) -> tuple[Tensor, dict[str, float]]:
+        metrics: dict[str, float] = {}
+        adv = self.advantage_estimates(mb)  # in reward-std units (DEPARTURE: frozen scales, see Learner)
+        loss = torch.zeros((), device=mb.obs.device)
+        # Stage one: each π_θi on its own signed advantage, off-policy: E_μ[w_i A_i log π_θi] + α H(π_θi).
+        for c, idx, actor in zip(self.task.constraints, self.task.constrained_signals, self.stage_one, strict=True):
+            logp = actor.log_prob(mb.obs, mb.action)
+            w = self.global_is(logp - mb.behaviour_log_prob, self.cfg.is_clip)
+            a_i = self.task.constraint_sign(c) * adv[:, idx]
+            l_i = -(w * a_i * logp).mean() - self.cfg.stage_one_entropy * actor.entropy(mb.obs).mean()
+            metrics[f"losses/stage_one_{c.signal}"] = l_i.item()
+            loss = loss + l_i
+        # Stage two: project the closed-form π* onto the shipped actor.
+        l2 = self._stage_two_gaussian(mb, adv) if self.task.continuous else self._stage_two_discrete(mb)
+        metrics["losses/stage_two"] = l2.item()
+        return loss + l2, metrics
+
+    def _stage_two_gaussian(self, mb: MiniBatch, adv: Tensor) -> Tensor:
+        with torch.no_grad():
+            log_w = adv[:, 0] / self.lambda_sum
+            for lam, actor in zip(self.lambdas, self.stage_one, strict=True):
+                log_w = log_w + (lam / self.lambda_sum) * (actor.log_prob(mb.obs, mb.action) - mb.behaviour_log_prob)
+            # DEPARTURE: one normaliser per minibatch instead of Z(s) per state.
+            log_w = log_w - self.d.log_mean_exp(log_w)
+            w = self.global_is(log_w, self.cfg.is_clip)
+        return -(w * self.actor.log_prob(mb.obs, mb.action)).mean()
+
+    def _stage_two_discrete(self, mb: MiniBatch) -> Tensor:
+        with torch.no_grad():
+            a_all = self.main_advantage_all_actions(mb.obs)
+            logits = a_all / self.lambda_sum
+            for lam, actor in zip(self.lambdas, self.stage_one, strict=True):
+                logits = logits + (lam / self.lambda_sum) * actor(mb.obs)
+            log_target = torch.log_softmax(logits, dim=-1)
+        log_pi = self.actor(mb.obs)
+        return (log_target.exp() * (log_target - log_pi)).sum(-1).mean()
+
+    @torch.no_grad()
+    def stage_one_distances(self, obs: Tensor) -> dict[str, float]:
+        """Mean KL(π‖π_θi) per constrained signal — what `kl_epsilon` bounds."""
+        return {
+            c.signal: float(mean_kl(self.actor, a, obs))
+            for c, a in zip(self.task.constraints, self.stage_one, strict=True)
+        }
+
+
+# ---------------------------------------------------------------------------
+# Entry point
+# ---------------------------------------------------------------------------
+def train(
+    cfg: TSCACConfig,
+    run_cfg: RunConfig,
+    task: TaskSpec,
+    source: OnlineSource | OfflineSource,
+    init_mean: tuple[float, ...] | None = None,
+) -> RunResult:
+    """Train TSCAC online (an env pool) or offline (logged transitions); returns the trained learner."""
+    seed_everything(run_cfg.seed)
+    return run(TSCACLearner(task, cfg, init_mean), run_cfg, source)

@@ -1,0 +1,149 @@
+"""Glue between the learners and Troupe's simulators (training/envs): pools, behaviour logs, evaluation.
+
+* `BatchedSimPool` — an `EnvPool` over `make_batched(problem, n)`; single view
+  (observation (N, obs)) or, for `rank`, the multi-agent view (joint
+  observation = the three stages' local observations concatenated, (N, 72);
+  the joint action is the same (N, 18) vector in stage order).
+  The simulator's `done` is the end of a user's `days`-day horizon; the
+  ground-truth evaluation counts nothing past it, so the learners treat it as
+  a termination (no bootstrap) — exactly the finite-horizon objective.
+* `behaviour_rollout` — logged transitions of the simulator's behaviour policy
+  with its exact log-densities (BC's data; offline TSCAC's data in benchmarks).
+* `actor_policy` — a numpy policy (obs → action) from a trained actor for
+  `evaluate_policy` (deterministic: the Gaussian mean, as serving uses).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+
+from training.rl.data import PoolStep, Rollout, RolloutCollector
+from training.rl.networks import Actor, CategoricalActor
+from training.rl.task import TaskSpec
+
+
+class BatchedSimPool:
+    """N simulator rows as an EnvPool (see module docstring)."""
+
+    def __init__(self, problem: str, n_envs: int, task: TaskSpec, multi_agent: bool = False, **overrides: Any) -> None:
+        from training.envs import make_batched
+
+        self.problem, self.task, self.multi_agent = problem, task, multi_agent
+        self.n_envs = n_envs
+        self.overrides = overrides
+        self.sim: Any = make_batched(problem, n_envs, 0, **overrides)
+
+    def _observe(self, obs: np.ndarray) -> np.ndarray:
+        if not self.multi_agent:
+            return np.asarray(obs, np.float32)
+        stages = self.sim.stage_observations()
+        return np.concatenate([stages[a.name] for a in self.task.agents], axis=1).astype(np.float32)
+
+    def reset(self, seed: int) -> np.ndarray:
+        from training.envs import make_batched
+
+        self.sim = make_batched(self.problem, self.n_envs, seed, **self.overrides)
+        return self._observe(self.sim.reset())
+
+    def step(self, actions: np.ndarray) -> PoolStep:
+        a = actions if self.task.continuous else actions[:, 0].astype(np.int64)
+        obs, rewards, done, info = self.sim.step(a)
+        obs = self._observe(obs)
+        next_obs = obs.copy()
+        if done.any() and "final_observation" in info and not self.multi_agent:
+            next_obs[done] = info["final_observation"][done]
+            # multi-agent: the finished rows' stage observations are gone; they are
+            # terminal (no bootstrap), so V(s') of those rows is never used.
+        r = np.stack([np.asarray(rewards[s], np.float64) for s in self.task.signal_names], axis=1)
+        return PoolStep(next_obs, r, np.asarray(done, bool), np.zeros(len(done), bool), obs)
+
+
+def behaviour_rollout(problem: str, task: TaskSpec, n_envs: int, steps: int, seed: int, **overrides: Any) -> Rollout:
+    """`steps` × `n_envs` transitions of the problem's behaviour policy with exact log-probabilities."""
+    from training.envs import behaviour_policy
+
+    mu = behaviour_policy(problem, seed=seed)
+
+    def act(obs: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        actions, prob = mu.sample(obs.numpy())
+        a = torch.as_tensor(np.asarray(actions, np.float32).reshape(obs.shape[0], -1))
+        lp = np.asarray(prob, np.float64)
+        if getattr(mu, "probability_kind", "log_density") == "propensity":
+            lp = np.log(np.maximum(lp, 1e-300))
+        return a, torch.as_tensor(lp, dtype=torch.float32)
+
+    collector = RolloutCollector(BatchedSimPool(problem, n_envs, task, **overrides), seed)
+    return collector.collect(act, steps)
+
+
+def actor_policy(actor: Actor, deterministic: bool = True) -> Callable[[np.ndarray], np.ndarray]:
+    """obs (N, obs) → action (N, A) numpy policy from a trained actor (CPU, no grad)."""
+    actor = actor.cpu().eval()
+
+    def policy(obs: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            x = torch.as_tensor(np.asarray(obs, np.float32))
+            if deterministic:
+                a = actor.mode(x)
+            else:
+                a, _ = actor.sample(x)
+        out = a.numpy()
+        # a categorical actor's action is its index stored as a float column; simulators take (N,) ints
+        return out[:, 0].astype(np.int64) if isinstance(actor, CategoricalActor) else out
+
+    return policy
+
+
+def multi_agent_policy(actor: Actor, problem: str = "rank") -> Callable[[np.ndarray], np.ndarray]:
+    """A joint actor evaluated through the single view: every stage actor sees the single observation.
+
+    Serving has one observation per request, so this is how the exported
+    combined model acts; `evaluate_policy` drives the single view.
+    """
+    actor = actor.cpu().eval()
+    n_agents = len(getattr(actor, "agents", []))
+
+    def policy(obs: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            x = torch.as_tensor(np.asarray(obs, np.float32))
+            return torch.cat([agent.mode(x) for agent in actor.agents], dim=1).numpy()  # type: ignore[union-attr]
+
+    if n_agents == 0:
+        raise ValueError("multi_agent_policy needs a JointGaussianActor")
+    return policy
+
+
+def evaluate_multi_agent(actor: Actor, n_users: int, days: int, seed: int = 0, **overrides: Any) -> dict[str, Any]:
+    """Ground truth for a per-stage actor in the `rank` multi-agent view (each stage on its own observation).
+
+    Mirrors `training.envs.evaluate.evaluate_policy` (same user-day means and
+    per-decision constraint values) but feeds each stage actor its stage's
+    local observation, which a single-view policy cannot see.
+    """
+    from models.problems import RANK
+    from training.envs import make_batched
+    from training.envs.evaluate import _rows  # the same row count as evaluate_policy
+
+    actor = actor.cpu().eval()
+    names = RANK.signal_names
+    sim: Any = make_batched("rank", _rows(n_users), seed, max_users=n_users, days=days, **overrides)
+    sim.reset()
+    totals = np.zeros((n_users * days, len(names)))
+    decisions = 0
+    while not sim.all_done:
+        stages = sim.stage_observations()
+        x = torch.as_tensor(np.concatenate([stages[a.name] for a in RANK.agents], axis=1))
+        with torch.no_grad():
+            act = actor.mode(x).numpy()
+        _, rewards, _, info = sim.step(act)
+        live = info["active"]
+        flat = info["user_id"][live] * days + info["day"][live]
+        np.add.at(totals, flat, np.stack([rewards[s][live] for s in names], axis=1))
+        decisions += int(live.sum())
+    per_user = totals.reshape(n_users, days, len(names)).mean(axis=1)
+    per_decision = {s: float(totals[:, i].sum() / max(decisions, 1)) for i, s in enumerate(names)}
+    return {"per_user_day": {s: per_user[:, i] for i, s in enumerate(names)}, "per_decision": per_decision}

@@ -1,0 +1,170 @@
+"""`TaskSpec`: what a learner must know about an environment, for any env that follows the convention.
+
+The vector-reward convention (issue 3): `env.step` returns the main signal as the
+scalar reward and every signal in `info["signals"]` (name → value). A TaskSpec
+lists those signals in a fixed order — main first — each with its own discount
+γ, the constraints on auxiliary signals (per-decision means, as in
+`models.problems.Constraint`), the observation size and the action space. It is
+built from a Troupe problem spec (`TaskSpec.from_problem`) or by hand for any
+other environment.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from models.problems import BoxAction, Constraint, DiscreteAction, ProblemSpec
+
+
+@dataclass(frozen=True)
+class TaskSignal:
+    """One entry of the reward vector."""
+
+    name: str
+    """Key in `info["signals"]` (and column suffix `reward_<name>` in datasets)."""
+    discount: float
+    """γ of this signal's critic, in [0, 1)."""
+
+    def __post_init__(self) -> None:
+        if not self.name:
+            raise ValueError("TaskSignal.name: must be a non-empty string")
+        if not 0.0 <= self.discount < 1.0:
+            raise ValueError(f"TaskSignal {self.name!r}: discount must be in [0, 1), got {self.discount}")
+
+
+@dataclass(frozen=True)
+class AgentSlice:
+    """One agent of a multi-agent task: which part of the joint observation and action is its own."""
+
+    name: str
+    obs_size: int
+    action_size: int
+
+    def __post_init__(self) -> None:
+        if self.obs_size < 1 or self.action_size < 1:
+            raise ValueError(f"AgentSlice {self.name!r}: obs_size and action_size must be >= 1")
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """Signals (main first), constraints, observation size, action space (and agents, for CTDE)."""
+
+    obs_size: int
+    """Length of the flat float32 observation (the joint observation for multi-agent tasks)."""
+    action: BoxAction | DiscreteAction
+    """Continuous box (Gaussian actor) or discrete (categorical actor)."""
+    signals: tuple[TaskSignal, ...]
+    """Reward signals; signals[0] is the main signal (the scalar reward)."""
+    constraints: tuple[Constraint, ...] = ()
+    """Per-decision mean of a signal >= / <= a threshold."""
+    agents: tuple[AgentSlice, ...] = ()
+    """Multi-agent tasks: agents in order; joint obs/action are their concatenation."""
+    name: str = "task"
+
+    def __post_init__(self) -> None:
+        if self.obs_size < 1:
+            raise ValueError(f"TaskSpec.obs_size: must be >= 1, got {self.obs_size}")
+        if not isinstance(self.action, BoxAction | DiscreteAction):
+            raise ValueError(f"TaskSpec.action: expected BoxAction or DiscreteAction, got {type(self.action).__name__}")
+        if not self.signals:
+            raise ValueError("TaskSpec.signals: at least the main signal is required")
+        names = [s.name for s in self.signals]
+        if len(set(names)) != len(names):
+            raise ValueError(f"TaskSpec.signals: duplicate names in {names}")
+        for c in self.constraints:
+            if c.signal not in names:
+                raise ValueError(f"TaskSpec.constraints: unknown signal {c.signal!r}; signals are {names}")
+            if c.signal == names[0]:
+                raise ValueError(f"TaskSpec.constraints: the main signal {c.signal!r} cannot be constrained")
+        if self.agents:
+            if sum(a.obs_size for a in self.agents) != self.obs_size:
+                raise ValueError("TaskSpec.agents: agent obs sizes must add up to obs_size")
+            if not isinstance(self.action, BoxAction) or sum(a.action_size for a in self.agents) != self.action.size:
+                raise ValueError("TaskSpec.agents: agents need a BoxAction whose size is the sum of agent action sizes")
+
+    # -- views ---------------------------------------------------------------
+    @property
+    def main_signal(self) -> str:
+        return self.signals[0].name
+
+    @property
+    def signal_names(self) -> tuple[str, ...]:
+        return tuple(s.name for s in self.signals)
+
+    @property
+    def discounts(self) -> tuple[float, ...]:
+        return tuple(s.discount for s in self.signals)
+
+    @property
+    def continuous(self) -> bool:
+        return isinstance(self.action, BoxAction)
+
+    @property
+    def action_dim(self) -> int:
+        """Width of the stored action: box size, or 1 for a discrete index."""
+        return self.action.size if isinstance(self.action, BoxAction) else 1
+
+    @property
+    def constrained_signals(self) -> tuple[int, ...]:
+        """Index into `signals` of every constrained auxiliary signal, in constraint order."""
+        return tuple(self.signal_names.index(c.signal) for c in self.constraints)
+
+    def constraint_sign(self, c: Constraint) -> float:
+        """+1 when more of the signal is better (>=), −1 when less is (<=)."""
+        return 1.0 if c.direction == ">=" else -1.0
+
+    def signal_vector(self, reward: float, info: Mapping[str, Any]) -> np.ndarray:
+        """The reward vector of one step in `signals` order, read from `info["signals"]`."""
+        sig = info.get("signals")
+        if not isinstance(sig, Mapping):
+            raise KeyError(
+                'step info has no "signals" mapping; the vector-reward convention needs '
+                'info["signals"] = {name: value} for every signal of the task'
+            )
+        out = np.empty(len(self.signals), dtype=np.float64)
+        for i, s in enumerate(self.signals):
+            if s.name in sig:
+                out[i] = float(sig[s.name])
+            elif i == 0:
+                out[i] = float(reward)  # the scalar reward *is* the main signal
+            else:
+                raise KeyError(f'info["signals"] lacks {s.name!r}; it has {sorted(sig)}')
+        return out
+
+    # -- constructors ----------------------------------------------------------
+    @classmethod
+    def from_problem(cls, spec: ProblemSpec, multi_agent: bool = False) -> TaskSpec:
+        """The task of a Troupe problem spec (main signal first, its constraints, its action space)."""
+        if not isinstance(spec.action, BoxAction | DiscreteAction):
+            raise ValueError(f"problem {spec.name!r}: action {spec.action.kind!r} is not supported by these learners")
+        ordered = sorted(spec.signals, key=lambda s: not s.main)
+        signals = tuple(TaskSignal(s.name, s.discount) for s in ordered)
+        agents: tuple[AgentSlice, ...] = ()
+        obs_size = spec.observation_size
+        if multi_agent:
+            if not spec.agents:
+                raise ValueError(f"problem {spec.name!r} has no multi-agent view")
+            agents = tuple(AgentSlice(a.name, a.observation_size, a.action.flat_size) for a in spec.agents)
+            obs_size = sum(a.obs_size for a in agents)
+        return cls(
+            obs_size=obs_size,
+            action=spec.action,
+            signals=signals,
+            constraints=spec.constraints,
+            agents=agents,
+            name=spec.name,
+        )
+
+
+def constraint_report(task: TaskSpec, signal_means: Sequence[float]) -> dict[str, float]:
+    """Per constraint: its value, and its slack (value − threshold, signed so > 0 means satisfied)."""
+    out: dict[str, float] = {}
+    for c, idx in zip(task.constraints, task.constrained_signals, strict=True):
+        v = float(signal_means[idx])
+        out[f"constraint_{c.signal}"] = v
+        out[f"constraint_slack_{c.signal}"] = task.constraint_sign(c) * (v - c.threshold)
+    return out
