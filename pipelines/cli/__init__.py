@@ -10,26 +10,26 @@ import typer
 
 from models.logging import configure_logging
 from models.settings import get_settings
-from pipelines.cli import broker, registry
+from pipelines.cli import ab, broker, dataset, demo, evaluate, features, ingest, jobs, registry, serve, train, triton
 
 app = typer.Typer(no_args_is_help=True, help="Troupe: RL decision service for recommender systems.")
+# Foundation
 app.add_typer(broker.app, name="broker", help="Start, stop or inspect the embedded Kafka broker (Tansu).")
 app.add_typer(registry.app, name="registry", help="List, register, promote and roll back policy versions.")
-from pipelines.cli import dataset, features, ingest  # noqa: E402 — data plane CLI
-
+# Data plane
 app.add_typer(ingest.app, name="ingest", help="Kafka → Parquet lake, exactly once (--continuous to keep running).")
 app.add_typer(dataset.app, name="dataset", help="Build per-problem transition datasets: `troupe dataset build`.")
 app.add_typer(features.app, name="features", help="Feast feature store: `troupe features apply|materialize`.")
-from pipelines.cli import ab, evaluate  # noqa: E402 — OPE and A/B CLI
-
+# Policies, evaluation, A/B
+app.add_typer(train.app, name="train", help="Train policies: `troupe train rank --algo tscac --sim|--data D`.")
 app.add_typer(evaluate.app, name="evaluate", help="Off-policy evaluation of a candidate against a baseline.")
 app.add_typer(ab.app, name="ab", help="A/B experiment analysis: `troupe ab report --experiment E`.")
-from pipelines.cli import train  # noqa: E402 — policies CLI
-
-app.add_typer(train.app, name="train", help="Train policies: `troupe train rank --algo tscac --sim|--data D`.")
-
-
-
+# Serving
+app.add_typer(serve.app, name="serve", help="Run the decision API (uvicorn).")
+app.add_typer(triton.app, name="triton", help="Export a Triton model repository; run a local Triton server.")
+# The retraining loop
+app.add_typer(jobs.app, name="loop", help="The retraining loop by hand: run DAGs, re-decide a gate, deploy a canary.")
+app.command("demo")(demo.demo)
 
 
 @app.callback()

@@ -10,20 +10,24 @@ from pathlib import Path
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
-from infra.broker import EmbeddedBroker, status
-from tests.conftest import DECISIONS_TOPIC
+from infra.broker import EmbeddedBroker, create_topics, status
+
+# A topic of this file's own: the session broker's decision/feedback topics are
+# shared with tests that parse every message on them.
+TOPIC = "troupe.test.broker"
 
 TROUPE = [sys.executable, "-m", "pipelines.cli"]
 
 
 def test_fixture_broker_round_trips_messages(kafka_broker: EmbeddedBroker) -> None:
+    create_topics(kafka_broker.bootstrap_servers, {TOPIC: 4})
     producer = KafkaProducer(bootstrap_servers=kafka_broker.bootstrap_servers, acks="all")
     for i in range(20):
-        producer.send(DECISIONS_TOPIC, key=f"user-{i % 3}".encode(), value=f"m{i}".encode())
+        producer.send(TOPIC, key=f"user-{i % 3}".encode(), value=f"m{i}".encode())
     producer.flush()
     producer.close()
     consumer = KafkaConsumer(bootstrap_servers=kafka_broker.bootstrap_servers, enable_auto_commit=False)
-    parts = [TopicPartition(DECISIONS_TOPIC, p) for p in consumer.partitions_for_topic(DECISIONS_TOPIC)]
+    parts = [TopicPartition(TOPIC, p) for p in consumer.partitions_for_topic(TOPIC)]
     assert len(parts) == 4
     consumer.assign(parts)
     ends = consumer.end_offsets(parts)
@@ -68,5 +72,5 @@ def test_freeze_and_thaw(fresh_kafka_broker: EmbeddedBroker) -> None:
     assert stat.split(") ", 1)[1][0] == "T"  # stopped
     fresh_kafka_broker.thaw()
     producer = KafkaProducer(bootstrap_servers=fresh_kafka_broker.bootstrap_servers, acks="all")
-    producer.send(DECISIONS_TOPIC, b"after-thaw").get(timeout=10)
+    producer.send("troupe.decisions.v1", b"after-thaw").get(timeout=10)  # a private broker: nobody else reads it
     producer.close()

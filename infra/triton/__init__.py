@@ -1,0 +1,1 @@
+"""Triton Inference Server: model-repository export from the registry and a local launcher for tests."""

@@ -1,0 +1,183 @@
+"""Online user features: Feast by the problem's feature service, a TTL cache, and documented defaults.
+
+`FeatureReader` is the small interface the API depends on; `FeastFeatureReader`
+implements it with `FeatureStore.get_online_features(features=<feature
+service>, ...)`. `OnlineFeatures` adds what serving needs on top:
+
+* a TTL cache (`TROUPE_FEATURE_CACHE_TTL_S`, default 30 s): the user features
+  are 7-day aggregates materialized at most hourly, so reusing a read for
+  seconds changes nothing while keeping Feast's Python overhead off most
+  requests;
+* reads on a worker thread, so a slow online store never blocks the event loop;
+* defaults for a user the store does not know, each counted in
+  `troupe_feature_defaults_total{problem, feature}`:
+
+  ====================  =============================  ==========================================
+  feature               default                        why
+  ====================  =============================  ==========================================
+  user_activity_group   "medium" (index 1)             the middle group; no evidence either way
+  user_recent_rates     0 for all six rates            a new user has no recent interactions
+  user_live_affinity    (0, 0)                         no live watch time, no live exposure yet
+  ====================  =============================  ==========================================
+
+Features sent in the request (`user_features`) override stored ones.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from models.problems import ACTIVITY_GROUPS, get_problem
+
+FloatArray = npt.NDArray[np.float32]
+
+USER_FEATURE_SIZES: dict[str, int] = {"user_activity_group": 1, "user_recent_rates": 6, "user_live_affinity": 2}
+DEFAULT_ACTIVITY_GROUP = ACTIVITY_GROUPS.index("medium")
+USER_FEATURE_DEFAULTS: dict[str, tuple[float, ...]] = {
+    "user_activity_group": (float(DEFAULT_ACTIVITY_GROUP),),
+    "user_recent_rates": (0.0,) * 6,
+    "user_live_affinity": (0.0, 0.0),
+}
+# Which stored user features each problem's observation uses.
+PROBLEM_USER_FEATURES: dict[str, tuple[str, ...]] = {
+    "rank": ("user_activity_group", "user_recent_rates"),
+    "slot": ("user_activity_group", "user_recent_rates", "user_live_affinity"),
+    "allocate": ("user_activity_group",),
+}
+ENTITY_KEY = "user_id"
+
+
+class FeatureReader(Protocol):
+    """Reads one user's stored features by feature service; None for a feature the store lacks."""
+
+    def read(self, feature_service: str, user_id: str) -> dict[str, Any]: ...
+
+    def ping(self) -> bool: ...
+
+
+class FeastFeatureReader:
+    """Feast online store (SQLite by default, Redis in production) behind `FeatureReader`."""
+
+    def __init__(self, repo_path: Path) -> None:
+        from feast import FeatureStore
+
+        self.store = FeatureStore(repo_path=str(repo_path))
+        self._services: dict[str, Any] = {}
+
+    def _service(self, name: str) -> Any:
+        if name not in self._services:
+            self._services[name] = self.store.get_feature_service(name)
+        return self._services[name]
+
+    def read(self, feature_service: str, user_id: str) -> dict[str, Any]:
+        resp = self.store.get_online_features(
+            features=self._service(feature_service), entity_rows=[{ENTITY_KEY: user_id}]
+        ).to_dict()
+        return {k: v[0] for k, v in resp.items() if k != ENTITY_KEY}
+
+    def ping(self) -> bool:
+        for name in ("rank_v1", "slot_v1", "allocate_v1"):
+            try:
+                self._service(name)
+                return True
+            except Exception:  # noqa: BLE001 — any failure means "not reachable"
+                continue
+        return False
+
+
+def _as_vector(name: str, value: Any, stored: Mapping[str, Any]) -> tuple[float, ...] | None:
+    """A stored feature as a float tuple of the expected size, or None when absent or malformed."""
+    size = USER_FEATURE_SIZES[name]
+    if name == "user_activity_group":
+        if value is None:
+            return None
+        if isinstance(value, str):
+            return (float(ACTIVITY_GROUPS.index(value)),) if value in ACTIVITY_GROUPS else None
+        idx = int(value)
+        return (float(idx),) if 0 <= idx < len(ACTIVITY_GROUPS) else None
+    if value is None:
+        # Feature views may store a vector as scalar columns name_0 … name_{n-1}.
+        parts = [stored.get(f"{name}_{i}") for i in range(size)]
+        if any(p is None for p in parts):
+            return None
+        value = parts
+    vec = tuple(float(v) for v in value) if isinstance(value, Sequence | np.ndarray) else (float(value),)
+    if len(vec) != size or not all(np.isfinite(vec)):
+        return None
+    return vec
+
+
+@dataclass(frozen=True)
+class UserFeatures:
+    values: dict[str, tuple[float, ...]]
+    defaulted: tuple[str, ...]
+
+    @property
+    def activity_group(self) -> int:
+        return int(self.values["user_activity_group"][0])
+
+    def vector(self, name: str) -> FloatArray:
+        return np.asarray(self.values[name], dtype=np.float32)
+
+
+@dataclass
+class OnlineFeatures:
+    """Cached, non-blocking user-feature reads with documented defaults."""
+
+    reader: FeatureReader | None
+    ttl_s: float = 30.0
+    max_entries: int = 100_000
+    on_default: Callable[[str, str], None] | None = None  # (problem, feature) → count it
+    clock: Callable[[], float] = time.monotonic
+    _cache: OrderedDict[tuple[str, str], tuple[float, dict[str, Any]]] = field(default_factory=OrderedDict)
+
+    def __post_init__(self) -> None:
+        if self.ttl_s < 0:
+            raise ValueError(f"OnlineFeatures.ttl_s must be >= 0, got {self.ttl_s}")
+
+    async def _stored(self, service: str, user_id: str) -> dict[str, Any]:
+        if self.reader is None:
+            return {}
+        key = (service, user_id)
+        now = self.clock()
+        hit = self._cache.get(key)
+        if hit is not None and now - hit[0] < self.ttl_s:
+            return hit[1]
+        stored = await asyncio.to_thread(self.reader.read, service, user_id)
+        if self.ttl_s > 0 and self.max_entries > 0:
+            self._cache[key] = (now, stored)
+            self._cache.move_to_end(key)
+            while len(self._cache) > self.max_entries:
+                self._cache.popitem(last=False)
+        return stored
+
+    async def get(self, problem: str, user_id: str, overrides: Mapping[str, Any] | None = None) -> UserFeatures:
+        """The user features `problem` needs: request overrides, else the store, else the defaults."""
+        names = PROBLEM_USER_FEATURES[problem]
+        overrides = overrides or {}
+        need_store = any(overrides.get(n) is None for n in names)
+        stored = await self._stored(get_problem(problem).feature_service, user_id) if need_store else {}
+        values: dict[str, tuple[float, ...]] = {}
+        defaulted: list[str] = []
+        for name in names:
+            override = overrides.get(name)
+            vec = _as_vector(name, override, {}) if override is not None else _as_vector(name, stored.get(name), stored)
+            if vec is None:
+                vec = USER_FEATURE_DEFAULTS[name]
+                defaulted.append(name)
+                if self.on_default is not None:
+                    self.on_default(problem, name)
+            values[name] = vec
+        return UserFeatures(values, tuple(defaulted))
+
+    def reachable(self) -> bool:
+        return True if self.reader is None else self.reader.ping()

@@ -1,0 +1,1 @@
+"""Helpers shared by tests (not fixtures): small ONNX policies, request builders."""
