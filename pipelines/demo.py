@@ -34,6 +34,7 @@ import os
 import secrets
 import sys
 import time
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -368,6 +369,10 @@ def _print_summary(summary: dict[str, Any]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # Third-party deprecation notices (pathspec via Feast, torch's legacy ONNX
+    # exporter) would bury the demo's own lines; tests still see them.
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    warnings.filterwarnings("ignore", category=FutureWarning)
     parser = argparse.ArgumentParser(description="Run Troupe's whole loop once on embedded defaults.")
     parser.add_argument("--users", type=int, default=DemoConfig.users_per_day, help="simulated users per day")
     parser.add_argument("--algo", default=DemoConfig.algo, help="training algorithm of the candidate")
