@@ -271,6 +271,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-triton", action="store_true", help="skip the serving.triton.* rows")
     args = ap.parse_args(argv)
     _pin(LOAD_CORE)
+    # Other processes on the host inflate every figure here; record how busy it was.
+    load_before = os.getloadavg()
 
     sys.path.insert(0, str(REPO))
     from infra.broker import EmbeddedBroker, create_topics
@@ -429,6 +431,10 @@ def main(argv: list[str] | None = None) -> int:
                 "duration_s": args.duration,
                 "repeats": args.repeats,
                 "statistic": "median over repeats",
+                "host_load_1min": {"start": round(load_before[0], 2), "end": round(os.getloadavg()[0], 2)},
+                "host_load_note": "1-minute load average of the 2-core host (other engineers' tests run "
+                "concurrently); above 2 the server and load generator share their cores with others, so "
+                "compare ratios to fastapi.constant from the same run",
             }
         },
     )

@@ -72,7 +72,10 @@ class DecisionEvent(_Strict):
     def _aware(cls, v: dt.datetime) -> dt.datetime:
         if v.tzinfo is None:
             raise ValueError("timestamp must carry a timezone (UTC expected)")
-        return v.astimezone(dt.UTC)
+        try:
+            return v.astimezone(dt.UTC)
+        except OverflowError:  # e.g. 0001-01-01T00:00:00+01:00 falls before year 1 in UTC
+            raise ValueError("timestamp is out of range once converted to UTC") from None
 
     @model_validator(mode="after")
     def _probability_present(self) -> DecisionEvent:
@@ -96,7 +99,10 @@ class FeedbackEvent(_Strict):
     def _aware(cls, v: dt.datetime) -> dt.datetime:
         if v.tzinfo is None:
             raise ValueError("timestamp must carry a timezone (UTC expected)")
-        return v.astimezone(dt.UTC)
+        try:
+            return v.astimezone(dt.UTC)
+        except OverflowError:  # e.g. 0001-01-01T00:00:00+01:00 falls before year 1 in UTC
+            raise ValueError("timestamp is out of range once converted to UTC") from None
 
 
 Event = DecisionEvent | FeedbackEvent

@@ -81,16 +81,52 @@ def discrete_probabilities(logits: FloatArray, cfg: ExplorationConfig) -> npt.ND
     return out
 
 
+def _probabilities(z: list[float], cfg: ExplorationConfig) -> list[float]:
+    """`discrete_probabilities` on Python floats, for the request path.
+
+    A decision has at most a handful of choices per component; at that size
+    numpy's per-call overhead (~1–2 µs per op, a dozen ops) is most of the cost,
+    while plain float arithmetic takes well under a microsecond. Same formula,
+    same float64 precision; sums may differ from numpy's in the last bit.
+    """
+    n = len(z)
+    if cfg.temperature == 0.0:
+        best = max(range(n), key=z.__getitem__)  # first maximum, like np.argmax
+        base = [0.0] * n
+        base[best] = 1.0
+    else:
+        t = cfg.temperature
+        scaled = [v / t for v in z]
+        top = max(scaled)
+        e = [math.exp(v - top) for v in scaled]
+        total = sum(e)
+        base = [v / total for v in e]
+    eps = cfg.epsilon
+    p = [(1.0 - eps) * b + eps / n for b in base]
+    total = sum(p)
+    return [v / total for v in p]
+
+
+def _sample(z: list[float], cfg: ExplorationConfig, rng: np.random.Generator) -> tuple[int, float]:
+    p = _probabilities(z, cfg)
+    if cfg.greedy_discrete:
+        a = max(range(len(p)), key=p.__getitem__)
+    else:
+        # Inverse-CDF sampling with one uniform draw (as np.searchsorted(cumsum, u, "right")).
+        u = rng.random()
+        a, acc = 0, 0.0
+        for a, v in enumerate(p):  # noqa: B007 — a is the answer after the loop
+            acc += v
+            if acc > u:
+                break
+        else:
+            a = len(p) - 1  # rounding left the cumulative sum just under u
+    return a, max(p[a], _MIN_PROB)
+
+
 def sample_discrete(logits: FloatArray, cfg: ExplorationConfig, rng: np.random.Generator) -> tuple[int, float]:
     """(action, propensity) for one discrete choice."""
-    p = discrete_probabilities(logits, cfg)
-    # Inverse-CDF sampling: one uniform draw, far cheaper than Generator.choice(p=...).
-    a = (
-        int(np.argmax(p))
-        if cfg.greedy_discrete
-        else min(int(np.searchsorted(np.cumsum(p), rng.random(), side="right")), p.shape[0] - 1)
-    )
-    return a, max(float(p[a]), _MIN_PROB)
+    return _sample(np.asarray(logits, dtype=np.float64).tolist(), cfg, rng)
 
 
 def sample_multi_discrete(
@@ -99,11 +135,12 @@ def sample_multi_discrete(
     """scores (Σ nvec,) → (one choice per component, product of their probabilities)."""
     if scores.shape[0] != sum(nvec):
         raise ValueError(f"action_scores: expected {sum(nvec)} entries for nvec {nvec}, got {scores.shape[0]}")
+    flat = np.asarray(scores, dtype=np.float64).tolist()
     actions: list[int] = []
     propensity = 1.0
     start = 0
     for n in nvec:
-        a, p = sample_discrete(scores[start : start + n], cfg, rng)
+        a, p = _sample(flat[start : start + n], cfg, rng)
         actions.append(a)
         propensity *= p
         start += n
@@ -167,4 +204,25 @@ def sample_box(
         sigma = cfg.std_scale * np.exp(np.clip(np.asarray(log_std, dtype=np.float64), -20.0, 2.0))
     raw = rng.normal(mu, sigma)
     action = np.clip(raw, low, high)
-    return ContinuousSample(action, clipped_gaussian_log_density(action, mu, sigma, low, high))
+    return ContinuousSample(action, _small_clipped_log_density(action.tolist(), mu.tolist(), sigma.tolist(), low, high))
+
+
+def _small_clipped_log_density(
+    action: list[float], mean: list[float], std: list[float], low: float, high: float
+) -> float:
+    """`clipped_gaussian_log_density` on Python floats, for the request path's six-entry actions.
+
+    Three boolean masks and their reductions cost ~60 µs per stage in numpy at
+    this size; the loop costs a few. Same terms; the sum's order (entry order
+    instead of grouped by mask) can change the last bit.
+    """
+    total = 0.0
+    for a, mu, sigma in zip(action, mean, std, strict=True):
+        if a <= low:
+            total += float(log_ndtr((low - mu) / sigma))
+        elif a >= high:
+            total += float(log_ndtr(-(high - mu) / sigma))  # 1 − Φ(x) = Φ(−x)
+        else:
+            z = (a - mu) / sigma
+            total += -0.5 * z * z - _LOG_SQRT_2PI - math.log(sigma)
+    return total

@@ -139,6 +139,10 @@ class OnlineFeatures:
     on_default: Callable[[str, str], None] | None = None  # (problem, feature) → count it
     clock: Callable[[], float] = time.monotonic
     _cache: OrderedDict[tuple[str, str], tuple[float, dict[str, Any]]] = field(default_factory=OrderedDict)
+    # (problem, user) → (the stored dict it was resolved from, the result). Resolving
+    # (_as_vector per feature) cost more than the cache lookup itself; a request
+    # without overrides reuses it while the cache serves the same stored dict.
+    _resolved: dict[tuple[str, str], tuple[dict[str, Any], UserFeatures]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.ttl_s < 0:
@@ -166,6 +170,14 @@ class OnlineFeatures:
         overrides = overrides or {}
         need_store = any(overrides.get(n) is None for n in names)
         stored = await self._stored(get_problem(problem).feature_service, user_id) if need_store else {}
+        memo_key = (problem, user_id)
+        if not overrides and self.reader is not None:
+            memo = self._resolved.get(memo_key)
+            if memo is not None and memo[0] is stored:
+                if self.on_default is not None:
+                    for name in memo[1].defaulted:  # counted per request, as on the slow path
+                        self.on_default(problem, name)
+                return memo[1]
         values: dict[str, tuple[float, ...]] = {}
         defaulted: list[str] = []
         for name in names:
@@ -177,7 +189,12 @@ class OnlineFeatures:
                 if self.on_default is not None:
                     self.on_default(problem, name)
             values[name] = vec
-        return UserFeatures(values, tuple(defaulted))
+        result = UserFeatures(values, tuple(defaulted))
+        if not overrides and self.reader is not None and self.ttl_s > 0 and self.max_entries > 0:
+            if len(self._resolved) >= self.max_entries:
+                self._resolved.clear()  # rare; entries are rebuilt on the next request per user
+            self._resolved[memo_key] = (stored, result)
+        return result
 
     def reachable(self) -> bool:
         return True if self.reader is None else self.reader.ping()

@@ -49,6 +49,11 @@ class LoadedPolicy:
         return self.manifest.name
 
     @property
+    def in_process(self) -> bool:
+        """Every model runs inline on the event loop (onnxruntime): an await never yields, so no timer can fire."""
+        return all(isinstance(b, OnnxRuntimeBackend) for b in self.backends.values())
+
+    @property
     def per_agent(self) -> bool:
         """Rank serves one file per stage when the manifest lists all three stages."""
         return self.spec.name == "rank" and all(a.name in self.backends for a in self.spec.agents)

@@ -49,6 +49,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from pydantic import ValidationError
 
@@ -57,6 +58,7 @@ from models.events import MAX_EVENT_BYTES, DecisionEvent, FeedbackEvent, arrow_s
 from models.logging import log_event
 from models.problems import PROBLEMS
 from models.settings import TroupeSettings, bootstrap_servers
+from pipelines.jobs.ingest_fast import validate_batch
 
 log = logging.getLogger("troupe.ingest")
 
@@ -305,6 +307,7 @@ def validate_message(
 class _Pending:
     """Messages consumed since the last commit."""
 
+    # validated models (per-message path) and Arrow tables (bulk path), in message order
     events: dict[tuple[Any, ...], list[Any]] = field(default_factory=lambda: defaultdict(list))
     dead: dict[tuple[str, str], list[dict[str, Any]]] = field(default_factory=lambda: defaultdict(list))
     # next offset, value of the last message (hashed into its fingerprint at commit time only)
@@ -341,6 +344,39 @@ def _column(objects: list[Any], name: str, typ: pa.DataType) -> pa.Array:
         children = [_column(values, typ.field(i).name, typ.field(i).type) for i in range(typ.num_fields)]
         return pa.StructArray.from_arrays(children, fields=list(typ))
     return pa.array(values, type=typ)
+
+
+def _pending_to_arrow(items: list[Any], schema: pa.Schema) -> pa.Table:
+    """One hive key's buffered items (validated models and bulk-validated tables, in order) → one table."""
+    parts: list[pa.Table] = []
+    run: list[Any] = []
+    for item in items:
+        if isinstance(item, pa.Table):
+            if run:
+                parts.append(events_to_arrow(run, schema))
+                run = []
+            parts.append(item)
+        else:
+            run.append(item)
+    if run:
+        parts.append(events_to_arrow(run, schema))
+    # One chunk per column: the Parquet pages then match what the per-message path writes.
+    return pa.concat_tables(parts).combine_chunks()
+
+
+def _hive_groups(topic: str, table: pa.Table) -> list[tuple[tuple[Any, ...], pa.Table]]:
+    """Split a bulk-validated batch by hive key, the same key `_hive_key` gives each event."""
+    ts = table.column("timestamp")
+    problem = pc.fill_null(table.column("problem"), NO_PROBLEM)
+    cols = [problem, pc.year(ts), pc.month(ts), pc.day(ts), pc.hour(ts)]
+    first = tuple(c[0].as_py() for c in cols)
+    if all(pc.all(pc.equal(c, c[0])).as_py() for c in cols):
+        return [((topic, *first), table)]  # the common case: one problem, one hour
+    keys = list(zip(*(c.to_pylist() for c in cols), strict=True))
+    rows: dict[tuple[Any, ...], list[int]] = defaultdict(list)
+    for i, key in enumerate(keys):
+        rows[key].append(i)
+    return [((topic, *key), table.take(pa.array(idx, pa.int64()))) for key, idx in rows.items()]
 
 
 def _write_parquet(table: pa.Table, path: Path, row_group_size: int) -> None:
@@ -389,10 +425,10 @@ class Ingestor:
         for (topic, problem, year, month, day, hour), events in pending.events.items():
             date = f"{year:04d}-{month:02d}-{day:02d}"
             rel = f"topic={topic}/problem={problem}/date={date}/hour={hour:02d}/part-{seq:08d}.parquet"
-            table = events_to_arrow(events, self.schemas[topic])
+            table = _pending_to_arrow(events, self.schemas[topic])
             _write_parquet(table, self.lake / rel, self.config.row_group_size)
             folders.add((self.lake / rel).parent)
-            new_files[rel] = {"kind": "events", "topic": topic, "rows": len(events), "seq": seq}
+            new_files[rel] = {"kind": "events", "topic": topic, "rows": table.num_rows, "seq": seq}
         for (topic, date), rows in pending.dead.items():
             rel = f"dead_letter/topic={topic}/date={date}/part-{seq:08d}.parquet"
             for r in rows:
@@ -537,6 +573,9 @@ class Ingestor:
                 continue
             for tp, messages in batch.items():
                 last_message = time.monotonic()
+                if tp not in verify and self._accept_batch(tp, messages, pending):
+                    position[tp] = messages[-1].offset + 1
+                    continue
                 for msg in messages:
                     if tp in verify:
                         off, fp = verify.pop(tp)
@@ -596,6 +635,21 @@ class Ingestor:
                 if cfg.mode == "once" and not drained:
                     log_event(log, "ingest.idle_stop", logging.WARNING, lag_known=bool(lags))
                 return
+
+    def _accept_batch(self, tp: Any, messages: list[Any], pending: _Pending) -> bool:
+        """Validate a whole poll batch at once; False (nothing buffered) when any message needs `_accept`."""
+        if len(messages) < 2:
+            return False
+        table = validate_batch(self.topic_class[tp.topic], [m.value for m in messages], self.schemas[tp.topic])
+        if table is None:
+            return False
+        for key, part in _hive_groups(tp.topic, table):
+            pending.events[key].append(part)
+        n = len(messages)
+        pending.count += n
+        pending.rows[tp.topic] += n
+        pending.offsets[(tp.topic, tp.partition)] = (messages[-1].offset + 1, messages[-1].value)
+        return True
 
     def _accept(self, tp: Any, msg: Any, pending: _Pending) -> None:
         cls = self.topic_class[tp.topic]

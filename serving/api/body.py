@@ -23,25 +23,30 @@ M = TypeVar("M", bound=BaseModel)
 REF = "#/components/schemas/{model}"
 
 
+async def parse_body(request: Request, model: type[M]) -> M:
+    """The request body parsed as `model`; errors become the usual 422 (RequestValidationError)."""
+    raw = await request.body()
+    try:
+        return model.model_validate_json(raw)
+    except ValidationError:
+        pass
+    try:
+        data = json.loads(raw)
+    except ValueError as exc:
+        raise RequestValidationError(
+            [{"loc": ("body",), "msg": f"not valid JSON: {exc}", "type": "json_invalid"}]
+        ) from None
+    try:
+        return model.model_validate(data)
+    except ValidationError as err:
+        raise RequestValidationError([{**e, "loc": ("body", *e["loc"])} for e in err.errors()]) from None
+
+
 def json_body(model: type[M]) -> Callable[[Request], Awaitable[M]]:
     """A dependency that parses the request body as `model`; errors become the usual 422."""
 
     async def parse(request: Request) -> M:
-        raw = await request.body()
-        try:
-            return model.model_validate_json(raw)
-        except ValidationError:
-            pass
-        try:
-            data = json.loads(raw)
-        except ValueError as exc:
-            raise RequestValidationError(
-                [{"loc": ("body",), "msg": f"not valid JSON: {exc}", "type": "json_invalid"}]
-            ) from None
-        try:
-            return model.model_validate(data)
-        except ValidationError as err:
-            raise RequestValidationError([{**e, "loc": ("body", *e["loc"])} for e in err.errors()]) from None
+        return await parse_body(request, model)
 
     return parse
 

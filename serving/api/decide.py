@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Any
 
-from fastapi import APIRouter, Depends, Response, status
+from fastapi import APIRouter, Request, Response, status
 from pydantic import BaseModel
 from pydantic_core import to_json
 
 from models.events import FeedbackEvent
-from serving.api.body import body_doc, json_body
-from serving.api.deps import DecideServiceDep
+from serving.api.body import body_doc, parse_body
+from serving.api.deps import DecideServiceDep, service_for
 from serving.schemas import (
     AllocateRequest,
     AllocateResponse,
@@ -30,6 +30,32 @@ def _json(outcome: Outcome) -> Response:
     return Response(to_json(outcome.response_fields()), media_type="application/json")
 
 
+# The decide routes take the raw Request and parse the body and check the key
+# themselves: FastAPI's dependency resolution (three dependencies, a header
+# parameter) cost ~150 µs per request, a quarter of a whole slot decision. The
+# OpenAPI document is unchanged: body, X-API-Key header and 422 are declared here.
+_KEY_HEADER = {
+    "in": "header",
+    "name": "x-api-key",
+    "required": False,
+    "schema": {"anyOf": [{"type": "string"}, {"type": "null"}], "title": "X-Api-Key"},
+}
+_VALIDATION_ERROR = {
+    "description": "Validation Error",
+    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/HTTPValidationError"}}},
+}
+
+
+def _decide_doc(model: type[BaseModel]) -> dict[str, Any]:
+    return {**body_doc(model), "parameters": [_KEY_HEADER], "responses": {"422": _VALIDATION_ERROR}}
+
+
+async def _decide(request: Request, problem: str, model: type[RankRequest | SlotRequest | AllocateRequest]) -> Response:
+    body = await parse_body(request, model)  # first, as the body dependency ran first
+    service = await service_for(request, request.headers.get("x-api-key"))
+    return _json(await service.decide(problem, body))
+
+
 router = APIRouter(prefix="/v1", tags=["decide"])
 
 
@@ -40,36 +66,30 @@ BODY_MODELS: list[type[BaseModel]] = [RankRequest, SlotRequest, AllocateRequest]
     "/decide/rank",
     response_model=RankResponse,
     summary="Fusion weights per cascade stage and the final ordering",
-    openapi_extra=body_doc(RankRequest),
+    openapi_extra=_decide_doc(RankRequest),
 )
-async def decide_rank(
-    body: Annotated[RankRequest, Depends(json_body(RankRequest))], service: DecideServiceDep
-) -> Response:
-    return _json(await service.decide("rank", body))
+async def decide_rank(request: Request) -> Response:
+    return await _decide(request, "rank", RankRequest)
 
 
 @router.post(
     "/decide/slot",
     response_model=SlotResponse,
     summary="Insert one live stream into the page, and where",
-    openapi_extra=body_doc(SlotRequest),
+    openapi_extra=_decide_doc(SlotRequest),
 )
-async def decide_slot(
-    body: Annotated[SlotRequest, Depends(json_body(SlotRequest))], service: DecideServiceDep
-) -> Response:
-    return _json(await service.decide("slot", body))
+async def decide_slot(request: Request) -> Response:
+    return await _decide(request, "slot", SlotRequest)
 
 
 @router.post(
     "/decide/allocate",
     response_model=AllocateResponse,
     summary="Computation per cascade stage for one request",
-    openapi_extra=body_doc(AllocateRequest),
+    openapi_extra=_decide_doc(AllocateRequest),
 )
-async def decide_allocate(
-    body: Annotated[AllocateRequest, Depends(json_body(AllocateRequest))], service: DecideServiceDep
-) -> Response:
-    return _json(await service.decide("allocate", body))
+async def decide_allocate(request: Request) -> Response:
+    return await _decide(request, "allocate", AllocateRequest)
 
 
 @router.post("/feedback", response_model=FeedbackAccepted, status_code=status.HTTP_202_ACCEPTED, tags=["feedback"])

@@ -99,6 +99,11 @@ async def decide_service(request: Request, x_api_key: Annotated[str | None, Head
     One dependency instead of a chain: FastAPI's per-dependency cost showed up
     as a visible share of a decision in profiles.
     """
+    return await service_for(request, x_api_key)
+
+
+async def service_for(request: Request, x_api_key: str | None) -> DecisionService:
+    """`decide_service` as a plain coroutine, for endpoints that skip FastAPI's dependency machinery."""
     state = await get_state(request)
     key = state.settings.decide_api_key
     if key is not None and (x_api_key is None or not _matches_any(x_api_key, [key.get_secret_value()])):

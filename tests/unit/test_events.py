@@ -115,6 +115,14 @@ def test_unknown_signal_and_naive_timestamp_rejected() -> None:
     assert err.value.field == "timestamp"
 
 
+def test_timestamp_out_of_range_in_utc_is_a_validation_error() -> None:
+    """An OverflowError here would crash ingestion instead of dead-lettering the message."""
+    for cls, event in ((DecisionEvent, decision()), (FeedbackEvent, feedback())):
+        with pytest.raises(EventValidationError) as err:
+            from_json(cls, _raw(event, timestamp="0001-01-01T00:00:00+01:00"))
+        assert err.value.field == "timestamp"
+
+
 def test_decision_needs_a_propensity_or_density() -> None:
     with pytest.raises(EventValidationError, match="propensity"):
         from_json(DecisionEvent, _raw(decision(), propensity=None))
