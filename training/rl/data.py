@@ -311,8 +311,12 @@ class RolloutCollector:
         act: Callable[[Tensor, torch.Generator], tuple[Tensor, Tensor]],
         steps: int,
         device: torch.device | str = "cpu",
+        on_ends: Callable[[Tensor, torch.Generator], None] | None = None,
     ) -> Rollout:
-        """`act(obs, generator) -> (action, log_prob)` on CPU tensors; the stored action is the sampled one."""
+        """`act(obs, generator) -> (action, log_prob)` on CPU tensors; the stored action is the sampled one.
+
+        `on_ends(ended, generator)`, when given, is told after every step which rows' episodes ended
+        (terminated or truncated) — e.g. to redraw per-episode exploration noise."""
         buf: dict[str, list[Any]] = {k: [] for k in ("obs", "action", "rewards", "next_obs", "term", "ends", "logp")}
         for _ in range(steps):
             obs_t = torch.from_numpy(self.obs)
@@ -327,6 +331,8 @@ class RolloutCollector:
             buf["ends"].append(torch.from_numpy((step.terminated | step.truncated).astype(np.float32)))
             buf["logp"].append(logp.cpu().float())
             self.obs = step.obs
+            if on_ends is not None:
+                on_ends(buf["ends"][-1] > 0, self.generator)
         self.transitions += steps * self.pool.n_envs
         return Rollout(
             obs=torch.stack(buf["obs"]).to(device),

@@ -71,6 +71,17 @@ class LearnerConfig:
     """Entropy bonus of the shipped actor."""
     warm_start_steps: int = 300
     """Offline only: behaviour-cloning steps that start the actors at the logging policy."""
+    episode_noise: bool = False
+    """Online Gaussian actors: hold each environment row's exploration noise z ~ N(0, I) fixed until its
+    episode ends (action = mean(s) + σ·z) instead of drawing it afresh per step. DEPARTURE from the
+    papers' per-step sampling (ours, in the spirit of per-episode parameter-space exploration): on
+    `rank` a weight's long-run effect (longer sessions, next-day returns) is invisible under per-step
+    noise — one request barely moves them — but a whole user-episode played with the same offset
+    shows it. Each step's marginal is still N(mean, σ²), so the stored log-probabilities are unchanged."""
+    discounts: tuple[float, ...] = ()
+    """γ per signal in the task's order (main first), overriding the task's (the problem spec's);
+    empty = the task's. On `rank` the main signal's γ = 0.95 per request barely sees the next-day
+    return the ground truth counts, so the shipped configs raise it (configs/rank/*.yaml)."""
 
     def __post_init__(self) -> None:
         if not self.hidden or any(h < 1 for h in self.hidden):
@@ -84,6 +95,8 @@ class LearnerConfig:
             raise ValueError(f"tau: must be in (0, 1], got {self.tau}")
         if self.minibatch_size < 2 or self.epochs < 1 or self.warm_start_steps < 0 or self.entropy_coef < 0:
             raise ValueError("minibatch_size >= 2, epochs >= 1, warm_start_steps >= 0 and entropy_coef >= 0 required")
+        if any(not 0.0 <= g < 1.0 for g in self.discounts):
+            raise ValueError(f"discounts: every γ must be in [0, 1), got {self.discounts}")
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Any:
@@ -139,7 +152,11 @@ class Learner(nn.Module):
         self.dist: Dist | None = None
         self.offline = False
         self.actor: Actor = make_actor(task, cfg.hidden, init_mean, cfg.init_std)
-        self.register_buffer("gammas", torch.tensor(task.discounts, dtype=torch.float32))
+        if cfg.discounts and len(cfg.discounts) != len(task.signals):
+            raise ValueError(
+                f"discounts: {len(cfg.discounts)} values for {len(task.signals)} signals {task.signal_names}"
+            )
+        self.register_buffer("gammas", torch.tensor(cfg.discounts or task.discounts, dtype=torch.float32))
         # Per-signal reward scale, frozen at the first batch (std of each signal's reward):
         # critics and advantages work in "reward std" units, so one learning rate and one λ
         # fit watch time in seconds and interaction rates alike. Constraint values stay raw.
@@ -223,10 +240,25 @@ class Learner(nn.Module):
             return idx.float(), logp_all.gather(1, idx)[:, 0]
         mean, log_std = self.actor(obs.to(dev))
         mean, log_std = mean.cpu(), log_std.cpu()
-        action = mean + torch.randn(mean.shape, generator=generator) * log_std.exp()
+        if self.cfg.episode_noise and not self.offline:
+            z = self.__dict__.get("_episode_z")
+            if z is None or z.shape != mean.shape:
+                z = torch.randn(mean.shape, generator=generator)
+                self.__dict__["_episode_z"] = z
+            action = mean + z * log_std.exp()
+        else:
+            action = mean + torch.randn(mean.shape, generator=generator) * log_std.exp()
         from training.rl.networks import gaussian_log_prob
 
         return action, gaussian_log_prob(action, mean, log_std)
+
+    def episodes_ended(self, ended: Tensor, generator: torch.Generator) -> None:
+        """Collection hook: rows whose episode just ended draw fresh episode noise (`episode_noise`)."""
+        z = self.__dict__.get("_episode_z")
+        if z is None or not bool(ended.any()):
+            return
+        rows = ended.bool().cpu()
+        z[rows] = torch.randn((int(rows.sum()), z.shape[1]), generator=generator)
 
     @torch.no_grad()
     def rollout_targets(self, rollout: Rollout) -> tuple[Tensor, Tensor]:

@@ -112,7 +112,9 @@ def run(learner: Learner, run_cfg: RunConfig, source: OnlineSource | OfflineSour
             collector = RolloutCollector(pool, run_cfg.seed + 1000 * dist.rank)
             for it in range(run_cfg.iterations):
                 learner.eval()
-                rollout = collector.collect(learner.act, run_cfg.rollout_steps, dist.device)
+                rollout = collector.collect(
+                    learner.act, run_cfg.rollout_steps, dist.device, on_ends=learner.episodes_ended
+                )
                 learner.train()
                 batch = rollout.flatten()
                 metrics = learner.update(batch, rollout, gen, 0)
