@@ -37,15 +37,13 @@ from models.observations import fusion_scores, rank_observation, top_k
 from models.problems import PREDICTED_SIGNALS, RANK, RANK_DEFAULT_STAGE_WEIGHTS, RANK_STAGES, BoxAction
 from training.envs.world import (
     ALL_ROWS,
+    BatchedUserSim,
     BoolArray,
-    Catalog,
     EpisodeSeeds,
     FloatArray,
     IntArray,
-    UserRows,
     WorldConfig,
     gather_positions,
-    make_catalog,
     observation_box,
     response_probabilities,
 )
@@ -104,7 +102,7 @@ def _take_rows(values: IntArray, positions: IntArray) -> IntArray:
     return out
 
 
-class BatchedRankSim:
+class BatchedRankSim(BatchedUserSim):
     """N users of the `rank` problem stepped at once.
 
     reset(seed) → obs (N, 24); step(actions (N, 18)) → (obs, rewards, done, info)
@@ -113,6 +111,7 @@ class BatchedRankSim:
     """
 
     spec = RANK
+    config: RankConfig
 
     def __init__(
         self,
@@ -123,16 +122,7 @@ class BatchedRankSim:
         autoreset: bool = True,
         max_users: int | None = None,
     ) -> None:
-        if n < 1:
-            raise ValueError(f"BatchedRankSim: n must be >= 1, got {n}")
-        self.n = n
-        self.config = config or RankConfig()
-        self.autoreset = autoreset
-        self.max_users = max_users
-        self._seed = seed
-        self.rng = np.random.default_rng(seed)
-        self.catalog: Catalog = make_catalog(self.config.world, np.random.default_rng([seed, 1]))
-        self.users = UserRows(self.config.world, self.catalog, n, self.config.days, max_users, autoreset)
+        super().__init__(n, config or RankConfig(), seed, autoreset=autoreset, max_users=max_users)
         self._rows = np.arange(n)
         self._default_stage_weights = np.broadcast_to(
             np.asarray(RANK_DEFAULT_STAGE_WEIGHTS, dtype=np.float32), (n, N_SIGNALS)
@@ -144,18 +134,8 @@ class BatchedRankSim:
         self._predicted0: FloatArray = np.zeros((6, n, r), np.float32)
 
     # -- episode -----------------------------------------------------------
-    def reset(self, seed: int | None = None) -> FloatArray:
-        """Draw N fresh users and their first request; `seed` reseeds the users and the dynamics.
-
-        The catalog (the world's items) comes from the constructor's seed and
-        stays fixed for the simulator's lifetime, so episodes share one world.
-        """
-        if seed is not None:
-            self._seed = seed
-        self.rng = np.random.default_rng(self._seed)
-        self.users.reset(self.rng)
+    def _draw_requests(self) -> None:
         self._retrieve()
-        return self.observe()
 
     def _retrieve(self, rows: IntArray | None = None) -> None:
         """Draw the retrieval pool of every row (or of `rows`), its true responses and pre-rank's predictions."""

@@ -35,15 +35,13 @@ from models.observations import slot_observation, top_k
 from models.problems import SLOT
 from training.envs.world import (
     ALL_ROWS,
+    BatchedUserSim,
     BoolArray,
-    Catalog,
     EpisodeSeeds,
     FloatArray,
     IntArray,
-    UserRows,
     WorldConfig,
     gather_positions,
-    make_catalog,
     observation_box,
     response_probabilities,
 )
@@ -101,7 +99,7 @@ class SlotConfig:
             )
 
 
-class BatchedSlotSim:
+class BatchedSlotSim(BatchedUserSim):
     """N users of the `slot` problem stepped at once.
 
     reset(seed) → obs (N, 23); step(actions (N,) ints in 0..K) → (obs, rewards, done, info)
@@ -110,6 +108,7 @@ class BatchedSlotSim:
     """
 
     spec = SLOT
+    config: SlotConfig
 
     def __init__(
         self,
@@ -120,16 +119,7 @@ class BatchedSlotSim:
         autoreset: bool = True,
         max_users: int | None = None,
     ) -> None:
-        if n < 1:
-            raise ValueError(f"BatchedSlotSim: n must be >= 1, got {n}")
-        self.n = n
-        self.config = config or SlotConfig()
-        self.autoreset = autoreset
-        self.max_users = max_users
-        self._seed = seed
-        self.rng = np.random.default_rng(seed)
-        self.catalog: Catalog = make_catalog(self.config.world, np.random.default_rng([seed, 1]))
-        self.users = UserRows(self.config.world, self.catalog, n, self.config.days, max_users, autoreset)
+        super().__init__(n, config or SlotConfig(), seed, autoreset=autoreset, max_users=max_users)
         self._attention = (self.config.position_decay ** np.arange(PAGE_SIZE + 1)).astype(np.float32)
         self._page_items: IntArray = np.zeros((n, PAGE_SIZE), np.int64)
         self._page_probs: FloatArray = np.zeros((7, n, PAGE_SIZE), np.float32)
@@ -139,18 +129,8 @@ class BatchedSlotSim:
         self._live_duration: FloatArray = np.zeros(n, np.float32)
         self._live_candidate: FloatArray = np.zeros((n, 3), np.float32)
 
-    def reset(self, seed: int | None = None) -> FloatArray:
-        """Draw N fresh users and their first page; `seed` reseeds the users and the dynamics.
-
-        The catalog (the world's items) comes from the constructor's seed and
-        stays fixed for the simulator's lifetime, so episodes share one world.
-        """
-        if seed is not None:
-            self._seed = seed
-        self.rng = np.random.default_rng(self._seed)
-        self.users.reset(self.rng)
+    def _draw_requests(self) -> None:
         self._next_page()
-        return self.observe()
 
     def _next_page(self, rows: IntArray | None = None) -> None:
         """Each row's page (re-rank's top K by predicted watch time) and its best live stream; or only `rows`'."""

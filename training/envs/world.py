@@ -508,6 +508,47 @@ class UserRows:
         return rows
 
 
+class BatchedUserSim:
+    """What the per-user batched simulators (`rank`, `slot`) share: N rows of users in one world.
+
+    The catalog comes from the constructor's seed and stays fixed for the
+    simulator's lifetime; `reset(seed)` redraws the users and the dynamics and
+    calls the subclass's `_draw_requests()` hook for every row's first request.
+    `config` must carry `world` (WorldConfig) and `days` (the episode horizon).
+    """
+
+    def __init__(self, n: int, config: Any, seed: int, *, autoreset: bool, max_users: int | None) -> None:
+        if n < 1:
+            raise ValueError(f"{type(self).__name__}: n must be >= 1, got {n}")
+        self.n = n
+        self.config = config
+        self.autoreset = autoreset
+        self.max_users = max_users
+        self._seed = seed
+        self.rng = np.random.default_rng(seed)
+        self.catalog: Catalog = make_catalog(config.world, np.random.default_rng([seed, 1]))
+        self.users = UserRows(config.world, self.catalog, n, config.days, max_users, autoreset)
+
+    def reset(self, seed: int | None = None) -> npt.NDArray[np.float32]:
+        """Draw N fresh users and their first request; `seed` reseeds the users and the dynamics.
+
+        The catalog (the world's items) comes from the constructor's seed and
+        stays fixed for the simulator's lifetime, so episodes share one world.
+        """
+        if seed is not None:
+            self._seed = seed
+        self.rng = np.random.default_rng(self._seed)
+        self.users.reset(self.rng)
+        self._draw_requests()
+        return self.observe()
+
+    def _draw_requests(self) -> None:
+        raise NotImplementedError
+
+    def observe(self) -> npt.NDArray[np.float32]:
+        raise NotImplementedError
+
+
 class EpisodeSeeds:
     """Seeds of a single-user env's episodes: the first is the constructor's seed, each later one the
     next integer (a new user per episode, reproducible); reset(seed=s) restarts the sequence at s."""
