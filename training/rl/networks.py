@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
@@ -44,7 +45,37 @@ def mlp(in_size: int, out_size: int, hidden: Sequence[int], activation: type[nn.
 _LOG_2PI = math.log(2.0 * math.pi)
 
 
-class GaussianActor(nn.Module):
+class _GaussianPolicy:
+    """Distribution methods of an actor whose forward(obs) returns (mean, log_std), each (B, A)."""
+
+    if TYPE_CHECKING:  # nn.Module provides __call__ at run time; a real method here would shadow it
+
+        def __call__(self, obs: Tensor) -> tuple[Tensor, Tensor]: ...
+
+    def log_prob(self, obs: Tensor, action: Tensor) -> Tensor:
+        mean, log_std = self(obs)
+        return gaussian_log_prob(action, mean, log_std)
+
+    def sample(self, obs: Tensor, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+        """Sampled action (B, A) and its log-prob (B,). Not clipped: the env clips (see data.py)."""
+        mean, log_std = self(obs)
+        noise = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
+        action = mean + noise * log_std.exp()
+        return action, gaussian_log_prob(action, mean, log_std)
+
+    def mode(self, obs: Tensor) -> Tensor:
+        return self(obs)[0]
+
+    def entropy(self, obs: Tensor) -> Tensor:
+        _, log_std = self(obs)
+        return (log_std + 0.5 * (1.0 + _LOG_2PI)).sum(-1)
+
+    def export_module(self) -> nn.Module:
+        """The module whose forward(observation) gives the ONNX outputs (action_mean, action_log_std)."""
+        return self
+
+
+class GaussianActor(_GaussianPolicy, nn.Module):
     """π(a|s) = N(low + (high − low)·sigmoid(f(s)), diag σ²), σ state-independent."""
 
     def __init__(
@@ -81,28 +112,6 @@ class GaussianActor(nn.Module):
         log_std = self.log_std_min + (self.log_std_max - self.log_std_min) * torch.sigmoid(self.log_std_logit)
         # `mean * 0 +` broadcasts σ to the batch with a dynamic batch axis in ONNX.
         return mean, mean * 0.0 + log_std
-
-    def log_prob(self, obs: Tensor, action: Tensor) -> Tensor:
-        mean, log_std = self(obs)
-        return gaussian_log_prob(action, mean, log_std)
-
-    def sample(self, obs: Tensor, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
-        """Sampled action (B, A) and its log-prob (B,). Not clipped: the env clips (see data.py)."""
-        mean, log_std = self(obs)
-        noise = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
-        action = mean + noise * log_std.exp()
-        return action, gaussian_log_prob(action, mean, log_std)
-
-    def mode(self, obs: Tensor) -> Tensor:
-        return self(obs)[0]
-
-    def entropy(self, obs: Tensor) -> Tensor:
-        _, log_std = self(obs)
-        return (log_std + 0.5 * (1.0 + _LOG_2PI)).sum(-1)
-
-    def export_module(self) -> nn.Module:
-        """The module whose forward(observation) gives the ONNX outputs (action_mean, action_log_std)."""
-        return self
 
 
 def gaussian_log_prob(action: Tensor, mean: Tensor, log_std: Tensor) -> Tensor:
@@ -155,7 +164,7 @@ class _LogitsHead(nn.Module):
         return self.actor(obs)
 
 
-class JointGaussianActor(nn.Module):
+class JointGaussianActor(_GaussianPolicy, nn.Module):
     """Decentralised actors: agent k sees only its slice of the joint observation and acts on its slice."""
 
     def __init__(
@@ -186,26 +195,6 @@ class JointGaussianActor(nn.Module):
         parts = torch.split(obs, self.obs_sizes, dim=-1)
         outs = [agent(o) for agent, o in zip(self.agents, parts, strict=True)]
         return torch.cat([m for m, _ in outs], -1), torch.cat([s for _, s in outs], -1)
-
-    def log_prob(self, obs: Tensor, action: Tensor) -> Tensor:
-        mean, log_std = self(obs)
-        return gaussian_log_prob(action, mean, log_std)
-
-    def sample(self, obs: Tensor, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
-        mean, log_std = self(obs)
-        noise = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
-        action = mean + noise * log_std.exp()
-        return action, gaussian_log_prob(action, mean, log_std)
-
-    def mode(self, obs: Tensor) -> Tensor:
-        return self(obs)[0]
-
-    def entropy(self, obs: Tensor) -> Tensor:
-        _, log_std = self(obs)
-        return (log_std + 0.5 * (1.0 + _LOG_2PI)).sum(-1)
-
-    def export_module(self) -> nn.Module:
-        return self
 
 
 Actor = GaussianActor | CategoricalActor | JointGaussianActor
