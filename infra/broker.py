@@ -137,10 +137,20 @@ class EmbeddedBroker:
         log.info("broker.started", extra={"fields": {"bootstrap": self.bootstrap_servers, "pid": self.process.pid}})
         return self
 
-    def freeze(self) -> None:
-        """SIGSTOP: the broker stops answering but keeps its in-memory topics."""
+    def freeze(self, timeout_s: float = 5.0) -> None:
+        """SIGSTOP: the broker stops answering but keeps its in-memory topics. Returns once it is stopped.
+
+        The kernel stops a multi-threaded process asynchronously; on a busy machine
+        the state can read "running" for a moment after the signal is sent.
+        """
         assert self.process is not None
         self.process.send_signal(signal.SIGSTOP)
+        stat = Path(f"/proc/{self.process.pid}/stat")
+        deadline = time.monotonic() + timeout_s
+        while stat.exists() and stat.read_text().split(") ", 1)[1][0] != "T":
+            if time.monotonic() > deadline:
+                raise BrokerError(f"the broker (pid {self.process.pid}) did not stop within {timeout_s} s of SIGSTOP")
+            time.sleep(0.005)
 
     def thaw(self) -> None:
         assert self.process is not None

@@ -1,18 +1,26 @@
 """Simulated users calling the decision API over HTTP for one simulated day, and sending their feedback.
 
-The users come from the `rank` simulator (training/envs/rank.py): N users are
-stepped together; on each step every active user's request goes to
-`POST /v1/decide/rank` with its retrieved candidates and their predicted
-signals, concurrently, like N clients of the ranking stack. The API answers
-with the fusion weights it chose (per its A/B arm, with exploration); the
-simulator then plays those weights through its own cascade and draws the
-user's response, which goes to `POST /v1/feedback`. The day ends when every
-user's day is over.
+The users come from a problem's batched simulator (training/envs/): N rows are
+stepped together; on each step every active row's request goes to
+`POST /v1/decide/<problem>` concurrently, like N clients of the ranking stack.
+The API answers with the action it chose (per its A/B arm, with exploration);
+the simulator plays that action and draws the outcome, which goes to
+`POST /v1/feedback`. The day ends when every user's day is over (or after
+`max_requests`).
 
-Departure, marked: the API ranks with the single set of predicted signals it
-is sent, while the simulator's stages each see their own (noisier upstream)
-predictions; the user responds to the simulator's page for the API's weights.
-The logged decision is exactly what the API saw and did, which is what
+* `rank` (BatchedRankSim): the retrieved candidates with their predicted
+  signals → fusion weights per stage.
+* `slot` (BatchedSlotSim): the page of K videos and the live stream the live
+  recommender picked → the position of the live stream, or none.
+* `allocate` (BatchedAllocateSim, one day of intervals): each request's value,
+  the system load and last interval's budget utilisation → per-stage choices.
+
+Departures, marked: for `rank` the API ranks with the single set of predicted
+signals it is sent, while the simulator's stages each see their own (noisier
+upstream) predictions; the user responds to the simulator's page for the API's
+weights. For every problem the API builds its observation with the user
+features Feast holds (computed from the logs), not the simulator's hidden user
+state. The logged decision is exactly what the API saw and did, which is what
 off-policy evaluation and the A/B report need.
 
 The simulator also keeps the ground truth per arm (mean signals per decision),
@@ -35,7 +43,8 @@ from models.errors import TroupeError
 from models.problems import PREDICTED_SIGNALS
 from pipelines.jobs.loop import require
 
-SIM_OWNER = "the simulators issue (#3): training/envs/rank.py BatchedRankSim"
+SIM_OWNER = "the simulators issue (#3): training/envs/ (BatchedRankSim, BatchedSlotSim, BatchedAllocateSim)"
+PROBLEMS = ("rank", "slot", "allocate")
 
 
 class TrafficError(TroupeError):
@@ -44,14 +53,16 @@ class TrafficError(TroupeError):
 
 @dataclass(frozen=True)
 class TrafficConfig:
-    """One simulated day of `rank` traffic."""
+    """One simulated day of traffic for one problem."""
 
     base_url: str
     """The decision API, e.g. http://127.0.0.1:8080."""
+    problem: str = "rank"
+    """Which decide endpoint the users call: rank, slot or allocate."""
     users: int = 100
     """Distinct simulated users over the day."""
     concurrency: int = 32
-    """Users stepped together, i.e. requests in flight at once."""
+    """Users stepped together, i.e. requests in flight at once (allocate: requests per interval)."""
     seed: int = 0
     """Seeds the simulated world and users; the same seed replays the same day."""
     user_prefix: str = "user"
@@ -59,7 +70,7 @@ class TrafficConfig:
     max_requests: int | None = None
     """Stop the day early after this many decisions (None = until every user's day ends)."""
     retrieval_size: int = 60
-    """Candidates per request."""
+    """Candidates per `rank` request."""
     api_key: str | None = None
     """X-API-Key for decide and feedback, when the API requires one."""
     timeout_s: float = 10.0
@@ -69,6 +80,8 @@ class TrafficConfig:
     progress_every_s: float = 5.0
 
     def __post_init__(self) -> None:
+        if self.problem not in PROBLEMS:
+            raise ValueError(f"TrafficConfig.problem: expected one of {list(PROBLEMS)}, got {self.problem!r}")
         if not self.base_url.startswith(("http://", "https://")):
             raise ValueError(f"TrafficConfig.base_url: expected http(s)://host:port, got {self.base_url!r}")
         for name in ("users", "concurrency", "retrieval_size"):
@@ -139,77 +152,225 @@ class TrafficReport:
         }
 
 
-def _make_sim(cfg: TrafficConfig) -> Any:
-    rank = require("training.envs.rank", None, SIM_OWNER)
-    world = require("training.envs.world", "WorldConfig", SIM_OWNER)
-    sim_cfg = rank.RankConfig(world=world(), days=1, retrieval_size=cfg.retrieval_size)
-    sim = rank.BatchedRankSim(cfg.concurrency, sim_cfg, cfg.seed, autoreset=True, max_users=cfg.users)
-    sim.reset(cfg.seed)
-    for attr in ("_pool", "_predicted0", "users", "all_done", "step"):
+def _checked(sim: Any, attrs: tuple[str, ...]) -> Any:
+    for attr in attrs:
         if not hasattr(sim, attr):
             raise TrafficError(
-                f"BatchedRankSim has no {attr!r}: traffic.py reads the retrieved pool through it ({SIM_OWNER})"
+                f"{type(sim).__name__} has no {attr!r}: traffic.py reads the requests through it ({SIM_OWNER})"
             )
     return sim
 
 
-def _requests(sim: Any, cfg: TrafficConfig, step: int) -> list[tuple[int, dict[str, Any]]]:
-    """(row, body of POST /v1/decide/rank) for every active user of this step."""
-    u = sim.users
-    # The retrieved pool as pre-rank's model sees it, raw units (watch time in seconds), (6, N, R).
-    predicted = np.asarray(sim._predicted0)
-    pool = np.asarray(sim._pool)
-    hours = np.asarray(u.hour_of_day(), dtype=np.float64) % 24.0
-    out: list[tuple[int, dict[str, Any]]] = []
-    for row in np.flatnonzero(u.active):
-        uid = f"{cfg.user_prefix}-{int(u.user_id[row])}"
-        candidates = [
-            {
-                "id": f"v{int(item)}",
-                "signals": {
-                    # 5 significant digits: the JSON body is half the size, the ranking unchanged.
-                    name: float(f"{min(max(predicted[j, row, c], 0.0), 1.0 if j else 86_400.0):.5g}")
-                    for j, name in enumerate(PREDICTED_SIGNALS)
-                },
+def _hour(value: float) -> float:
+    return float(value) % 24.0 if np.isfinite(value) else 12.0
+
+
+class _UsersDay:
+    """`rank` and `slot`: a BatchedUserSim's users, one request per active user per step, until every day ends."""
+
+    sim: Any
+    cfg: TrafficConfig
+
+    @property
+    def all_done(self) -> bool:
+        return bool(self.sim.all_done)
+
+    def _user_bodies(self, step: int) -> list[tuple[int, dict[str, Any]]]:
+        """(row, the request fields every user request carries) for every active user."""
+        u, cfg = self.sim.users, self.cfg
+        hours = np.asarray(u.hour_of_day(), dtype=np.float64)
+        out: list[tuple[int, dict[str, Any]]] = []
+        for row in np.flatnonzero(u.active):
+            uid = f"{cfg.user_prefix}-{int(u.user_id[row])}"
+            body = {
+                "request_id": f"{uid}-s{cfg.seed}-{step}",
+                "user_id": uid,
+                "session_id": f"{uid}-s{int(u.session_id[row])}",
+                "hour_of_day": _hour(hours[row]),
+                "session_depth": int(u.session_depth[row]),
             }
-            for c, item in enumerate(pool[row])
-        ]
-        out.append(
-            (
-                int(row),
+            out.append((int(row), body))
+        return out
+
+    def progress(self) -> str:
+        return f"users {int(getattr(self.sim.users, 'users_drawn', 0))}/{self.cfg.users}"
+
+
+class RankDay(_UsersDay):
+    """`rank` users: the retrieved pool with its predicted signals → fusion weights."""
+
+    problem = "rank"
+
+    def __init__(self, cfg: TrafficConfig) -> None:
+        rank = require("training.envs.rank", None, SIM_OWNER)
+        world = require("training.envs.world", "WorldConfig", SIM_OWNER)
+        sim_cfg = rank.RankConfig(world=world(), days=1, retrieval_size=cfg.retrieval_size)
+        self.sim = rank.BatchedRankSim(cfg.concurrency, sim_cfg, cfg.seed, autoreset=True, max_users=cfg.users)
+        self.sim.reset(cfg.seed)
+        _checked(self.sim, ("_pool", "_predicted0", "users", "all_done", "step"))
+        self.cfg = cfg
+        self.default = np.asarray(require("models.problems", "RANK", "models/").default_action, dtype=np.float32)
+
+    def requests(self, step: int) -> list[tuple[int, dict[str, Any]]]:
+        """(row, body of POST /v1/decide/rank) for every active user of this step."""
+        # The retrieved pool as pre-rank's model sees it, raw units (watch time in seconds), (6, N, R).
+        predicted = np.asarray(self.sim._predicted0)
+        pool = np.asarray(self.sim._pool)
+        out = self._user_bodies(step)
+        for row, body in out:
+            body["candidates"] = [
                 {
-                    "request_id": f"{uid}-s{cfg.seed}-{step}",
-                    "user_id": uid,
-                    "session_id": f"{uid}-s{int(u.session_id[row])}",
-                    "hour_of_day": float(hours[row]) if np.isfinite(hours[row]) else 12.0,
-                    "session_depth": int(u.session_depth[row]),
-                    "candidates": candidates,
-                },
-            )
+                    "id": f"v{int(item)}",
+                    "signals": {
+                        # 5 significant digits: the JSON body is half the size, the ranking unchanged.
+                        name: float(f"{min(max(predicted[j, row, c], 0.0), 1.0 if j else 86_400.0):.5g}")
+                        for j, name in enumerate(PREDICTED_SIGNALS)
+                    },
+                }
+                for c, item in enumerate(pool[row])
+            ]
+        return out
+
+    def default_actions(self) -> np.ndarray:
+        return np.tile(self.default, (self.sim.n, 1))
+
+    def action(self, answer: dict[str, Any]) -> np.ndarray:
+        return np.asarray(answer["action"], dtype=np.float32)
+
+    def step(self, actions: np.ndarray) -> dict[str, np.ndarray]:
+        """Play the actions; every row's observed signals, by name."""
+        _, rewards, _, info = self.sim.step(actions)
+        signals = {name: np.asarray(rewards[name]) for name in PREDICTED_SIGNALS}
+        signals["hate"] = np.asarray(info["hate"])
+        signals["session_end"] = np.asarray(info["session_end"], dtype=np.float64)
+        return signals
+
+
+class SlotDay(_UsersDay):
+    """`slot` users: a page of K videos and the live recommender's stream → position of the stream or none."""
+
+    problem = "slot"
+
+    def __init__(self, cfg: TrafficConfig) -> None:
+        slot = require("training.envs.slot", None, SIM_OWNER)
+        world = require("training.envs.world", "WorldConfig", SIM_OWNER)
+        self.sim = slot.BatchedSlotSim(
+            cfg.concurrency, slot.SlotConfig(world=world(), days=1), cfg.seed, autoreset=True, max_users=cfg.users
         )
-    return out
+        self.sim.reset(cfg.seed)
+        _checked(self.sim, ("_page_items", "_page_predicted", "_live", "_live_candidate", "users", "all_done"))
+        self.cfg = cfg
+
+    def requests(self, step: int) -> list[tuple[int, dict[str, Any]]]:
+        """(row, body of POST /v1/decide/slot) for every active user of this step."""
+        sim = self.sim
+        out = self._user_bodies(step)
+        for row, body in out:
+            live = sim._live_candidate[row]  # (predicted live watch s, quality, audience)
+            body["page"] = [
+                {"id": f"v{int(item)}", "predicted_watch_time": float(f"{max(float(w), 0.0):.5g}")}
+                for item, w in zip(sim._page_items[row], sim._page_predicted[row], strict=True)
+            ]
+            body["live_candidates"] = [
+                {
+                    "id": f"live{int(sim._live[row])}",
+                    "predicted_watch_time": float(f"{max(float(live[0]), 0.0):.5g}"),
+                    "quality": float(min(max(float(live[1]), 0.0), 1.0)),
+                    "audience": float(f"{max(float(live[2]), 0.0):.5g}"),
+                }
+            ]
+        return out
+
+    def default_actions(self) -> np.ndarray:
+        return np.zeros(self.sim.n, np.int64)  # no live stream
+
+    def action(self, answer: dict[str, Any]) -> np.ndarray:
+        return np.asarray(int(round(answer["action"][0])))
+
+    def step(self, actions: np.ndarray) -> dict[str, np.ndarray]:
+        _, rewards, _, _ = self.sim.step(actions)
+        return {name: np.asarray(v) for name, v in rewards.items()}
+
+
+class AllocateDay:
+    """`allocate` requests, `concurrency` per interval over one day: value, load, utilisation → per-stage choices."""
+
+    problem = "allocate"
+
+    def __init__(self, cfg: TrafficConfig) -> None:
+        allocate = require("training.envs.allocate", None, SIM_OWNER)
+        self.sim = allocate.BatchedAllocateSim(
+            cfg.concurrency, allocate.AllocateConfig(days=1), cfg.seed, autoreset=False
+        )
+        self.sim.reset(cfg.seed)
+        _checked(self.sim, ("_value", "_load", "_user", "hour", "previous_utilisation", "episode_over"))
+        self.cfg = cfg
+        self.default = np.asarray(require("models.problems", "ALLOCATE", "models/").default_action, dtype=np.int64)
+
+    @property
+    def all_done(self) -> bool:
+        return bool(self.sim.episode_over)
+
+    def requests(self, step: int) -> list[tuple[int, dict[str, Any]]]:
+        sim, cfg = self.sim, self.cfg
+        out: list[tuple[int, dict[str, Any]]] = []
+        for row in range(sim.n):
+            uid = f"{cfg.user_prefix}-{int(sim._user[row])}"
+            body = {
+                "request_id": f"{uid}-s{cfg.seed}-{step}-{row}",  # a user may send two requests in one interval
+                "user_id": uid,
+                "hour_of_day": _hour(sim.hour),
+                "request_value": float(f"{max(float(sim._value[row]), 0.0):.6g}"),
+                "system_load": float(f"{min(max(float(sim._load), 0.0), 100.0):.6g}"),
+                "budget_utilisation": float(f"{min(max(float(sim.previous_utilisation), 0.0), 100.0):.6g}"),
+            }
+            out.append((row, body))
+        return out
+
+    def default_actions(self) -> np.ndarray:
+        return np.tile(self.default, (self.sim.n, 1))
+
+    def action(self, answer: dict[str, Any]) -> np.ndarray:
+        return np.rint(np.asarray(answer["action"], dtype=np.float64)).astype(np.int64)
+
+    def step(self, actions: np.ndarray) -> dict[str, np.ndarray]:
+        _, rewards, _, _ = self.sim.step(actions)
+        return {name: np.asarray(v) for name, v in rewards.items()}
+
+    def progress(self) -> str:
+        return f"interval {self.sim.t}/{self.sim.config.intervals_per_day}"
+
+
+SimulatedDay = RankDay | SlotDay | AllocateDay
+
+
+def make_day(cfg: TrafficConfig) -> SimulatedDay:
+    """The simulated day of `cfg.problem`."""
+    if cfg.problem == "slot":
+        return SlotDay(cfg)
+    if cfg.problem == "allocate":
+        return AllocateDay(cfg)
+    return RankDay(cfg)
 
 
 async def run_day_async(cfg: TrafficConfig, on_progress: Callable[[str], None] | None = None) -> TrafficReport:
     """Run one simulated day against the API; returns counts and the simulator's ground truth per arm."""
     import httpx
 
-    sim = _make_sim(cfg)
+    day = make_day(cfg)
     report = TrafficReport(started_at=dt.datetime.now(dt.UTC))
     headers = {"X-API-Key": cfg.api_key} if cfg.api_key else {}
     limits = httpx.Limits(max_connections=cfg.concurrency, max_keepalive_connections=cfg.concurrency)
     t0 = time.perf_counter()
     last = t0
     step = 0
-    n_rows = sim.n
-    default = np.asarray(require("models.problems", "RANK", "models/").default_action, dtype=np.float32)
     async with httpx.AsyncClient(
         base_url=cfg.base_url, headers=headers, timeout=cfg.timeout_s, limits=limits
     ) as client:
 
         async def decide(body: dict[str, Any]) -> dict[str, Any] | str:
             try:
-                r = await client.post("/v1/decide/rank", json=body)
+                r = await client.post(f"/v1/decide/{cfg.problem}", json=body)
             except httpx.HTTPError as exc:
                 return f"{type(exc).__name__}: {exc}"
             if r.status_code != 200:
@@ -223,12 +384,12 @@ async def run_day_async(cfg: TrafficConfig, on_progress: Callable[[str], None] |
                 return False
             return r.status_code == 202
 
-        while not sim.all_done:
+        while not day.all_done:
             if cfg.max_requests is not None and report.requests >= cfg.max_requests:
                 break
-            batch = _requests(sim, cfg, step)
+            batch = day.requests(step)
             answers = await asyncio.gather(*(decide(body) for _, body in batch))
-            actions = np.tile(default, (n_rows, 1))
+            actions = day.default_actions()
             served: dict[int, tuple[dict[str, Any], dict[str, Any]]] = {}
             for (row, body), answer in zip(batch, answers, strict=True):
                 report.requests += 1
@@ -236,21 +397,19 @@ async def run_day_async(cfg: TrafficConfig, on_progress: Callable[[str], None] |
                     report.errors += 1
                     report.first_error = report.first_error or answer
                     continue
-                actions[row] = np.asarray(answer["action"], dtype=np.float32)
+                actions[row] = day.action(answer)
                 served[row] = (body, answer)
-            _, rewards, _, info = sim.step(actions)
+            observed = day.step(actions)
             now = dt.datetime.now(dt.UTC).isoformat()
             feedbacks = []
             for row, (body, answer) in served.items():
-                signals = {name: float(rewards[name][row]) for name in PREDICTED_SIGNALS}
-                signals["hate"] = float(np.asarray(info["hate"])[row])
-                signals["session_end"] = float(bool(np.asarray(info["session_end"])[row]))
+                signals = {name: float(values[row]) for name, values in observed.items()}
                 feedbacks.append(
                     {
                         "request_id": answer["request_id"],
                         "timestamp": now,
                         "user_id": body["user_id"],
-                        "problem": "rank",
+                        "problem": cfg.problem,
                         "signals": signals,
                     }
                 )
@@ -272,10 +431,9 @@ async def run_day_async(cfg: TrafficConfig, on_progress: Callable[[str], None] |
             now_t = time.perf_counter()
             if on_progress is not None and now_t - last >= cfg.progress_every_s:
                 last = now_t
-                drawn = int(getattr(sim.users, "users_drawn", 0))
                 on_progress(
                     f"  traffic: {report.requests} decisions, {report.feedback} feedback, "
-                    f"{report.requests / (now_t - t0):.0f} req/s, users {drawn}/{cfg.users}, "
+                    f"{report.requests / (now_t - t0):.0f} req/s, {day.progress()}, "
                     f"fallbacks {report.fallbacks}, errors {report.errors}"
                 )
     report.seconds = time.perf_counter() - t0

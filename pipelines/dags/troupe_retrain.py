@@ -28,10 +28,10 @@ from pipelines.dags.common import START_DATE, default_args, fail_fast, interval_
 PERIOD = dt.timedelta(days=1)
 # The algorithm each problem retrains with by default. `slot` uses TSCAC on its
 # categorical action (the "<=" live-exposure constraint flips the stage-one
-# advantage) until SL-MGAC lands. `allocate` has no DAG yet: its action is
-# multi-discrete, which no learner in training/algorithms handles until MaRCA
-# lands — a DAG that could only fail is worse than none.
-DEFAULT_ALGOS = {"rank": "tscac", "slot": "tscac"}
+# advantage) until SL-MGAC lands; `allocate` uses TSCAC on its multi-discrete
+# action (a factorised categorical actor, the "<=" compute budget as its
+# constraint) until MaRCA lands.
+DEFAULT_ALGOS = {"rank": "tscac", "slot": "tscac", "allocate": "tscac"}
 
 
 def build_retrain_dag(problem: str) -> DAG:
@@ -156,3 +156,4 @@ def build_retrain_dag(problem: str) -> DAG:
 
 troupe_retrain_rank = build_retrain_dag("rank")
 troupe_retrain_slot = build_retrain_dag("slot")
+troupe_retrain_allocate = build_retrain_dag("allocate")

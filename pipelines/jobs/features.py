@@ -290,7 +290,8 @@ def _user_stats(cfg: FeaturesConfig, per_request: pd.DataFrame) -> pd.DataFrame:
     live = _hourly_rolling(live_src, "user_id", ["live_requests", "live_watch_time", "live_exposure"], {"7d": "7D"})
     df = rates.merge(live, on=["user_id", "event_timestamp"], how="outer").sort_values(["user_id", "event_timestamp"])
     # An hour present in only one of the two sources carries the other's last value forward.
-    filled = df.groupby("user_id", sort=False).ffill()
+    # infer_objects: a source with no rows (e.g. slot-only traffic has no rate rows) leaves object columns of NaN.
+    filled = df.groupby("user_id", sort=False).ffill().infer_objects()
     df = pd.concat([df[["user_id"]], filled], axis=1).fillna(0.0)
     out = df[["user_id", "event_timestamp"]].copy()
     for w in windows:

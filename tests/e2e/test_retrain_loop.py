@@ -15,6 +15,7 @@ A real broker (the session's Tansu, private topics), the real decision API
 
 from __future__ import annotations
 
+import contextlib
 import json
 import uuid
 from collections.abc import Iterator
@@ -37,11 +38,11 @@ TINY_TRAINING = {
 }
 
 
-@pytest.fixture
-def loop_env(
-    troupe_home: Path, kafka_broker: EmbeddedBroker, airflow_home: Path, monkeypatch: pytest.MonkeyPatch
+@contextlib.contextmanager
+def _running_loop(
+    problem: str, troupe_home: Path, kafka_broker: EmbeddedBroker, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[dict[str, Any]]:
-    """Private topics and home, the Feast repo applied, the behaviour policy promoted, the API running."""
+    """Private topics and home, the Feast repo applied, `problem`'s behaviour policy promoted, the API running."""
     from pipelines.behaviour_policy import register_behaviour_policy
     from pipelines.services import apply_feature_store, running_api
 
@@ -52,7 +53,7 @@ def loop_env(
         "TROUPE_DECISIONS_TOPIC": f"e2e.decisions.{suffix}",
         "TROUPE_FEEDBACK_TOPIC": f"e2e.feedback.{suffix}",
         "TROUPE_EXPERIMENTS_FILE": str(troupe_home / "experiments.yaml"),
-        "TROUPE_PROBLEMS": "rank",
+        "TROUPE_PROBLEMS": problem,
         "TROUPE_REGISTRY_WATCH_S": "1.0",
     }
     create_topics(kafka_broker.bootstrap_servers, {env["TROUPE_DECISIONS_TOPIC"]: 2, env["TROUPE_FEEDBACK_TOPIC"]: 2})
@@ -60,7 +61,7 @@ def loop_env(
         monkeypatch.setenv(k, v)
     get_settings.cache_clear()
     settings = TroupeSettings()
-    register_behaviour_policy(ModelRegistry(settings.registry_dir))
+    register_behaviour_policy(ModelRegistry(settings.registry_dir), problem=problem)
     env["TROUPE_FEAST_REPO"] = str(apply_feature_store(settings))
     admin_key = uuid.uuid4().hex
     with running_api(env, troupe_home / "api.log", admin_key) as api:
@@ -68,6 +69,27 @@ def loop_env(
         monkeypatch.setenv("TROUPE_DEPLOY_ADMIN_KEY", admin_key)
         yield {"settings": settings, "api": api, "admin_key": admin_key}
     get_settings.cache_clear()
+
+
+@pytest.fixture
+def loop_env(
+    troupe_home: Path, kafka_broker: EmbeddedBroker, airflow_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[dict[str, Any]]:
+    with _running_loop("rank", troupe_home, kafka_broker, monkeypatch) as env:
+        yield env
+
+
+def _ingest_day(settings: TroupeSettings, requests: int) -> None:
+    """Run `troupe_ingest` until every decision of the day is in the lake (the API's producer sends asynchronously)."""
+    from pipelines.airflow_runtime import run_dag
+
+    ingested = 0
+    for _ in range(5):
+        res = run_dag("troupe_ingest", conf={"ingest_overrides": {"idle_stop_s": 2.0}})
+        ingested += res.task_returns["ingest"]["rows"].get(settings.decisions_topic, 0)
+        if ingested >= requests:
+            break
+    assert ingested == requests
 
 
 def test_retrain_dag_refuses_then_deploys_a_canary(loop_env: dict[str, Any]) -> None:
@@ -84,13 +106,7 @@ def test_retrain_dag_refuses_then_deploys_a_canary(loop_env: dict[str, Any]) -> 
     assert set(day.versions) <= {"behaviour-v1", "default"} and day.versions["behaviour-v1"] >= 0.9 * day.requests
     interval = day.interval()
 
-    ingested = 0
-    for _ in range(5):  # the API's producer sends asynchronously: drain until the day is in the lake
-        res = run_dag("troupe_ingest", conf={"ingest_overrides": {"idle_stop_s": 2.0}})
-        ingested += res.task_returns["ingest"]["rows"].get(settings.decisions_topic, 0)
-        if ingested >= day.requests:
-            break
-    assert ingested == day.requests
+    _ingest_day(settings, day.requests)
 
     features = run_dag("troupe_features", conf=interval)
     assert features.task_states == {"aggregate": "success", "materialize": "success"}
@@ -146,3 +162,63 @@ def test_retrain_dag_refuses_then_deploys_a_canary(loop_env: dict[str, Any]) -> 
     assert day2.errors == 0
     assert {"behaviour-v1", version} <= set(day2.versions) <= {"behaviour-v1", version, "default"}
     assert set(day2.arms) == {"control", "candidate"}
+
+
+# The other problems' DAGs, each on its own small simulated day through the API: slot's live-stream
+# position (categorical) and allocate's per-stage choices (multi-discrete, factorised categorical actor).
+OTHER_PROBLEMS = {
+    # problem: (main signal, constrained signals, traffic for the first day)
+    "slot": ("live_watch_time", ["live_exposure"], {"users": 16, "concurrency": 16, "max_requests": 300}),
+    "allocate": ("revenue", ["compute_cost"], {"users": 1, "concurrency": 8, "max_requests": 400}),
+}
+
+
+@pytest.mark.parametrize("problem", sorted(OTHER_PROBLEMS))
+def test_other_problems_retrain_dags_refuse_then_deploy_a_canary(
+    problem: str, troupe_home: Path, kafka_broker: EmbeddedBroker, airflow_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pipelines.airflow_runtime import run_dag
+    from pipelines.traffic import TrafficConfig, run_day
+
+    main_signal, constrained, traffic = OTHER_PROBLEMS[problem]
+    with _running_loop(problem, troupe_home, kafka_broker, monkeypatch) as loop:
+        settings: TroupeSettings = loop["settings"]
+        api = loop["api"]
+        registry = ModelRegistry(settings.registry_dir)
+        day = run_day(TrafficConfig(api.url, problem=problem, seed=3, **traffic))
+        assert day.errors == 0 and day.requests >= 150 and day.feedback == day.requests
+        assert set(day.versions) <= {"behaviour-v1", "default"} and day.versions["behaviour-v1"] >= 0.9 * day.requests
+        interval = day.interval()
+        _ingest_day(settings, day.requests)
+        features = run_dag("troupe_features", conf=interval)
+        assert features.task_states == {"aggregate": "success", "materialize": "success"}
+
+        base = {**interval, "train_config": TINY_TRAINING, "canary_share": 0.5,
+                "evaluate_overrides": {"sequential": False}}  # fmt: skip
+        refused = run_dag(f"troupe_retrain_{problem}", conf={**base, "min_lift": 1e9})
+        assert refused.task_states["refused"] == "success"
+        assert {refused.task_states[t] for t in ("export", "register", "deploy_canary")} == {"skipped"}
+        assert refused.task_returns["dataset"]["rows"] > 100
+        assert any(r.startswith(f"{main_signal}: lower bound") for r in refused.task_returns["refused"]["reasons"])
+        assert [m.version for m in registry.list(problem)] == ["behaviour-v1"]
+
+        passed = run_dag(
+            f"troupe_retrain_{problem}",
+            conf={
+                **base,
+                "min_lift": -1e9,
+                "gate_overrides": {"waive_constraints": constrained, "min_effective_sample_size": 0},
+            },
+        )
+        assert passed.task_states["refused"] == "skipped"
+        assert all(passed.task_states[t] == "success" for t in ("gate", "export", "register", "deploy_canary"))
+        version = passed.task_returns["register"]["version"]
+        assert registry.current_version(problem) == "behaviour-v1"  # a canary is not a promotion
+        deployed = passed.task_returns["deploy_canary"]
+        assert deployed["started_on_server"] is True and deployed["ope"]["signal"] == main_signal
+
+        # The live API serves the trained candidate (its ONNX policy) to about half of the traffic.
+        day2 = run_day(TrafficConfig(api.url, problem=problem, seed=4, **{**traffic, "max_requests": 160}))
+        assert day2.errors == 0
+        assert {"behaviour-v1", version} <= set(day2.versions) <= {"behaviour-v1", version, "default"}
+        assert set(day2.arms) == {"control", "candidate"}

@@ -86,6 +86,34 @@ def test_tensor_specs_are_read_from_the_onnx_graph(tmp_path: Path) -> None:
     assert [(t.name, t.shape) for t in outputs] == [("action_mean", ["batch", 18]), ("action_log_std", ["batch", 18])]
 
 
+def test_slot_and_allocate_behaviour_graphs_serve_the_simulators_heuristics(troupe_home: Path) -> None:
+    # What serving samples from these outputs (softmax per component, temperature 1, ε 0) is exactly
+    # the simulators' behaviour policy, so logged propensities are those of a known heuristic.
+    import numpy as np
+    import onnxruntime as ort
+
+    from training.envs.behaviour import AllocateBehaviour, SlotBehaviour
+
+    registry = ModelRegistry(get_settings().registry_dir)
+    rng = np.random.default_rng(0)
+    slot = register_behaviour_policy(registry, problem="slot", epsilon=0.05)
+    obs = (rng.random((64, 23)) * 5).astype(np.float32)
+    logits = ort.InferenceSession(str(slot.path / "model.onnx")).run(["logits"], {"observation": obs})[0]
+    probs = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    np.testing.assert_allclose(probs, SlotBehaviour(epsilon=0.05).action_probabilities(obs), atol=1e-6)
+
+    allocate = register_behaviour_policy(registry, problem="allocate", epsilon=0.2)
+    obs = rng.random((8, 8)).astype(np.float32)
+    scores = ort.InferenceSession(str(allocate.path / "model.onnx")).run(["action_scores"], {"observation": obs})[0]
+    actions = np.array([[1, 1, 0, 1, 1, 1], [0, 1, 1, 3, 0, 2]] * 4)
+    per_component = np.split(np.exp(scores), np.cumsum((2, 2, 2, 4, 4))[:], axis=1)
+    p = np.prod([c[np.arange(8), actions[:, k]] for k, c in enumerate(per_component)], axis=0)
+    np.testing.assert_allclose(p, AllocateBehaviour(epsilon=0.2).probability(obs, actions), rtol=1e-5)
+    assert registry.current_version("slot") == registry.current_version("allocate") == "behaviour-v1"
+    with pytest.raises(ValueError, match="epsilon"):
+        register_behaviour_policy(registry, "behaviour-v2", problem="slot", epsilon=0.0)
+
+
 def test_deploy_starts_a_canary_stops_the_older_one_and_writes_triton(run: dict[str, Any], troupe_home: Path) -> None:
     registered = run_register("rank", run["exported"], run["data"])
     experiments = troupe_home / "experiments.yaml"

@@ -24,6 +24,10 @@ Algorithm (paper §4, PAPERS.md)
       logged samples a ~ μ: E_{π*}[log π] = E_μ[(π*/μ) log π] and
           π*/μ ∝ Π_i (π_θi/μ)^{λ_i/Σλ} · exp(A_1/Σλ)
       (the exponents λ_i/Σλ add up to one, so μ divides through exactly).
+      Multi-discrete actions (`allocate`, a factorised categorical actor) take
+      this sampled path too (ours): the exact form would need A_1 over every
+      joint action (384 for `allocate`), and KL(π*‖π) onto a factorised π only
+      matches π*'s per-component marginals, which the logged samples estimate.
       The per-state normaliser of π* is unknown; the weights are shifted by
       their log-mean-exp over the minibatch, clipped at `is_clip` and
       self-normalised (DEPARTURE: one normaliser for the whole minibatch
@@ -50,6 +54,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from models.problems import DiscreteAction
 from training.rl.learner import Learner, LearnerConfig, MiniBatch
 from training.rl.loop import OfflineSource, OnlineSource, RunConfig, RunResult, run
 from training.rl.networks import Actor, CategoricalActor, GaussianActor, JointGaussianActor, SignalCritics, make_actor
@@ -72,6 +77,9 @@ class TSCACConfig(LearnerConfig):
     """ε: the stated bound on mean KL(π‖π_θi) that stage two should respect (reported and tested)."""
     stage_one_entropy: float = 0.01
     """α: entropy bonus of the stage-one actors, so π_θi ∝ exp(A_i/α) stays a soft, bounded policy."""
+    advantage_temperature: float = 0.0
+    """β > 0 (sampled stage two only): exp(A_1/Σλ) becomes exp(Â_1/β) with Â_1 = A_1 standardised over the
+    minibatch, i.e. Σλ is replaced by β·std(A_1) (a DEPARTURE, see the module docstring); 0 = the paper's form."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -83,13 +91,15 @@ class TSCACConfig(LearnerConfig):
             raise ValueError(f"stage_one_entropy: must be >= 0, got {self.stage_one_entropy}")
         if self.kl_epsilon <= 0:
             raise ValueError(f"kl_epsilon: must be > 0, got {self.kl_epsilon}")
+        if self.advantage_temperature < 0:
+            raise ValueError(f"advantage_temperature: must be >= 0, got {self.advantage_temperature}")
 
 
 # ---------------------------------------------------------------------------
 # Networks + loss
 # ---------------------------------------------------------------------------
 def mean_kl(p: Actor, q: Actor, obs: Tensor) -> Tensor:
-    """Mean over states of KL(p(·|s) ‖ q(·|s)), exact for diagonal Gaussians and categoricals."""
+    """Mean over states of KL(p(·|s) ‖ q(·|s)), exact for diagonal Gaussians and (factorised) categoricals."""
     if isinstance(p, CategoricalActor) and isinstance(q, CategoricalActor):
         lp, lq = p(obs), q(obs)
         return (lp.exp() * (lp - lq)).sum(-1).mean()
@@ -120,9 +130,14 @@ class TSCACLearner(Learner):
         self.stage_one = nn.ModuleList(make_actor(task, cfg.hidden, None, cfg.init_std) for _ in task.constraints)
         for a in self.stage_one:
             a.load_state_dict(self.actor.state_dict())
-        if not task.continuous:
+        if self.exact_stage_two:
             # Exact stage two needs A_1(s, ·) for every action: a Q head for the main signal.
             self.main_q = SignalCritics(task.obs_size, 1, cfg.hidden, out_per_signal=task.action.n)  # type: ignore[union-attr]
+
+    @property
+    def exact_stage_two(self) -> bool:
+        """One discrete choice: π* is computed exactly over all actions; otherwise it is estimated from samples."""
+        return isinstance(self.task.action, DiscreteAction)
 
     def all_actors(self) -> list[Actor]:
         return [self.actor, *self.stage_one]  # type: ignore[list-item]
@@ -136,7 +151,7 @@ class TSCACLearner(Learner):
             }
 
     def extra_critic_loss(self, mb: MiniBatch) -> tuple[Tensor, dict[str, float]]:
-        if self.task.continuous:
+        if not self.exact_stage_two:
             return super().extra_critic_loss(mb)
         q = self.main_q(mb.obs)[:, 0, :].gather(1, mb.action.long())[:, 0]
         loss = ((q - mb.targets[:, 0]).pow(2) * mb.weights).mean()
@@ -159,13 +174,15 @@ class TSCACLearner(Learner):
             metrics[f"losses/stage_one_{c.signal}"] = l_i.item()
             loss = loss + l_i
         # Stage two: project the closed-form π* onto the shipped actor.
-        l2 = self._stage_two_gaussian(mb, adv) if self.task.continuous else self._stage_two_discrete(mb)
+        l2 = self._stage_two_discrete(mb) if self.exact_stage_two else self._stage_two_gaussian(mb, adv)
         metrics["losses/stage_two"] = l2.item()
         return loss + l2, metrics
 
     def _stage_two_gaussian(self, mb: MiniBatch, adv: Tensor) -> Tensor:
         with torch.no_grad():
-            log_w = adv[:, 0] / self.lambda_sum
+            beta = self.cfg.advantage_temperature
+            # DEPARTURE (β > 0): Σλ → β·std(A_1), so the weights' spread no longer grows with the noise of A_1.
+            log_w = self.normalised(adv[:, 0]) / beta if beta > 0 else adv[:, 0] / self.lambda_sum
             for lam, actor in zip(self.lambdas, self.stage_one, strict=True):
                 log_w = log_w + (lam / self.lambda_sum) * (actor.log_prob(mb.obs, mb.action) - mb.behaviour_log_prob)
             # DEPARTURE: one normaliser per minibatch instead of Z(s) per state.

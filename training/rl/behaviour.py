@@ -3,7 +3,7 @@
 Logged propensities may be missing, stale or from a heuristic whose exact form
 is unknown; the paper learns μ by maximum likelihood on the logged (s, a) and
 weights by π/μ̂. Same actor families as the learners (Gaussian for boxes,
-categorical for discrete), always on the full observation.
+factorised categorical for (multi-)discrete), always on the full observation.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ class BehaviourModel:
         if task.continuous:
             self.model = GaussianActor(task.obs_size, task.action_dim, a.low, a.high, hidden, init_std=0.3)  # type: ignore[union-attr]
         else:
-            self.model = CategoricalActor(task.obs_size, a.n, hidden)  # type: ignore[union-attr]
+            self.model = CategoricalActor(task.obs_size, task.nvec, hidden)
 
     def fit(
         self, batch: TransitionBatch, steps: int = 500, lr: float = 3e-3, minibatch: int = 512, seed: int = 0

@@ -254,7 +254,8 @@ class GymEnvPool:
         if self.task.continuous:
             box = self.task.action
             return np.clip(a, box.low, box.high).astype(np.float32)  # type: ignore[union-attr]
-        return int(a[0])
+        ints = np.rint(a).astype(np.int64)
+        return int(ints[0]) if self.task.action_dim == 1 else ints
 
     def step(self, actions: np.ndarray) -> PoolStep:
         n, m = self.n_envs, len(self.task.signals)

@@ -8,7 +8,8 @@ exact discrete KL of TSCAC's stage two).
   sigmoid (the ONNX "action_mean" is already in bounds), state-independent
   log-std squashed into [log_std_min, log_std_max] (bounded without clamps so
   gradients never vanish).
-* `CategoricalActor` — logits over n actions.
+* `CategoricalActor` — logits over n actions, or one set per component of a
+  multi-discrete action (factorised).
 * `JointGaussianActor` — one GaussianActor per agent on its own slice of the
   joint observation (CTDE: decentralised execution); log π of the joint action
   is the sum of the agents' log-probs.
@@ -121,31 +122,51 @@ def gaussian_log_prob(action: Tensor, mean: Tensor, log_std: Tensor) -> Tensor:
 
 
 class CategoricalActor(nn.Module):
-    """π(a|s) = softmax(f(s))_a over n actions; actions stored as a float column (B, 1)."""
+    """Factorised categorical over one or more components: π(a|s) = Π_k softmax(f_k(s))_{a_k}.
 
-    def __init__(self, obs_size: int, n: int, hidden: Sequence[int]) -> None:
+    One component (`nvec=(n,)`) is the plain categorical over n actions; several
+    (`allocate`'s multi-discrete action) share one network whose output is split
+    per component. Actions are stored as float columns (B, len(nvec)). The
+    forward pass returns every component's log-probabilities side by side
+    (B, Σ nvec), so Σ_columns p·(log p − log q) is the KL and −Σ p·log p the
+    entropy of the whole factorised distribution.
+    """
+
+    def __init__(self, obs_size: int, nvec: int | Sequence[int], hidden: Sequence[int]) -> None:
         super().__init__()
-        self.net = mlp(obs_size, n, hidden)
-        self.n = n
+        self.nvec = (int(nvec),) if isinstance(nvec, int) else tuple(int(n) for n in nvec)
+        if not self.nvec or min(self.nvec) < 2:
+            raise ValueError(f"CategoricalActor.nvec: every component needs >= 2 actions, got {self.nvec}")
+        self.net = mlp(obs_size, sum(self.nvec), hidden)
+        self.n = sum(self.nvec)
 
     def forward(self, obs: Tensor) -> Tensor:
-        """log π(·|s), shape (B, n)."""
-        return torch.log_softmax(self.net(obs), dim=-1)
+        """log π_k(·|s) of every component k, side by side: shape (B, Σ nvec)."""
+        logits = torch.split(self.net(obs), self.nvec, dim=-1)
+        return torch.cat([torch.log_softmax(part, dim=-1) for part in logits], dim=-1)
 
     def log_probs_all(self, obs: Tensor) -> Tensor:
         return self(obs)
 
+    def _columns(self, action: Tensor) -> Tensor:
+        """Column in the (B, Σ nvec) output of each component's chosen action, (B, K) long."""
+        idx = action.reshape(action.shape[0], -1)[:, : len(self.nvec)].long()
+        offsets = torch.as_tensor([0, *self.nvec[:-1]], device=action.device).cumsum(0)
+        return idx + offsets
+
     def log_prob(self, obs: Tensor, action: Tensor) -> Tensor:
-        idx = action.reshape(action.shape[0], -1)[:, 0].long()
-        return self(obs).gather(1, idx[:, None])[:, 0]
+        return self(obs).gather(1, self._columns(action)).sum(-1)
 
     def sample(self, obs: Tensor, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
         logp = self(obs)
-        idx = torch.multinomial(logp.exp(), 1, generator=generator)
-        return idx.to(obs.dtype), logp.gather(1, idx)[:, 0]
+        parts = torch.split(logp, self.nvec, dim=-1)
+        idx = torch.cat([torch.multinomial(p.exp(), 1, generator=generator) for p in parts], dim=-1)
+        action = idx.to(obs.dtype)
+        return action, logp.gather(1, self._columns(action)).sum(-1)
 
     def mode(self, obs: Tensor) -> Tensor:
-        return self(obs).argmax(-1, keepdim=True).to(obs.dtype)
+        parts = torch.split(self(obs), self.nvec, dim=-1)
+        return torch.stack([p.argmax(-1) for p in parts], dim=-1).to(obs.dtype)
 
     def entropy(self, obs: Tensor) -> Tensor:
         logp = self(obs)
@@ -218,7 +239,7 @@ def make_actor(
         )
     if task.continuous:
         return GaussianActor(task.obs_size, task.action_dim, a.low, a.high, hidden, init_mean, init_std)  # type: ignore[union-attr]
-    return CategoricalActor(task.obs_size, a.n, hidden)  # type: ignore[union-attr]
+    return CategoricalActor(task.obs_size, task.nvec, hidden)
 
 
 class SignalCritics(nn.Module):

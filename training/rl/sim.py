@@ -49,8 +49,13 @@ class BatchedSimPool:
         self.sim = make_batched(self.problem, self.n_envs, seed, **self.overrides)
         return self._observe(self.sim.reset())
 
+    def _discrete(self, actions: np.ndarray) -> np.ndarray:
+        """Float action columns → the simulator's ints: (N,) for one component, (N, K) for several."""
+        ints = np.rint(actions).astype(np.int64)
+        return ints[:, 0] if self.task.action_dim == 1 else ints
+
     def step(self, actions: np.ndarray) -> PoolStep:
-        a = actions if self.task.continuous else actions[:, 0].astype(np.int64)
+        a = actions if self.task.continuous else self._discrete(actions)
         obs, rewards, done, info = self.sim.step(a)
         obs = self._observe(obs)
         next_obs = obs.copy()
@@ -92,8 +97,10 @@ def actor_policy(actor: Actor, deterministic: bool = True) -> Callable[[np.ndarr
             else:
                 a, _ = actor.sample(x)
         out = a.numpy()
-        # a categorical actor's action is its index stored as a float column; simulators take (N,) ints
-        return out[:, 0].astype(np.int64) if isinstance(actor, CategoricalActor) else out
+        if not isinstance(actor, CategoricalActor):
+            return out
+        # a categorical actor's action is its index stored as float columns; simulators take (N,) or (N, K) ints
+        return out[:, 0].astype(np.int64) if len(actor.nvec) == 1 else out.astype(np.int64)
 
     return policy
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from models.problems import BoxAction, Constraint, DiscreteAction, ProblemSpec
+from models.problems import BoxAction, Constraint, DiscreteAction, MultiDiscreteAction, ProblemSpec
 
 
 @dataclass(frozen=True)
@@ -55,8 +55,8 @@ class TaskSpec:
 
     obs_size: int
     """Length of the flat float32 observation (the joint observation for multi-agent tasks)."""
-    action: BoxAction | DiscreteAction
-    """Continuous box (Gaussian actor) or discrete (categorical actor)."""
+    action: BoxAction | DiscreteAction | MultiDiscreteAction
+    """Continuous box (Gaussian actor), discrete or multi-discrete (factorised categorical actor)."""
     signals: tuple[TaskSignal, ...]
     """Reward signals; signals[0] is the main signal (the scalar reward)."""
     constraints: tuple[Constraint, ...] = ()
@@ -68,8 +68,11 @@ class TaskSpec:
     def __post_init__(self) -> None:
         if self.obs_size < 1:
             raise ValueError(f"TaskSpec.obs_size: must be >= 1, got {self.obs_size}")
-        if not isinstance(self.action, BoxAction | DiscreteAction):
-            raise ValueError(f"TaskSpec.action: expected BoxAction or DiscreteAction, got {type(self.action).__name__}")
+        if not isinstance(self.action, BoxAction | DiscreteAction | MultiDiscreteAction):
+            raise ValueError(
+                "TaskSpec.action: expected BoxAction, DiscreteAction or MultiDiscreteAction, "
+                f"got {type(self.action).__name__}"
+            )
         if not self.signals:
             raise ValueError("TaskSpec.signals: at least the main signal is required")
         names = [s.name for s in self.signals]
@@ -105,8 +108,19 @@ class TaskSpec:
 
     @property
     def action_dim(self) -> int:
-        """Width of the stored action: box size, or 1 for a discrete index."""
-        return self.action.size if isinstance(self.action, BoxAction) else 1
+        """Width of the stored action: box size, 1 for a discrete index, one column per multi-discrete component."""
+        if isinstance(self.action, BoxAction):
+            return self.action.size
+        return len(self.nvec)
+
+    @property
+    def nvec(self) -> tuple[int, ...]:
+        """Choices per component of a (multi-)discrete action: (n,) for a discrete one."""
+        if isinstance(self.action, DiscreteAction):
+            return (self.action.n,)
+        if isinstance(self.action, MultiDiscreteAction):
+            return tuple(self.action.nvec)
+        raise ValueError(f"task {self.name!r}: a continuous action has no nvec")
 
     @property
     def constrained_signals(self) -> tuple[int, ...]:
@@ -139,7 +153,7 @@ class TaskSpec:
     @classmethod
     def from_problem(cls, spec: ProblemSpec, multi_agent: bool = False) -> TaskSpec:
         """The task of a Troupe problem spec (main signal first, its constraints, its action space)."""
-        if not isinstance(spec.action, BoxAction | DiscreteAction):
+        if not isinstance(spec.action, BoxAction | DiscreteAction | MultiDiscreteAction):
             raise ValueError(f"problem {spec.name!r}: action {spec.action.kind!r} is not supported by these learners")
         ordered = sorted(spec.signals, key=lambda s: not s.main)
         signals = tuple(TaskSignal(s.name, s.discount) for s in ordered)

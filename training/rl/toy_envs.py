@@ -11,6 +11,9 @@ so the optimal policy is the same in every state.
 * `TradeoffArmsEnv` (discrete): arms A, B, C with (main, safety) means
   (1, 0), (0.6, 0.6), (0, 1). Constraint safety ≥ 0.5 → the best stationary
   policy mixes A (1/6) and B (5/6): main* = 2/3; main-only picks A (safety 0).
+* `TradeoffChoicesEnv` (multi-discrete): two components, the arm (as above)
+  and a boost ∈ {off, on} that adds 0.2 to main and costs no safety. Same
+  constraint → optimum: boost always on, arms mixed as above, main* = 2/3 + 0.2.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from models.problems import BoxAction, Constraint, DiscreteAction
+from models.problems import BoxAction, Constraint, DiscreteAction, MultiDiscreteAction
 from training.rl.task import TaskSignal, TaskSpec
 
 _ARMS = np.array([[1.0, 0.0], [0.6, 0.6], [0.0, 1.0]])
@@ -69,6 +72,19 @@ class TradeoffArmsEnv(_Base):
         return self._finish(float(main), float(safety))
 
 
+class TradeoffChoicesEnv(_Base):
+    BOOST = 0.2
+
+    def __init__(self, horizon: int = 8, noise: float = 0.05) -> None:
+        super().__init__(horizon, noise)
+        self.action_space = gym.spaces.MultiDiscrete([3, 2])
+
+    def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+        arm, boost = (int(v) for v in np.asarray(action).reshape(-1)[:2])
+        main, safety = _ARMS[arm]
+        return self._finish(float(main) + self.BOOST * boost, float(safety))
+
+
 def bandit_task(threshold: float = 0.4) -> TaskSpec:
     return TaskSpec(
         obs_size=3,
@@ -86,6 +102,16 @@ def arms_task(threshold: float = 0.5) -> TaskSpec:
         signals=(TaskSignal("main", 0.5), TaskSignal("safety", 0.5)),
         constraints=(Constraint("safety", ">=", threshold),),
         name="tradeoff_arms",
+    )
+
+
+def choices_task(threshold: float = 0.5) -> TaskSpec:
+    return TaskSpec(
+        obs_size=3,
+        action=MultiDiscreteAction(nvec=(3, 2), names=("arm", "boost")),
+        signals=(TaskSignal("main", 0.5), TaskSignal("safety", 0.5)),
+        constraints=(Constraint("safety", ">=", threshold),),
+        name="tradeoff_choices",
     )
 
 
