@@ -157,6 +157,7 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
 
     with p.step(f"prepare Airflow (AIRFLOW_HOME={airflow_home}, `airflow db migrate` once)"):
         prepare_airflow(airflow_home, quiet=True)
+        quiet_third_party_warnings()
 
     from models.registry import ModelRegistry
     from pipelines.airflow_runtime import run_dag
@@ -368,11 +369,27 @@ def _print_summary(summary: dict[str, Any]) -> None:
     Console(width=120).print(table)
 
 
-def main(argv: list[str] | None = None) -> int:
-    # Third-party deprecation notices (pathspec via Feast, torch's legacy ONNX
-    # exporter) would bury the demo's own lines; tests still see them.
+def quiet_third_party_warnings() -> None:
+    """Hide third-party deprecation notices (pathspec via Airflow, torch's legacy ONNX exporter); tests still see them.
+
+    Feast (`feast/feature_store.py`: simplefilter("once", DeprecationWarning)) and
+    Airflow (`airflow/configuration.py`: "default" for its own modules) put their
+    filters in front of ours when first imported, so they are imported first
+    (Airflow only once AIRFLOW_HOME is set) and ours go in front of theirs.
+    """
+    import feast  # noqa: F401
+
+    if "AIRFLOW_HOME" in os.environ:
+        import airflow.configuration  # noqa: F401
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     warnings.filterwarnings("ignore", category=FutureWarning)
+    # Airflow's in-process execution API (dag.test) uses starlette's TestClient, whose notice is a UserWarning.
+    warnings.filterwarnings("ignore", message=r"Using `httpx` with `starlette.testclient` is deprecated")
+
+
+def main(argv: list[str] | None = None) -> int:
+    # The demo's own lines would be buried under notices about third-party code.
+    quiet_third_party_warnings()
     parser = argparse.ArgumentParser(description="Run Troupe's whole loop once on embedded defaults.")
     parser.add_argument("--users", type=int, default=DemoConfig.users_per_day, help="simulated users per day")
     parser.add_argument("--algo", default=DemoConfig.algo, help="training algorithm of the candidate")
