@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import functools
 import hashlib
 import json
 import logging
@@ -65,6 +66,13 @@ log = logging.getLogger("troupe.ingest")
 MANIFEST_NAME = "_manifest.json"
 MANIFEST_FORMAT = 1
 NO_PROBLEM = "none"  # partition value for feedback events that do not name their problem
+
+CONSUMER_SETTINGS: dict[str, int] = {
+    "max_poll_records": 5_000,  # IngestConfig.poll_max_records overrides it
+    "fetch_max_wait_ms": 200,
+    "max_partition_fetch_bytes": 8 * 1024 * 1024,
+}
+"""kafka-python fetch settings of the ingestion consumer; benchmarks/ingest.py's bare consumer uses the same."""
 
 DEAD_LETTER_SCHEMA = pa.schema(
     [
@@ -114,7 +122,7 @@ class IngestConfig:
     """… or after this many seconds with anything pending, whichever comes first."""
     row_group_size: int = 128 * 1024
     """Rows per Parquet row group (large groups read fast; commits rarely exceed one)."""
-    poll_max_records: int = 5_000
+    poll_max_records: int = CONSUMER_SETTINGS["max_poll_records"]
     group_id: str = "troupe-ingest"
     """Consumer group the offsets are committed to for lag monitoring (not used for assignment)."""
     on_offset_reset: Literal["fail", "restart"] = "fail"
@@ -360,31 +368,63 @@ def _pending_to_arrow(items: list[Any], schema: pa.Schema) -> pa.Table:
             run.append(item)
     if run:
         parts.append(events_to_arrow(run, schema))
-    # One chunk per column: the Parquet pages then match what the per-message path writes.
-    return pa.concat_tables(parts).combine_chunks()
+    # No combine_chunks(): the Parquet writer takes chunked columns as they are; the copy cost ~0.4 µs/row.
+    return pa.concat_tables(parts)
 
 
 def _hive_groups(topic: str, table: pa.Table) -> list[tuple[tuple[Any, ...], pa.Table]]:
     """Split a bulk-validated batch by hive key, the same key `_hive_key` gives each event."""
     ts = table.column("timestamp")
     problem = pc.fill_null(table.column("problem"), NO_PROBLEM)
-    cols = [problem, pc.year(ts), pc.month(ts), pc.day(ts), pc.hour(ts)]
-    first = tuple(c[0].as_py() for c in cols)
-    if all(pc.all(pc.equal(c, c[0])).as_py() for c in cols):
-        return [((topic, *first), table)]  # the common case: one problem, one hour
-    keys = list(zip(*(c.to_pylist() for c in cols), strict=True))
-    rows: dict[tuple[Any, ...], list[int]] = defaultdict(list)
-    for i, key in enumerate(keys):
-        rows[key].append(i)
-    return [((topic, *key), table.take(pa.array(idx, pa.int64()))) for key, idx in rows.items()]
+    # The common case, one problem and one UTC hour, from two min/max reductions.
+    span, names = pc.min_max(ts), pc.min_max(problem)
+    lo, hi = span["min"].as_py(), span["max"].as_py()
+    if (lo.date(), lo.hour) == (hi.date(), hi.hour) and names["min"] == names["max"]:
+        return [((topic, names["min"].as_py(), lo.year, lo.month, lo.day, lo.hour), table)]
+    # Several keys: row numbers per (problem, hour), in message order (single-threaded group_by keeps it).
+    keyed = pa.table({"p": problem, "h": pc.floor_temporal(ts, unit="hour"), "i": pa.array(range(len(table)))})
+    groups = keyed.group_by(["p", "h"], use_threads=False).aggregate([("i", "list")])
+    out = []
+    for p, h, idx in zip(*(groups.column(c).to_pylist() for c in ("p", "h", "i_list")), strict=True):
+        out.append(((topic, p, h.year, h.month, h.day, h.hour), table.take(pa.array(idx, pa.int64()))))
+    return out
+
+
+@functools.cache
+def _encoded_columns(schema: pa.Schema) -> list[str]:
+    """Parquet column paths that get dictionary encoding and statistics: all but float vectors.
+
+    Float vectors (observation, action) are continuous values: a dictionary never
+    pays off there (the writer builds one, then falls back to plain), and min/max of
+    vector elements prunes nothing. Skipping both cuts the write time of a
+    decision file by a quarter to a third (measured, 24+18 floats per row);
+    strings, scalars and candidate ids keep both.
+    """
+
+    def paths(name: str, typ: pa.DataType) -> list[str]:
+        if pa.types.is_struct(typ):
+            return [p for child in typ for p in paths(f"{name}.{child.name}", child.type)]
+        if pa.types.is_list(typ):
+            return [] if pa.types.is_floating(typ.value_type) else paths(f"{name}.list.element", typ.value_type)
+        return [name]
+
+    return [p for f in schema for p in paths(f.name, f.type)]
 
 
 def _write_parquet(table: pa.Table, path: Path, row_group_size: int) -> None:
     """temp → fsync → rename; the caller fsyncs folders before committing the manifest."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".tmp-{uuid.uuid4().hex}-{path.name}")
+    encoded = _encoded_columns(table.schema)
     with tmp.open("wb") as f:
-        pq.write_table(table, f, row_group_size=row_group_size, compression="zstd")
+        pq.write_table(
+            table,
+            f,
+            row_group_size=row_group_size,
+            compression="zstd",
+            use_dictionary=encoded,
+            write_statistics=encoded,
+        )
         f.flush()
         os.fsync(f.fileno())
     tmp.replace(path)
@@ -494,9 +534,7 @@ class Ingestor:
             client_id="troupe-ingest",
             enable_auto_commit=False,
             auto_offset_reset="none",  # an out-of-range offset raises: we decide, not the client
-            max_poll_records=cfg.poll_max_records,
-            fetch_max_wait_ms=200,
-            max_partition_fetch_bytes=8 * 1024 * 1024,
+            **{**CONSUMER_SETTINGS, "max_poll_records": cfg.poll_max_records},
         )
         start = time.monotonic()
         try:

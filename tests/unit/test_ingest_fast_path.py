@@ -13,7 +13,9 @@ import random
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
@@ -25,11 +27,12 @@ from pipelines.jobs.ingest import (
     _hive_groups,
     _hive_key,
     _Pending,
+    _write_parquet,
     events_to_arrow,
     load_manifest,
     validate_message,
 )
-from pipelines.jobs.ingest_fast import validate_batch
+from pipelines.jobs.ingest_fast import _float_lists, validate_batch
 from tests.integration._events import decision, feedback
 from tests.integration.test_ingest import malformed_cases
 
@@ -192,3 +195,51 @@ def test_a_commit_mixing_bulk_tables_and_models_writes_what_the_per_message_path
     for rel in manifests[0]["files"]:
         a, b = (pq.read_table(lake / rel) for lake in lakes)
         assert a.schema.equals(b.schema, check_metadata=True) and a.equals(b), rel
+
+
+def _raws(*arrays: bytes) -> list[Any]:
+    """Float-vector texts as msgspec hands them to `_float_lists` (Raw, already checked as JSON)."""
+    return list(msgspec.json.decode(b"[" + b",".join(arrays) + b"]", type=list[msgspec.Raw]))
+
+
+def test_float_lists_keep_rows_apart_and_refuse_what_is_not_a_plain_number_array() -> None:
+    got = _float_lists(_raws(b"[1,2.5]", b"[]", b"[ -3e2 , 4E-1 ]", b"[]", b"[1180591620717411303424]"))
+    assert got is not None
+    assert got.to_pylist() == [[1.0, 2.5], [], [-300.0, 0.4], [], [float(2**70)]]
+    assert _float_lists(_raws(b"[]", b"[]")).to_pylist() == [[], []]  # type: ignore[union-attr]
+    # Each goes per message: pydantic decides (nested, null, strings, and "-0", an integer that is +0.0 to it).
+    for odd in (b"[[1]]", b"[1,null]", b'["1"]', b"[-0]", b"[-0.0]", b"[1e999]"):
+        result = _float_lists(_raws(b"[1]", odd))
+        assert result is None or not pc.all(pc.is_finite(pc.list_flatten(result))).as_py(), odd
+
+
+def test_hive_groups_split_a_batch_by_problem_and_hour_like_the_per_message_key() -> None:
+    rng = random.Random(5)
+    raws = []
+    for i in range(60):
+        doc = _base(rng, DecisionEvent, i)
+        hour, minute, offset = rng.choice([0, 9, 10, 23]), rng.randint(0, 59), rng.choice(["+00:00", "+01:00", "Z"])
+        doc["timestamp"] = f"2026-11-21T{hour:02d}:{minute:02d}:00{offset}"  # some fall on 2026-11-20 in UTC
+        raws.append(to_bytes(doc))
+    table = validate_batch(DecisionEvent, raws, arrow_schema(DecisionEvent))
+    assert table is not None
+    events = [validate_message(DecisionEvent, r) for r in raws]
+    expected: dict[tuple[Any, ...], list[str]] = {}
+    for e in events:
+        expected.setdefault(("dec", *_hive_key(e)), []).append(e.request_id)
+    groups = _hive_groups("dec", table)
+    assert len(groups) > 3
+    assert {key: part["request_id"].to_pylist() for key, part in groups} == expected  # same rows, same order
+
+
+def test_float_vectors_are_written_without_dictionary_or_statistics(tmp_path: Path) -> None:
+    raws = [to_bytes(_base(random.Random(i), DecisionEvent, i)) for i in range(50)]
+    table = validate_batch(DecisionEvent, raws, arrow_schema(DecisionEvent))
+    assert table is not None
+    _write_parquet(table, tmp_path / "part.parquet", 1024)
+    group = pq.ParquetFile(tmp_path / "part.parquet").metadata.row_group(0)
+    columns = {group.column(i).path_in_schema: group.column(i) for i in range(group.num_columns)}
+    assert not columns["observation.list.element"].is_stats_set
+    assert not columns["observation.list.element"].has_dictionary_page
+    assert columns["user_id"].has_dictionary_page and columns["user_id"].is_stats_set
+    assert pq.read_table(tmp_path / "part.parquet").equals(table)
