@@ -151,3 +151,141 @@ def allocate_observation(
     ).astype(np.float32)
     assert obs.shape[1] == ALLOCATE.observation_size
     return obs
+
+
+# ---------------------------------------------------------------------------
+# One request at a time (the decision API)
+# ---------------------------------------------------------------------------
+# The builders above called with a batch of one spend most of their time in
+# numpy's per-call overhead (~60 µs for a rank stage, ~40 µs for slot), a large
+# share of a decision. These return row 0 of the batched builders, bit for bit
+# (tests/unit/test_serving_observations.py checks it on random inputs):
+# - transcendental functions (sin, cos, log1p) and the pool's mean/std still go
+#   through the same numpy calls on the same float32 values;
+# - the rest is Python float arithmetic on float32 values, rounded to float32
+#   once at the end. One +, -, * or / of two float32 values done in float64 and
+#   then rounded to float32 gives the correctly rounded float32 result (float64
+#   has more than 2 × 24 + 2 significand bits), which is what numpy computes.
+# Inputs are validated as in the batched builders (sizes, activity group range).
+_ONE_HOT: tuple[tuple[float, ...], ...] = tuple(
+    tuple(1.0 if j == i else 0.0 for j in range(len(ACTIVITY_GROUPS))) for i in range(len(ACTIVITY_GROUPS))
+)
+_LIVE_SCALE: tuple[float, ...] = tuple(np.array([1.0 / 60.0, 1.0, 1.0 / 1000.0], dtype=np.float32).tolist())
+
+
+def _f32(values: npt.ArrayLike, width: int, name: str) -> list[float]:
+    """Values rounded to float32 (as Python floats), checked for size."""
+    arr = values if isinstance(values, np.ndarray) and values.dtype == np.float32 else np.asarray(values, np.float32)
+    out: list[float] = arr.reshape(-1).tolist()
+    if len(out) != width:
+        raise ValueError(f"{name}: expected {width} values, got {len(out)}")
+    return out
+
+
+def _one_hot(group: int) -> tuple[float, ...]:
+    if not 0 <= group < len(ACTIVITY_GROUPS):
+        raise ValueError(f"user_activity_group: expected integers in [0, {len(ACTIVITY_GROUPS)}), got {group}")
+    return _ONE_HOT[group]
+
+
+def _depth(session_depth: float) -> float:
+    # float32(depth) / 10 in float32 (see the note above: one division, rounded once at the end).
+    return float(np.float32(session_depth)) / 10.0
+
+
+# hour → (sin, cos) from hour_features itself: requests repeat a small set of hours
+# (minutes of the day, at most), and the lookup is ~50x cheaper than the numpy calls.
+_HOURS: dict[float, tuple[float, float]] = {}
+_HOURS_MAX = 8192
+
+
+def _hour(hour_of_day: float) -> tuple[float, float]:
+    key = float(hour_of_day)
+    pair = _HOURS.get(key)
+    if pair is None:
+        sin, cos = hour_features(np.array([key], dtype=np.float32))[0].tolist()
+        if len(_HOURS) >= _HOURS_MAX:
+            _HOURS.clear()  # rare: more distinct hours than a day has minutes (×5)
+        pair = _HOURS[key] = (sin, cos)
+    return pair
+
+
+def rank_observation_one(
+    user_activity_group: int,
+    user_recent_rates: npt.ArrayLike,
+    session_depth: float,
+    hour_of_day: float,
+    candidate_signals: npt.ArrayLike,
+) -> FloatArray:
+    """`rank_observation` for one request: pool (N, 6) → observation (24,), equal to the batched row."""
+    sig = np.asarray(candidate_signals, dtype=np.float32)
+    if sig.ndim != 2 or sig.shape[1] != len(PREDICTED_SIGNALS):
+        raise ValueError(f"candidate_signals: expected shape (n_candidates, 6), got {sig.shape}")
+    if sig.shape[0] == 0:
+        raise ValueError("candidate_signals: at least one candidate is required")
+    # The same reductions as candidate_stats: over the pool axis of a (1, N, 6) array.
+    mean, std = candidate_stats(sig[None, :, :])
+    head = [
+        *_one_hot(int(user_activity_group)),
+        *_f32(user_recent_rates, 6, "user_recent_rates"),
+        _depth(session_depth),
+        *_hour(hour_of_day),
+    ]
+    obs = np.concatenate([np.array(head, dtype=np.float32), mean[0], std[0]])
+    assert obs.shape[0] == RANK.observation_size
+    return obs
+
+
+def slot_observation_one(
+    user_activity_group: int,
+    user_recent_rates: npt.ArrayLike,
+    session_depth: float,
+    hour_of_day: float,
+    user_live_affinity: npt.ArrayLike,
+    page_video_watch_time: npt.ArrayLike,
+    live_candidate: npt.ArrayLike,
+) -> FloatArray:
+    """`slot_observation` for one request → observation (23,), equal to the batched row."""
+    page = _f32(page_video_watch_time, int(SLOT.settings["page_size"]), "page_video_watch_time")
+    live = _f32(live_candidate, 3, "live_candidate")
+    values = [
+        *_one_hot(int(user_activity_group)),
+        *_f32(user_recent_rates, 6, "user_recent_rates"),
+        _depth(session_depth),
+        *_hour(hour_of_day),
+        *_f32(user_live_affinity, 2, "user_live_affinity"),
+        *[p / 60.0 for p in page],
+        *[v * s for v, s in zip(live, _LIVE_SCALE, strict=True)],  # float32 × float32 is exact in float64
+    ]
+    obs = np.array(values, dtype=np.float32)
+    assert obs.shape[0] == SLOT.observation_size
+    return obs
+
+
+def allocate_observation_one(
+    request_value: float,
+    system_load: float,
+    budget_utilisation: float,
+    hour_of_day: float,
+    user_activity_group: int,
+) -> FloatArray:
+    """`allocate_observation` for one request → observation (8,), equal to the batched row."""
+    value = np.log1p(np.maximum(np.array([request_value], dtype=np.float32), 0.0))
+    values = [
+        float(value[0]) / 5.0,
+        float(np.float32(system_load)),
+        float(np.float32(budget_utilisation)),
+        *_hour(hour_of_day),
+        *_one_hot(int(user_activity_group)),
+    ]
+    obs = np.array(values, dtype=np.float32)
+    assert obs.shape[0] == ALLOCATE.observation_size
+    return obs
+
+
+def top_k_one(scores: FloatArray, k: int) -> npt.NDArray[np.int64]:
+    """`top_k` for one row: scores (N,) → the k best indices, best first (equal to the batched row)."""
+    k = min(k, scores.shape[0])
+    part = np.argpartition(-scores, k - 1)[:k]
+    order = np.argsort(-scores[part], kind="stable")
+    return part[order].astype(np.int64)

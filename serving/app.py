@@ -150,6 +150,11 @@ def create_app(
     app.include_router(decide.router)
     app.include_router(admin.router)
     app.include_router(health.router)
+    # Starlette tries routes in order and FastAPI puts its docs routes first: the decide
+    # routes, nearly all the traffic, go to the front (each miss is a regex match and
+    # a scope copy). No two routes share a path, so the order changes no answer.
+    decide_first = sorted(app.router.routes, key=lambda r: not getattr(r, "path", "").startswith("/v1/decide/"))
+    app.router.routes[:] = decide_first
     app.add_middleware(BodySizeLimit, max_bytes=s.max_body_bytes)
 
     @app.exception_handler(RequestValidationError)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -48,12 +49,13 @@ class LoadedPolicy:
     def name(self) -> str:
         return self.manifest.name
 
-    @property
+    # Cached: read on every decision, and the backends of a loaded version never change.
+    @functools.cached_property
     def in_process(self) -> bool:
         """Every model runs inline on the event loop (onnxruntime): an await never yields, so no timer can fire."""
         return all(isinstance(b, OnnxRuntimeBackend) for b in self.backends.values())
 
-    @property
+    @functools.cached_property
     def per_agent(self) -> bool:
         """Rank serves one file per stage when the manifest lists all three stages."""
         return self.spec.name == "rank" and all(a.name in self.backends for a in self.spec.agents)

@@ -15,7 +15,13 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
-from models.observations import allocate_observation, fusion_scores, rank_observation, slot_observation, top_k
+from models.observations import (
+    allocate_observation_one,
+    fusion_scores,
+    rank_observation_one,
+    slot_observation_one,
+    top_k_one,
+)
 from models.problems import (
     ALLOCATE,
     ALLOCATE_CHANNELS,
@@ -80,6 +86,11 @@ def _rank_stage_output(
     return mean, log_std
 
 
+assert isinstance(RANK.action, BoxAction)
+_RANK_LOW, _RANK_HIGH = RANK.action.low, RANK.action.high
+_RANK_DEFAULT = np.asarray(RANK.default_action, dtype=np.float64).reshape(len(RANK_STAGES), N_SIGNALS)
+
+
 async def decide_rank(
     x: RankInputs,
     scorer: Scorer | None,
@@ -93,33 +104,31 @@ async def decide_rank(
     stage order (3 × 24 entries): each stage's agent sees its own pool
     (MARDPG-style per-agent observations), and OPE needs all three.
     """
-    assert isinstance(RANK.action, BoxAction)
-    low, high = RANK.action.low, RANK.action.high
-    default = np.asarray(RANK.default_action, dtype=np.float64).reshape(len(RANK_STAGES), N_SIGNALS)
+    low, high = _RANK_LOW, _RANK_HIGH
+    default = _RANK_DEFAULT
     pool = np.arange(len(x.candidate_ids))
     observations: list[float] = []
     actions: list[float] = []
     log_density = 0.0
     stage_weights: dict[str, list[float]] = {}
     for i, stage in enumerate(RANK_STAGES):
-        signals = x.candidate_signals[pool][None, :, :]
-        obs = rank_observation(
-            [x.user_activity_group], x.user_recent_rates[None, :], [x.session_depth], [x.hour_of_day], signals
-        )
+        signals = x.candidate_signals if i == 0 else x.candidate_signals[pool]
+        obs = rank_observation_one(x.user_activity_group, x.user_recent_rates, x.session_depth, x.hour_of_day, signals)
         if scorer is None:
             weights = default[i]
         else:
-            out = await scorer(stage if per_agent else None, obs)
+            out = await scorer(stage if per_agent else None, obs[None, :])
             mean, log_std = _rank_stage_output(out, i, per_agent)
             sample = sample_box(mean, log_std, low, high, cfg, rng)
             weights = sample.action
             log_density += sample.log_density
-        scores = fusion_scores(weights[None, :].astype(np.float32), signals)
+        scores = fusion_scores(weights[None, :].astype(np.float32), signals[None, :, :])[0]
         keep = max(1, int(x.keep[stage]))
-        pool = pool[top_k(scores, keep)[0]]
-        observations.extend(obs[0].tolist())
-        actions.extend(float(w) for w in weights)
-        stage_weights[stage] = [float(w) for w in weights]
+        pool = pool[top_k_one(scores, keep)]
+        observations.extend(obs.tolist())
+        stage_list = weights.tolist()
+        actions.extend(stage_list)
+        stage_weights[stage] = stage_list
     ordering = [x.candidate_ids[j] for j in pool]
     return Decision(
         action=actions,
@@ -153,15 +162,15 @@ async def decide_slot(
     x: SlotInputs, scorer: Scorer | None, cfg: ExplorationConfig, rng: np.random.Generator
 ) -> Decision:
     live_id, live = best_live_candidate(x.live_candidates)
-    obs = slot_observation(
-        [x.user_activity_group],
-        x.user_recent_rates[None, :],
-        [x.session_depth],
-        [x.hour_of_day],
-        x.user_live_affinity[None, :],
-        x.page_video_watch_time[None, :],
-        live[None, :],
-    )
+    obs = slot_observation_one(
+        x.user_activity_group,
+        x.user_recent_rates,
+        x.session_depth,
+        x.hour_of_day,
+        x.user_live_affinity,
+        x.page_video_watch_time,
+        live,
+    )[None, :]
     if scorer is None:
         action, propensity = int(SLOT.default_action[0]), 1.0
     else:
@@ -217,9 +226,9 @@ async def decide_allocate(
     x: AllocateInputs, scorer: Scorer | None, cfg: ExplorationConfig, rng: np.random.Generator
 ) -> Decision:
     assert isinstance(ALLOCATE.action, MultiDiscreteAction)
-    obs = allocate_observation(
-        [x.request_value], [x.system_load], [x.budget_utilisation], [x.hour_of_day], [x.user_activity_group]
-    )
+    obs = allocate_observation_one(
+        x.request_value, x.system_load, x.budget_utilisation, x.hour_of_day, x.user_activity_group
+    )[None, :]
     if scorer is None:
         choice, propensity = [int(a) for a in ALLOCATE.default_action], 1.0
     else:

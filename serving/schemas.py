@@ -6,15 +6,22 @@ Every model forbids unknown fields and NaN/infinity, so a bad request gets a
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+import itertools
+import operator
+from collections.abc import Sequence
+from typing import Annotated, Literal, overload
 
+import numpy as np
+import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field, with_config
 from typing_extensions import TypedDict
 
-from models.problems import ALLOCATE_CHANNELS, SLOT_PAGE_SIZE
+from models.problems import ALLOCATE_CHANNELS, PREDICTED_SIGNALS, SLOT_PAGE_SIZE
 
 MAX_CANDIDATES = 2000
 MAX_LIVE_CANDIDATES = 100
+# Candidate signals → a tuple in the spec's order (the request's key order is the caller's).
+_SIGNALS_OF = operator.itemgetter(*PREDICTED_SIGNALS)
 Id = Annotated[str, Field(min_length=1, max_length=128)]
 Probability = Annotated[float, Field(ge=0.0, le=1.0)]
 
@@ -78,10 +85,67 @@ class StageKeep(_Body):
     re_rank: int = Field(6, ge=1, le=MAX_CANDIDATES)
 
 
+class CandidateColumns(Sequence[Candidate]):
+    """Validated candidates held as columns: ids, and signals (N, 6) in PREDICTED_SIGNALS order.
+
+    What serving/api/fast_body.py builds instead of 2 dicts per candidate (that
+    alone cost more than decoding the JSON). Reads like, and compares equal to,
+    the list of Candidate dicts pydantic builds from the same body.
+    """
+
+    __slots__ = ("ids", "values")
+
+    def __init__(self, ids: list[str], values: npt.NDArray[np.float64]) -> None:
+        if values.shape != (len(ids), len(PREDICTED_SIGNALS)):
+            raise ValueError(f"CandidateColumns: values of shape {values.shape} for {len(ids)} ids")
+        self.ids = ids
+        self.values = values  # float64: the JSON numbers exactly, as pydantic keeps them
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @overload
+    def __getitem__(self, index: int) -> Candidate: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[Candidate]: ...
+
+    def __getitem__(self, index: int | slice) -> Candidate | list[Candidate]:
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        w, c, li, f, co, sh = self.values[index].tolist()
+        signals = PredictedSignals(watch_time=w, click=c, like=li, follow=f, comment=co, share=sh)
+        return Candidate(id=self.ids[index], signals=signals)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, CandidateColumns):
+            return self.ids == other.ids and bool(np.array_equal(self.values, other.values))
+        if isinstance(other, list):
+            return list(self) == other
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, like the list it stands for
+
+
 class RankRequest(_DecideBody):
     session_depth: int = Field(0, ge=0, le=100_000, description="requests already served in this session")
+    # A list of Candidate dicts when pydantic validated the body, CandidateColumns when the fast decoder did.
     candidates: list[Candidate] = Field(min_length=1, max_length=MAX_CANDIDATES)
     keep: StageKeep | None = None
+
+    def candidate_arrays(self) -> tuple[list[str], npt.NDArray[np.float32]]:
+        """Candidate ids, and their signals (N, 6) as float32 in PREDICTED_SIGNALS order."""
+        cands: Sequence[Candidate] = self.candidates
+        if isinstance(cands, CandidateColumns):
+            return cands.ids, cands.values.astype(np.float32)
+        # One flat float iterator into a preallocated array: ~1.5x faster than
+        # np.array(list of tuples) at 200 candidates (same float32 values).
+        signals = np.fromiter(
+            itertools.chain.from_iterable([_SIGNALS_OF(c["signals"]) for c in cands]),
+            dtype=np.float32,
+            count=len(cands) * len(PREDICTED_SIGNALS),
+        ).reshape(len(cands), len(PREDICTED_SIGNALS))
+        return [c["id"] for c in cands], signals
 
 
 class PageVideo(_Body):

@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import itertools
 import logging
 import math
-import operator
 import random
 import time
 from collections.abc import Awaitable, Callable
@@ -23,7 +21,7 @@ import numpy as np
 
 from models.events import DecisionEvent, FeedbackEvent
 from models.logging import log_event
-from models.problems import PREDICTED_SIGNALS, RANK, get_problem
+from models.problems import RANK, get_problem
 from serving.decision_log import DecisionLogger
 from serving.errors import BadRequestError, InferenceError, ModelNotLoadedError
 from serving.experiments import CURRENT, ExperimentStore, HookSet
@@ -49,8 +47,10 @@ log = logging.getLogger("troupe.serving.decide")
 DEFAULT_POLICY_NAME = "default"
 DEFAULT_POLICY_VERSION = "default"
 NO_ARM = "none"
-# Candidate signals → a tuple in the spec's order (the request's key order is the caller's).
-_SIGNALS_OF = operator.itemgetter(*PREDICTED_SIGNALS)
+# Candidates each cascade stage keeps when the request does not say (the rank spec's settings).
+_DEFAULT_KEEP: dict[str, int] = {
+    stage: int(RANK.settings[f"keep_{stage}"]) for stage in ("pre_rank", "rank", "re_rank")
+}
 
 
 @dataclass(frozen=True)
@@ -113,24 +113,14 @@ class DecisionService:
                 "body.candidates",
                 f"{len(req.candidates)} candidates; this server accepts at most {self.settings.max_candidates}",
             )
-        # One flat float iterator into a preallocated array: ~1.5x faster than
-        # np.array(list of tuples) at 200 candidates (same float32 values).
-        signals = np.fromiter(
-            itertools.chain.from_iterable([_SIGNALS_OF(c["signals"]) for c in req.candidates]),
-            dtype=np.float32,
-            count=len(req.candidates) * len(PREDICTED_SIGNALS),
-        ).reshape(len(req.candidates), len(PREDICTED_SIGNALS))
-        keep = (
-            req.keep.model_dump()
-            if req.keep is not None
-            else {stage: int(RANK.settings[f"keep_{stage}"]) for stage in ("pre_rank", "rank", "re_rank")}
-        )
+        candidate_ids, signals = req.candidate_arrays()
+        keep = req.keep.model_dump() if req.keep is not None else _DEFAULT_KEEP
         return RankInputs(
             user_activity_group=user.activity_group,
             user_recent_rates=user.vector("user_recent_rates"),
             session_depth=float(req.session_depth),
             hour_of_day=req.hour_of_day,
-            candidate_ids=[c["id"] for c in req.candidates],
+            candidate_ids=candidate_ids,
             candidate_signals=signals,
             keep=keep,
         )

@@ -5,7 +5,8 @@ invalid body takes the slow path: Python's json module accepts NaN and
 Infinity, so the 422 names the field that holds them (`body.candidates.1.
 signals.like`) instead of a character position. FastAPI does not see these
 bodies as parameters, so `openapi_extra` documents them and `add_body_schemas`
-puts their schemas into the OpenAPI components.
+puts their schemas into the OpenAPI components. Rank bodies first go through
+msgspec (serving/api/fast_body.py), pydantic only when msgspec declines.
 """
 
 from __future__ import annotations
@@ -23,9 +24,17 @@ M = TypeVar("M", bound=BaseModel)
 REF = "#/components/schemas/{model}"
 
 
-async def parse_body(request: Request, model: type[M]) -> M:
-    """The request body parsed as `model`; errors become the usual 422 (RequestValidationError)."""
+async def parse_body(request: Request, model: type[M], fast: Callable[[bytes], M | None] | None = None) -> M:
+    """The request body parsed as `model`; errors become the usual 422 (RequestValidationError).
+
+    `fast`, when given, is tried first: a decoder that returns what `model`
+    would, or None for anything it does not accept (serving/api/fast_body.py).
+    """
     raw = await request.body()
+    if fast is not None:
+        parsed = fast(raw)
+        if parsed is not None:
+            return parsed
     try:
         return model.model_validate_json(raw)
     except ValidationError:

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from fastapi import APIRouter, Request, Response, status
+from fastapi.routing import APIRoute
 from pydantic import BaseModel
 from pydantic_core import to_json
 
 from models.events import FeedbackEvent
 from serving.api.body import body_doc, parse_body
 from serving.api.deps import DecideServiceDep, service_for
+from serving.api.fast_body import decode_rank
 from serving.schemas import (
     AllocateRequest,
     AllocateResponse,
@@ -50,29 +53,50 @@ def _decide_doc(model: type[BaseModel]) -> dict[str, Any]:
     return {**body_doc(model), "parameters": [_KEY_HEADER], "responses": {"422": _VALIDATION_ERROR}}
 
 
-async def _decide(request: Request, problem: str, model: type[RankRequest | SlotRequest | AllocateRequest]) -> Response:
-    body = await parse_body(request, model)  # first, as the body dependency ran first
+async def _decide(
+    request: Request,
+    problem: str,
+    model: type[RankRequest | SlotRequest | AllocateRequest],
+    fast: Callable[[bytes], RankRequest | None] | None = None,
+) -> Response:
+    body = await parse_body(request, model, fast)  # first, as the body dependency ran first
     service = await service_for(request, request.headers.get("x-api-key"))
     return _json(await service.decide(problem, body))
 
 
+class _LeanRoute(APIRoute):
+    """A route whose endpoint takes the raw Request and returns a Response: no dependency solving.
+
+    FastAPI's request handler still runs `solve_dependencies` and its response
+    machinery for an endpoint without parameters, a visible share of a slot
+    decision in profiles. The OpenAPI document comes from the route's
+    declarations (response_model, openapi_extra), which are unchanged, and
+    exceptions still reach the app's handlers through Starlette's wrapper.
+    """
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        endpoint: Callable[[Request], Coroutine[Any, Any, Response]] = self.endpoint
+        return endpoint
+
+
 router = APIRouter(prefix="/v1", tags=["decide"])
+_lean = APIRouter(route_class=_LeanRoute)
 
 
 BODY_MODELS: list[type[BaseModel]] = [RankRequest, SlotRequest, AllocateRequest]
 
 
-@router.post(
+@_lean.post(
     "/decide/rank",
     response_model=RankResponse,
     summary="Fusion weights per cascade stage and the final ordering",
     openapi_extra=_decide_doc(RankRequest),
 )
 async def decide_rank(request: Request) -> Response:
-    return await _decide(request, "rank", RankRequest)
+    return await _decide(request, "rank", RankRequest, decode_rank)
 
 
-@router.post(
+@_lean.post(
     "/decide/slot",
     response_model=SlotResponse,
     summary="Insert one live stream into the page, and where",
@@ -82,7 +106,7 @@ async def decide_slot(request: Request) -> Response:
     return await _decide(request, "slot", SlotRequest)
 
 
-@router.post(
+@_lean.post(
     "/decide/allocate",
     response_model=AllocateResponse,
     summary="Computation per cascade stage for one request",
@@ -90,6 +114,9 @@ async def decide_slot(request: Request) -> Response:
 )
 async def decide_allocate(request: Request) -> Response:
     return await _decide(request, "allocate", AllocateRequest)
+
+
+router.include_router(_lean)
 
 
 @router.post("/feedback", response_model=FeedbackAccepted, status_code=status.HTTP_202_ACCEPTED, tags=["feedback"])
