@@ -97,6 +97,21 @@ def test_fixed_fusion_grid_finds_the_best_feasible_constant() -> None:
     assert not res2.feasible and res2.action[0] == pytest.approx(0.0)
 
 
+def test_fixed_fusion_ranks_by_the_configured_objective() -> None:
+    # The main signal per decision prefers a = 1.0, the configured objective (e.g. per user-day) a = 0.2.
+    grid = [np.array([a], dtype=np.float32) for a in (0.2, 0.6, 1.0)]
+
+    def ev(a: np.ndarray) -> dict[str, float]:
+        return {"main": float(a[0]), "safety": 1.0, "per_user_day": 1.0 - float(a[0])}
+
+    cfg = fixed_fusion.FixedFusionConfig(block_size=1)
+    assert fixed_fusion.train(cfg, bandit_task(threshold=0.0), ev, grid).action[0] == pytest.approx(1.0)
+    res = fixed_fusion.train(
+        fixed_fusion.FixedFusionConfig(block_size=1, objective="per_user_day"), bandit_task(threshold=0.0), ev, grid
+    )
+    assert res.action[0] == pytest.approx(0.2) and res.main == pytest.approx(0.8)
+
+
 def test_fixed_fusion_rank_grid_shape() -> None:
     cands = fixed_fusion.FixedFusionConfig(main_weights=(1.0,), aux_weights=(0.3,)).candidates(18)
     assert len(cands) == 1

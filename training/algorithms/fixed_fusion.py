@@ -7,8 +7,13 @@ constraint); `train(cfg, task, evaluate)`.
 The grid (rank): at every stage the watch-time weight takes each value of
 `main_weights` and every interaction weight takes one shared value from
 `aux_weights` — the shape of the production default (1.0, 0.3, …, 0.3).
-The best feasible point (every constraint met) with the highest main signal
+The best feasible point (every constraint met) with the highest objective
 wins; if none is feasible, the one with the smallest total relative violation.
+The objective is `evaluate`'s entry named by `FixedFusionConfig.objective`
+(default: the task's main signal). On `rank` the benchmark ranks by watch time
+per user-day including next-day returns — the ground truth it reports —
+because per-decision watch time misses the long-run effect of the weights
+(longer sessions, returns) and would keep a worse point.
 """
 
 from __future__ import annotations
@@ -31,6 +36,8 @@ class FixedFusionConfig:
     """Shared value of the other weights of each block."""
     block_size: int = 6
     """Weights per stage block (rank: 6 predicted signals)."""
+    objective: str = ""
+    """Key of `evaluate`'s result that ranks feasible points; empty = the task's main signal."""
 
     def __post_init__(self) -> None:
         if not self.main_weights or not self.aux_weights:
@@ -64,17 +71,20 @@ def train(
     evaluate: Callable[[np.ndarray], dict[str, float]],
     candidates: Sequence[np.ndarray] | None = None,
 ) -> GridResult:
-    """`evaluate(action)` → per-decision mean of each signal; returns the best constant action."""
+    """`evaluate(action)` → each constrained signal's value (and the objective); returns the best constant action.
+
+    `GridResult.main` is the winner's objective value."""
     cands = list(candidates) if candidates is not None else cfg.candidates(task.action_dim)
     table = [(c, evaluate(c)) for c in cands]
+    objective = cfg.objective or task.main_signal
     best, best_key = None, None
     for c, m in table:
         violation = 0.0
         for con in task.constraints:
             slack = task.constraint_sign(con) * (m[con.signal] - con.threshold)
             violation += max(0.0, -slack) / max(abs(con.threshold), 1e-8)
-        key = (violation == 0.0, -violation, m[task.main_signal])
+        key = (violation == 0.0, -violation, m[objective])
         if best_key is None or key > best_key:
             best, best_key = (c, m), key
     assert best is not None and best_key is not None
-    return GridResult(best[0], best[1][task.main_signal], bool(best_key[0]), table)
+    return GridResult(best[0], best[1][objective], bool(best_key[0]), table)

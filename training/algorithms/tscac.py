@@ -77,9 +77,6 @@ class TSCACConfig(LearnerConfig):
     """ε: the stated bound on mean KL(π‖π_θi) that stage two should respect (reported and tested)."""
     stage_one_entropy: float = 0.01
     """α: entropy bonus of the stage-one actors, so π_θi ∝ exp(A_i/α) stays a soft, bounded policy."""
-    advantage_temperature: float = 0.0
-    """β > 0 (sampled stage two only): exp(A_1/Σλ) becomes exp(Â_1/β) with Â_1 = A_1 standardised over the
-    minibatch, i.e. Σλ is replaced by β·std(A_1) (a DEPARTURE, see the module docstring); 0 = the paper's form."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -91,8 +88,6 @@ class TSCACConfig(LearnerConfig):
             raise ValueError(f"stage_one_entropy: must be >= 0, got {self.stage_one_entropy}")
         if self.kl_epsilon <= 0:
             raise ValueError(f"kl_epsilon: must be > 0, got {self.kl_epsilon}")
-        if self.advantage_temperature < 0:
-            raise ValueError(f"advantage_temperature: must be >= 0, got {self.advantage_temperature}")
 
 
 # ---------------------------------------------------------------------------
@@ -180,9 +175,7 @@ class TSCACLearner(Learner):
 
     def _stage_two_gaussian(self, mb: MiniBatch, adv: Tensor) -> Tensor:
         with torch.no_grad():
-            beta = self.cfg.advantage_temperature
-            # DEPARTURE (β > 0): Σλ → β·std(A_1), so the weights' spread no longer grows with the noise of A_1.
-            log_w = self.normalised(adv[:, 0]) / beta if beta > 0 else adv[:, 0] / self.lambda_sum
+            log_w = adv[:, 0] / self.lambda_sum
             for lam, actor in zip(self.lambdas, self.stage_one, strict=True):
                 log_w = log_w + (lam / self.lambda_sum) * (actor.log_prob(mb.obs, mb.action) - mb.behaviour_log_prob)
             # DEPARTURE: one normaliser per minibatch instead of Z(s) per state.
