@@ -92,5 +92,24 @@ def write_result(
     return path
 
 
+def cpu_ticks() -> tuple[int, int]:
+    """(steal, total) jiffies of all CPUs since boot, from /proc/stat ((0, 0) where it is unreadable)."""
+    try:
+        fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    except (OSError, ValueError):
+        return 0, 0
+    return (fields[7] if len(fields) > 7 else 0), sum(fields[:8])
+
+
+def steal_share(start: tuple[int, int]) -> float:
+    """Share of CPU time the hypervisor gave to other machines since `start` (a `cpu_ticks()` reading).
+
+    On a shared virtual machine this is time the benchmark's cores were not ours
+    at all: throughput and tail latency fall with it, CPU time per request hardly.
+    """
+    steal, total = cpu_ticks()
+    return (steal - start[0]) / (total - start[1]) if total > start[1] else 0.0
+
+
 def median(values: Sequence[float]) -> float:
     return float(statistics.median(values))

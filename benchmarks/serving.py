@@ -43,7 +43,7 @@ from typing import Any, TypeVar
 import httpx
 import numpy as np
 
-from benchmarks.common import Metric, median, write_result
+from benchmarks.common import Metric, cpu_ticks, median, steal_share, write_result
 
 T = TypeVar("T")
 REPO = Path(__file__).resolve().parents[1]
@@ -285,6 +285,7 @@ def main(argv: list[str] | None = None) -> int:
     _pin(LOAD_CORE)
     # Other processes on the host inflate every figure here; record how busy it was.
     load_before = os.getloadavg()
+    ticks_before = cpu_ticks()
 
     sys.path.insert(0, str(REPO))
     from infra.broker import EmbeddedBroker, create_topics
@@ -447,6 +448,10 @@ def main(argv: list[str] | None = None) -> int:
                 "host_load_note": "1-minute load average of the 2-core host (other engineers' tests run "
                 "concurrently); above 2 the server and load generator share their cores with others, so "
                 "compare ratios to fastapi.constant from the same run",
+                "host_cpu_steal_share": round(steal_share(ticks_before), 3),
+                "host_cpu_steal_note": "share of CPU time the hypervisor gave to other virtual machines during "
+                "the run (/proc/stat steal): the cores were not ours for that long, which lowers throughput "
+                "and inflates p99 while leaving cpu_ms_per_request about the same",
             }
         },
     )
