@@ -7,7 +7,7 @@ measures only the app (routing, parsing, features, inference, exploration,
 logging, metrics, response), with process CPU time, so it is stable on a busy
 host and quick to iterate with. Features come from an in-memory reader (the
 app's TTL cache answers after the first request per user, as with Feast) and
-events go to an in-memory producer; the real producer's per-event cost is on
+events go to a producer that counts and drops them; the real producer's per-event cost is on
 its own thread and is measured by benchmarks/serving.py. `--profile PROBLEM`
 prints the top of a cProfile of that problem's requests.
 """
@@ -26,26 +26,6 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-class MemoryProducer:
-    """Accepts every event into a list (the decision log's `EventProducer` protocol)."""
-
-    def __init__(self) -> None:
-        self.sent = 0
-
-    def send(self, topic: str, value: bytes, key: bytes | None = None) -> bool:
-        self.sent += 1
-        return True
-
-    def healthy(self) -> bool:
-        return True
-
-    def spool_size(self) -> int:
-        return 0
-
-    def close(self) -> None:
-        return None
 
 
 class MemoryReader:
@@ -110,6 +90,7 @@ async def run(args: argparse.Namespace) -> None:
     from serving.settings import ServingSettings
     from tests.support.onnx_models import register_policy
     from tests.support.requests import allocate_body, rank_body, slot_body
+    from tests.support.serving import NullProducer
 
     problems = args.problems.split(",")
     bodies = {
@@ -131,7 +112,7 @@ async def run(args: argparse.Namespace) -> None:
         for p in problems:
             register_policy(registry, p, "v1", promote=True)
         settings = ServingSettings(home=home, problems=problems, registry_watch_s=0, ort_cuda="never")
-        app = create_app(settings, producer=MemoryProducer(), feature_reader=MemoryReader(users))
+        app = create_app(settings, producer=NullProducer(), feature_reader=MemoryReader(users))
         const = FastAPI()
 
         @const.post("/v1/decide/{problem}")

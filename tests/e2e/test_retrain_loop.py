@@ -79,17 +79,30 @@ def loop_env(
         yield env
 
 
-def _ingest_day(settings: TroupeSettings, requests: int) -> None:
-    """Run `troupe_ingest` until every decision of the day is in the lake (the API's producer sends asynchronously)."""
+def _first_day_in_the_lake(settings: TroupeSettings, traffic: Any) -> tuple[dict[str, str], dict[str, Any]]:
+    """Run a simulated day on the behaviour policy, ingest all of it, build its features.
+
+    Returns the day's interval and the rows each feature table got from it."""
     from pipelines.airflow_runtime import run_dag
+    from pipelines.traffic import run_day
+
+    day = run_day(traffic)
+    assert day.errors == 0 and day.requests >= 150 and day.feedback == day.requests
+    # A decision whose inference misses its deadline on a busy machine falls back to the default policy.
+    assert set(day.versions) <= {"behaviour-v1", "default"} and day.versions["behaviour-v1"] >= 0.9 * day.requests
+    interval = day.interval()
 
     ingested = 0
-    for _ in range(5):
+    for _ in range(5):  # the API's producer sends asynchronously: drain until the day is in the lake
         res = run_dag("troupe_ingest", conf={"ingest_overrides": {"idle_stop_s": 2.0}})
         ingested += res.task_returns["ingest"]["rows"].get(settings.decisions_topic, 0)
-        if ingested >= requests:
+        if ingested >= day.requests:
             break
-    assert ingested == requests
+    assert ingested == day.requests
+
+    features = run_dag("troupe_features", conf=interval)
+    assert features.task_states == {"aggregate": "success", "materialize": "success"}
+    return interval, features.task_returns["aggregate"]["rows"]
 
 
 def test_retrain_dag_refuses_then_deploys_a_canary(loop_env: dict[str, Any]) -> None:
@@ -100,17 +113,10 @@ def test_retrain_dag_refuses_then_deploys_a_canary(loop_env: dict[str, Any]) -> 
     api = loop_env["api"]
     registry = ModelRegistry(settings.registry_dir)
 
-    day = run_day(TrafficConfig(api.url, users=16, concurrency=16, seed=3, max_requests=300))
-    assert day.errors == 0 and day.requests >= 150 and day.feedback == day.requests
-    # A decision whose inference misses its deadline on a busy machine falls back to the default policy.
-    assert set(day.versions) <= {"behaviour-v1", "default"} and day.versions["behaviour-v1"] >= 0.9 * day.requests
-    interval = day.interval()
-
-    _ingest_day(settings, day.requests)
-
-    features = run_dag("troupe_features", conf=interval)
-    assert features.task_states == {"aggregate": "success", "materialize": "success"}
-    assert features.task_returns["aggregate"]["rows"]["user_stats"] > 0
+    interval, feature_rows = _first_day_in_the_lake(
+        settings, TrafficConfig(api.url, users=16, concurrency=16, seed=3, max_requests=300)
+    )
+    assert feature_rows["user_stats"] > 0
 
     # 1. A threshold no candidate can meet: refused, nothing downstream runs.
     base = {**interval, "algo": "tscac", "train_config": TINY_TRAINING, "canary_share": 0.5,
@@ -185,13 +191,7 @@ def test_other_problems_retrain_dags_refuse_then_deploy_a_canary(
         settings: TroupeSettings = loop["settings"]
         api = loop["api"]
         registry = ModelRegistry(settings.registry_dir)
-        day = run_day(TrafficConfig(api.url, problem=problem, seed=3, **traffic))
-        assert day.errors == 0 and day.requests >= 150 and day.feedback == day.requests
-        assert set(day.versions) <= {"behaviour-v1", "default"} and day.versions["behaviour-v1"] >= 0.9 * day.requests
-        interval = day.interval()
-        _ingest_day(settings, day.requests)
-        features = run_dag("troupe_features", conf=interval)
-        assert features.task_states == {"aggregate": "success", "materialize": "success"}
+        interval, _ = _first_day_in_the_lake(settings, TrafficConfig(api.url, problem=problem, seed=3, **traffic))
 
         base = {**interval, "train_config": TINY_TRAINING, "canary_share": 0.5,
                 "evaluate_overrides": {"sequential": False}}  # fmt: skip

@@ -23,23 +23,7 @@ from serving.settings import ServingSettings
 from serving.triton_repository import RepositoryOptions, export_repository
 from tests.support.onnx_models import register_policy
 from tests.support.requests import BODIES, slot_body
-from tests.support.serving import load, uvicorn_thread
-
-
-class NullProducer:
-    """Decision logging is covered with real Kafka elsewhere; here only inference matters."""
-
-    def send(self, topic: str, value: bytes, key: bytes | None = None) -> bool:
-        return True
-
-    def healthy(self) -> bool:
-        return True
-
-    def spool_size(self) -> int:
-        return 0
-
-    def close(self) -> None:
-        return None
+from tests.support.serving import NullProducer, load, uvicorn_thread
 
 
 @pytest.fixture(scope="module")

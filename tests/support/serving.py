@@ -62,6 +62,27 @@ def build_feast_store(repo: Path, users: dict[str, tuple[int, list[float], list[
     return repo
 
 
+class NullProducer:
+    """Counts events and drops them (the decision log's `EventProducer` protocol), where only inference matters;
+    decision logging is covered with real Kafka elsewhere."""
+
+    def __init__(self) -> None:
+        self.sent = 0
+
+    def send(self, topic: str, value: bytes, key: bytes | None = None) -> bool:
+        self.sent += 1
+        return True
+
+    def healthy(self) -> bool:
+        return True
+
+    def spool_size(self) -> int:
+        return 0
+
+    def close(self) -> None:
+        return None
+
+
 @contextlib.contextmanager
 def uvicorn_thread(app: Any) -> Iterator[str]:
     """A real uvicorn server on a free loopback port, in a background thread; yields its base URL."""
