@@ -157,7 +157,7 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
 
     with p.step(f"prepare Airflow (AIRFLOW_HOME={airflow_home}, `airflow db migrate` once)"):
         prepare_airflow(airflow_home, quiet=True)
-        quiet_third_party_warnings()
+        quiet_third_party_warnings(airflow_ready=True)
 
     from models.registry import ModelRegistry
     from pipelines.airflow_runtime import run_dag
@@ -369,17 +369,19 @@ def _print_summary(summary: dict[str, Any]) -> None:
     Console(width=120).print(table)
 
 
-def quiet_third_party_warnings() -> None:
+def quiet_third_party_warnings(*, airflow_ready: bool = False) -> None:
     """Hide third-party deprecation notices (pathspec via Airflow, torch's legacy ONNX exporter); tests still see them.
 
     Feast (`feast/feature_store.py`: simplefilter("once", DeprecationWarning)) and
     Airflow (`airflow/configuration.py`: "default" for its own modules) put their
     filters in front of ours when first imported, so they are imported first
-    (Airflow only once AIRFLOW_HOME is set) and ours go in front of theirs.
+    and ours go in front of theirs. Airflow only once `prepare_airflow` has set
+    its environment (`airflow_ready`): importing its configuration earlier would
+    fix the DAG folder to the default one, and `dag.test()` would find no DAGs.
     """
     import feast  # noqa: F401
 
-    if "AIRFLOW_HOME" in os.environ:
+    if airflow_ready:
         import airflow.configuration  # noqa: F401
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     warnings.filterwarnings("ignore", category=FutureWarning)

@@ -235,12 +235,8 @@ class Learner(nn.Module):
         """Sample an action for collection; sampling noise on CPU so results do not depend on the device."""
         dev = self.gammas.device
         if isinstance(self.actor, CategoricalActor):
-            # Log-probabilities on the device, the draw on the CPU (one multinomial per component).
-            logp_all = self.actor(obs.to(dev)).cpu()
-            parts = torch.split(logp_all, self.actor.nvec, dim=-1)
-            idx = torch.cat([torch.multinomial(p.exp(), 1, generator=generator) for p in parts], dim=-1)
-            offsets = torch.as_tensor([0, *self.actor.nvec[:-1]]).cumsum(0)
-            return idx.float(), logp_all.gather(1, idx + offsets).sum(-1)
+            # Log-probabilities on the device, the draw on the CPU.
+            return self.actor.draw(self.actor(obs.to(dev)).cpu(), generator)
         mean, log_std = self.actor(obs.to(dev))
         mean, log_std = mean.cpu(), log_std.cpu()
         if self.cfg.episode_noise and not self.offline:

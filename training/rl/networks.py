@@ -158,11 +158,14 @@ class CategoricalActor(nn.Module):
         return self(obs).gather(1, self._columns(action)).sum(-1)
 
     def sample(self, obs: Tensor, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
-        logp = self(obs)
-        parts = torch.split(logp, self.nvec, dim=-1)
+        return self.draw(self(obs), generator)
+
+    def draw(self, log_probs: Tensor, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+        """(action, its log-probability) from this actor's output `log_probs`: one draw per component."""
+        parts = torch.split(log_probs, self.nvec, dim=-1)
         idx = torch.cat([torch.multinomial(p.exp(), 1, generator=generator) for p in parts], dim=-1)
-        action = idx.to(obs.dtype)
-        return action, logp.gather(1, self._columns(action)).sum(-1)
+        action = idx.to(log_probs.dtype)
+        return action, log_probs.gather(1, self._columns(action)).sum(-1)
 
     def mode(self, obs: Tensor) -> Tensor:
         parts = torch.split(self(obs), self.nvec, dim=-1)
