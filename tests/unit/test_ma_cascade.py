@@ -7,24 +7,16 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.support.rl import quick_run
 from training.algorithms import ma_cascade
-from training.rl.loop import OnlineSource, RunConfig
+from training.rl.loop import OnlineSource
 from training.rl.networks import JointGaussianActor
 from training.rl.toy_envs import TradeoffTeamEnv, bandit_task, team_task
 
 
 def test_ma_cascade_trains_decentralised_actors_under_the_team_constraint(tmp_path: Path) -> None:
     task = team_task()
-    rc = RunConfig(
-        seed=0,
-        iterations=12,
-        rollout_steps=16,
-        n_envs=8,
-        device="cpu",
-        out_dir=str(tmp_path),
-        progress=False,
-        tensorboard=False,
-    )
+    rc = quick_run(tmp_path, 12)
     src = OnlineSource(lambda n, s: ma_cascade.ParallelEnvPool([TradeoffTeamEnv] * n, task))
     safety = {}
     for lam in (0.1, 30.0):

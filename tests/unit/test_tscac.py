@@ -7,9 +7,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.support.rl import quick_run
 from training.algorithms import tscac
 from training.rl.data import GymEnvPool
-from training.rl.loop import OnlineSource, RunConfig
+from training.rl.loop import OnlineSource
 from training.rl.toy_envs import (
     TradeoffArmsEnv,
     TradeoffBanditEnv,
@@ -22,19 +23,6 @@ from training.rl.toy_envs import (
 ARM_MEANS = torch.tensor([[1.0, 0.0], [0.6, 0.6], [0.0, 1.0]])  # (main, safety) per arm
 
 
-def _run_cfg(tmp_path: Path, iterations: int = 30) -> RunConfig:
-    return RunConfig(
-        seed=0,
-        iterations=iterations,
-        rollout_steps=16,
-        n_envs=8,
-        device="cpu",
-        out_dir=str(tmp_path),
-        progress=False,
-        tensorboard=False,
-    )
-
-
 def _small(**kw: float) -> tscac.TSCACConfig:
     return tscac.TSCACConfig(minibatch_size=64, hidden=(32,), init_std=0.2, actor_lr=3e-3, **kw)  # type: ignore[arg-type]
 
@@ -43,7 +31,7 @@ def test_discrete_tscac_meets_constraint_and_stays_near_stage_one(tmp_path: Path
     task = arms_task()
     res = tscac.train(
         _small(lam=1.0, stage_one_entropy=1.0),
-        _run_cfg(tmp_path),
+        quick_run(tmp_path),
         task,
         OnlineSource(lambda n, s: GymEnvPool([TradeoffArmsEnv] * n, task)),
     )
@@ -70,7 +58,7 @@ def test_multi_discrete_tscac_takes_the_free_boost_and_meets_the_constraint(tmp_
     # 0.4-std advantage, so π* itself only leans 60/40); the looser KL bound is what that λ needs.
     res = tscac.train(
         _small(lam=0.3, stage_one_entropy=0.3, kl_epsilon=2.5),
-        _run_cfg(tmp_path, iterations=40),
+        quick_run(tmp_path, iterations=40),
         task,
         OnlineSource(lambda n, s: GymEnvPool([TradeoffChoicesEnv] * n, task)),
     )
@@ -98,7 +86,7 @@ def test_gaussian_stage_two_stays_within_stated_kl_and_lambda_trades_main_for_sa
     obs = torch.rand(256, 3) * 2 - 1
     means = {}
     for lam in (0.1, 3.0):
-        res = tscac.train(_small(lam=lam), _run_cfg(tmp_path / str(lam), 15), task, src, init_mean=(0.5,))
+        res = tscac.train(_small(lam=lam), quick_run(tmp_path / str(lam), 15), task, src, init_mean=(0.5,))
         learner = res.learner
         with torch.no_grad():
             means[lam] = learner.actor(obs)[0].mean().item()
@@ -130,16 +118,7 @@ def test_offline_tscac_from_uniform_logs_beats_the_logging_policy(tmp_path: Path
         return a, torch.full((obs.shape[0],), -float(torch.log(torch.tensor(3.0))))
 
     batch = collector.collect(uniform, 100).flatten()
-    rc = RunConfig(
-        seed=0,
-        iterations=8,
-        offline_steps=30,
-        behaviour_steps=200,
-        device="cpu",
-        out_dir=str(tmp_path),
-        progress=False,
-        tensorboard=False,
-    )
+    rc = quick_run(tmp_path, 8, offline_steps=30, behaviour_steps=200)
     cfg = _small(lam=0.3, stage_one_entropy=1.0, warm_start_steps=100)
     res = tscac.train(cfg, rc, task, OfflineSource(batch))
     with torch.no_grad():
