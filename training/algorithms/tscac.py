@@ -127,7 +127,7 @@ class TSCACLearner(Learner):
             a.load_state_dict(self.actor.state_dict())
         if self.exact_stage_two:
             # Exact stage two needs A_1(s, ·) for every action: a Q head for the main signal.
-            self.main_q = SignalCritics(task.obs_size, 1, cfg.hidden, out_per_signal=task.action.n)  # type: ignore[union-attr]
+            self.main_q = SignalCritics(task.obs_size, 1, cfg.hidden, out_per_signal=task.nvec[0])
 
     @property
     def exact_stage_two(self) -> bool:
@@ -169,11 +169,12 @@ class TSCACLearner(Learner):
             metrics[f"losses/stage_one_{c.signal}"] = l_i.item()
             loss = loss + l_i
         # Stage two: project the closed-form π* onto the shipped actor.
-        l2 = self._stage_two_discrete(mb) if self.exact_stage_two else self._stage_two_gaussian(mb, adv)
+        l2 = self._stage_two_exact(mb) if self.exact_stage_two else self._stage_two_sampled(mb, adv)
         metrics["losses/stage_two"] = l2.item()
         return loss + l2, metrics
 
-    def _stage_two_gaussian(self, mb: MiniBatch, adv: Tensor) -> Tensor:
+    def _stage_two_sampled(self, mb: MiniBatch, adv: Tensor) -> Tensor:
+        """KL(π*‖π) estimated on the logged samples (Gaussian and multi-discrete actors; module docstring)."""
         with torch.no_grad():
             log_w = adv[:, 0] / self.lambda_sum
             for lam, actor in zip(self.lambdas, self.stage_one, strict=True):
@@ -183,7 +184,8 @@ class TSCACLearner(Learner):
             w = self.global_is(log_w, self.cfg.is_clip)
         return -(w * self.actor.log_prob(mb.obs, mb.action)).mean()
 
-    def _stage_two_discrete(self, mb: MiniBatch) -> Tensor:
+    def _stage_two_exact(self, mb: MiniBatch) -> Tensor:
+        """KL(π*‖π) summed over every action of one discrete choice."""
         with torch.no_grad():
             a_all = self.main_advantage_all_actions(mb.obs)
             logits = a_all / self.lambda_sum

@@ -138,7 +138,6 @@ class CategoricalActor(nn.Module):
         if not self.nvec or min(self.nvec) < 2:
             raise ValueError(f"CategoricalActor.nvec: every component needs >= 2 actions, got {self.nvec}")
         self.net = mlp(obs_size, sum(self.nvec), hidden)
-        self.n = sum(self.nvec)
 
     def forward(self, obs: Tensor) -> Tensor:
         """log π_k(·|s) of every component k, side by side: shape (B, Σ nvec)."""
