@@ -55,6 +55,12 @@ class ServingMetrics:
             ["problem", "feature"],
             registry=r,
         )
+        self.feature_read_errors = Counter(
+            "troupe_feature_read_errors",
+            "online-store reads that failed (stale entry or defaults served)",
+            ["feature_service"],
+            registry=r,
+        )
         self.feedback = Counter("troupe_feedback", "feedback events accepted", registry=r)
         self.model_swaps = Counter("troupe_model_swaps", "policy versions switched in", ["problem"], registry=r)
         self.hook_errors = Counter("troupe_hook_errors", "experiment hook calls that raised", ["hook"], registry=r)

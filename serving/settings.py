@@ -52,6 +52,11 @@ class ServingSettings(TroupeSettings):
         30.0, ge=0, description="seconds an online-feature read is reused; user aggregates change hourly at most"
     )
     feature_cache_size: int = Field(100_000, ge=0, description="users kept in the online-feature cache")
+    feature_cache_max_stale_s: float = Field(
+        300.0,
+        ge=0,
+        description="seconds past its TTL a cached read is still served while a background read refreshes it",
+    )
     max_body_bytes: int = Field(256 * 1024, ge=1024, description="request bodies over this size get 413")
     max_candidates: int = Field(2000, ge=1, description="most candidates one rank request may carry")
     exploration_temperature: float = Field(
