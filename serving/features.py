@@ -17,8 +17,8 @@ service>, ...)`. `OnlineFeatures` adds what serving needs on top:
 * one read per user at a time (concurrent misses share it), on a worker
   thread, so a slow online store never blocks the event loop;
 * a failed read (store down) serves the stale entry if there is one, else the
-  defaults below for that request; it is counted (`on_read_error`), logged,
-  and never fails the decision;
+  defaults below; it is counted (`on_read_error`), logged, never fails the
+  decision, and that user's store reads pause for `read_retry_s`;
 * defaults for a user the store does not know, each counted in
   `troupe_feature_defaults_total{problem, feature}`:
 
@@ -155,6 +155,9 @@ class OnlineFeatures:
     """How long past its TTL an entry may still be served while a background read refreshes it."""
     ttl_jitter: float = 0.2
     """Each entry's TTL is shortened by a random fraction in [0, ttl_jitter) so expiries spread out."""
+    read_retry_s: float = 5.0
+    """After a failed read, what the user had (or the defaults) is kept this long before the store is
+    tried again: an outage costs one failed read per user per interval, not one per request."""
     on_default: Callable[[str, str], None] | None = None  # (problem, feature) → count it
     on_read_error: Callable[[str], None] | None = None  # (feature service) → count it
     clock: Callable[[], float] = time.monotonic
@@ -169,7 +172,7 @@ class OnlineFeatures:
     _jitter: random.Random = field(default_factory=random.Random)
 
     def __post_init__(self) -> None:
-        for name in ("ttl_s", "max_stale_s"):
+        for name in ("ttl_s", "max_stale_s", "read_retry_s"):
             if getattr(self, name) < 0:
                 raise ValueError(f"OnlineFeatures.{name} must be >= 0, got {getattr(self, name)}")
         if not 0 <= self.ttl_jitter < 1:
@@ -221,6 +224,9 @@ class OnlineFeatures:
             log_event(log, "features.read_error", logging.WARNING, feature_service=service, error=str(exc))
             if self.on_read_error is not None:
                 self.on_read_error(service)
+            if self._caching:
+                hit = self._cache.get(key)
+                self._cache[key] = (self.clock() + self.read_retry_s, hit[1] if hit is not None else {})
             raise
         if self._caching:
             ttl = self.ttl_s * (1.0 - self.ttl_jitter * self._jitter.random())

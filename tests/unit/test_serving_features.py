@@ -108,7 +108,7 @@ def test_a_failed_read_serves_the_stale_entry_or_the_defaults_and_is_counted() -
             reader, clock, on_read_error=errors.append, on_default=lambda p, f: defaults.append((p, f))
         )
         reader.group = 2
-        await features.get("allocate", "known")
+        await features.get("allocate", "known")  # fresh until t + 30
         reader.fail = True
 
         # Unknown user, store down: the documented defaults, counted as defaults and as a read error.
@@ -117,14 +117,30 @@ def test_a_failed_read_serves_the_stale_entry_or_the_defaults_and_is_counted() -
         assert defaults == [("allocate", "user_activity_group")]
         assert errors == ["allocate_v1"]
 
-        # Known user far past max_stale_s, store down: the last value read beats the defaults.
-        clock.now += 10_000.0
-        assert (await features.get("allocate", "known")).activity_group == 2
-        # Within max_stale_s: served stale at once; the failed background refresh is counted, not raised.
-        clock.now -= 10_000.0 - 31.0
+        # Known user within max_stale_s: served stale at once; the failed background refresh is counted, not raised.
+        clock.now += 31.0
         assert (await features.get("allocate", "known")).activity_group == 2
         await _settle()
+        assert len(errors) == 2
+        # The next requests inside read_retry_s do not try the store again (no read, no log line per request).
+        reads = reader.reads
+        for _ in range(10):
+            assert (await features.get("allocate", "known")).activity_group == 2
+        await _settle()
+        assert reader.reads == reads and len(errors) == 2
+
+        # Far past max_stale_s, store still down: the last value read beats the defaults.
+        clock.now += 10_000.0
+        assert (await features.get("allocate", "known")).activity_group == 2
         assert len(errors) == 3
+
+        # The store is back: the next read after the retry interval refreshes.
+        reader.fail = False
+        reader.group = 1
+        clock.now += 6.0
+        await features.get("allocate", "known")
+        await _settle()
+        assert (await features.get("allocate", "known")).activity_group == 1
 
     asyncio.run(scenario())
 
@@ -142,7 +158,7 @@ def test_ttl_jitter_spreads_expiries_within_the_stated_fraction() -> None:
     asyncio.run(scenario())
 
 
-@pytest.mark.parametrize("bad", [{"ttl_s": -1.0}, {"max_stale_s": -1.0}, {"ttl_jitter": 1.0}])
+@pytest.mark.parametrize("bad", [{"ttl_s": -1.0}, {"max_stale_s": -1.0}, {"read_retry_s": -1.0}, {"ttl_jitter": 1.0}])
 def test_bad_cache_settings_are_refused_naming_the_field(bad: dict[str, float]) -> None:
     with pytest.raises(ValueError, match=next(iter(bad))):
         OnlineFeatures(None, **bad)  # type: ignore[arg-type]
