@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from models.problems import BoxAction, Constraint
 from tests.support.rl import quick_run
 from training.algorithms import bc, fixed_fusion, main_only, rcpo
 from training.rl.data import GymEnvPool, TransitionBatch
 from training.rl.loop import OfflineSource, OnlineSource
+from training.rl.task import TaskSignal, TaskSpec
 from training.rl.toy_envs import TradeoffArmsEnv, arms_task, bandit_task
 
 ARM_MEANS = torch.tensor([[1.0, 0.0], [0.6, 0.6], [0.0, 1.0]])
@@ -104,3 +107,27 @@ def test_fixed_fusion_rank_grid_shape() -> None:
     cands = fixed_fusion.FixedFusionConfig(main_weights=(1.0,), aux_weights=(0.3,)).candidates(18)
     assert len(cands) == 1
     np.testing.assert_allclose(cands[0], np.array([1.0, 0.3, 0.3, 0.3, 0.3, 0.3] * 3, dtype=np.float32))
+
+
+def test_fixed_fusion_refinement_finds_what_the_shared_grid_cannot() -> None:
+    # Two stages × blocks of 3 (main, clicks, likes). The objective wants clicks high and likes low at
+    # every stage; the constraint wants some likes. The grid ties clicks and likes to one value.
+    task = TaskSpec(
+        obs_size=1,
+        action=BoxAction(size=6, low=0.0, high=1.0),
+        signals=(TaskSignal("main", 0.5), TaskSignal("likes", 0.5)),
+        constraints=(Constraint("likes", ">=", 0.2),),
+    )
+
+    def ev(a: np.ndarray) -> dict[str, float]:
+        clicks, likes = a[1::3].mean(), a[2::3].mean()
+        return {"main": float(a[0::3].mean() + 2 * clicks - likes), "likes": float(likes)}
+
+    cfg = fixed_fusion.FixedFusionConfig(main_weights=(0.5, 1.0), aux_weights=(0.0, 0.3, 1.0), block_size=3)
+    grid_only = fixed_fusion.train(cfg, task, ev)
+    np.testing.assert_allclose(grid_only.action, [1.0, 1.0, 1.0] * 2)  # best shared value
+    refined = fixed_fusion.train(dataclasses.replace(cfg, refine_sweeps=1), task, ev)
+    np.testing.assert_allclose(refined.action, [1.0, 1.0, 0.3] * 2)  # likes down to the lowest feasible value
+    assert refined.feasible and refined.main == pytest.approx(2.7) and grid_only.main == pytest.approx(2.0)
+    # Every point evaluated once: the grid's 6, then the sweep's new ones (the current point is not re-run).
+    assert len(refined.table) == len({a.tobytes() for a, _ in refined.table})
