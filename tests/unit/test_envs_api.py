@@ -239,3 +239,62 @@ def test_the_world_stays_fixed_across_episodes() -> None:
     np.testing.assert_array_equal(env.sim.catalog.video_length, lengths)
     other = make_env("rank", seed=10, days=1)
     assert not np.array_equal(other.sim.catalog.video_length, lengths)
+
+
+def test_rank_paired_rows_share_users_and_randomness_per_episode_index() -> None:
+    sim = make_batched("rank", 8, 0, paired_rows=True)
+    obs = sim.reset(3)
+    assert np.array_equal(obs[0::2], obs[1::2]) and not np.array_equal(obs[0], obs[2])
+    default = np.broadcast_to(np.asarray(RANK.default_action, np.float32), (8, 18)).copy()
+    other = default.copy()
+    other[1::2, 1::6] = 1.0  # odd rows: every click weight at 1
+    ended = np.zeros(8, int)
+    totals = {}
+    running = np.zeros(8)
+    for _ in range(400):
+        _, rewards, done, _ = sim.step(other)
+        running += rewards["watch_time"]
+        for row in np.flatnonzero(done):
+            totals[(row, ended[row])] = running[row]
+            running[row], ended[row] = 0.0, ended[row] + 1
+    assert ended.min() >= 2  # rows finish episodes at their own pace; pairing is by episode index
+    # same actions on both rows of a pair: identical trajectories, also across respawns
+    twin = make_batched("rank", 8, 0, paired_rows=True)
+    twin.reset(3)
+    for _ in range(300):
+        o, r, d, _ = twin.step(default)
+        assert np.array_equal(o[0::2], o[1::2]) and np.array_equal(r["watch_time"][0::2], r["watch_time"][1::2])
+    # different actions: different outcomes in the same users
+    assert any(totals[(2 * k, j)] != totals[(2 * k + 1, j)] for k in range(4) for j in range(2))
+    # off by default: the rows are independent users
+    plain = make_batched("rank", 8, 0)
+    p = plain.reset(3)
+    assert not np.array_equal(p[0::2], p[1::2])
+    with pytest.raises(ValueError, match="even number of rows"):
+        make_batched("rank", 3, 0, paired_rows=True)
+
+
+def test_rank_paired_rows_reduce_the_spread_of_paired_episode_returns() -> None:
+    """Common random numbers: the same small change of weights, played on both rows of pairs."""
+
+    def paired_differences(paired: bool) -> np.ndarray:
+        sim = make_batched("rank", 64, 0, paired_rows=paired)
+        sim.reset(1)
+        actions = np.broadcast_to(np.asarray(RANK.default_action, np.float32), (64, 18)).copy()
+        actions[1::2, 1::6] += 0.1
+        running, ended, totals = np.zeros(64), np.zeros(64, int), {}
+        for _ in range(150):
+            _, rewards, done, _ = sim.step(actions)
+            running += rewards["watch_time"]
+            for row in np.flatnonzero(done):
+                totals[(row, ended[row])] = running[row]
+                running[row], ended[row] = 0.0, ended[row] + 1
+        return np.array(
+            [
+                totals[(2 * k, 0)] - totals[(2 * k + 1, 0)]
+                for k in range(32)
+                if (2 * k + 1, 0) in totals and (2 * k, 0) in totals
+            ]
+        )
+
+    assert paired_differences(True).std() < 0.3 * paired_differences(False).std()

@@ -1,14 +1,18 @@
-"""Learner options for long-horizon objectives: per-signal discount overrides and per-episode exploration noise."""
+"""Learner options for long-horizon objectives: per-signal discount overrides, per-episode exploration noise
+and antithetic episode-pair advantages."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import pytest
 import torch
 
 from models.problems import BoxAction
+from tests.support.rl import quick_run
 from training.algorithms.main_only import MainOnlyLearner
-from training.rl.data import GymEnvPool, RolloutCollector
-from training.rl.learner import LearnerConfig
+from training.rl.data import GymEnvPool, Rollout, RolloutCollector
+from training.rl.learner import EpisodePairBuffer, LearnerConfig, episode_pair_advantages
 from training.rl.task import TaskSignal, TaskSpec
 from training.rl.toy_envs import TradeoffBanditEnv
 
@@ -62,3 +66,86 @@ def test_collector_reports_episode_ends() -> None:
     assert len(seen) == 4
     assert torch.equal(torch.stack(seen), rollout.ends > 0)
     assert torch.stack(seen)[1].all() and not torch.stack(seen)[0].any()  # horizon 2: every row ends at step 2
+
+
+def test_learner_episode_pair_advantages_match_hand_computed_values() -> None:
+    # two pairs (rows 0/1 and 2/3), two signals: outcomes [main, aux]
+    outcomes = torch.tensor([[10.0, 0.2], [4.0, 0.6], [1.0, 1.0], [3.0, 0.0]])
+    adv = episode_pair_advantages(outcomes, torch.tensor([0, 1, 2, 3]))
+    assert torch.allclose(adv, torch.tensor([[3.0, -0.2], [-3.0, 0.2], [-1.0, 0.5], [1.0, -0.5]]))
+    with pytest.raises(ValueError, match="partner"):
+        episode_pair_advantages(outcomes, torch.tensor([0, 2, 1, 3]))
+
+
+def _rollout(rewards: list[list[float]], ends: list[list[int]]) -> Rollout:
+    """(T, N) main-signal rewards (aux = 1 per step) and episode ends → a Rollout with obs = step index."""
+    r = torch.tensor(rewards)
+    t, n = r.shape
+    obs = torch.arange(t, dtype=torch.float32)[:, None, None].expand(t, n, 3).clone()
+    return Rollout(
+        obs=obs,
+        action=torch.zeros(t, n, 2),
+        rewards=torch.stack([r, torch.ones(t, n) * torch.arange(n)[None, :]], dim=-1),
+        next_obs=obs,
+        terminated=torch.tensor(ends, dtype=torch.float32),
+        ends=torch.tensor(ends, dtype=torch.float32),
+        behaviour_log_prob=torch.zeros(t, n),
+    )
+
+
+def test_learner_episode_pair_buffer_waits_for_both_episodes_across_rollouts() -> None:
+    buf = EpisodePairBuffer(2)
+    # row 0: episode 0 = steps 0-1 (returns 1 + 2 = 3), row 1: episode 0 = steps 0-2 (5 + 5 + 5 = 15)
+    buf.add(_rollout([[1.0, 5.0], [2.0, 5.0]], [[0, 0], [1, 0]]), torch.zeros(4, 2))
+    assert buf.pop_ready() is None  # row 1's episode 0 has not ended
+    buf.add(_rollout([[7.0, 5.0], [7.0, 9.0]], [[0, 1], [0, 0]]), torch.arange(8.0).reshape(4, 2))
+    ready = buf.pop_ready()
+    assert ready is not None
+    batch, adv, targets = ready
+    assert len(batch) == 5  # 2 steps of row 0's episode + 3 of row 1's
+    # row 0's steps (+z): (3 − 15) / 2 = −6; row 1's: +6; main = undiscounted episode sum
+    assert sorted(adv[:, 0].tolist()) == [-6.0, -6.0, 6.0, 6.0, 6.0]
+    # aux (per-decision mean): row 0 = 0 per step, row 1 = 1 per step → ∓0.5
+    assert sorted(adv[:, 1].tolist()) == [-0.5, -0.5, 0.5, 0.5, 0.5]
+    assert targets.shape == (5, 2)
+    # the rest (row 0's episode 1, row 1's episode 1) stays until their partners end
+    assert buf.pop_ready() is None
+    assert len(buf.store["key"]) == 3
+
+
+def test_learner_episode_pairs_play_antithetic_offsets_per_episode_index() -> None:
+    learner = MainOnlyLearner(_task(), LearnerConfig(advantage="episode_pairs", init_std=0.3))
+    gen = torch.Generator().manual_seed(0)
+    obs = torch.zeros(4, 3)
+    mean = learner.actor(obs)[0].detach()
+    z0 = learner.act(obs, gen)[0] - mean
+    assert torch.allclose(z0[0], -z0[1]) and torch.allclose(z0[2], -z0[3])
+    learner.episodes_ended(torch.tensor([True, False, False, False]), gen)  # row 0 starts episode 1 first
+    z1 = learner.act(obs, gen)[0] - mean
+    assert not torch.allclose(z1[0], z0[0]) and torch.allclose(z1[1], z0[1])
+    learner.episodes_ended(torch.tensor([False, True, False, False]), gen)  # row 1 reaches episode 1 later
+    z2 = learner.act(obs, gen)[0] - mean
+    assert torch.allclose(z2[1], -z1[0])
+    with pytest.raises(ValueError, match="advantage"):
+        LearnerConfig(advantage="td")
+
+
+def test_learner_episode_pairs_train_on_paired_rank_rows_and_refuse_unpaired_pools(tmp_path: Path) -> None:
+    from models.problems import RANK
+    from training.rl.loop import OnlineSource, run
+    from training.rl.sim import BatchedSimPool
+
+    task = TaskSpec.from_problem(RANK)
+    pools: list[BatchedSimPool] = []
+
+    def make_pool(n: int, seed: int) -> BatchedSimPool:
+        pools.append(BatchedSimPool("rank", n, task))
+        return pools[-1]
+
+    cfg = LearnerConfig(advantage="episode_pairs", minibatch_size=256)
+    res = run(MainOnlyLearner(task, cfg), quick_run(tmp_path, 3, n_envs=16, rollout_steps=40), OnlineSource(make_pool))
+    assert pools[0].sim.config.paired_rows  # the loop asked the pool for antithetic row pairs
+    assert res.history[-1]["charts/episode_pair_transitions"] > 0  # complete pairs reached the actor
+    unpaired = GymEnvPool([lambda: TradeoffBanditEnv(horizon=2)] * 2, _task())
+    with pytest.raises(ValueError, match="antithetic row pairs"):
+        run(MainOnlyLearner(_task(), cfg), quick_run(tmp_path, 1, n_envs=2), OnlineSource(lambda n, s: unpaired))

@@ -41,6 +41,14 @@ Other departures, each marked in the code:
   click rates ~0.1); the paper uses raw advantages and sweeps λ over
   1e-1…1e-5 instead. The scale is frozen, not per batch, so the stage-two
   target has a fixed point.
+* Advantages (configs/rank/tscac.yaml, ma_cascade.yaml: `advantage: episode_pairs`; ours):
+  instead of per-step GAE from the critics, every step of an episode gets, per signal, half the
+  difference between its episode's outcome and that of the antithetic partner episode (the same
+  user and simulator randomness, exploration offset −σz instead of +σz; `LearnerConfig.advantage`),
+  standardised per signal. The critics are still trained (TD(λ) targets) but the actors do not read
+  them. Why: the long-run effect of the fusion weights on watch time per user-day is too weak
+  against per-user noise for per-step advantages in the benchmark's budget; the two stages, the
+  closed form and the fixed λ are unchanged.
 * Stage one: off-policy E_μ[w_i A_i log π_θi] with w_i = π_θi/μ clipped and
   self-normalised, plus an entropy bonus α·H(π_θi) (ours): without it a
   discrete π_θi becomes deterministic and the geometric mean in π* is

@@ -31,6 +31,7 @@ from typing import Any, cast
 
 import gymnasium as gym
 import numpy as np
+import numpy.typing as npt
 from pettingzoo import ParallelEnv
 
 from models.observations import fusion_scores, rank_observation, top_k
@@ -42,6 +43,7 @@ from training.envs.world import (
     EpisodeSeeds,
     FloatArray,
     IntArray,
+    UserRows,
     WorldConfig,
     gather_positions,
     observation_box,
@@ -69,6 +71,14 @@ class RankConfig:
         int(RANK.settings["keep_re_rank"]),
     )
     """Candidates kept by pre-rank, rank and re-rank; re-rank's are the page shown."""
+    paired_rows: bool = False
+    """Batched training option (off by default): rows 2k and 2k+1 form a pair whose j-th episodes
+    simulate the same user with common random numbers — the same user draw, the same retrieval
+    pools, completion noise and response uniforms at the same request index of the episode, and the
+    same next-day return uniform for the same day — so that two policies played on a pair differ in
+    outcome only through what they did (antithetic, common-random-number episode pairs:
+    `LearnerConfig.advantage = "episode_pairs"`). Pair members finish episodes at different times;
+    the pairing is by episode index within the row, not by step. Needs an even N and no `max_users`."""
 
     def __post_init__(self) -> None:
         if self.days < 1:
@@ -93,6 +103,96 @@ def join_stage_actions(actions: dict[str, Any]) -> FloatArray:
         raise ValueError(f"rank actions: missing stages {missing}; expected one (N, 6) array per stage {RANK_STAGES}")
     parts = [np.asarray(actions[s], dtype=np.float32).reshape(-1, N_SIGNALS) for s in RANK_STAGES]
     return np.concatenate(parts, axis=1)
+
+
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+_MIX1 = np.uint64(0xBF58476D1CE4E5B9)
+_MIX2 = np.uint64(0x94D049BB133111EB)
+_STREAM_POOL, _STREAM_COMPLETION, _STREAM_EVENTS, _STREAM_RETURN = 1, 2, 3, 4
+
+
+def _splitmix64(x: npt.NDArray[np.uint64]) -> npt.NDArray[np.uint64]:
+    """SplitMix64's finaliser, elementwise on uint64 (wraps mod 2⁶⁴): a counter → well-mixed bits."""
+    x = x + _GOLDEN
+    x = (x ^ (x >> np.uint64(30))) * _MIX1
+    x = (x ^ (x >> np.uint64(27))) * _MIX2
+    out: npt.NDArray[np.uint64] = x ^ (x >> np.uint64(31))
+    return out
+
+
+def _keyed(*parts: Any) -> npt.NDArray[np.uint64]:
+    """One 64-bit key per row from integer parts (arrays (N,) or scalars), order-sensitive."""
+    h = np.zeros(np.broadcast(*[np.asarray(p) for p in parts]).shape, np.uint64)
+    for part in parts:
+        h = _splitmix64(h ^ np.asarray(part).astype(np.uint64))
+    return h
+
+
+def _keyed_uniform(keys: npt.NDArray[np.uint64], count: int) -> npt.NDArray[np.float64]:
+    """(N, count) uniforms in (0, 1), a deterministic function of each row's key (counter-based)."""
+    bits = _splitmix64(keys[:, None] ^ (np.arange(count, dtype=np.uint64) * _GOLDEN)[None, :])
+    return ((bits >> np.uint64(11)).astype(np.float64) + 0.5) * (1.0 / 9007199254740992.0)
+
+
+def _keyed_normal(keys: npt.NDArray[np.uint64], count: int) -> npt.NDArray[np.float64]:
+    """(N, count) standard normals (Box–Muller on two keyed uniforms per value)."""
+    u = _keyed_uniform(keys, 2 * count)
+    out: npt.NDArray[np.float64] = np.sqrt(-2.0 * np.log(u[:, :count])) * np.cos(2.0 * np.pi * u[:, count:])
+    return out
+
+
+class _PairedRows:
+    """The per-row counters of `RankConfig.paired_rows`: pair id, episode index within the row, request
+    index within the episode. Random numbers are keyed by (seed, pair, episode, request or day, stream),
+    so both rows of a pair see the same ones for the same episode and request whatever their timing."""
+
+    def __init__(self, n: int, seed: int) -> None:
+        if n % 2:
+            raise ValueError(f"RankConfig.paired_rows: needs an even number of rows, got {n}")
+        self.pair = np.arange(n, dtype=np.int64) // 2
+        self.episode = np.zeros(n, np.int64)
+        self.request = np.zeros(n, np.int64)
+        self.restart(seed)
+
+    def restart(self, seed: int) -> None:
+        """A new seed and every row back at episode 0, request 0 (`reset`)."""
+        self.seed = seed
+        self.episode[:] = 0
+        self.request[:] = 0
+
+    def keys(self, stream: int, rows: IntArray | slice = ALL_ROWS) -> npt.NDArray[np.uint64]:
+        return _keyed(self.seed, self.pair[rows], self.episode[rows], self.request[rows], stream)
+
+    def user_rng(self, row: int) -> np.random.Generator:
+        """The generator of the row's current episode's user (same for both rows of a pair)."""
+        return np.random.default_rng([self.seed, int(self.pair[row]), int(self.episode[row]), 0])
+
+
+class _KeyedReturnDraws:
+    """Stands in for the generator in `UserRows._next_day` under `paired_rows`: the k-th call draws,
+    for each row, the uniform of "does the user come back on day (day₀ + 1 + k)" keyed by the row's
+    pair, episode and that day — the same number for both rows of a pair deciding the same day."""
+
+    def __init__(self, paired: _PairedRows, rows: IntArray, day: IntArray) -> None:
+        self.paired, self.rows, self.day, self.calls = paired, rows, day, 0
+
+    def random(self, size: int) -> npt.NDArray[np.float64]:
+        assert size == self.rows.shape[0], "UserRows._next_day draws one uniform per row and loop step"
+        p = self.paired
+        keys = _keyed(p.seed, p.pair[self.rows], p.episode[self.rows], self.day + 1 + self.calls, _STREAM_RETURN)
+        self.calls += 1
+        return _keyed_uniform(keys, 1)[:, 0]
+
+
+class _PairedUserRows(UserRows):
+    """`UserRows` whose next-day return draws are keyed per pair (`RankConfig.paired_rows`)."""
+
+    paired: _PairedRows | None = None
+
+    def _next_day(self, rows: IntArray, rng: np.random.Generator) -> IntArray:
+        assert self.paired is not None
+        draws = _KeyedReturnDraws(self.paired, rows, self.day[rows].copy())
+        return super()._next_day(rows, draws)  # type: ignore[arg-type]
 
 
 def _take_rows(values: IntArray, positions: IntArray) -> IntArray:
@@ -123,6 +223,13 @@ class BatchedRankSim(BatchedUserSim):
         max_users: int | None = None,
     ) -> None:
         super().__init__(n, config or RankConfig(), seed, autoreset=autoreset, max_users=max_users)
+        self._paired: _PairedRows | None = None
+        if self.config.paired_rows:
+            if max_users is not None:
+                raise ValueError("RankConfig.paired_rows: a training option; it does not combine with max_users")
+            self._paired = _PairedRows(n, seed)
+            self.users = _PairedUserRows(self.config.world, self.catalog, n, self.config.days, max_users, autoreset)
+            self.users.paired = self._paired
         self._rows = np.arange(n)
         self._default_stage_weights = np.broadcast_to(
             np.asarray(RANK_DEFAULT_STAGE_WEIGHTS, dtype=np.float32), (n, N_SIGNALS)
@@ -134,6 +241,20 @@ class BatchedRankSim(BatchedUserSim):
         self._predicted0: FloatArray = np.zeros((6, n, r), np.float32)
 
     # -- episode -----------------------------------------------------------
+    def reset(self, seed: int | None = None) -> FloatArray:
+        if self._paired is None:
+            return super().reset(seed)
+        if seed is not None:
+            self._seed = seed
+        self.rng = np.random.default_rng(self._seed)
+        paired = self._paired
+        paired.restart(self._seed)
+        self.users.reset(self.rng)
+        for row in range(self.n):  # each pair's first user, drawn from the pair's own generator
+            self.users.spawn(np.array([row]), paired.user_rng(row))
+        self._draw_requests()
+        return self.observe()
+
     def _draw_requests(self) -> None:
         self._retrieve()
 
@@ -142,7 +263,11 @@ class BatchedRankSim(BatchedUserSim):
         cfg, u = self.config, self.users
         size = self.n if rows is None else rows.shape[0]
         sel = ALL_ROWS if rows is None else rows
-        pool = self.rng.integers(0, cfg.world.n_videos, size=(size, cfg.retrieval_size))
+        if self._paired is None:
+            pool = self.rng.integers(0, cfg.world.n_videos, size=(size, cfg.retrieval_size))
+        else:
+            draws = _keyed_uniform(self._paired.keys(_STREAM_POOL, sel), cfg.retrieval_size)
+            pool = np.minimum((draws * cfg.world.n_videos).astype(np.int64), cfg.world.n_videos - 1)
         probs = response_probabilities(
             cfg.world, self.catalog, u.video_affinity[sel], u.logit_shift[sel], pool, responses=N_SIGNALS
         )
@@ -237,10 +362,16 @@ class BatchedRankSim(BatchedUserSim):
         probs = response_probabilities(world, self.catalog, u.video_affinity, u.logit_shift, items)  # (7, N, k)
         lengths = self.catalog.video_length[items]
         k = page.shape[1]
-        completion = np.clip(
-            probs[0] + world.completion_noise * self.rng.standard_normal((self.n, k), dtype=np.float32), 0.0, 1.0
-        )
-        events = self.rng.random((6, self.n, k), dtype=np.float32) < probs[1:]  # click..share, hate
+        paired = self._paired
+        if paired is None:
+            noise = self.rng.standard_normal((self.n, k), dtype=np.float32)
+            uniforms = self.rng.random((6, self.n, k), dtype=np.float32)
+        else:
+            noise = _keyed_normal(paired.keys(_STREAM_COMPLETION), k).astype(np.float32)
+            uniforms = _keyed_uniform(paired.keys(_STREAM_EVENTS), 6 * k).astype(np.float32)
+            uniforms = uniforms.reshape(self.n, 6, k).transpose(1, 0, 2)
+        completion = np.clip(probs[0] + world.completion_noise * noise, 0.0, 1.0)
+        events = uniforms < probs[1:]  # click..share, hate
         watch = (lengths * completion).sum(axis=1)
         counts = events.sum(axis=2, dtype=np.float32).T  # (N, 6): click, like, follow, comment, share, hate
         interactions = counts[:, :5].sum(axis=1)
@@ -258,10 +389,19 @@ class BatchedRankSim(BatchedUserSim):
         rates[:, 0] /= 60.0
         duration = watch + k * world.seconds_between_videos
         session_end, done = u.after_request(experience, duration, rates, np.zeros((self.n, 2), np.float32), self.rng)
+        if paired is not None:
+            paired.request += 1
         self._retrieve()
         obs = self.observe()
         final_obs = obs.copy() if done.any() else None
-        respawned = u.respawn(done, self.rng)
+        if paired is None:
+            respawned = u.respawn(done, self.rng)
+        else:
+            respawned = np.flatnonzero(done) if self.autoreset else np.zeros(0, np.int64)
+            paired.episode[respawned] += 1
+            paired.request[respawned] = 0
+            for row in respawned:  # the pair's next user: the partner draws the same one for this episode index
+                u.spawn(np.array([row]), paired.user_rng(int(row)))
         if respawned.size:
             self._retrieve(respawned)
             obs[respawned] = self.observe(respawned)

@@ -14,6 +14,11 @@ steps. Algorithms override named hooks only:
 Advantages and critic targets
 * online (a time-major `Rollout` is given): GAE(λ) per signal with the signal's
   own γ_i, critic target = TD(λ) return; computed once per batch.
+* online with `advantage = "episode_pairs"` (ours, see `LearnerConfig.advantage`):
+  the actor's advantage of every step is the paired difference of its episode's
+  outcome against the antithetic partner episode; the transitions wait in an
+  `EpisodePairBuffer` until both episodes of their pair have ended. Critic targets
+  stay TD(λ), computed when the transitions were collected.
 * offline (logged transitions): one-step TD with the target critics,
   y_i = r_i + γ_i (1 − done) V̄_i(s'), A_i = y_i − V_i(s), per minibatch; critic
   regression weighted by clipped self-normalised π/μ̂ (one-step correction —
@@ -78,6 +83,20 @@ class LearnerConfig:
     `rank` a weight's long-run effect (longer sessions, next-day returns) is invisible under per-step
     noise — one request barely moves them — but a whole user-episode played with the same offset
     shows it. Each step's marginal is still N(mean, σ²), so the stored log-probabilities are unchanged."""
+    advantage: str = "gae"
+    """Online advantage of the actor(s): "gae" (per step, per signal, from the critics) or
+    "episode_pairs" — DEPARTURE from the papers (ours): environment rows come in antithetic,
+    common-random-number pairs (rows 2k, 2k+1 simulate the same user with the same randomness,
+    e.g. `RankConfig.paired_rows`) that play the episode offsets +σz and −σz (implies
+    `episode_noise`); every step of an episode gets, per signal, half the difference between its
+    episode's outcome and the partner episode's (`episode_pair_advantages`), standardised per
+    signal over the batch. Why: on `rank` a fusion weight's effect on watch time per user-day is
+    long-run (session length, next-day returns) and weak against the between-user and
+    between-episode noise that per-step GAE advantages of a γ = 0.99 return carry; the paired
+    difference cancels the user and the simulator's randomness (12× smaller spread of paired
+    episode returns on `rank`). Outcome per signal: the main signal's undiscounted episode return
+    (the finite-horizon objective), every other signal's per-decision mean over the episode (what
+    the constraints bound). Single process only."""
     discounts: tuple[float, ...] = ()
     """γ per signal in the task's order (main first), overriding the task's (the problem spec's);
     empty = the task's. On `rank` the main signal's γ = 0.95 per request barely sees the next-day
@@ -97,6 +116,8 @@ class LearnerConfig:
             raise ValueError("minibatch_size >= 2, epochs >= 1, warm_start_steps >= 0 and entropy_coef >= 0 required")
         if any(not 0.0 <= g < 1.0 for g in self.discounts):
             raise ValueError(f"discounts: every γ must be in [0, 1), got {self.discounts}")
+        if self.advantage not in ("gae", "episode_pairs"):
+            raise ValueError(f"advantage: 'gae' or 'episode_pairs', got {self.advantage!r}")
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Any:
@@ -107,6 +128,103 @@ class LearnerConfig:
             raise ValueError(f"{cls.__name__}: unknown field(s) {unknown}; allowed: {sorted(known)}")
         vals = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
         return cls(**vals)
+
+
+def episode_pair_advantages(outcomes: Tensor, rows: Tensor) -> Tensor:
+    """Antithetic advantages of ended episode pairs: (V_self − V_partner) / 2 per signal.
+
+    outcomes (E, m): one outcome per signal of each of E episodes; rows (E,): the env row each was
+    played in, where rows 2k and 2k+1 are partners and the partner of outcome e is the outcome with
+    row `rows[e] ^ 1` in the same position of the other half — callers pass the episodes of complete
+    pairs as [e_0, e_0', e_1, e_1', …] (partners adjacent). Returns (E, m); each pair sums to zero.
+    """
+    if outcomes.shape[0] % 2 or outcomes.shape[0] != rows.shape[0]:
+        raise ValueError(
+            f"episode_pair_advantages: need partners adjacent, got {tuple(outcomes.shape)} / {tuple(rows.shape)}"
+        )
+    if not bool(((rows[0::2] ^ 1) == rows[1::2]).all()):
+        raise ValueError("episode_pair_advantages: every even position's partner (row ^ 1) must follow it")
+    half = (outcomes[0::2] - outcomes[1::2]) / 2.0
+    return torch.stack([half, -half], dim=1).reshape(outcomes.shape)
+
+
+class EpisodePairBuffer:
+    """Online transitions of paired rows (`LearnerConfig.advantage = "episode_pairs"`), kept until both
+    episodes of their pair have ended; episodes of rows 2k and 2k+1 pair by their index within the row.
+
+    `add(rollout, targets)` appends a time-major rollout (T, N); `pop_ready()` returns the transitions
+    of every complete pair with their advantages (`episode_pair_advantages`) and stored critic targets.
+    """
+
+    _KEY = 1 << 32
+
+    def __init__(self, n_envs: int) -> None:
+        if n_envs % 2:
+            raise ValueError(f"episode_pairs: needs an even number of environment rows (pairs), got {n_envs}")
+        self.n_envs = n_envs
+        self.episode = torch.zeros(n_envs, dtype=torch.long)
+        self.store: dict[str, Tensor] = {}
+
+    def add(self, rollout: Rollout, targets: Tensor) -> None:
+        t, n = rollout.obs.shape[:2]
+        if n != self.n_envs:
+            raise ValueError(f"EpisodePairBuffer: built for {self.n_envs} rows, got a rollout of {n}")
+        ends = rollout.ends.cpu() > 0
+        # Episode index of every step: the row's current one plus the episodes that ended before it.
+        before = torch.cumsum(ends.long(), 0) - ends.long()
+        episode = self.episode[None, :] + before
+        self.episode += ends.long().sum(0)
+        rows = torch.arange(n).expand(t, n)
+        new = {
+            "obs": rollout.obs.reshape(t * n, -1),
+            "action": rollout.action.reshape(t * n, -1),
+            "rewards": rollout.rewards.reshape(t * n, -1),
+            "next_obs": rollout.next_obs.reshape(t * n, -1),
+            "done": rollout.terminated.reshape(-1),
+            "logp": rollout.behaviour_log_prob.reshape(-1),
+            "targets": targets.reshape(t * n, -1),
+            "key": (rows * self._KEY + episode).reshape(-1),
+            "end": ends.reshape(-1),
+        }
+        dev = new["obs"].device
+        new = {k: v.to(dev) for k, v in new.items()}
+        self.store = new if not self.store else {k: torch.cat([self.store[k], v]) for k, v in new.items()}
+
+    def pop_ready(self) -> tuple[TransitionBatch, Tensor, Tensor] | None:
+        """(transitions, advantages (B, m), critic targets (B, m)) of every complete pair, or None."""
+        if not self.store:
+            return None
+        key = self.store["key"]
+        uniq, inverse = torch.unique(key, return_inverse=True)
+        ended = torch.zeros(len(uniq), dtype=torch.bool, device=key.device)
+        ended[inverse[self.store["end"]]] = True
+        row, ep = uniq // self._KEY, uniq % self._KEY
+        partner = (row ^ 1) * self._KEY + ep
+        pos = torch.searchsorted(uniq, partner).clamp_max(len(uniq) - 1)
+        has_partner = uniq[pos] == partner
+        ready = ended & has_partner & ended[pos]
+        if not bool(ready.any()):
+            return None
+        # Outcome per episode: main signal's sum, the others' per-decision mean.
+        m = self.store["rewards"].shape[1]
+        totals = torch.zeros(len(uniq), m, device=key.device).index_add_(0, inverse, self.store["rewards"])
+        steps = torch.zeros(len(uniq), device=key.device).index_add_(
+            0, inverse, torch.ones_like(key, dtype=torch.float32)
+        )
+        outcome = totals.clone()
+        others = [i for i in range(m) if i != 0]
+        outcome[:, others] = totals[:, others] / steps[:, None].clamp_min(1.0)
+        # Complete pairs, partners adjacent: even rows first, their partners next.
+        first = torch.nonzero(ready & (row % 2 == 0)).flatten()
+        order = torch.stack([first, pos[first]], dim=1).reshape(-1)
+        adv_episode = torch.zeros(len(uniq), m, device=key.device)
+        adv_episode[order] = episode_pair_advantages(outcome[order], row[order])
+        take = ready[inverse]
+        keep = ~take
+        out = {k: v[take] for k, v in self.store.items()}
+        self.store = {k: v[keep] for k, v in self.store.items()}
+        batch = TransitionBatch(out["obs"], out["action"], out["rewards"], out["next_obs"], out["done"], out["logp"])
+        return batch, adv_episode[inverse[take]], out["targets"]
 
 
 @dataclass
@@ -239,10 +357,10 @@ class Learner(nn.Module):
             return self.actor.draw(self.actor(obs.to(dev)).cpu(), generator)
         mean, log_std = self.actor(obs.to(dev))
         mean, log_std = mean.cpu(), log_std.cpu()
-        if self.cfg.episode_noise and not self.offline:
+        if self.held_noise:
             z = self.__dict__.get("_episode_z")
             if z is None or z.shape != mean.shape:
-                z = torch.randn(mean.shape, generator=generator)
+                z = self._first_episode_noise(mean.shape, generator)
                 self.__dict__["_episode_z"] = z
             action = mean + z * log_std.exp()
         else:
@@ -251,13 +369,43 @@ class Learner(nn.Module):
 
         return action, gaussian_log_prob(action, mean, log_std)
 
+    @property
+    def held_noise(self) -> bool:
+        """Online exploration noise held per episode (`episode_noise`, or implied by `episode_pairs`)."""
+        return (self.cfg.episode_noise or self.cfg.advantage == "episode_pairs") and not self.offline
+
+    def _first_episode_noise(self, shape: torch.Size, generator: torch.Generator) -> Tensor:
+        if self.cfg.advantage != "episode_pairs":
+            return torch.randn(shape, generator=generator)
+        n, a = shape
+        if n % 2:
+            raise ValueError(f"episode_pairs: needs an even number of environment rows (pairs), got {n}")
+        # Rows 2k and 2k+1 play +z and −z (antithetic); later episodes pair by their index in the row.
+        half = torch.randn((n // 2, a), generator=generator)
+        self.__dict__["_row_episode"] = torch.zeros(n, dtype=torch.long)
+        self.__dict__["_pair_noise"] = {}
+        return torch.stack([half, -half], dim=1).reshape(n, a)
+
     def episodes_ended(self, ended: Tensor, generator: torch.Generator) -> None:
-        """Collection hook: rows whose episode just ended draw fresh episode noise (`episode_noise`)."""
+        """Collection hook: rows whose episode just ended draw fresh episode noise (`episode_noise`);
+        with `episode_pairs` a row's j-th episode plays −1 × its partner's j-th offset."""
         z = self.__dict__.get("_episode_z")
         if z is None or not bool(ended.any()):
             return
         rows = ended.bool().cpu()
-        z[rows] = torch.randn((int(rows.sum()), z.shape[1]), generator=generator)
+        if self.cfg.advantage != "episode_pairs":
+            z[rows] = torch.randn((int(rows.sum()), z.shape[1]), generator=generator)
+            return
+        episode: Tensor = self.__dict__["_row_episode"]
+        shared: dict[tuple[int, int], Tensor] = self.__dict__["_pair_noise"]
+        for row in torch.nonzero(rows).flatten().tolist():
+            episode[row] += 1
+            key = (row // 2, int(episode[row]))
+            base = shared.pop(key, None)  # the partner drew it already: use it (and forget it)
+            if base is None:
+                base = torch.randn(z.shape[1], generator=generator)
+                shared[key] = base
+            z[row] = base if row % 2 == 0 else -base
 
     @torch.no_grad()
     def rollout_targets(self, rollout: Rollout) -> tuple[Tensor, Tensor]:
@@ -326,9 +474,17 @@ class Learner(nn.Module):
                 self.reward_scales.copy_(std.clamp_min(1e-6))
                 self.scales_frozen.fill_(True)
         adv = tgt = None
-        if rollout is not None and self.uses_critics:
+        if rollout is not None and self.cfg.advantage == "episode_pairs":
+            ready = self._episode_pairs_ready(rollout)
+            if ready is None:
+                return {"charts/episode_pair_transitions": 0.0}
+            batch, adv, tgt = ready
+            batch = batch.to(dev)
+        elif rollout is not None and self.uses_critics:
             adv, tgt = self.rollout_targets(rollout)
         metrics = self.on_batch_start(batch)
+        if rollout is not None and self.cfg.advantage == "episode_pairs":
+            metrics["charts/episode_pair_transitions"] = float(len(batch))
         n, mbs = len(batch), self.cfg.minibatch_size
         if mbs % self.d.world_size:
             raise ValueError(f"minibatch_size {mbs} must divide by the number of processes {self.d.world_size}")
@@ -361,6 +517,28 @@ class Learner(nn.Module):
             soft_update(self.target_critics, self.critics, 1.0)
         metrics |= {k: v / max(len(chunks), 1) for k, v in sums.items()}
         return metrics
+
+    def _episode_pairs_ready(self, rollout: Rollout) -> tuple[TransitionBatch, Tensor, Tensor] | None:
+        """Buffer the rollout; return the transitions of complete episode pairs with standardised advantages."""
+        if self.d.world_size > 1:
+            raise ValueError("advantage='episode_pairs' runs in one process (ranks would hold different batch sizes)")
+        buf: EpisodePairBuffer | None = self.__dict__.get("_pair_buffer")
+        if buf is None:
+            buf = EpisodePairBuffer(rollout.obs.shape[1])
+            self.__dict__["_pair_buffer"] = buf
+        t, n = rollout.obs.shape[:2]
+        if self.uses_critics:
+            targets = self.rollout_targets(rollout)[1]
+        else:
+            targets = torch.zeros(t * n, len(self.task.signals), device=rollout.obs.device)
+        buf.add(rollout, targets)
+        ready = buf.pop_ready()
+        if ready is None:
+            return None
+        batch, adv, tgt = ready
+        # Standardised per signal over the batch (antithetic pairs are centred by construction).
+        adv = adv / (adv.pow(2).mean(0, keepdim=True).sqrt() + 1e-8)
+        return batch, adv, tgt
 
     def warm_start(self, batch: TransitionBatch, generator: torch.Generator) -> float:
         """Offline: behaviour-clone every actor of this learner so trust regions start at μ; returns final NLL."""

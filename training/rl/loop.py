@@ -4,6 +4,8 @@ One iteration online = collect `rollout_steps` × `n_envs` transitions with the
 current actor, then `Learner.update` on them. One iteration offline =
 `offline_steps` minibatch updates on the dataset (after fitting the behaviour
 model μ̂ when asked, and warm-starting the actors by behaviour cloning).
+A learner with `advantage = "episode_pairs"` asks the pool for antithetic row
+pairs (`pair_rows()`, e.g. `BatchedSimPool` on rank) before the first reset.
 Rank 0 shows a progress bar, writes metrics (CSV, TensorBoard, PNG curves) and
 the final safetensors checkpoint.
 """
@@ -109,6 +111,14 @@ def run(learner: Learner, run_cfg: RunConfig, source: OnlineSource | OfflineSour
         if isinstance(source, OnlineSource):
             learner.offline = False
             pool = source.make_pool(run_cfg.n_envs, run_cfg.seed + 1000 * dist.rank)
+            if learner.cfg.advantage == "episode_pairs":
+                pair_rows = getattr(pool, "pair_rows", None)
+                if pair_rows is None:
+                    raise ValueError(
+                        f"advantage='episode_pairs' needs an environment pool with antithetic row pairs "
+                        f"(BatchedSimPool on rank); {type(pool).__name__} has none — use advantage='gae'"
+                    )
+                pair_rows()
             collector = RolloutCollector(pool, run_cfg.seed + 1000 * dist.rank)
             for it in range(run_cfg.iterations):
                 learner.eval()

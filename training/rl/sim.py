@@ -7,6 +7,8 @@
   The simulator's `done` is the end of a user's `days`-day horizon; the
   ground-truth evaluation counts nothing past it, so the learners treat it as
   a termination (no bootstrap) — exactly the finite-horizon objective.
+  `pair_rows()` (rank) turns on `RankConfig.paired_rows` for the learners'
+  antithetic episode pairs (`LearnerConfig.advantage = "episode_pairs"`).
 * `behaviour_rollout` — logged transitions of the simulator's behaviour policy
   with its exact log-densities (BC's data; offline TSCAC's data in benchmarks).
 * `actor_policy` — a numpy policy (obs → action) from a trained actor for
@@ -36,6 +38,15 @@ class BatchedSimPool:
         self.n_envs = n_envs
         self.overrides = overrides
         self.sim: Any = make_batched(problem, n_envs, 0, **overrides)
+
+    def pair_rows(self) -> None:
+        """Rows 2k and 2k+1 simulate the same users with common random numbers from the next reset on
+        (`RankConfig.paired_rows`; `LearnerConfig.advantage = "episode_pairs"` asks for it)."""
+        if self.problem != "rank":
+            raise ValueError(
+                f"paired rows: only the rank simulator has them (RankConfig.paired_rows), not {self.problem!r}"
+            )
+        self.overrides = {**self.overrides, "paired_rows": True}
 
     def _observe(self, obs: np.ndarray) -> np.ndarray:
         if not self.multi_agent:
