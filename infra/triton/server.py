@@ -121,8 +121,10 @@ class TritonServer:
             "0",
         ]
         with self.log_path.open("ab") as log:
+            # Its own process group: the python backend's stub processes are its children, and a
+            # SIGKILL to tritonserver alone left them running (seen after the outage test).
             self.process = subprocess.Popen(
-                cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env
+                cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, start_new_session=True
             )
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
@@ -146,11 +148,16 @@ class TritonServer:
         except (urllib.error.URLError, OSError):
             return False
 
-    def kill(self) -> None:
-        """SIGKILL: an abrupt crash, for outage tests."""
+    def _kill_group(self) -> None:
+        """SIGKILL to tritonserver's process group (the server and its backend stubs), if any are left."""
         if self.process is not None:
-            with contextlib.suppress(ProcessLookupError):
-                self.process.send_signal(signal.SIGKILL)
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.process.pid, signal.SIGKILL)
+
+    def kill(self) -> None:
+        """SIGKILL to the server and its backend stubs: an abrupt crash, for outage tests."""
+        if self.process is not None:
+            self._kill_group()
             self.process.wait(timeout=10)
             self.process = None
 
@@ -159,11 +166,10 @@ class TritonServer:
             return
         with contextlib.suppress(ProcessLookupError):
             self.process.terminate()
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):
             self.process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(timeout=10)
+        self._kill_group()  # whatever did not exit with it (a stuck server, orphaned stubs)
+        self.process.wait(timeout=10)
         self.process = None
 
     def __enter__(self) -> TritonServer:
