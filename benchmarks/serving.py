@@ -37,7 +37,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -78,14 +78,16 @@ def _run_async(coro: Coroutine[Any, Any, T]) -> T:
     server latency: the p99 of 200+ ms that allocate showed at half its capacity was this
     process, not the API. Collected between measurements instead, outside the timed window.
     """
+    try:
+        import uvloop
+
+        run: Callable[[Coroutine[Any, Any, T]], T] = uvloop.run
+    except ImportError:
+        run = asyncio.run
     gc.collect()
     gc.disable()
     try:
-        try:
-            import uvloop
-        except ImportError:
-            return asyncio.run(coro)
-        return uvloop.run(coro)
+        return run(coro)
     finally:
         gc.enable()
 

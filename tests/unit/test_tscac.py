@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
+import gymnasium as gym
 import pytest
 import torch
 
 from tests.support.rl import quick_run
 from training.algorithms import tscac
 from training.rl.data import GymEnvPool
-from training.rl.loop import OnlineSource
+from training.rl.loop import OnlineSource, RunConfig
+from training.rl.task import TaskSpec
 from training.rl.toy_envs import (
     TradeoffArmsEnv,
     TradeoffBanditEnv,
@@ -27,18 +30,21 @@ def _small(**kw: float) -> tscac.TSCACConfig:
     return tscac.TSCACConfig(minibatch_size=64, hidden=(32,), init_std=0.2, actor_lr=3e-3, **kw)  # type: ignore[arg-type]
 
 
-def test_discrete_tscac_meets_constraint_and_stays_near_stage_one(tmp_path: Path) -> None:
-    task = arms_task()
-    res = tscac.train(
-        _small(lam=1.0, stage_one_entropy=1.0),
-        quick_run(tmp_path),
-        task,
-        OnlineSource(lambda n, s: GymEnvPool([TradeoffArmsEnv] * n, task)),
-    )
-    learner = res.learner
+def _train_on_toy(
+    cfg: tscac.TSCACConfig, run: RunConfig, task: TaskSpec, env: type[gym.Env[Any, Any]]
+) -> tuple[tscac.TSCACLearner, torch.Tensor, torch.Tensor]:
+    """Train online on a toy env; (learner, 256 random observations, the actor's mean probabilities on them)."""
+    learner = tscac.train(cfg, run, task, OnlineSource(lambda n, s: GymEnvPool([env] * n, task))).learner
     obs = torch.rand(256, 3) * 2 - 1
     with torch.no_grad():
         probs = learner.actor(obs).exp().mean(0)
+    return learner, obs, probs
+
+
+def test_discrete_tscac_meets_constraint_and_stays_near_stage_one(tmp_path: Path) -> None:
+    learner, obs, probs = _train_on_toy(
+        _small(lam=1.0, stage_one_entropy=1.0), quick_run(tmp_path), arms_task(), TradeoffArmsEnv
+    )
     main, safety = (probs @ ARM_MEANS).tolist()
     # optimum: main 2/3 at safety 0.5. Fixed-λ TSCAC lands inside the feasible set, better than the
     # safety-only arm (main 0) — not at the corner (see the benchmark report).
@@ -53,19 +59,14 @@ def test_discrete_tscac_meets_constraint_and_stays_near_stage_one(tmp_path: Path
 
 def test_multi_discrete_tscac_takes_the_free_boost_and_meets_the_constraint(tmp_path: Path) -> None:
     # Factorised categorical actor, sampled stage two (the exact form is for one discrete choice only).
-    task = choices_task()
     # λ 0.3 makes π* ∝ π_safety · exp(A/λ) sharp enough to take the boost (at λ = 1 the 0.2 gain is a
     # 0.4-std advantage, so π* itself only leans 60/40); the looser KL bound is what that λ needs.
-    res = tscac.train(
+    learner, obs, logp = _train_on_toy(
         _small(lam=0.3, stage_one_entropy=0.3, kl_epsilon=2.5),
         quick_run(tmp_path, iterations=40),
-        task,
-        OnlineSource(lambda n, s: GymEnvPool([TradeoffChoicesEnv] * n, task)),
+        choices_task(),
+        TradeoffChoicesEnv,
     )
-    learner = res.learner
-    obs = torch.rand(256, 3) * 2 - 1
-    with torch.no_grad():
-        logp = learner.actor(obs).exp().mean(0)
     arm_probs, boost_probs = logp[:3], logp[3:]
     main, safety = (arm_probs @ ARM_MEANS).tolist()
     assert torch.allclose(arm_probs.sum(), torch.tensor(1.0)) and torch.allclose(boost_probs.sum(), torch.tensor(1.0))
