@@ -148,6 +148,35 @@ the best constant weights. What would: state-dependent weights that the constant
 worth more than the learners' remaining distance to the constant optimum; with ~160 k transitions per run
 TSCAC's stage two (which imitates the better episode of each pair) moves the weights only part of the way
 (re-rank click weight 0.3 → 0.43 in 20 iterations, where the constant optimum has 1.0).
+
+Fifth round (2026-11-22): is there anything for a learned policy to find? A policy beats the best constant
+weights only where different contexts want different weights. `benchmarks/rank_headroom.py` looks for
+such contexts without any learning: per context, a table of weights (one row per context value) starts
+at the best constant and is improved by two coordinate sweeps with the fixed-fusion rule on the search
+users, then is compared with the constant on this table's five evaluation seeds
+(benchmarks/results/rank_headroom.json):
+
+* per activity group (low / medium / high): no change to any row improved the search objective at all
+  (193 tables); the best table is the constant, lift 0.0 %.
+* per session depth (requests 0–2, 3–7, 8+): one change (like weight 0.2 → 0.5 at depth 3–7) gained
+  +0.3 % on the search users and −2.9 % [−6.4, +0.6] on the evaluation seeds — search noise.
+* per recent interaction rate (terciles; the simulator's per-user sociability, which shifts every
+  interaction probability of the user, as the policy sees it): no change improved anything; lift 0.0 %.
+* one constant per cascade stage (not a context; the fixed-fusion search ties the stages, the learners
+  do not): the sweeps over (stage, signal) found +2.2 % on the search users (pre-rank like 0.1 and
+  follow 0.7, re-rank comment and share 0) and +0.5 % [−3.5, +4.6] on the evaluation seeds.
+* Every row matters: a click weight of 0.5 instead of 1.0 in any single row costs 7–9 % on the search
+  users (activity group 5 557–5 617, depth 5 637–5 859, interaction rate 5 519–5 667 vs 6 039 s/user-day),
+  so the tables were not flat by construction.
+
+So in this simulator the best constant weights are, to the resolution of this search, the best weights in
+every context the policy can see, and separate weights per stage add nothing measurable. Users differ in
+activity, patience, return rate, topic interests and sociability, but the same trade-off between a shown
+item's watch time and its interactions is best for all of them, and their interests reach the policy
+already through the predicted signals it weights. A learned policy can approach the constant optimum but
+not beat it by 3 %: the goal is out of reach here without a different user model in the simulator
+(issue 3) or different constraint thresholds (the problem spec), neither of which this issue changes.
+Against the production default instead of the tuned constant, the learners' lifts are the third round's (TSCAC +4.9 %, MA cascade +4.9 %).
 """
 
 ALGOS = ("tscac", "ma_cascade", "main_only", "rcpo", "bc", "fixed_fusion")
