@@ -176,7 +176,8 @@ item's watch time and its interactions is best for all of them, and their intere
 already through the predicted signals it weights. A learned policy can approach the constant optimum but
 not beat it by 3 %: the goal is out of reach here without a different user model in the simulator
 (issue 3) or different constraint thresholds (the problem spec), neither of which this issue changes.
-Against the production default instead of the tuned constant, the learners' lifts are the third round's (TSCAC +4.9 %, MA cascade +4.9 %).
+Against the production default instead of the tuned constant, the learners' lifts are the third round's
+(TSCAC +4.9 %, MA cascade +4.9 %).
 """
 
 ALGOS = ("tscac", "ma_cascade", "main_only", "rcpo", "bc", "fixed_fusion")
