@@ -10,6 +10,7 @@ What runs where (2-core machine):
   keep-alive connections and pre-serialised bodies (so the generator is cheap
   per request; its ceiling shows in the bare FastAPI baseline).
 
+Each server is warmed up first (every problem, closed-loop, for `WARM_UP_S`).
 Per problem and backend: *throughput* is closed-loop (16 connections, as fast
 as answers come); *p50/p99 at a rate* is open-loop — requests are scheduled at
 fixed intervals and latency is measured from the scheduled send time, so a
@@ -56,6 +57,7 @@ GOALS_P99_MS = {"slot": 10.0, "allocate": 10.0, "rank": 15.0}
 GOAL_THROUGHPUT = 3000.0
 CONCURRENCY = 16
 TRITON_DEADLINE_MS = 1000
+WARM_UP_S = 5.0
 
 CONSTANT_APP = """
 from fastapi import FastAPI
@@ -250,9 +252,14 @@ def measure_app(
     port: int, problems: list[str], bodies: dict[str, list[bytes]], duration: float, repeats: int, pids: list[int]
 ) -> dict[str, dict[str, float]]:
     out: dict[str, dict[str, float]] = {}
+    # A fresh server spends more CPU per request for its first ~10 s (measured: whichever problem
+    # came first ran ~15 % slower than when measured after another), so every problem is
+    # exercised for WARM_UP_S before any measurement, and again for 1 s right before its own.
+    for problem in problems:
+        _run_async(closed_loop(port, build_requests(port, f"/v1/decide/{problem}", bodies[problem]), WARM_UP_S))
     for problem in problems:
         reqs = build_requests(port, f"/v1/decide/{problem}", bodies[problem])
-        _run_async(closed_loop(port, reqs, 1.0))  # warm-up
+        _run_async(closed_loop(port, reqs, 1.0))
         tput, p50, p99, cpu, bad = [], [], [], [], 0
         fb0 = _fallbacks(port) if problem != "constant" else 0.0
         total = 0.0

@@ -24,6 +24,7 @@ from models.registry import ModelRegistry
 from serving.api import admin, decide, health
 from serving.api.body import add_body_schemas
 from serving.api.deps import AppState
+from serving.api.fast_decide import FastDecide
 from serving.decision_log import DecisionLogger, EventProducer
 from serving.errors import BadRequestError
 from serving.experiments import ExperimentStore, ExposureLogHook, HookSet
@@ -168,6 +169,8 @@ def create_app(
     # a scope copy). No two routes share a path, so the order changes no answer.
     decide_first = sorted(app.router.routes, key=lambda r: not getattr(r, "path", "").startswith("/v1/decide/"))
     app.router.routes[:] = decide_first
+    # The last added runs first: BodySizeLimit, then FastDecide (the decide requests, without routing).
+    app.add_middleware(FastDecide)
     app.add_middleware(BodySizeLimit, max_bytes=s.max_body_bytes)
 
     @app.exception_handler(RequestValidationError)

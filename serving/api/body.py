@@ -30,7 +30,11 @@ async def parse_body(request: Request, model: type[M], fast: Callable[[bytes], M
     `fast`, when given, is tried first: a decoder that returns what `model`
     would, or None for anything it does not accept (serving/api/fast_body.py).
     """
-    raw = await request.body()
+    return parse_bytes(await request.body(), model, fast)
+
+
+def parse_bytes(raw: bytes, model: type[M], fast: Callable[[bytes], M | None] | None = None) -> M:
+    """`parse_body` on a body already read."""
     if fast is not None:
         parsed = fast(raw)
         if parsed is not None:

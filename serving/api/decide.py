@@ -1,4 +1,9 @@
-"""POST /v1/decide/{problem} (one route per problem, so each has its own typed schema) and POST /v1/feedback."""
+"""POST /v1/decide/{problem} (one route per problem, so each has its own typed schema) and POST /v1/feedback.
+
+In a running app the decide requests are answered one step earlier, by the
+`FastDecide` middleware (serving/api/fast_decide.py), with the same functions;
+these routes define the OpenAPI document and answer when it is not installed.
+"""
 
 from __future__ import annotations
 
@@ -26,11 +31,11 @@ from serving.schemas import (
 from serving.service import Outcome
 
 
-def _json(outcome: Outcome) -> Response:
+def decision_json(outcome: Outcome) -> bytes:
     # The response is built by our code from validated parts: serialising it
     # directly skips FastAPI's re-validation against response_model (which still
     # documents it in OpenAPI) — a large share of the per-request cost.
-    return Response(to_json(outcome.response_fields()), media_type="application/json")
+    return to_json(outcome.response_fields())
 
 
 # The decide routes take the raw Request and parse the body and check the key
@@ -61,7 +66,7 @@ async def _decide(
 ) -> Response:
     body = await parse_body(request, model, fast)  # first, as the body dependency ran first
     service = await service_for(request, request.headers.get("x-api-key"))
-    return _json(await service.decide(problem, body))
+    return Response(decision_json(await service.decide(problem, body)), media_type="application/json")
 
 
 class _LeanRoute(APIRoute):
@@ -84,6 +89,12 @@ _lean = APIRouter(route_class=_LeanRoute)
 
 
 BODY_MODELS: list[type[BaseModel]] = [RankRequest, SlotRequest, AllocateRequest]
+# path → (problem, body model, fast decoder or None): what each decide route parses; FastDecide reads it too.
+DECIDE_ROUTES: dict[str, tuple[str, type[RankRequest | SlotRequest | AllocateRequest], Any]] = {
+    "/v1/decide/rank": ("rank", RankRequest, decode_rank),
+    "/v1/decide/slot": ("slot", SlotRequest, None),
+    "/v1/decide/allocate": ("allocate", AllocateRequest, None),
+}
 
 
 @_lean.post(
@@ -93,7 +104,7 @@ BODY_MODELS: list[type[BaseModel]] = [RankRequest, SlotRequest, AllocateRequest]
     openapi_extra=_decide_doc(RankRequest),
 )
 async def decide_rank(request: Request) -> Response:
-    return await _decide(request, "rank", RankRequest, decode_rank)
+    return await _decide(request, *DECIDE_ROUTES["/v1/decide/rank"])
 
 
 @_lean.post(
@@ -103,7 +114,7 @@ async def decide_rank(request: Request) -> Response:
     openapi_extra=_decide_doc(SlotRequest),
 )
 async def decide_slot(request: Request) -> Response:
-    return await _decide(request, "slot", SlotRequest)
+    return await _decide(request, *DECIDE_ROUTES["/v1/decide/slot"])
 
 
 @_lean.post(
@@ -113,7 +124,7 @@ async def decide_slot(request: Request) -> Response:
     openapi_extra=_decide_doc(AllocateRequest),
 )
 async def decide_allocate(request: Request) -> Response:
-    return await _decide(request, "allocate", AllocateRequest)
+    return await _decide(request, *DECIDE_ROUTES["/v1/decide/allocate"])
 
 
 router.include_router(_lean)

@@ -27,6 +27,8 @@ class AppState:
     producer: EventProducer
 
 
+STARTING = "the service is starting; models and clients are not loaded yet"
+
 # Every dependency is `async def`: FastAPI runs sync dependencies on a worker
 # thread, a hop that cost more than the whole decision in profiles.
 
@@ -40,7 +42,7 @@ async def get_app_settings(request: Request) -> ServingSettings:
 async def get_state(request: Request) -> AppState:
     state: AppState | None = getattr(request.app.state, "troupe", None)
     if state is None:
-        raise HTTPException(503, "the service is starting; models and clients are not loaded yet")
+        raise HTTPException(503, STARTING)
     return state
 
 
@@ -104,7 +106,13 @@ async def decide_service(request: Request, x_api_key: Annotated[str | None, Head
 
 async def service_for(request: Request, x_api_key: str | None) -> DecisionService:
     """`decide_service` as a plain coroutine, for endpoints that skip FastAPI's dependency machinery."""
-    state = await get_state(request)
+    return checked_service(getattr(request.app.state, "troupe", None), x_api_key)
+
+
+def checked_service(state: AppState | None, x_api_key: str | None) -> DecisionService:
+    """The service of a started app, after the decide key check (503 while starting, 401 on a wrong key)."""
+    if state is None:
+        raise HTTPException(503, STARTING)
     key = state.settings.decide_api_key
     if key is not None and (x_api_key is None or not _matches_any(x_api_key, [key.get_secret_value()])):
         raise HTTPException(401, "missing or wrong X-API-Key header", headers={"WWW-Authenticate": "ApiKey"})
