@@ -27,10 +27,14 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import os
 import shutil
 import tempfile
 import time
 from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from benchmarks.common import Metric, median, write_result
 
@@ -62,56 +66,43 @@ def _events(n: int) -> list[tuple[bytes, bytes]]:
     return out
 
 
-def _raw_consume(bootstrap: str, n: int) -> tuple[float, float]:
-    """(messages/s, CPU µs per message) of a bare consumer reading all n messages."""
+def _raw_consume(bootstrap: str, n: int, write_parquet: bool = False) -> tuple[float, float]:
+    """(messages/s, CPU µs per message) of a bare consumer reading all n messages.
+
+    `write_parquet`: also keep each poll's raw message bytes in an Arrow binary column and write
+    them to one zstd Parquet file at the end (temp → fsync → rename), row (c) of the module doc.
+    """
     from kafka import KafkaConsumer, TopicPartition
 
     from pipelines.jobs.ingest import CONSUMER_SETTINGS
 
+    folder = Path(tempfile.mkdtemp(prefix="troupe-bench-raw-"))
     consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, **CONSUMER_SETTINGS)
     try:
         consumer.assign([TopicPartition(DECISIONS, 0)])
         consumer.seek_to_beginning()
         got, t0, c0 = 0, time.perf_counter(), time.process_time()
+        parts: list[pa.Array] = []
         while got < n:
             for msgs in consumer.poll(timeout_ms=500).values():
                 got += len(msgs)
-        return n / (time.perf_counter() - t0), (time.process_time() - c0) / n * 1e6
-    finally:
-        consumer.close()
-
-
-def _unvalidated_parquet(bootstrap: str, n: int) -> tuple[float, float]:
-    """(messages/s, CPU µs per message) of the bare consumer that also writes the raw bytes to Parquet."""
-    import os
-
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-    from kafka import KafkaConsumer, TopicPartition
-
-    from pipelines.jobs.ingest import CONSUMER_SETTINGS
-
-    folder = Path(tempfile.mkdtemp(prefix="troupe-bench-floor-"))
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, **CONSUMER_SETTINGS)
-    try:
-        consumer.assign([TopicPartition(DECISIONS, 0)])
-        consumer.seek_to_beginning()
-        got, t0, c0 = 0, time.perf_counter(), time.process_time()
-        parts = []
-        while got < n:
-            for msgs in consumer.poll(timeout_ms=500).values():
-                got += len(msgs)
-                parts.append(pa.array([m.value for m in msgs], pa.binary()))
-        tmp = folder / ".tmp-raw.parquet"
-        with tmp.open("wb") as f:
-            pq.write_table(pa.table({"raw": pa.chunked_array(parts)}), f, compression="zstd")
-            f.flush()
-            os.fsync(f.fileno())
-        tmp.replace(folder / "raw.parquet")
+                if write_parquet:
+                    parts.append(pa.array([m.value for m in msgs], pa.binary()))
+        if write_parquet:
+            tmp = folder / ".tmp-raw.parquet"
+            with tmp.open("wb") as f:
+                pq.write_table(pa.table({"raw": pa.chunked_array(parts)}), f, compression="zstd")
+                f.flush()
+                os.fsync(f.fileno())
+            tmp.replace(folder / "raw.parquet")
         return n / (time.perf_counter() - t0), (time.process_time() - c0) / n * 1e6
     finally:
         consumer.close()
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def _unvalidated_parquet(bootstrap: str, n: int) -> tuple[float, float]:
+    return _raw_consume(bootstrap, n, write_parquet=True)
 
 
 def _ingest(bootstrap: str, n: int) -> tuple[float, float]:

@@ -12,7 +12,7 @@ JSON. Errors go to the app's own exception handlers, so a 401, 413, 422 or
 503 has the status and body the routes would give. Everything else (another
 method or path, a trailing slash, a mounted root path) goes on to the app.
 The routes stay: they define the OpenAPI document and answer when this
-middleware is not installed; tests/unit/test_serving_api.py checks that both
+middleware is not installed; tests/unit/test_serving_fast_decide.py checks that both
 answer alike. `BodySizeLimit` sits outside this middleware, so the body limit
 applies here too.
 """
