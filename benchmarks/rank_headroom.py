@@ -48,10 +48,10 @@ EVAL_SEEDS = range(1000, 1005)
 MAIN_VALUES = (0.25, 0.5, 1.0)
 AUX_VALUES = (0.0, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0)
 BLOCK = 6  # weights per stage: one per predicted signal
+STAGES = 3  # pre-rank, rank, re-rank
 DEPTH_INDEX = 9  # session depth / 10 in the rank observation (after 3 group one-hot and 6 recent rates)
 INTERACTION_RATES = slice(4, 9)  # recent click, like, follow, comment, share rates
 
-STAGES = 3
 # context name → (number of values, observation batch → value index per row)
 CONTEXTS: dict[str, tuple[int, Callable[[np.ndarray], np.ndarray]]] = {
     "activity_group": (3, lambda obs: np.argmax(obs[:, :3], axis=1)),
