@@ -34,6 +34,7 @@ The search visits ~190 tables per context (~0.8 s each at 1 000 users; ~13 min i
 from __future__ import annotations
 
 import argparse
+import functools
 import time
 from collections.abc import Callable
 from typing import Any
@@ -89,12 +90,17 @@ def evaluate(policy: Callable[[Any], np.ndarray], users: int, days: int, seed: i
     return r.signals["watch_time"].mean, dict(r.per_decision)
 
 
-def rank_key(result: tuple[float, dict[str, float]]) -> tuple[bool, float, float]:
-    """The fixed-fusion rule: feasible first, then the smallest total relative violation, then watch time."""
+@functools.cache
+def _rank_task() -> Any:
     from models.problems import RANK
     from training.rl.task import TaskSpec
 
-    task = TaskSpec.from_problem(RANK)
+    return TaskSpec.from_problem(RANK)
+
+
+def rank_key(result: tuple[float, dict[str, float]]) -> tuple[bool, float, float]:
+    """The fixed-fusion rule: feasible first, then the smallest total relative violation, then watch time."""
+    task = _rank_task()
     watch, per_decision = result
     violation = sum(
         max(0.0, -task.constraint_sign(c) * (per_decision[c.signal] - c.threshold)) / max(abs(c.threshold), 1e-8)

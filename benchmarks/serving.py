@@ -257,10 +257,10 @@ def measure_app(
     # 0.268 / 0.270 ms the second), so every problem is exercised for WARM_UP_S before any
     # measurement, and again for 1 s right before its own. Steady state is what a long-running
     # server serves in.
-    for problem in problems:
-        _run_async(closed_loop(port, build_requests(port, f"/v1/decide/{problem}", bodies[problem]), WARM_UP_S))
-    for problem in problems:
-        reqs = build_requests(port, f"/v1/decide/{problem}", bodies[problem])
+    requests = {problem: build_requests(port, f"/v1/decide/{problem}", bodies[problem]) for problem in problems}
+    for reqs in requests.values():
+        _run_async(closed_loop(port, reqs, WARM_UP_S))
+    for problem, reqs in requests.items():
         _run_async(closed_loop(port, reqs, 1.0))
         tput, p50, p99, cpu, bad = [], [], [], [], 0
         fb0 = _fallbacks(port) if problem != "constant" else 0.0
