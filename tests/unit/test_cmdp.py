@@ -9,6 +9,7 @@ import pytest
 
 from training.envs.cmdp import (
     CMDPEnv,
+    CMDPPool,
     TabularCMDP,
     evaluate,
     meets_constraints,
@@ -125,3 +126,26 @@ def test_bad_input_names_the_field() -> None:
         cmdp.with_thresholds(np.zeros(2))
     with pytest.raises(ValueError, match="n_constraints must be 1 or 2"):
         random_cmdp(0, n_constraints=3)
+
+
+def test_pool_per_decision_means_are_the_exact_values() -> None:
+    cmdp = random_cmdp(8, n_states=6, n_actions=2, gamma=0.85, n_constraints=1)
+    policy = np.array([[0.3, 0.7]] * cmdp.n_states)
+    exact = evaluate(cmdp, policy)
+    pool = CMDPPool(cmdp, n_envs=64)
+    obs = pool.reset(seed=3)
+    rng = np.random.default_rng(0)
+    totals, ends = np.zeros((64, 2)), 0
+    for _ in range(1500):
+        assert obs.shape == (64, cmdp.n_states) and (obs.sum(1) == 1).all()
+        step = pool.step((rng.random(64) < 0.7).astype(np.float32)[:, None])
+        totals += step.rewards
+        ends += int(step.terminated.sum())
+        obs = step.obs
+    # Renewal-reward: the long-run per-decision mean of each env is J; the 64 envs are independent.
+    per_env = totals / 1500
+    mean, stderr = per_env.mean(0), per_env.std(0, ddof=1) / np.sqrt(64)
+    assert (np.abs(mean - exact) < 4 * stderr).all(), (mean, exact, stderr)
+    assert ends / (64 * 1500) == pytest.approx(1 - cmdp.gamma, abs=0.01)
+    with pytest.raises(ValueError, match="actions must be in"):
+        pool.step(np.full((64, 1), 2.0))

@@ -32,7 +32,8 @@ Pieces, top to bottom:
 * `CMDPEnv`: a Gymnasium env with a one-hot state observation, a discrete
   action and the vector-reward convention (scalar reward = main signal,
   `info["signals"]` = every signal); `task_spec(cmdp)` describes its signals
-  and constraints as a `TaskSpec`.
+  and constraints as a `TaskSpec`. `CMDPPool` steps N copies at once in numpy
+  (the training core's `EnvPool` protocol), for benchmarks.
 
 Generator spec (ours): transition rows ~ Dirichlet(0.5) (a few likely
 successors per state-action), ρ0 ~ Dirichlet(1), main reward ~ U(0, 1), and
@@ -54,6 +55,7 @@ import numpy as np
 from scipy.optimize import linprog
 
 from models.problems import Constraint, DiscreteAction
+from training.rl.data import PoolStep
 from training.rl.task import TaskSignal, TaskSpec
 
 MAIN_SIGNAL = "main"
@@ -335,3 +337,47 @@ class CMDPEnv(gym.Env[np.ndarray, int]):
         self._state = int(self.np_random.choice(self.cmdp.n_states, p=self.cmdp.transitions[self._state, a]))
         terminated = bool(self.np_random.random() >= self.cmdp.gamma)
         return self._obs(), signals[MAIN_SIGNAL], terminated, False, {"signals": signals}
+
+
+class CMDPPool:
+    """N copies of a `TabularCMDP` stepped together in numpy, auto-reset (the training core's `EnvPool` protocol).
+
+    Same dynamics as `CMDPEnv` (one-hot states, episode end with probability 1 − γ after each
+    step), without a Python loop over environments.
+    """
+
+    def __init__(self, cmdp: TabularCMDP, n_envs: int) -> None:
+        if n_envs < 1:
+            raise ValueError(f"CMDPPool.n_envs: must be >= 1, got {n_envs}")
+        self.cmdp, self.n_envs = cmdp, n_envs
+        self._rewards = cmdp.rewards().transpose(1, 2, 0)  # (S, A, 1 + K)
+        self._cumulative = np.cumsum(cmdp.transitions, axis=-1)  # (S, A, S)
+        self._initial_cumulative = np.cumsum(cmdp.initial)
+        self._rng = np.random.default_rng(0)
+        self._states = np.zeros(n_envs, dtype=np.int64)
+
+    def _one_hot(self, states: np.ndarray) -> np.ndarray:
+        obs = np.zeros((len(states), self.cmdp.n_states), dtype=np.float32)
+        obs[np.arange(len(states)), states] = 1.0
+        return obs
+
+    def _draw_initial(self, n: int) -> np.ndarray:
+        idx = np.searchsorted(self._initial_cumulative, self._rng.random(n), side="right")
+        return np.minimum(idx, self.cmdp.n_states - 1)
+
+    def reset(self, seed: int) -> np.ndarray:
+        self._rng = np.random.default_rng(seed)
+        self._states = self._draw_initial(self.n_envs)
+        return self._one_hot(self._states)
+
+    def step(self, actions: np.ndarray) -> PoolStep:
+        a = np.rint(np.asarray(actions, dtype=np.float64).reshape(self.n_envs, -1)[:, 0]).astype(np.int64)
+        if (a < 0).any() or (a >= self.cmdp.n_actions).any():
+            raise ValueError(f"CMDPPool.step: actions must be in [0, {self.cmdp.n_actions}), got {a}")
+        rewards = self._rewards[self._states, a]
+        rows = self._cumulative[self._states, a]  # (N, S)
+        successors = np.minimum((rows < self._rng.random(self.n_envs)[:, None]).sum(1), self.cmdp.n_states - 1)
+        terminated = self._rng.random(self.n_envs) >= self.cmdp.gamma
+        next_obs = self._one_hot(successors)
+        self._states = np.where(terminated, self._draw_initial(self.n_envs), successors)
+        return PoolStep(next_obs, rewards, terminated, np.zeros(self.n_envs, bool), self._one_hot(self._states))
