@@ -7,11 +7,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.support.rl import quick_run
+from tests.support.rl import fit, quick_run
 from training.algorithms import ma_cascade
-from training.rl.loop import OnlineSource
-from training.rl.networks import JointGaussianActor
+from training.rl.networks import JointActor
 from training.rl.toy_envs import TradeoffTeamEnv, bandit_task, team_task
+from training.rl.trainer import OnlineSource
 
 
 def test_ma_cascade_trains_decentralised_actors_under_the_team_constraint(tmp_path: Path) -> None:
@@ -23,10 +23,10 @@ def test_ma_cascade_trains_decentralised_actors_under_the_team_constraint(tmp_pa
         cfg = ma_cascade.MACascadeConfig(
             minibatch_size=64, hidden=(32,), init_std=0.2, actor_lr=3e-3, lam=lam, stage_one_entropy=1.0
         )
-        res = ma_cascade.train(cfg, rc, task, src, init_mean=(0.5, 0.5))
+        res = fit(ma_cascade.MACascadeLoss, cfg, rc, task, src, init_mean=(0.5, 0.5))
         safety[lam] = res.history[-1]["charts/signal_safety"]
     learner = res.learner
-    assert isinstance(learner.actor, JointGaussianActor)
+    assert isinstance(learner.actor, JointActor)
     last = res.history[-1]
     assert "losses/central_q_main" in last and "losses/stage_two" in last
     # the team's constraint scheme works through λ: a larger λ keeps the team closer to its safety policy
@@ -45,4 +45,4 @@ def test_ma_cascade_trains_decentralised_actors_under_the_team_constraint(tmp_pa
 
 def test_ma_cascade_needs_agents() -> None:
     with pytest.raises(ValueError, match="multi-agent task"):
-        ma_cascade.MACascadeLearner(bandit_task(), ma_cascade.MACascadeConfig())
+        ma_cascade.MACascadeLoss(bandit_task(), ma_cascade.MACascadeConfig())

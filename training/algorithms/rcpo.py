@@ -2,8 +2,8 @@
 
 Contents: `RCPOConfig`; networks (shared actor + per-signal critics, one
 multiplier ν_i ≥ 0 per constraint kept as a buffer); the loss (clipped
-surrogate on A_1 + Σ_i ν_i s_i A_i, s_i = +1 for ">=" and −1 for "<=");
-`train(cfg, run_cfg, task, source)`.
+surrogate on A_1 + Σ_i ν_i s_i A_i, s_i = +1 for ">=" and −1 for "<=").
+Trained by the generic `training.rl.trainer.train("rcpo", ...)`.
 
 Dual ascent, once per batch: ν_i ← max(0, ν_i + η · s_i · (C_i − Ĵ_i) / |C_i|),
 Ĵ_i the batch's per-decision mean of signal i (online: the rollout's mean;
@@ -20,14 +20,13 @@ import torch
 from torch import Tensor
 
 from training.rl.data import TransitionBatch
-from training.rl.learner import Learner, LearnerConfig, MiniBatch
-from training.rl.loop import OfflineSource, OnlineSource, RunConfig, RunResult, run
-from training.rl.runtime import seed_everything
-from training.rl.task import TaskSpec
+from training.rl.functional import constraint_slack
+from training.rl.losses import LossConfig, LossModule, MiniBatch
+from training.rl.registry import register
 
 
 @dataclass(frozen=True)
-class RCPOConfig(LearnerConfig):
+class RCPOConfig(LossConfig):
     """RCPO hyperparameters (plus the shared ones)."""
 
     dual_lr: float = 0.5
@@ -43,8 +42,8 @@ class RCPOConfig(LearnerConfig):
             raise ValueError("dual_lr > 0, initial_multiplier >= 0 and max_multiplier > 0 required")
 
 
-class RCPOLearner(Learner):
-    algorithm = "rcpo"
+@register("rcpo", config=RCPOConfig)
+class RCPOLoss(LossModule):
     cfg: RCPOConfig
     multipliers: Tensor
 
@@ -59,14 +58,16 @@ class RCPOLearner(Learner):
                 w = self.global_is(
                     self.actor.log_prob(batch.obs, batch.action) - batch.behaviour_log_prob, self.cfg.is_clip
                 )
-                means = self.d.mean(batch.rewards * w[:, None])
+                means = self.dist.mean(batch.rewards * w[:, None])
             else:
-                means = self.d.mean(batch.rewards)
+                means = self.dist.mean(batch.rewards)
+            values = means[list(self.task.constrained_signals)].double().cpu()
+            slack = constraint_slack(
+                values, self.task.constraint_thresholds(), self.task.constraint_senses(), relative=True
+            )
             metrics: dict[str, float] = {}
-            for k, (c, idx) in enumerate(zip(self.task.constraints, self.task.constrained_signals, strict=True)):
-                violation = (
-                    self.task.constraint_sign(c) * (c.threshold - float(means[idx])) / max(abs(c.threshold), 1e-8)
-                )
+            for k, c in enumerate(self.task.constraints):
+                violation = -float(slack[k])
                 new = min(max(float(self.multipliers[k]) + self.cfg.dual_lr * violation, 0.0), self.cfg.max_multiplier)
                 self.multipliers[k] = new
                 metrics[f"charts/multiplier_{c.signal}"] = new
@@ -78,14 +79,3 @@ class RCPOLearner(Learner):
         for k, (c, idx) in enumerate(zip(self.task.constraints, self.task.constrained_signals, strict=True)):
             mixed = mixed + self.multipliers[k] * self.task.constraint_sign(c) * self.normalised(adv[:, idx])
         return self.policy_gradient_loss(self.actor, mb, self.normalised(mixed)), {}
-
-
-def train(
-    cfg: RCPOConfig,
-    run_cfg: RunConfig,
-    task: TaskSpec,
-    source: OnlineSource | OfflineSource,
-    init_mean: tuple[float, ...] | None = None,
-) -> RunResult:
-    seed_everything(run_cfg.seed)
-    return run(RCPOLearner(task, cfg, init_mean), run_cfg, source)
