@@ -25,6 +25,9 @@
   measurements (the policy moves little between consecutive iterations), and
   counts as feasible when every mean slack ≥ −tolerance. Among feasible
   iterates the highest mean main value wins; its state is deep-copied.
+* `ConstraintController` — what RCPO and TSCAC hold: measured values →
+  relative violations → PID multipliers, and the tracker fed with the actor that
+  collected the batch. `measured_constraint_values(loss, batch)` reads a batch.
 """
 
 from __future__ import annotations
@@ -33,9 +36,16 @@ import copy
 from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import torch
+
+from training.rl.task import TaskSpec
+
+if TYPE_CHECKING:
+    from training.rl.data import TransitionBatch
+    from training.rl.losses import LossModule
 
 
 def relative_violations(values: Sequence[float], thresholds: Sequence[float], signs: Sequence[float]) -> np.ndarray:
@@ -173,3 +183,62 @@ class BestFeasibleTracker:
             return False
         self.best = FeasibleIterate(iteration, mean_main, mean_slacks, copy.deepcopy(state))
         return True
+
+
+# ---------------------------------------------------------------------------
+# What a constrained loss module holds: measured constraint values → multipliers, best feasible iterate
+# ---------------------------------------------------------------------------
+@torch.no_grad()
+def measured_constraint_values(loss: LossModule, batch: TransitionBatch) -> np.ndarray:
+    """Per-decision mean of every constrained signal under the loss's current actor, shape (k,).
+
+    Online (the batch was collected by the current actor): the batch mean, over all ranks.
+    Offline: the self-normalised importance-sampling estimate with clipped weights π/μ.
+    """
+    if loss.offline:
+        log_ratio = loss.actor.log_prob(batch.obs, batch.action) - batch.behaviour_log_prob
+        weights = loss.global_is(log_ratio, loss.cfg.is_clip)
+        means = loss.dist.mean(batch.rewards * weights[:, None])
+    else:
+        means = loss.dist.mean(batch.rewards)
+    return means[list(loss.task.constrained_signals)].double().cpu().numpy()
+
+
+class ConstraintController:
+    """PID multipliers on the measured relative violation, plus the best feasible iterate (module docstring).
+
+    `step(values, main_value, actor_state)` once per batch: `values` are the constrained signals'
+    measured per-decision means, `main_value` the main signal's, `actor_state` the state of the
+    actor that produced them (kept by the tracker when it is the best feasible so far; None when
+    the batch was not collected by the actor — offline — and the tracker is skipped).
+    `margin` (ours) aims the controller that much inside every threshold (relative), so a policy
+    jittering around its set point still meets the constraint.
+    """
+
+    def __init__(self, task: TaskSpec, pid: PIDLagrangianConfig, window: int, margin: float) -> None:
+        if not task.constraints:
+            raise ValueError(f"task {task.name!r}: a constrained algorithm needs at least one constraint")
+        if margin < 0:
+            raise ValueError(f"margin: must be >= 0, got {margin}")
+        self.task, self.margin = task, margin
+        self.thresholds = np.array([c.threshold for c in task.constraints], dtype=np.float64)
+        self.senses = np.array([task.constraint_sign(c) for c in task.constraints], dtype=np.float64)
+        self.pid = PIDLagrangian(len(task.constraints), pid)
+        self.tracker = BestFeasibleTracker(window=window)
+        self.iteration = 0
+
+    def step(
+        self, values: np.ndarray, main_value: float, actor_state: Any | None
+    ) -> tuple[np.ndarray, dict[str, float], bool]:
+        """(new multipliers, metrics, whether this iterate is the new best feasible one)."""
+        violations = relative_violations(values, self.thresholds, self.senses)
+        slacks = -violations * np.where(np.abs(self.thresholds) > 1e-12, np.abs(self.thresholds), 1.0)
+        improved = actor_state is not None and self.tracker.offer(self.iteration, main_value, slacks, actor_state)
+        multipliers = self.pid.update(violations + self.margin)
+        self.iteration += 1
+        metrics = {
+            f"charts/multiplier_{c.signal}": float(m) for c, m in zip(self.task.constraints, multipliers, strict=True)
+        }
+        if self.tracker.best is not None:
+            metrics["charts/best_feasible_iteration"] = float(self.tracker.best.iteration)
+        return multipliers, metrics, improved
