@@ -103,7 +103,7 @@ def train_problem(
 ) -> RunResult:
     """Train on a Troupe problem: its simulator (`sim`) or a logged dataset (`data`), exactly one."""
     spec_algo = get_algorithm(algo)
-    if spec_algo.loss is None:
+    if spec_algo.loss is None and spec_algo.fit is None:
         raise ValueError(f"--algo {algo!r} is not trained by gradient steps; choose one of {_trainable()}")
     if sim == (data is not None):
         raise ValueError("give exactly one of --sim (train in the simulator) or --data <dataset> (train from logs)")
@@ -137,7 +137,7 @@ def train_problem(
 
 
 def _trainable() -> list[str]:
-    return [n for n in algorithm_names() if get_algorithm(n).loss is not None]
+    return [n for n in algorithm_names() if get_algorithm(n).loss is not None or get_algorithm(n).fit is not None]
 
 
 def load_env_class(target: str) -> Any:
@@ -219,7 +219,8 @@ def train_env(
     if not algo:
         raise ValueError("no algorithm: pass --algo or put `algorithm: <name>` in the config file")
     spec_algo = get_algorithm(algo)
-    if spec_algo.loss is None or spec_algo.multi_agent or spec_algo.data == "offline":
+    trainable = spec_algo.loss is not None or spec_algo.fit is not None
+    if not trainable or spec_algo.multi_agent or spec_algo.data == "offline":
         raise ValueError(
             f"--env trains single-agent online algorithms; {algo!r} is not one (choose one of {_trainable()})"
         )

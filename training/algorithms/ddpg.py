@@ -27,18 +27,24 @@ from __future__ import annotations
 
 import copy
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from models.problems import BoxAction
 from training.rl.functional import soft_update
 from training.rl.offpolicy_functional import clipped_double_q_targets, target_policy_smoothing
+from training.rl.registry import AlgorithmSpec, register_algorithm
 from training.rl.replay import NStepWriter, ReplayBuffer
+from training.rl.task import TaskSpec
+
+if TYPE_CHECKING:
+    from training.rl.trainer import RunConfig, RunResult
 
 
 @dataclass(frozen=True)
@@ -76,7 +82,7 @@ class DDPGConfig:
     policy_delay: int = 1
     """Critic steps per actor and target update (TD3: 2; DDPG: 1)."""
     seed: int = 0
-    """Seed of the networks, the replay sampler and the exploration noise."""
+    """Seed of the networks, the replay sampler and the exploration noise (the generic `train`: run.seed)."""
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.gamma < 1.0:
@@ -92,11 +98,27 @@ class DDPGConfig:
         if self.actor_lr <= 0 or self.critic_lr <= 0:
             raise ValueError("DDPGConfig.actor_lr and critic_lr must be > 0")
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> DDPGConfig:
+        """From a config file's `algo:` section; unknown keys are refused by name."""
+        from training.rl.offpolicy_runner import config_from_dict
 
-def td3_config(**overrides: Any) -> DDPGConfig:
+        return config_from_dict(cls, data)  # type: ignore[no-any-return]
+
+
+@dataclass(frozen=True)
+class TD3Config(DDPGConfig):
     """TD3's settings (Fujimoto et al. 2018, §5): twin critics, smoothing σ = 0.2 clipped at 0.5, delay 2."""
-    base = DDPGConfig(twin_critics=True, target_policy_noise=0.2, target_noise_clip=0.5, policy_delay=2)
-    return replace(base, **overrides)
+
+    twin_critics: bool = True
+    target_policy_noise: float = 0.2
+    target_noise_clip: float = 0.5
+    policy_delay: int = 2
+
+
+def td3_config(**overrides: Any) -> TD3Config:
+    """`TD3Config` with `overrides`."""
+    return TD3Config(**overrides)
 
 
 # ---------------------------------------------------------------- networks
@@ -165,6 +187,7 @@ class DDPGLoss(nn.Module):
         if len(critics) != (2 if cfg.twin_critics else 1):
             raise ValueError(f"DDPGLoss: {2 if cfg.twin_critics else 1} critic(s) expected, got {len(critics)}")
         self.cfg = cfg
+        self.algorithm = "td3" if isinstance(cfg, TD3Config) else "ddpg"
         self.actor = actor
         self.critics = nn.ModuleList(critics)
         self.target_actor = copy.deepcopy(actor).requires_grad_(False)
@@ -244,8 +267,13 @@ class DDPGResult:
     """One row per logging interval: env_steps, critic_loss, actor_loss, q_mean, episode_return."""
 
 
-def train(cfg: DDPGConfig, env: Any, log_every: int = 2_000) -> DDPGResult:
-    """Train on a `training.rl.toy_mdps.VectorEnv` with a box action (`env.action_size`, `env.low`, `env.high`)."""
+def train(
+    cfg: DDPGConfig, env: Any, log_every: int = 2_000, on_log: Callable[[dict[str, float]], None] | None = None
+) -> DDPGResult:
+    """Train on a `training.rl.toy_mdps.VectorEnv` with a box action (`env.action_size`, `env.low`, `env.high`).
+
+    `on_log(row)` sees every metrics row as it is made (live curves).
+    """
     loss_module = build_loss(cfg, env.obs_size, env.action_size, env.low, env.high)
     groups = loss_module.parameter_groups()
     actor_opt = torch.optim.Adam(groups["actor"], lr=cfg.actor_lr)
@@ -317,6 +345,8 @@ def train(cfg: DDPGConfig, env: Any, log_every: int = 2_000) -> DDPGResult:
             if finished:
                 row["episode_return"] = float(sum(finished) / len(finished))
             metrics.append(row)
+            if on_log is not None:
+                on_log(row)
             window, finished = [], []
             next_log += log_every
     return DDPGResult(loss_module, metrics)
@@ -330,3 +360,32 @@ def export_actor(actor: DeterministicActor, path: Path) -> float:
     from training.export import export_module
 
     return export_module(actor, actor.obs_size, ["action"], path).max_abs_diff
+
+
+# ---------------------------------------------------------------- registry
+
+
+def fit(task: TaskSpec, source: Any, cfg: DDPGConfig, run_cfg: RunConfig) -> RunResult:
+    """The generic `train`'s entry: the task's box and main-signal γ, the run's seed and budget."""
+    from training.rl.offpolicy_runner import fit_online
+
+    if not isinstance(task.action, BoxAction):
+        raise ValueError(f"ddpg/td3 need a box (continuous) action, got {type(task.action).__name__} (try dqn)")
+    box = task.action
+    cfg = replace(cfg, gamma=task.discounts[0], seed=run_cfg.seed)
+
+    class _BoxEnv:  # the pool's env with the box the loop needs
+        def __init__(self, env: Any) -> None:
+            self.env, self.num_envs, self.obs_size = env, env.num_envs, env.obs_size
+            self.action_size, self.low, self.high = box.size, box.low, box.high
+            self.reset, self.step = env.reset, env.step
+
+    def loop(env: Any, total: int, every: int, on_log: Callable[[dict[str, float]], None]) -> nn.Module:
+        return train(replace(cfg, total_env_steps=total), _BoxEnv(env), every, on_log).loss_module
+
+    name = "td3" if isinstance(cfg, TD3Config) else "ddpg"
+    return fit_online(name, task, source, run_cfg, loop)
+
+
+register_algorithm(AlgorithmSpec("ddpg", DDPGConfig, loss=None, data="online", fit=fit))
+register_algorithm(AlgorithmSpec("td3", TD3Config, loss=None, data="online", fit=fit))

@@ -28,19 +28,26 @@ from __future__ import annotations
 
 import copy
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from models.problems import DiscreteAction, MultiDiscreteAction
 from training.rl.discrete import components_to_joint, epsilon_greedy, joint_to_components, linear_epsilon, masked_argmax
 from training.rl.functional import soft_update
 from training.rl.offpolicy_functional import dqn_targets, n_step_returns
 from training.rl.recurrent import RecurrentQNetwork, unroll_with_burn_in
+from training.rl.registry import AlgorithmSpec, register_algorithm
 from training.rl.replay import NStepWriter, ReplayBuffer, SequenceReplay, SequenceWriter
+from training.rl.task import TaskSpec
 from training.rl.toy_mdps import VectorEnv
+
+if TYPE_CHECKING:
+    from training.rl.trainer import RunConfig, RunResult
 
 ACTION_MODES = ("joint", "per_head")
 
@@ -48,7 +55,7 @@ ACTION_MODES = ("joint", "per_head")
 @dataclass(frozen=True)
 class DQNConfig:
     gamma: float = 0.9
-    """Discount γ of the return being maximised."""
+    """Discount γ of the return being maximised (the generic `train` uses the task's main-signal γ)."""
     n_step: int = 1
     """Rewards summed before bootstrapping (1 = Mnih et al.; R2D2 uses 5)."""
     double_q: bool = True
@@ -62,7 +69,7 @@ class DQNConfig:
     buffer_capacity: int = 100_000
     """Replay capacity in rows (transitions or sequences)."""
     total_env_steps: int = 20_000
-    """Transitions collected over all parallel envs."""
+    """Transitions collected over all parallel envs (the generic `train`: iterations × rollout_steps × n_envs)."""
     learning_starts: int = 1_000
     """Transitions collected before the first gradient step."""
     updates_per_step: int = 1
@@ -98,9 +105,14 @@ class DQNConfig:
     burn_in: int = 0
     """Leading steps of a sequence that only refresh the stored state (recurrent mode)."""
     seed: int = 0
-    """Seed of the networks, the replay sampler and the exploration."""
-    extra: dict[str, float] = field(default_factory=dict)
-    """Unused by DQN; room for variants' hyperparameters without a new config class."""
+    """Seed of the networks, the replay sampler and the exploration (the generic `train`: run.seed)."""
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> DQNConfig:
+        """From a config file's `algo:` section; unknown keys are refused by name."""
+        from training.rl.offpolicy_runner import config_from_dict
+
+        return config_from_dict(cls, data)  # type: ignore[no-any-return]
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.gamma < 1.0:
@@ -182,6 +194,8 @@ class DQNLoss(nn.Module):
     Batch fields (from `NStepWriter`): obs (B, O), action (B, N) long
     components, reward (B,), next_obs (B, O), discount (B,) = γ^m (1 − done).
     """
+
+    algorithm: ClassVar[str] = "dqn"
 
     def __init__(self, q_network: QNetwork, cfg: DQNConfig) -> None:
         super().__init__()
@@ -345,11 +359,18 @@ def build_loss(cfg: DQNConfig, obs_size: int, action_sizes: Sequence[int]) -> DQ
     return DQNLoss(QNetwork(obs_size, action_sizes, cfg.action_mode, cfg.hidden_sizes), cfg)
 
 
-def train(cfg: DQNConfig, env: VectorEnv, action_sizes: Sequence[int], log_every: int = 2_000) -> DQNResult:
+def train(
+    cfg: DQNConfig,
+    env: VectorEnv,
+    action_sizes: Sequence[int],
+    log_every: int = 2_000,
+    on_log: Callable[[dict[str, float]], None] | None = None,
+) -> DQNResult:
     """Collect with ε-greedy from N parallel envs, learn from replay; returns the loss module (online + target nets).
 
     Actions are passed to the env as joint indices (N,) for one component and
-    as components (N, len(action_sizes)) otherwise.
+    as components (N, len(action_sizes)) otherwise. `on_log(row)` sees every
+    metrics row as it is made (live curves).
     """
     loss_module = build_loss(cfg, env.obs_size, action_sizes)
     optimiser = torch.optim.Adam(loss_module.parameter_groups()["q"], lr=cfg.learning_rate)
@@ -433,6 +454,8 @@ def train(cfg: DQNConfig, env: VectorEnv, action_sizes: Sequence[int], log_every
             if finished_returns:
                 row["episode_return"] = float(sum(finished_returns) / len(finished_returns))
             metrics.append(row)
+            if on_log is not None:
+                on_log(row)
             window, finished_returns = [], []
             next_log += log_every
     return DQNResult(loss_module, metrics)
@@ -462,3 +485,31 @@ def greedy_success_rate(loss_module: DQNLoss, env: VectorEnv, episodes: int = 51
             hidden = hidden * (1.0 - ended.float().unsqueeze(-1))
         obs = step.obs
     return float(sum(returns[:episodes]) / episodes)
+
+
+# ---------------------------------------------------------------- registry
+
+
+def action_sizes_of(task: TaskSpec) -> list[int]:
+    """Component sizes of a discrete or multi-discrete task action; a clear error for a box."""
+    if isinstance(task.action, DiscreteAction):
+        return [task.action.n]
+    if isinstance(task.action, MultiDiscreteAction):
+        return list(task.action.nvec)
+    raise ValueError(f"dqn needs a discrete or multi-discrete action, got {type(task.action).__name__} (try ddpg/td3)")
+
+
+def fit(task: TaskSpec, source: Any, cfg: DQNConfig, run_cfg: RunConfig) -> RunResult:
+    """The generic `train`'s entry: the task's action sizes and main-signal γ, the run's seed and budget."""
+    from training.rl.offpolicy_runner import fit_online
+
+    sizes = action_sizes_of(task)
+    cfg = replace(cfg, gamma=task.discounts[0], seed=run_cfg.seed)
+
+    def loop(env: VectorEnv, total: int, every: int, on_log: Callable[[dict[str, float]], None]) -> nn.Module:
+        return train(replace(cfg, total_env_steps=total), env, sizes, every, on_log).loss_module
+
+    return fit_online("dqn", task, source, run_cfg, loop)  # type: ignore[arg-type]
+
+
+register_algorithm(AlgorithmSpec("dqn", DQNConfig, loss=None, data="online", fit=fit))

@@ -6,7 +6,8 @@ An algorithm file registers itself with the decorator on its loss class:
     class TSCACLoss(LossModule): ...
 
 or, for an algorithm that is not trained by gradient steps (fixed fusion's grid search),
-with `register_algorithm(AlgorithmSpec(...))` and `loss=None`. `get_algorithm(name)`
+with `register_algorithm(AlgorithmSpec(...))` and `loss=None`; an off-policy algorithm with its
+own replay loop (dqn, ddpg, td3) registers `loss=None` and a `fit` the generic `train` calls. `get_algorithm(name)`
 imports the built-in algorithm modules listed in `BUILTIN_MODULES` first (explicitly: no
 scanning of module variables), so a name resolves however the caller got here. A new
 algorithm file adds its module path to `BUILTIN_MODULES`.
@@ -26,6 +27,8 @@ BUILTIN_MODULES: tuple[str, ...] = (
     "training.algorithms.tscac",
     "training.algorithms.ma_cascade",
     "training.algorithms.fixed_fusion",
+    "training.algorithms.dqn",
+    "training.algorithms.ddpg",
 )
 
 
@@ -42,6 +45,10 @@ class AlgorithmSpec:
     """Needs a multi-agent task (TaskSpec.agents): one actor per agent."""
     data: Literal["both", "online", "offline"] = "both"
     """Where it learns from: an environment, logged transitions, or either."""
+    fit: Callable[..., Any] | None = None
+    """For an algorithm with its own collect-and-learn loop (off-policy: replay, target networks —
+    DQN, DDPG/TD3) and `loss=None`: `fit(task, source, algo_cfg, run_cfg) -> RunResult`, called by
+    the generic `train` in place of the `Trainer`."""
 
 
 ALGORITHMS: dict[str, AlgorithmSpec] = {}

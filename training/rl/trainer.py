@@ -402,7 +402,7 @@ def train(
     from training.rl.registry import get_algorithm
 
     spec = get_algorithm(algorithm)
-    if spec.loss is None:
+    if spec.loss is None and spec.fit is None:
         raise ValueError(f"algorithm {algorithm!r} is not trained by gradient steps; call its own train() instead")
     cfg = dict(config or {})
     unknown = sorted(set(cfg) - {"run", "algo", "online"})
@@ -423,5 +423,8 @@ def train(
     run_cfg = RunConfig.from_dict(run_fields)
     algo_cfg = spec.config.from_dict(algo_fields)
     seed_everything(run_cfg.seed)
+    if spec.fit is not None:  # off-policy: the algorithm's own replay loop (training/rl/offpolicy_runner.py)
+        return spec.fit(task, source, algo_cfg, run_cfg)  # type: ignore[no-any-return]
+    assert spec.loss is not None
     loss = spec.loss(task, algo_cfg, init_mean)
     return Trainer(loss, run_cfg).fit(source)
