@@ -139,3 +139,27 @@ def test_config_rejects_bad_values_by_name() -> None:
     with pytest.raises(ValueError, match="policy_delay"):
         DDPGConfig(policy_delay=0)
     assert QCritic(3, (4,))(torch.zeros(5, 3)).shape == (5,)
+
+
+def test_message_actor_reads_the_previous_message_and_exports_with_state(tmp_path: Path) -> None:
+    from training.algorithms.ddpg import MessageActor
+    from training.rl.recurrent import export_recurrent_step
+
+    torch.manual_seed(0)
+    actor = MessageActor(obs_size=3, action_size=2, hidden=(16,), low=-1.0, high=1.0, message_size=8)
+    assert actor.state_size == 16  # LSTM: [h; c]
+    obs, state = torch.randn(5, 3), torch.randn(5, 16)
+    action, next_state = actor(obs, state)
+    # a_t depends on h_{t−1} (first 8 entries) and not on c_{t−1}
+    state_other_c = state.clone()
+    state_other_c[:, 8:] += 1.0
+    assert torch.allclose(actor(obs, state_other_c)[0], action)
+    state_other_h = state.clone()
+    state_other_h[:, :8] += 1.0
+    assert not torch.allclose(actor(obs, state_other_h)[0], action)
+    # the message update sees the action taken: LSTM([o; a], state)
+    assert torch.allclose(next_state, actor.cell(torch.cat([obs, action], -1), state))
+    diff = export_recurrent_step(
+        actor, [3, 16], ("observation", "message"), ("action", "next_message"), tmp_path / "stage.onnx"
+    )
+    assert diff <= 1e-5

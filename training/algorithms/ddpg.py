@@ -161,6 +161,45 @@ class DeterministicActor(nn.Module):
         return self.low + (self.high - self.low) * (torch.tanh(self.body(obs)) + 1.0) / 2.0
 
 
+class MessageActor(nn.Module):
+    """A deterministic actor with a recurrent message (MA-RDPG's stage agent), one step at a time.
+
+    step: observation (B, O), message state (B, S) → action (B, d), next message state (B, S) with
+        a_t = μ([o_t; h_{t−1}])             (the actor reads its local observation and the message)
+        state_t = LSTM(state_{t−1}, [o_t; a_t])   (h = the first H entries of the packed [h; c] state)
+    — the message update of MA-RDPG (Feng et al. 2018) with the action fed in. The state is the last
+    input and output, so `training.rl.recurrent.export_recurrent_step(actor, [O, S], ("observation",
+    "message"), ("action", "next_message"), path)` exports it with a parity check over chained steps.
+    Ours: a GRU is allowed too (`cell="gru"`, S = H); the paper uses an LSTM.
+    """
+
+    def __init__(
+        self,
+        obs_size: int,
+        action_size: int,
+        hidden: Sequence[int],
+        low: float | Sequence[float],
+        high: float | Sequence[float],
+        message_size: int = 32,
+        cell: str = "lstm",
+    ) -> None:
+        super().__init__()
+        from training.rl.recurrent import make_cell
+
+        self.cell = make_cell(cell, obs_size + action_size, message_size)
+        self.message_size = message_size
+        self.state_size = self.cell.state_size
+        self.policy = DeterministicActor(obs_size + message_size, action_size, hidden, low, high)
+
+    def initial_state(self, batch_size: int) -> Tensor:
+        return torch.zeros(batch_size, self.state_size)
+
+    def forward(self, observation: Tensor, state: Tensor) -> tuple[Tensor, Tensor]:
+        message = state[..., : self.message_size]
+        action = self.policy(torch.cat([observation, message], dim=-1))
+        return action, self.cell(torch.cat([observation, action], dim=-1), state)
+
+
 class QCritic(nn.Module):
     """Q(x) for a critic input x (B, I) — by default [obs; action] → (B,)."""
 
