@@ -16,7 +16,8 @@ Action modes for a multi-discrete action with component sizes (a_1 … a_N):
 Deviations, marked:
 * Gradient steps per environment step, ε schedule and target period are in
   transitions/gradient updates of our vectorised collector, not Atari frames.
-* Adam, not RMSProp (as most modern DQN implementations).
+* Adam, not RMSProp (as most modern DQN implementations); no reward clipping
+  (rewards stay in the task's units) and no frame stacking (not Atari).
 * Recurrent mode: uniform, not prioritised, sequence replay; no invertible value
   rescaling h(x) (R2D2 §2.3); targets from the same stored state with burn-in.
   K heads (MaRCA's ensemble) each regress to their own double-Q target; their
