@@ -93,16 +93,19 @@ def test_tracker_keeps_best_feasible_by_window_mean() -> None:
     tracker = BestFeasibleTracker(window=2, tolerance=0.01)
     state = {"w": [1.0]}
     assert not tracker.offer(0, 1.0, [0.0], state)  # window not full yet
-    # Window (1.0, 0.9), slacks (0, −0.015) → mean slack −0.0075 ≥ −0.01: feasible, best = 0.95.
-    assert tracker.offer(1, 0.9, [-0.015], state)
+    # Window (1.0, 0.9), slacks (0, −0.005) → mean slack −0.0025 and own −0.005 ≥ −0.01: feasible, best = 0.95.
+    assert tracker.offer(1, 0.9, [-0.005], state)
     assert tracker.best is not None and tracker.best.iteration == 1
     assert tracker.best.main_value == pytest.approx(0.95)
     state["w"][0] = 2.0  # the kept state is a copy, not a reference
     assert tracker.best.state == {"w": [1.0]}
-    # Higher main but infeasible: mean slack (−0.015 − 0.02)/2 < −0.01 → rejected.
+    # Higher main but infeasible: mean slack (−0.005 − 0.02)/2 < −0.01 → rejected.
     assert not tracker.offer(2, 3.0, [-0.02], state)
     # Feasible but lower mean main ((3.0 + 0.0)/2 = 1.5 > 0.95 → accepted; then (0 + 0.5)/2 = 0.25 → not).
     assert tracker.offer(3, 0.0, [0.05], state)
     assert tracker.best.main_value == pytest.approx(1.5) and tracker.best.state == {"w": [2.0]}
     assert not tracker.offer(4, 0.5, [0.05], state)
+    assert tracker.best.iteration == 3
+    # Window mean feasible ((0.05 − 0.02)/2 ≥ 0) but the kept iterate's own batch violates: rejected.
+    assert not tracker.offer(5, 9.0, [-0.02], state)
     assert tracker.best.iteration == 3

@@ -284,6 +284,17 @@ def task_spec(cmdp: TabularCMDP, discount: float = 0.999, name: str = "cmdp") ->
     )
 
 
+def task_config(cmdp: TabularCMDP, discount: float = 0.999) -> dict[str, Any]:
+    """The `task:` section of a `troupe train --env training.envs.cmdp:CMDPEnv` config file for `cmdp`."""
+    return {
+        "signals": [{"name": s, "discount": discount} for s in cmdp.signal_names],
+        "constraints": [
+            {"signal": aux_signal_name(k), "direction": ">=", "threshold": float(t)}
+            for k, t in enumerate(cmdp.thresholds)
+        ],
+    }
+
+
 class CMDPEnv(gym.Env[np.ndarray, int]):
     """A `TabularCMDP` as a Gymnasium env: one-hot state, discrete action, vector reward.
 

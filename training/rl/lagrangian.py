@@ -23,8 +23,11 @@
   (ours; the papers ship the last iterate). Measured slacks and main values
   are noisy, so an iterate is scored by the mean of the last `window`
   measurements (the policy moves little between consecutive iterations), and
-  counts as feasible when every mean slack ≥ −tolerance. Among feasible
-  iterates the highest mean main value wins; its state is deep-copied.
+  counts as feasible when every mean slack ≥ −tolerance *and* every slack of
+  its own batch does too: a window averages several iterates, and while the
+  policy drifts towards violation the window's mean still holds when its last
+  (the kept) iterate no longer does. Among feasible iterates the highest mean
+  main value wins; its state is deep-copied.
 * `ConstraintController` — what RCPO and TSCAC hold: measured values →
   relative violations → PID multipliers, and the tracker fed with the actor that
   collected the batch. `measured_constraint_values(loss, batch)` reads a batch.
@@ -99,15 +102,24 @@ class PIDLagrangianConfig:
 class PIDLagrangian:
     """One PID-controlled multiplier λ_i ≥ 0 per constraint; `update(violations)` once per iteration."""
 
-    def __init__(self, n_constraints: int, cfg: PIDLagrangianConfig | None = None) -> None:
+    def __init__(
+        self, n_constraints: int, cfg: PIDLagrangianConfig | None = None, initial: Sequence[float] | None = None
+    ) -> None:
+        """`initial`: λ_i at the start per constraint, overriding `cfg.initial_multiplier`."""
         if n_constraints < 1:
             raise ValueError(f"PIDLagrangian: n_constraints must be >= 1, got {n_constraints}")
         self.cfg = cfg or PIDLagrangianConfig()
         self.n_constraints = n_constraints
-        start_integral = self.cfg.initial_multiplier / self.cfg.ki if self.cfg.ki > 0 else 0.0
-        self.integral = np.full(n_constraints, start_integral)
+        start = np.full(n_constraints, self.cfg.initial_multiplier, dtype=np.float64)
+        if initial is not None:
+            start = np.asarray(initial, dtype=np.float64)
+            if start.shape != (n_constraints,) or (start < 0).any() or (start > self.cfg.max_multiplier).any():
+                raise ValueError(
+                    f"PIDLagrangian.initial: expected {n_constraints} values in [0, {self.cfg.max_multiplier}], got {start}"
+                )
+        self.integral = start / self.cfg.ki if self.cfg.ki > 0 else np.zeros(n_constraints)
         self.smoothed: np.ndarray | None = None  # EMA of the violation; None before the first update
-        self.multipliers = np.full(n_constraints, self.cfg.initial_multiplier)
+        self.multipliers = start.copy()
 
     @property
     def integral_limit(self) -> float:
@@ -153,7 +165,7 @@ class FeasibleIterate:
 
 
 class BestFeasibleTracker:
-    """The best iterate (by windowed mean main value) whose windowed mean slacks are all ≥ −tolerance."""
+    """The best iterate (by windowed mean main value) whose windowed mean slacks and own slacks are all ≥ −tolerance."""
 
     def __init__(self, window: int = 1, tolerance: float = 0.0) -> None:
         if window < 1:
@@ -177,7 +189,7 @@ class BestFeasibleTracker:
             return False
         mean_main = float(np.mean(self._mains))
         mean_slacks = np.mean(np.stack(self._slacks), axis=0)
-        if (mean_slacks < -self.tolerance).any():
+        if (mean_slacks < -self.tolerance).any() or (self._slacks[-1] < -self.tolerance).any():
             return False
         if self.best is not None and mean_main <= self.best.main_value:
             return False
@@ -215,7 +227,14 @@ class ConstraintController:
     jittering around its set point still meets the constraint.
     """
 
-    def __init__(self, task: TaskSpec, pid: PIDLagrangianConfig, window: int, margin: float) -> None:
+    def __init__(
+        self,
+        task: TaskSpec,
+        pid: PIDLagrangianConfig,
+        window: int,
+        margin: float,
+        initial: Sequence[float] | None = None,
+    ) -> None:
         if not task.constraints:
             raise ValueError(f"task {task.name!r}: a constrained algorithm needs at least one constraint")
         if margin < 0:
@@ -223,7 +242,7 @@ class ConstraintController:
         self.task, self.margin = task, margin
         self.thresholds = np.array([c.threshold for c in task.constraints], dtype=np.float64)
         self.senses = np.array([task.constraint_sign(c) for c in task.constraints], dtype=np.float64)
-        self.pid = PIDLagrangian(len(task.constraints), pid)
+        self.pid = PIDLagrangian(len(task.constraints), pid, initial)
         self.tracker = BestFeasibleTracker(window=window)
         self.iteration = 0
 
