@@ -137,6 +137,9 @@ def _mlp(in_size: int, out_size: int, hidden: Sequence[int]) -> nn.Sequential:
 class DeterministicActor(nn.Module):
     """μ(s) = low + (high − low)(tanh(f(s)) + 1)/2: observation (B, O) → action (B, d) inside [low, high]."""
 
+    low: Tensor
+    high: Tensor
+
     def __init__(
         self,
         obs_size: int,

@@ -155,6 +155,8 @@ class QNetwork(nn.Module):
     over sizes[i] actions (padded to A_max and masked).
     """
 
+    action_mask: Tensor
+
     def __init__(self, obs_size: int, action_sizes: Sequence[int], mode: str, hidden_sizes: Sequence[int]) -> None:
         super().__init__()
         if obs_size < 1 or not action_sizes or min(action_sizes) < 1:
@@ -262,7 +264,7 @@ class RecurrentDQNLoss(DQNLoss):
     q_network: RecurrentQNetwork  # type: ignore[assignment]
     target_network: RecurrentQNetwork  # type: ignore[assignment]
 
-    def __init__(self, q_network: RecurrentQNetwork, cfg: DQNConfig) -> None:  # type: ignore[override]
+    def __init__(self, q_network: RecurrentQNetwork, cfg: DQNConfig) -> None:
         nn.Module.__init__(self)
         self.cfg = cfg
         self.q_network = q_network
@@ -385,7 +387,8 @@ def train(
         writer = NStepWriter(cfg.n_step, cfg.gamma)
     obs = env.reset()
     n = env.num_envs
-    hidden = loss_module.q_network.initial_state(n) if recurrent else torch.zeros(n, 0)
+    recurrent_net = loss_module.q_network if isinstance(loss_module, RecurrentDQNLoss) else None
+    hidden = recurrent_net.initial_state(n) if recurrent_net is not None else torch.zeros(n, 0)
     episode_return, finished_returns = torch.zeros(n), []
     metrics: list[dict[str, float]] = []
     window: list[dict[str, Tensor]] = []
@@ -394,8 +397,8 @@ def train(
     while env_steps < cfg.total_env_steps:
         epsilon = linear_epsilon(env_steps, cfg.epsilon_start, cfg.epsilon_end, cfg.epsilon_decay_steps)
         with torch.no_grad():
-            if recurrent:
-                q, next_hidden = loss_module.q_network.step(obs, hidden)
+            if recurrent_net is not None:
+                q, next_hidden = recurrent_net.step(obs, hidden)
                 joint, _ = epsilon_greedy(q.mean(-2), epsilon, generator)
                 components = joint.unsqueeze(-1)
             else:
@@ -465,15 +468,15 @@ def train(
 @torch.no_grad()
 def greedy_success_rate(loss_module: DQNLoss, env: VectorEnv, episodes: int = 512) -> float:
     """Mean episode return of the greedy policy (recurrent or not) over whole episodes of `env`."""
-    recurrent = isinstance(loss_module, RecurrentDQNLoss)
+    recurrent_net = loss_module.q_network if isinstance(loss_module, RecurrentDQNLoss) else None
     obs = env.reset()
-    hidden = loss_module.q_network.initial_state(env.num_envs) if recurrent else None
+    hidden = recurrent_net.initial_state(env.num_envs) if recurrent_net is not None else None
     returns: list[float] = []
     running = torch.zeros(env.num_envs)
     while len(returns) < episodes:
-        if recurrent:
+        if recurrent_net is not None:
             assert hidden is not None
-            q, hidden = loss_module.q_network.step(obs, hidden)
+            q, hidden = recurrent_net.step(obs, hidden)
             action = q.mean(-2).argmax(-1)
         else:
             action = loss_module.greedy_action(obs)[:, 0]
@@ -510,7 +513,7 @@ def fit(task: TaskSpec, source: Any, cfg: DQNConfig, run_cfg: RunConfig) -> RunR
     def loop(env: VectorEnv, total: int, every: int, on_log: Callable[[dict[str, float]], None]) -> nn.Module:
         return train(replace(cfg, total_env_steps=total), env, sizes, every, on_log).loss_module
 
-    return fit_online("dqn", task, source, run_cfg, loop)  # type: ignore[arg-type]
+    return fit_online("dqn", task, source, run_cfg, loop)
 
 
 register_algorithm(AlgorithmSpec("dqn", DQNConfig, loss=None, data="online", fit=fit))
