@@ -1,6 +1,9 @@
 """Off-policy families on problems whose optimum is known exactly → benchmarks/results/offpolicy.json.
 
     python -m benchmarks.offpolicy [--seeds 0,1,2,3,4]
+    # or seed subsets in parallel, then one result from their rows:
+    python -m benchmarks.offpolicy --seeds 3,4 --partial /tmp/seeds34.json
+    python -m benchmarks.offpolicy --combine benchmarks/results/offpolicy.json /tmp/seeds34.json
 
 Three comparisons, each value and its baseline measured in the same run on the
 same seeds (paired), medians over seeds, and a 95 % t-interval of the paired
@@ -23,11 +26,13 @@ difference (value − baseline) as `ci` on the `*_vs_*` metrics:
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import statistics
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -126,11 +131,22 @@ def memory(seed: int, recurrent: bool) -> float:
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", default="0,1,2,3,4", help="comma-separated seeds (≥ 3)")
+    parser.add_argument(
+        "--partial", help="write only the per-seed rows to this JSON path (run seed subsets in parallel)"
+    )
+    parser.add_argument(
+        "--combine", nargs="+", help="result or --partial files whose per-seed rows make the result (no training)"
+    )
     args = parser.parse_args(argv)
+    command = "python -m benchmarks.offpolicy " + " ".join(argv if argv is not None else sys.argv[1:])
+    started = time.monotonic()
+    if args.combine:
+        rows, seeds = combine_rows(args.combine)
+        write(rows, seeds, command.strip(), time.monotonic() - started)
+        return
     seeds = [int(s) for s in args.seeds.split(",")]
     torch.set_num_threads(1)  # tiny networks: one thread is fastest and stable under load
-    started = time.monotonic()
-    rows: dict[str, list[float]] = {}
+    rows = {}
 
     def record(key: str, value: float) -> None:
         rows.setdefault(key, []).append(value)
@@ -154,6 +170,28 @@ def main(argv: Sequence[str] | None = None) -> None:
         record("recurrent_memory", memory(seed, recurrent=True))
         record("ff_memory", memory(seed, recurrent=False))
 
+    if args.partial:
+        Path(args.partial).write_text(json.dumps({"seeds": seeds, "per_seed": rows}, indent=2) + "\n")
+        print(f"wrote {args.partial}")
+        return
+    write(rows, seeds, command.strip(), time.monotonic() - started)
+
+
+def combine_rows(paths: Sequence[str]) -> tuple[dict[str, list[float]], list[int]]:
+    """Per-seed rows of several runs, concatenated in file order; a seed may appear once only."""
+    rows: dict[str, list[float]] = {}
+    seeds: list[int] = []
+    for path in paths:
+        doc = json.loads(Path(path).read_text())
+        if set(doc["seeds"]) & set(seeds):
+            raise ValueError(f"--combine: {path} repeats seeds {sorted(set(doc['seeds']) & set(seeds))}")
+        seeds += doc["seeds"]
+        for key, values in doc["per_seed"].items():
+            rows.setdefault(key, []).extend(values)
+    return rows, seeds
+
+
+def write(rows: dict[str, list[float]], seeds: list[int], command: str, wall_s: float) -> None:
     med = {k: statistics.median(v) for k, v in rows.items()}
     n = len(seeds)
     note = f"median over {n} seeds; ci = 95% t-interval of the mean paired difference value − baseline"
@@ -207,12 +245,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             note=note + "; best feed-forward policy: 0.5",
         ),
     ]
-    command = "python -m benchmarks.offpolicy " + " ".join(argv if argv is not None else sys.argv[1:])
     path = write_result(
-        "offpolicy",
-        metrics,
-        command=command.strip(),
-        extra={"per_seed": rows, "seeds": seeds, "wall_s": time.monotonic() - started},
+        "offpolicy", metrics, command=command, extra={"per_seed": rows, "seeds": seeds, "wall_s": wall_s}
     )
     print(f"wrote {path}")
 
