@@ -27,8 +27,8 @@ def test_config_files_yaml_and_toml_and_unknown_keys(tmp_path: Path) -> None:
         load_config_file(bad)
     with pytest.raises(ValueError, match="unknown field.*lamda"):
         TSCACConfig.from_dict({"lamda": 1.0})
-    with pytest.raises(ValueError, match="kl_epsilon"):
-        TSCACConfig(kl_epsilon=-1.0)
+    with pytest.raises(ValueError, match="lam: must be > 0"):
+        TSCACConfig(lam=0.0)
     with pytest.raises(ValueError, match="iterations"):
         RunConfig(iterations=0)
 

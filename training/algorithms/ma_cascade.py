@@ -47,6 +47,9 @@ from training.rl.task import TaskSpec
 class MACascadeConfig(TSCACConfig):
     """TSCAC hyperparameters; the actor is per agent because the task lists agents."""
 
+    lambda_control: str = "fixed"
+    """The cascade keeps the paper's fixed λ (TSCAC's measured-slack control is not tried on it yet)."""
+
     centralised_advantage: bool = True
     """Use A_i = Q_i(o, a) − V_i(o) from the centralised critic (else the plain TD / GAE advantage)."""
 
