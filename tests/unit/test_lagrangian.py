@@ -109,3 +109,32 @@ def test_tracker_keeps_best_feasible_by_window_mean() -> None:
     # Window mean feasible ((0.05 − 0.02)/2 ≥ 0) but the kept iterate's own batch violates: rejected.
     assert not tracker.offer(5, 9.0, [-0.02], state)
     assert tracker.best.iteration == 3
+
+
+def test_constraint_controller_reads_thresholds_senses_and_margin() -> None:
+    from models.problems import Constraint, DiscreteAction
+    from training.rl.lagrangian import ConstraintController
+    from training.rl.task import TaskSignal, TaskSpec
+
+    task = TaskSpec(
+        obs_size=2,
+        action=DiscreteAction(n=2),
+        signals=(TaskSignal("main", 0.9), TaskSignal("clicks", 0.9), TaskSignal("cost", 0.9)),
+        constraints=(Constraint("clicks", ">=", 0.5), Constraint("cost", "<=", 2.0)),
+    )
+    pure_integral = PIDLagrangianConfig(kp=0.0, ki=1.0)
+    controller = ConstraintController(task, pure_integral, window=1, margin=0.1, initial=[0.0, 0.3])
+    # clicks 0.4 (≥ 0.5 violated by 0.2 relative), cost 1.0 (≤ 2 satisfied by 0.5 relative); margin +0.1 each:
+    # integral (0 + 0.3, 0.3 − 0.4) → λ = (0.3, 0.0 clipped from −0.1).
+    multipliers, metrics, improved = controller.step(np.array([0.4, 1.0]), 1.0, {"w": 1})
+    assert multipliers == pytest.approx([0.3, 0.0])
+    assert metrics["charts/multiplier_clicks"] == pytest.approx(0.3)
+    assert not improved  # clicks violated: not a feasible iterate
+    # Both satisfied (absolute slacks 0.1 and 1.0): the first feasible iterate is kept.
+    _, metrics, improved = controller.step(np.array([0.6, 1.0]), 0.8, {"w": 2})
+    assert improved and controller.tracker.best is not None and controller.tracker.best.state == {"w": 2}
+    assert controller.tracker.best.slacks == pytest.approx([0.1, 1.0])
+    assert metrics["charts/best_feasible_iteration"] == 1.0
+    # Offline (no actor state): multipliers move, the tracker is not consulted.
+    _, _, improved = controller.step(np.array([0.9, 0.0]), 5.0, None)
+    assert not improved and controller.tracker.best.state == {"w": 2}

@@ -37,7 +37,7 @@ def episode_pair_advantages(outcomes: Tensor, rows: Tensor) -> Tensor:
 
 
 class EpisodePairBuffer:
-    """Online transitions of paired rows (`LearnerConfig.advantage = "episode_pairs"`), kept until both
+    """Online transitions of paired rows (`LossConfig.advantage = "episode_pairs"`), kept until both
     episodes of their pair have ended; episodes of rows 2k and 2k+1 pair by their index within the row.
 
     `add(rollout, targets)` appends a time-major rollout (T, N); `pop_ready()` returns the transitions
