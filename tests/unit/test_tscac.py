@@ -9,10 +9,9 @@ import gymnasium as gym
 import pytest
 import torch
 
-from tests.support.rl import quick_run
+from tests.support.rl import fit, quick_run
 from training.algorithms import tscac
 from training.rl.data import GymEnvPool
-from training.rl.loop import OnlineSource, RunConfig
 from training.rl.task import TaskSpec
 from training.rl.toy_envs import (
     TradeoffArmsEnv,
@@ -22,19 +21,20 @@ from training.rl.toy_envs import (
     bandit_task,
     choices_task,
 )
+from training.rl.trainer import OnlineSource, RunConfig
 
 ARM_MEANS = torch.tensor([[1.0, 0.0], [0.6, 0.6], [0.0, 1.0]])  # (main, safety) per arm
 
 
-def _small(**kw: float) -> tscac.TSCACConfig:
+def _small(**kw: float | str) -> tscac.TSCACConfig:
     return tscac.TSCACConfig(minibatch_size=64, hidden=(32,), init_std=0.2, actor_lr=3e-3, **kw)  # type: ignore[arg-type]
 
 
 def _train_on_toy(
     cfg: tscac.TSCACConfig, run: RunConfig, task: TaskSpec, env: type[gym.Env[Any, Any]]
-) -> tuple[tscac.TSCACLearner, torch.Tensor, torch.Tensor]:
+) -> tuple[tscac.TSCACLoss, torch.Tensor, torch.Tensor]:
     """Train online on a toy env; (learner, 256 random observations, the actor's mean probabilities on them)."""
-    learner = tscac.train(cfg, run, task, OnlineSource(lambda n, s: GymEnvPool([env] * n, task))).learner
+    learner = fit(tscac.TSCACLoss, cfg, run, task, OnlineSource(lambda n, s: GymEnvPool([env] * n, task))).learner
     obs = torch.rand(256, 3) * 2 - 1
     with torch.no_grad():
         probs = learner.actor(obs).exp().mean(0)
@@ -43,15 +43,17 @@ def _train_on_toy(
 
 def test_discrete_tscac_meets_constraint_and_stays_near_stage_one(tmp_path: Path) -> None:
     learner, obs, probs = _train_on_toy(
-        _small(lam=1.0, stage_one_entropy=1.0), quick_run(tmp_path), arms_task(), TradeoffArmsEnv
+        _small(lam=1.0, stage_one_entropy=1.0, lambda_control="fixed"),
+        quick_run(tmp_path, plots=True),
+        arms_task(),
+        TradeoffArmsEnv,
     )
     main, safety = (probs @ ARM_MEANS).tolist()
     # optimum: main 2/3 at safety 0.5. Fixed-λ TSCAC lands inside the feasible set, better than the
     # safety-only arm (main 0) — not at the corner (see the benchmark report).
     assert safety >= 0.5
     assert main >= 0.3
-    dist = learner.stage_one_distances(obs)
-    assert dist["safety"] <= learner.cfg.kl_epsilon
+    assert learner.stage_one_distances(obs)["safety"] <= 0.5  # stage two stays near stage one at λ = 1
     # artefacts of a run: metrics CSV, PNG curves, safetensors checkpoint
     assert (tmp_path / "metrics.csv").exists() and (tmp_path / "curves.png").exists()
     assert (tmp_path / "checkpoint.safetensors").exists()
@@ -62,7 +64,7 @@ def test_multi_discrete_tscac_takes_the_free_boost_and_meets_the_constraint(tmp_
     # λ 0.3 makes π* ∝ π_safety · exp(A/λ) sharp enough to take the boost (at λ = 1 the 0.2 gain is a
     # 0.4-std advantage, so π* itself only leans 60/40); the looser KL bound is what that λ needs.
     learner, obs, logp = _train_on_toy(
-        _small(lam=0.3, stage_one_entropy=0.3, kl_epsilon=2.5),
+        _small(lam=0.3, stage_one_entropy=0.3, lambda_control="fixed"),
         quick_run(tmp_path, iterations=40),
         choices_task(),
         TradeoffChoicesEnv,
@@ -74,7 +76,7 @@ def test_multi_discrete_tscac_takes_the_free_boost_and_meets_the_constraint(tmp_
     # optimum: main 2/3 + 0.2 at safety 0.5; main-only: arm A + boost, main 1.2 at safety 0.
     assert safety >= 0.45
     assert main + TradeoffChoicesEnv.BOOST * float(boost_probs[1]) >= 0.7
-    assert learner.stage_one_distances(obs)["safety"] <= learner.cfg.kl_epsilon
+    assert learner.stage_one_distances(obs)["safety"] <= 2.5
     # One action column per component, each a valid index.
     actions, log_probs = learner.actor.sample(obs)
     assert actions.shape == (256, 2) and log_probs.shape == (256,)
@@ -87,29 +89,58 @@ def test_gaussian_stage_two_stays_within_stated_kl_and_lambda_trades_main_for_sa
     obs = torch.rand(256, 3) * 2 - 1
     means = {}
     for lam in (0.1, 3.0):
-        res = tscac.train(_small(lam=lam), quick_run(tmp_path / str(lam), 15), task, src, init_mean=(0.5,))
+        cfg = _small(lam=lam, lambda_control="fixed")
+        res = fit(tscac.TSCACLoss, cfg, quick_run(tmp_path / str(lam), 15), task, src, init_mean=(0.5,))
         learner = res.learner
         with torch.no_grad():
             means[lam] = learner.actor(obs)[0].mean().item()
         if lam == 3.0:
-            assert learner.stage_one_distances(obs)["safety"] <= learner.cfg.kl_epsilon
+            assert learner.stage_one_distances(obs)["safety"] <= 0.5
     # small λ → the exp(A_main/Σλ) tilt dominates → more main signal (a larger action)
     assert means[0.1] > means[3.0] + 0.2
+
+
+def test_tscac_lambda_follows_the_threshold(tmp_path: Path) -> None:
+    """λ driven by the measured slack (ours): the shipped policy moves with the threshold it was given.
+
+    Arms (main, safety) = (1, 0), (0.6, 0.6), (0, 1); the optimum mixes A and B so that safety is
+    exactly the threshold: main* = 1 − (2/3)·threshold (0.733 at 0.4, 0.6 at 0.6). A fixed λ
+    (the paper) lands in one place whatever the threshold; the controlled one meets each."""
+    shipped: dict[float, tuple[float, float]] = {}
+    final_lambda: dict[float, float] = {}
+    for threshold in (0.4, 0.6):
+        cfg = _small(lam=1.0, stage_one_entropy=0.3, critic_lr=0.01, lambda_kp=1.0, lambda_ki=0.3)
+        run = quick_run(tmp_path / str(threshold), iterations=40)
+        learner, obs, _ = _train_on_toy(cfg, run, arms_task(threshold), TradeoffArmsEnv)
+        with torch.no_grad():
+            probs = learner.shipped_actor()(obs).exp().mean(0)
+        main, safety = (probs @ ARM_MEANS).tolist()
+        assert bool(learner.has_best_feasible)
+        assert safety >= threshold - 0.05  # 128 noisy steps per batch: the measured slack is ±0.04
+        shipped[threshold] = (main, safety)
+        final_lambda[threshold] = learner.lambdas[0]
+    assert shipped[0.4][0] > shipped[0.6][0] + 0.1  # a looser threshold buys main signal
+    assert shipped[0.4][0] >= 0.733 - 0.08  # near the optimum at 0.4 (40 iterations of 128 steps)
+    assert final_lambda[0.4] < final_lambda[0.6] < 1.0  # λ moved, further down for the looser one
 
 
 def test_tscac_requires_constraints() -> None:
     from dataclasses import replace
 
     with pytest.raises(ValueError, match="at least one constraint"):
-        tscac.TSCACLearner(replace(bandit_task(), constraints=()), _small())
+        tscac.TSCACLoss(replace(bandit_task(), constraints=()), _small())
     with pytest.raises(ValueError, match="lam"):
         tscac.TSCACConfig(lam=0.0)
+    with pytest.raises(ValueError, match="lambda_control"):
+        tscac.TSCACConfig(lambda_control="sweep")
+    with pytest.raises(ValueError, match="starting λ must lie"):
+        tscac.TSCACConfig(lam=1e-4)
 
 
 def test_offline_tscac_from_uniform_logs_beats_the_logging_policy(tmp_path: Path) -> None:
-    """Offline: learned behaviour model μ̂, warm start, IS-weighted stages; uniform logs have main = safety = 0.533."""
+    """Offline: exact logged propensities (uniform), warm start, IS-weighted stages; uniform logs have main = safety = 0.533."""
     from training.rl.data import RolloutCollector
-    from training.rl.loop import OfflineSource
+    from training.rl.trainer import OfflineSource
 
     task = arms_task()
     collector = RolloutCollector(GymEnvPool([TradeoffArmsEnv] * 8, task), 0)
@@ -120,8 +151,8 @@ def test_offline_tscac_from_uniform_logs_beats_the_logging_policy(tmp_path: Path
 
     batch = collector.collect(uniform, 100).flatten()
     rc = quick_run(tmp_path, 8, offline_steps=30, behaviour_steps=200)
-    cfg = _small(lam=0.3, stage_one_entropy=1.0, warm_start_steps=100)
-    res = tscac.train(cfg, rc, task, OfflineSource(batch))
+    cfg = _small(lam=0.3, stage_one_entropy=1.0, warm_start_steps=100, lambda_control="fixed")
+    res = fit(tscac.TSCACLoss, cfg, rc, task, OfflineSource(batch))
     with torch.no_grad():
         probs = res.learner.actor(torch.rand(256, 3) * 2 - 1).exp().mean(0)
     main, safety = (probs @ ARM_MEANS).tolist()

@@ -6,21 +6,22 @@ constrained auxiliary signal staying on its side of a threshold.
 Contents, top to bottom: `TSCACConfig`; networks (the shared actor and
 `SignalCritics` from `training.rl.networks`, plus one stage-one actor per
 constrained signal and — for discrete actions — a main-signal Q head); the loss
-(`TSCACLearner.actor_loss`); `train(cfg, run_cfg, task, source)`.
+(`TSCACLoss.actor_loss`). Trained by the generic `training.rl.trainer.train("tscac", ...)`.
 
 Algorithm (paper §4, PAPERS.md)
 * Critics: one per signal i, each on its own TD error with its own γ_i
-  (`Learner` base class; GAE(λ) online, one-step TD with target critics offline).
+  (`LossModule` base class; GAE(λ) online, one-step TD with target critics offline).
 * Stage one: for each constrained auxiliary signal i an actor π_θi maximising
   E[A_i log π_θi(a|s)] on its own advantage (sign flipped for a "<=" constraint).
 * Stage two: max_π E_π[A_1] s.t. KL(π‖π_θi) ≤ ε_i has the closed form
       π*(a|s) ∝ Π_i π_θi(a|s)^{λ_i/Σλ} · exp(A_1(s,a)/Σλ),
-  and the shipped actor minimises KL(π*‖π). λ fixed (no dual ascent).
+  and the shipped actor minimises KL(π*‖π). The paper fixes λ (a hyperparameter
+  swept offline); here λ is chosen so that the thresholds hold (below).
     - Discrete actions: computed exactly per state — log π* is the
       log-softmax of Σ_i (λ_i/Σλ) log π_θi(·|s) + A_1(s,·)/Σλ with A_1(s,·) =
       Q_1(s,·) − V_1(s) from a main-signal Q head, and the loss is the exact
       KL(π*‖π) summed over actions.
-    - Gaussian actors: KL(π*‖π) = −E_{π*}[log π] + const is estimated with the
+    - Box actors (tanh-Gaussian / Beta): KL(π*‖π) = −E_{π*}[log π] + const is estimated with the
       logged samples a ~ μ: E_{π*}[log π] = E_μ[(π*/μ) log π] and
           π*/μ ∝ Π_i (π_θi/μ)^{λ_i/Σλ} · exp(A_1/Σλ)
       (the exponents λ_i/Σλ add up to one, so μ divides through exactly).
@@ -32,23 +33,41 @@ Algorithm (paper §4, PAPERS.md)
       their log-mean-exp over the minibatch, clipped at `is_clip` and
       self-normalised (DEPARTURE: one normaliser for the whole minibatch
       instead of one per state — exact when Z(s) varies little across states).
-* Offline: μ is a learned behaviour model (`training.rl.behaviour`), as in the paper.
+* Offline: μ is the logged propensity when the logs carry it (ours: the paper learns μ̂; a learned
+  μ̂ fills only rows without one, or replaces all with `RunConfig.learn_behaviour`).
+
+Choosing λ (ours; `lambda_control = "pid"`, the default). The paper fixes λ and never reads
+the thresholds — only each constraint's direction — so a fixed λ lands wherever it lands:
+near the max-auxiliary policy for a large λ, on main-only for a small one (issue 14).
+Larger λ_i pulls π* towards π_θi, which raises signal i, so λ_i is driven by the measured
+violation of constraint i like a Lagrange multiplier: once per batch
+    Δ_i = s_i (C_i − Ĵ_i) / |C_i| + margin,   u_i = PID(Δ_i),   λ_i = λ_min · exp(u_i)
+(`training.rl.lagrangian.PIDLagrangian`; u_i starts at log(λ_i⁰/λ_min), λ_i⁰ = `lam` /
+`lambdas`). The exponential keeps λ > 0 (π* divides by Σλ) and lets one set of gains move
+λ across the decades the paper sweeps (1e-1…1e-5): a violation of 10 % for one batch moves
+λ by a factor exp(K_I · 0.1). `lambda_control = "fixed"` is the paper's fixed λ.
+The shipped policy is the best feasible iterate (`best_actor`, as in RCPO: highest
+main value among iterates whose measured slacks, averaged over `best_feasible_window`
+batches, hold; the last iterate when none did).
+The paper's ε (the KL bound of stage two) is the constraint whose multiplier λ would be;
+with λ set by the thresholds instead, ε has no role and is not a setting (it was validated
+and never used). KL(π‖π_θi) is logged per batch (`charts/kl_stage_one_<signal>`).
 
 Other departures, each marked in the code:
 * Rewards, critics and advantages are in units of each signal's reward std,
-  frozen at the first batch (`Learner.reward_scales`), so λ is in units of "one std of
+  frozen at the first batch (`LossModule.reward_scales`), so λ is in units of "one std of
   the main signal" and fits signals of any scale (watch time in seconds,
   click rates ~0.1); the paper uses raw advantages and sweeps λ over
   1e-1…1e-5 instead. The scale is frozen, not per batch, so the stage-two
   target has a fixed point.
-* Advantages (configs/rank/tscac.yaml, ma_cascade.yaml: `advantage: episode_pairs`; ours):
+* Advantages online (configs/rank/tscac.yaml, section `online`: `advantage: episode_pairs`; ours):
   instead of per-step GAE from the critics, every step of an episode gets, per signal, half the
   difference between its episode's outcome and that of the antithetic partner episode (the same
-  user and simulator randomness, exploration offset −σz instead of +σz; `LearnerConfig.advantage`),
+  user and simulator randomness, exploration offset −σz instead of +σz; `LossConfig.advantage`),
   standardised per signal. The critics are still trained (TD(λ) targets) but the actors do not read
   them. Why: the long-run effect of the fusion weights on watch time per user-day is too weak
-  against per-user noise for per-step advantages in the benchmark's budget; the two stages, the
-  closed form and the fixed λ are unchanged.
+  against per-user noise for per-step advantages in the benchmark's budget; the two stages and
+  the closed form are unchanged.
 * Stage one: off-policy E_μ[w_i A_i log π_θi] with w_i = π_θi/μ clipped and
   self-normalised, plus an entropy bonus α·H(π_θi) (ours): without it a
   discrete π_θi becomes deterministic and the geometric mean in π* is
@@ -57,32 +76,49 @@ Other departures, each marked in the code:
 
 from __future__ import annotations
 
+import copy
+import math
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
 from models.problems import DiscreteAction
-from training.rl.learner import Learner, LearnerConfig, MiniBatch
-from training.rl.loop import OfflineSource, OnlineSource, RunConfig, RunResult, run
-from training.rl.networks import Actor, CategoricalActor, GaussianActor, JointGaussianActor, SignalCritics, make_actor
-from training.rl.runtime import seed_everything
-from training.rl.task import TaskSpec
+from training.rl.data import TransitionBatch
+from training.rl.distributions import kl
+from training.rl.lagrangian import ConstraintController, PIDLagrangianConfig, measured_constraint_values
+from training.rl.losses import LossConfig, LossModule, MiniBatch, ParamGroup, module_parameters
+from training.rl.networks import Actor, SignalCritics, make_actor
+from training.rl.registry import register
 
 
 # ---------------------------------------------------------------------------
 # Config
 # ---------------------------------------------------------------------------
 @dataclass(frozen=True)
-class TSCACConfig(LearnerConfig):
-    """TSCAC hyperparameters (plus the shared `LearnerConfig` ones)."""
+class TSCACConfig(LossConfig):
+    """TSCAC hyperparameters (plus the shared `LossConfig` ones)."""
 
     lam: float = 1.0
-    """λ of every constraint when `lambdas` is empty (the paper uses one λ in production)."""
+    """λ of every constraint at the start (fixed with `lambda_control = "fixed"`) when `lambdas` is empty."""
     lambdas: tuple[float, ...] = ()
-    """λ_i per constraint, in the task's constraint order; empty = `lam` for all."""
-    kl_epsilon: float = 0.5
-    """ε: the stated bound on mean KL(π‖π_θi) that stage two should respect (reported and tested)."""
+    """λ_i per constraint at the start, in the task's constraint order; empty = `lam` for all."""
+    lambda_control: str = "pid"
+    """"pid": λ_i follows the measured violation of constraint i (ours, module docstring); "fixed": the paper."""
+    lambda_kp: float = 3.0
+    """K_P of the controller of u_i = log(λ_i / λ_min), per unit of relative violation."""
+    lambda_ki: float = 0.5
+    """K_I of the same controller."""
+    lambda_smoothing: float = 1.0
+    """α of the violation's EMA that the P term reads (1 = the raw per-batch violation)."""
+    min_lambda: float = 1e-3
+    """λ_min: λ_i = λ_min · exp(u_i) never goes below it."""
+    max_lambda: float = 1e3
+    """λ_max: upper cap of every λ_i (and the controller's anti-windup limit)."""
+    margin: float = 0.0
+    """Relative margin the controller aims inside every threshold (0.01 = 1 % of the threshold)."""
+    best_feasible_window: int = 10
+    """Batches whose measured slacks and main value are averaged to judge an iterate (noise)."""
     stage_one_entropy: float = 0.01
     """α: entropy bonus of the stage-one actors, so π_θi ∝ exp(A_i/α) stays a soft, bounded policy."""
 
@@ -94,29 +130,49 @@ class TSCACConfig(LearnerConfig):
             raise ValueError(f"lambdas: every λ_i must be > 0, got {self.lambdas}")
         if self.stage_one_entropy < 0:
             raise ValueError(f"stage_one_entropy: must be >= 0, got {self.stage_one_entropy}")
-        if self.kl_epsilon <= 0:
-            raise ValueError(f"kl_epsilon: must be > 0, got {self.kl_epsilon}")
+        if self.lambda_control not in ("pid", "fixed"):
+            raise ValueError(f"lambda_control: 'pid' or 'fixed', got {self.lambda_control!r}")
+        if not 0 < self.min_lambda < self.max_lambda:
+            raise ValueError(
+                f"min_lambda, max_lambda: need 0 < min_lambda < max_lambda, got {self.min_lambda}, {self.max_lambda}"
+            )
+        if self.lambda_control == "pid" and not all(
+            self.min_lambda <= v <= self.max_lambda for v in self.lambdas or (self.lam,)
+        ):
+            raise ValueError(
+                f"lam / lambdas: the starting λ must lie in [min_lambda, max_lambda] = [{self.min_lambda}, {self.max_lambda}]"
+            )
+        if self.lambda_kp < 0 or self.lambda_ki < 0 or self.lambda_kp == self.lambda_ki == 0:
+            raise ValueError(
+                f"lambda_kp, lambda_ki: must be >= 0 and not both 0, got {self.lambda_kp}, {self.lambda_ki}"
+            )
+        if self.margin < 0:
+            raise ValueError(f"margin: must be >= 0, got {self.margin}")
+        if self.best_feasible_window < 1:
+            raise ValueError(f"best_feasible_window: must be >= 1, got {self.best_feasible_window}")
+
+    def controller_config(self) -> PIDLagrangianConfig:
+        """The PID of u_i = log(λ_i/λ_min) (its starting values come from `lam` / `lambdas`)."""
+        return PIDLagrangianConfig(
+            kp=self.lambda_kp,
+            ki=self.lambda_ki,
+            smoothing=self.lambda_smoothing,
+            max_multiplier=math.log(self.max_lambda / self.min_lambda),
+        )
 
 
 # ---------------------------------------------------------------------------
 # Networks + loss
 # ---------------------------------------------------------------------------
 def mean_kl(p: Actor, q: Actor, obs: Tensor) -> Tensor:
-    """Mean over states of KL(p(·|s) ‖ q(·|s)), exact for diagonal Gaussians and (factorised) categoricals."""
-    if isinstance(p, CategoricalActor) and isinstance(q, CategoricalActor):
-        lp, lq = p(obs), q(obs)
-        return (lp.exp() * (lp - lq)).sum(-1).mean()
-    assert isinstance(p, GaussianActor | JointGaussianActor) and isinstance(q, GaussianActor | JointGaussianActor)
-    mp, lsp = p(obs)
-    mq, lsq = q(obs)
-    kl = lsq - lsp + (torch.exp(2 * lsp) + (mp - mq).pow(2)) / (2 * torch.exp(2 * lsq)) - 0.5
-    return kl.sum(-1).mean()
+    """Mean over states of KL(p(·|s) ‖ q(·|s)), exact for every actor family (`distributions.kl`)."""
+    return kl(p.distribution(obs), q.distribution(obs)).mean()
 
 
-class TSCACLearner(Learner):
+@register("tscac", config=TSCACConfig)
+class TSCACLoss(LossModule):
     """Stage-one actors per constraint + the stage-two (shipped) actor, trained together each minibatch."""
 
-    algorithm = "tscac"
     cfg: TSCACConfig
     stage_one: nn.ModuleList
     main_q: SignalCritics
@@ -129,8 +185,17 @@ class TSCACLearner(Learner):
         if len(lambdas) != len(task.constraints):
             raise ValueError(f"lambdas: {len(lambdas)} values for {len(task.constraints)} constraints")
         self.lambdas = tuple(float(v) for v in lambdas)
-        self.lambda_sum = sum(self.lambdas)
-        self.stage_one = nn.ModuleList(make_actor(task, cfg.hidden, None, cfg.init_std) for _ in task.constraints)
+        # u_i = log(λ_i / λ_min) starts at λ_i⁰; the controller also keeps the best feasible iterate.
+        start_u = [math.log(v / cfg.min_lambda) for v in self.lambdas] if cfg.lambda_control == "pid" else None
+        self.controller = ConstraintController(
+            task, cfg.controller_config(), cfg.best_feasible_window, cfg.margin, initial=start_u
+        )
+        self.best_actor = copy.deepcopy(self.actor).requires_grad_(False)
+        self.register_buffer("has_best_feasible", torch.zeros((), dtype=torch.bool))
+        self.register_buffer("lambda_values", torch.tensor(self.lambdas, dtype=torch.float32))
+        self.stage_one = nn.ModuleList(
+            make_actor(task, cfg.hidden, None, cfg.init_std, cfg.action_distribution) for _ in task.constraints
+        )
         for a in self.stage_one:
             a.load_state_dict(self.actor.state_dict())
         if self.exact_stage_two:
@@ -142,16 +207,48 @@ class TSCACLearner(Learner):
         """One discrete choice: π* is computed exactly over all actions; otherwise it is estimated from samples."""
         return isinstance(self.task.action, DiscreteAction)
 
-    def all_actors(self) -> list[Actor]:
+    def parameter_groups(self) -> list[ParamGroup]:
+        groups = super().parameter_groups()
+        groups.append(ParamGroup("stage_one_actors", module_parameters(self.stage_one), self.cfg.actor_lr))
+        if self.exact_stage_two:
+            groups.append(ParamGroup("main_q", module_parameters([self.main_q]), self.cfg.critic_lr))
+        return groups
+
+    def policies(self) -> list[Actor]:
         return [self.actor, *self.stage_one]  # type: ignore[list-item]
 
-    def on_batch_start(self, batch) -> dict[str, float]:  # type: ignore[no-untyped-def]
+    @property
+    def lambda_sum(self) -> float:
+        return float(sum(self.lambdas))
+
+    def on_batch_start(self, batch: TransitionBatch) -> dict[str, float]:
         with torch.no_grad():
             obs = batch.obs[:2048]
-            return {
+            metrics = {
                 f"charts/kl_stage_one_{c.signal}": float(mean_kl(self.actor, a, obs))
                 for c, a in zip(self.task.constraints, self.stage_one, strict=True)
             }
+        values = measured_constraint_values(self, batch)
+        main_value = float(self.dist.mean(batch.rewards[:, :1]).item())
+        # Online the batch was collected by the current actor: a candidate to ship. Offline it is the log.
+        actor_state = None if self.offline else self.actor.state_dict()
+        u, control_metrics, improved = self.controller.step(values, main_value, actor_state)
+        if improved and self.controller.tracker.best is not None:
+            self.best_actor.load_state_dict(self.controller.tracker.best.state)
+            self.has_best_feasible.fill_(True)
+        if self.cfg.lambda_control == "pid":
+            # λ_i = λ_min · exp(u_i), u_i the PID output on constraint i's relative violation.
+            self.lambdas = tuple(self.cfg.min_lambda * math.exp(float(v)) for v in u)
+            self.lambda_values.copy_(torch.tensor(self.lambdas, dtype=torch.float32))
+        if "charts/best_feasible_iteration" in control_metrics:
+            metrics["charts/best_feasible_iteration"] = control_metrics["charts/best_feasible_iteration"]
+        for c, lam in zip(self.task.constraints, self.lambdas, strict=True):
+            metrics[f"charts/lambda_{c.signal}"] = lam
+        return metrics
+
+    def shipped_actor(self) -> Actor:
+        """The best feasible iterate when one was found (online), else the last iterate."""
+        return self.best_actor if bool(self.has_best_feasible) else self.actor
 
     def extra_critic_loss(self, mb: MiniBatch) -> tuple[Tensor, dict[str, float]]:
         if not self.exact_stage_two:
@@ -188,7 +285,7 @@ class TSCACLearner(Learner):
             for lam, actor in zip(self.lambdas, self.stage_one, strict=True):
                 log_w = log_w + (lam / self.lambda_sum) * (actor.log_prob(mb.obs, mb.action) - mb.behaviour_log_prob)
             # DEPARTURE: one normaliser per minibatch instead of Z(s) per state.
-            log_w = log_w - self.d.log_mean_exp(log_w)
+            log_w = log_w - self.dist.log_mean_exp(log_w)
             w = self.global_is(log_w, self.cfg.is_clip)
         return -(w * self.actor.log_prob(mb.obs, mb.action)).mean()
 
@@ -205,23 +302,8 @@ class TSCACLearner(Learner):
 
     @torch.no_grad()
     def stage_one_distances(self, obs: Tensor) -> dict[str, float]:
-        """Mean KL(π‖π_θi) per constrained signal — what `kl_epsilon` bounds."""
+        """Mean KL(π‖π_θi) per constrained signal (how far stage two sits from each stage-one policy)."""
         return {
             c.signal: float(mean_kl(self.actor, a, obs))
             for c, a in zip(self.task.constraints, self.stage_one, strict=True)
         }
-
-
-# ---------------------------------------------------------------------------
-# Entry point
-# ---------------------------------------------------------------------------
-def train(
-    cfg: TSCACConfig,
-    run_cfg: RunConfig,
-    task: TaskSpec,
-    source: OnlineSource | OfflineSource,
-    init_mean: tuple[float, ...] | None = None,
-) -> RunResult:
-    """Train TSCAC online (an env pool) or offline (logged transitions); returns the trained learner."""
-    seed_everything(run_cfg.seed)
-    return run(TSCACLearner(task, cfg, init_mean), run_cfg, source)
