@@ -8,10 +8,7 @@ import typer
 
 from models.settings import get_settings
 
-app = typer.Typer(no_args_is_help=True)
 
-
-@app.callback(invoke_without_command=True)
 def evaluate(
     problem: str = typer.Option(..., "--problem", help="rank, slot or allocate"),
     candidate: str = typer.Option(..., "--candidate", help="registry version of the candidate policy"),

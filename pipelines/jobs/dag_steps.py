@@ -139,7 +139,8 @@ def evaluate_step(
         return done
     settings = get_settings()
     registry = ModelRegistry(settings.registry_dir)
-    candidate_name = f"candidate-{data['interval_key']}"
+    # The name the register step will give it (pipelines/jobs/register.py): one name in evaluation and registry.
+    candidate_name = f"{trained['algorithm']}-{data['interval_key']}"
     spec = get_problem(problem)
 
     def load(version: str) -> Any:
