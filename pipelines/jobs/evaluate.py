@@ -84,7 +84,7 @@ class EvaluateConfig:
     """'normal' (closed form, delta method) or 'bootstrap' for the one-step and IS estimators (FQE always bootstraps)."""
     confidence: float = 0.95
     """Two-sided confidence level."""
-    n_bootstrap: int = 200
+    n_bootstrap: int = 1000
     """Bootstrap resamples when ci_method = 'bootstrap'."""
     clip: float | None = None
     """Cap on importance weights for IPS / SNIPS / DR (None = unclipped, unbiased)."""
