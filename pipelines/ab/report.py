@@ -15,6 +15,23 @@ The unit of randomisation — and so of every variance — is the user. Metrics:
 * an mSPRT always-valid p-value per daily look on the per-user totals, so the
   report can be read every day without inflating false positives;
 * the sample-ratio-mismatch χ² test of users per arm against the weights.
+
+Verdicts (ours: the report's decision rule, stated before any data is read).
+The PRE-REGISTERED PRIMARY TEST of every metric is the two-sided test of the
+per-decision mean difference, treatment − control, with users as units (delta
+method), at the report's confidence level. It alone gives the verdict:
+
+* the main signal (the goal metric): "better", "worse" or "no detectable
+  difference";
+* every other signal is a guardrail: FAIL when the primary test finds a
+  significant change in its harmful direction (a drop, or a rise for the
+  signals in LOWER_IS_BETTER), PASS otherwise;
+* an SRM alert voids every verdict ("invalid: sample ratio mismatch").
+
+CUPED (per-user totals adjusted by the pre-period) and the mSPRT sequential
+test are printed as what they are — a variance-reduced estimate of a different
+quantity (per-user totals) and an always-valid p-value for daily peeking — and
+never change a verdict.
 """
 
 from __future__ import annotations
@@ -38,6 +55,57 @@ from pipelines.ab.stats import (
 )
 
 DECISION_COLUMNS = ("request_id", "timestamp", "user_id", "experiment", "arm", "exposed")
+PRIMARY_TEST = "per-decision mean difference, users as units (delta method), two-sided"
+# Signals where a rise is the harm (everything else: a drop is the harm).
+LOWER_IS_BETTER = frozenset({"session_end", "live_exposure", "compute_cost"})
+
+
+def verdicts(report: Mapping[str, Any], main_signal: str) -> dict[str, dict[str, dict[str, Any]]]:
+    """signal → treatment arm → {role, verdict, relative lift, CI, p}; the rule is in the module docstring."""
+    alpha = 1.0 - float(report["confidence"])
+    srm_alert = bool(report["srm"]["alert"])
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    for signal, entry in report["signals"].items():
+        role = "goal" if signal == main_signal else "guardrail"
+        out[signal] = {}
+        for arm, cmp in entry["vs_control"].items():
+            primary = cmp["per_decision"]
+            diff, p = primary["absolute"]["value"], primary["p_value"]
+            significant = p < alpha
+            if srm_alert:
+                verdict = "invalid: sample ratio mismatch"
+            elif role == "goal":
+                verdict = "no detectable difference" if not significant else ("better" if diff > 0 else "worse")
+            else:
+                harmful = diff > 0 if signal in LOWER_IS_BETTER else diff < 0
+                verdict = "FAIL" if significant and harmful else "PASS"
+            out[signal][arm] = {
+                "role": role,
+                "verdict": verdict,
+                "relative": primary["relative"],
+                "absolute": primary["absolute"],
+                "p_value": p,
+                "harmful_direction": "rise" if signal in LOWER_IS_BETTER else "drop",
+            }
+    return out
+
+
+def overall_decision(verdict_table: Mapping[str, Mapping[str, Mapping[str, Any]]], arm: str) -> str:
+    """One sentence per treatment arm from the verdicts (goal better and every guardrail PASS = ship)."""
+    rows = {s: v[arm] for s, v in verdict_table.items() if arm in v}
+    if any(r["verdict"].startswith("invalid") for r in rows.values()):
+        return f"{arm}: no decision — the sample ratio mismatch must be explained first"
+    goal = next((r["verdict"] for r in rows.values() if r["role"] == "goal"), "no detectable difference")
+    failed = sorted(s for s, r in rows.items() if r["verdict"] == "FAIL")
+    if goal == "better" and not failed:
+        return f"{arm}: ship — the goal metric improved and every guardrail passed"
+    if goal == "better":
+        return f"{arm}: do not ship yet — the goal metric improved but guardrails failed: {', '.join(failed)}"
+    if goal == "worse":
+        return f"{arm}: do not ship — the goal metric got worse"
+    return f"{arm}: no decision — no detectable difference on the goal metric" + (
+        f"; guardrails failed: {', '.join(failed)}" if failed else ""
+    )
 
 
 def _require(df: pd.DataFrame, columns: Sequence[str], what: str) -> None:
@@ -204,59 +272,85 @@ def _sequential(
     return res
 
 
+def _pct(iv: Mapping[str, float]) -> str:
+    if iv["value"] != iv["value"]:  # NaN: the control mean is 0
+        return "— (control mean 0)"
+    return f"{100 * iv['value']:+.2f} % [{100 * iv['ci_low']:+.2f}, {100 * iv['ci_high']:+.2f}]"
+
+
 def render_markdown(report: Mapping[str, Any]) -> str:
     conf = report["confidence"]
+    srm = report["srm"]
     lines = [
         f"# A/B report: {report['experiment']}",
         "",
         f"Interval {report.get('start') or '…'} → {report.get('end') or '…'}; control arm **{report['control']}**; "
         f"{conf:.0%} intervals; units are users.",
         "",
-        "## Sample ratio",
+        "## Verdict",
+        "",
+        f"Pre-registered primary test, the only one that decides: {report.get('primary_test', PRIMARY_TEST)}, "
+        f"α = {1 - conf:.2g}. Lifts are relative to control, in %.",
+        "",
+    ]
+    for arm, sentence in report.get("decision", {}).items():
+        lines.append(f"**{sentence}.**" if arm else sentence)
+    lines += [
+        "",
+        "| metric | role | arm | lift per decision (primary) | p | verdict |",
+        "|---|---|---|---|---|---|",
+    ]
+    for s, per_arm in report.get("verdicts", {}).items():
+        for a, v in per_arm.items():
+            role = v["role"] if v["role"] == "goal" else f"guardrail (harm = a {v['harmful_direction']})"
+            lines.append(f"| {s} | {role} | {a} | {_pct(v['relative'])} | {v['p_value']:.3g} | {v['verdict']} |")
+    lines += [
+        "",
+        "## Sample ratio (SRM)",
         "",
         "| arm | weight | users | decisions |",
         "|---|---|---|---|",
     ]
     for a, w in report["weights"].items():
         lines.append(f"| {a} | {w:g} | {report['units_per_arm'][a]} | {report['decisions_per_arm'][a]} |")
-    srm = report["srm"]
     lines += [
         "",
         f"SRM χ² = {srm['chi2']:.2f}, p = {srm['p_value']:.3g} → "
-        f"{'**ALERT: sample ratio mismatch**' if srm['alert'] else 'no mismatch'}",
+        f"{'**ALERT: sample ratio mismatch — every verdict above is void**' if srm['alert'] else 'no mismatch'}",
         "",
-    ]
-    lines += [
-        "## Per-decision means and lifts",
+        "## Per-arm means (per decision)",
         "",
-        "| signal | arm | mean per decision | relative lift vs control | CUPED abs. lift (per user) | always-valid p |",
-        "|---|---|---|---|---|---|",
+        "| signal | arm | mean per decision |",
+        "|---|---|---|",
     ]
     for s, entry in report["signals"].items():
         for a, st in entry["arms"].items():
             m = st["per_decision"]
-            cmp = entry["vs_control"].get(a)
-            if cmp is None:
-                lift_txt, cuped_txt, p_txt = "—", "—", "—"
-            else:
-                r = cmp["per_decision"]["relative"]
-                lift_txt = (
-                    f"{r['value']:+.2%} [{r['ci_low']:+.2%}, {r['ci_high']:+.2%}]"
-                    if r["value"] == r["value"]
-                    else "— (control mean 0)"
-                )
-                cu = cmp.get("per_user_cuped")
-                cuped_txt = (
-                    f"{cu['absolute']['value']:+.4g} [{cu['absolute']['ci_low']:.4g}, {cu['absolute']['ci_high']:.4g}]"
-                    f" (CI ×{cu['ci_width_ratio']:.2f})"
-                    if cu and cu.get("ci_width_ratio")
-                    else "—"
-                )
-                ps = cmp["sequential"]["p_values"]
-                p_txt = f"{ps[-1]:.3g}" + (" (reject)" if cmp["sequential"]["rejected"] else "") if ps else "—"
-            lines.append(
-                f"| {s} | {a} | {m['value']:.4g} [{m['ci_low']:.4g}, {m['ci_high']:.4g}] | {lift_txt} | {cuped_txt} | {p_txt} |"
+            lines.append(f"| {s} | {a} | {m['value']:.4g} [{m['ci_low']:.4g}, {m['ci_high']:.4g}] |")
+    lines += [
+        "",
+        "## Supporting analyses (they do not change the verdict)",
+        "",
+        "CUPED: the difference of per-user *totals* (not per-decision means), adjusted by each user's pre-period "
+        "total of the same signal — a variance-reduced estimate of a different quantity; 'CI ×' is its width "
+        "relative to the unadjusted per-user CI. Sequential: the mSPRT always-valid p-value on per-user totals at "
+        "the last daily look — valid under daily peeking, for monitoring; it is not the fixed-horizon primary test.",
+        "",
+        "| signal | arm | CUPED Δ per-user total | sequential (mSPRT) always-valid p |",
+        "|---|---|---|---|",
+    ]
+    for s, entry in report["signals"].items():
+        for a, cmp in entry["vs_control"].items():
+            cu = cmp.get("per_user_cuped")
+            cuped_txt = (
+                f"{cu['absolute']['value']:+.4g} [{cu['absolute']['ci_low']:+.4g}, {cu['absolute']['ci_high']:+.4g}]"
+                f" (CI ×{cu['ci_width_ratio']:.2f})"
+                if cu and cu.get("ci_width_ratio")
+                else "— (no pre-period)"
             )
+            ps = cmp["sequential"]["p_values"]
+            p_txt = (f"{ps[-1]:.3g}" + (" (crossed α)" if cmp["sequential"]["rejected"] else "")) if ps else "—"
+            lines.append(f"| {s} | {a} | {cuped_txt} | {p_txt} |")
     if report["warnings"]:
         lines += ["", "## Warnings", "", *(f"- {w}" for w in report["warnings"])]
     return "\n".join(lines) + "\n"
