@@ -356,39 +356,64 @@ def render_markdown(report: Mapping[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot(report: Mapping[str, Any], path: Path, main_signal: str) -> None:
-    """Left: relative lift per signal with CIs; right: always-valid p-value of the main signal per day."""
+def report_figure(report: Mapping[str, Any], main_signal: str) -> Any:
+    """Left: relative lift per decision of every signal, in %, with its CI and verdict; right: the main
+    signal's always-valid (mSPRT) p-value at each daily look against α."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    fig, (lift_ax, seq_ax) = plt.subplots(1, 2, figsize=(12, 4.5), gridspec_kw={"width_ratios": [3, 2]})
     sigs = list(report["signals"])
-    for k, a in enumerate(x for x in report["arms"] if x != report["control"]):
-        vals = [report["signals"][s]["vs_control"].get(a, {}).get("per_decision", {}).get("relative") for s in sigs]
-        ys = np.arange(len(sigs)) + 0.15 * k
-        for y, v in zip(ys, vals, strict=True):
-            if v:
-                axes[0].errorbar(
-                    v["value"],
-                    y,
-                    xerr=[[v["value"] - v["ci_low"]], [v["ci_high"] - v["value"]]],
-                    fmt="o",
-                    capsize=3,
-                    color=f"C{k}",
-                )
+    treatments = [x for x in report["arms"] if x != report["control"]]
+    for k, a in enumerate(treatments):
+        ys = np.arange(len(sigs)) + 0.2 * k
+        for y, s in zip(ys, sigs, strict=True):
+            v = report["signals"][s]["vs_control"].get(a, {}).get("per_decision", {}).get("relative")
+            if not v or v["value"] != v["value"]:
+                lift_ax.annotate("no lift: control mean 0", (0, y), xytext=(4, 0), textcoords="offset points",
+                                 va="center", fontsize=7, color="grey")  # fmt: skip
+                continue
+            lo, mid, hi = 100 * v["ci_low"], 100 * v["value"], 100 * v["ci_high"]
+            lift_ax.errorbar(mid, y, xerr=[[mid - lo], [hi - mid]], fmt="o", capsize=3, color=f"C{k}",
+                             label=a if y == ys[0] else None)  # fmt: skip
+            verdict = report.get("verdicts", {}).get(s, {}).get(a, {}).get("verdict")
+            if verdict:
+                lift_ax.annotate(verdict, (hi, y), xytext=(4, 0), textcoords="offset points", va="center", fontsize=7)
         seq = report["signals"].get(main_signal, {}).get("vs_control", {}).get(a, {}).get("sequential", {})
         if seq.get("p_values"):
-            axes[1].plot(range(1, len(seq["p_values"]) + 1), seq["p_values"], marker="o", label=a, color=f"C{k}")
-    axes[0].axvline(0, color="grey", lw=0.8)
-    axes[0].set_yticks(np.arange(len(sigs)), sigs)
-    axes[0].set_title("relative lift per decision vs control")
-    axes[1].axhline(report["sequential_alpha"], color="red", lw=0.8, ls="--", label="α")
-    axes[1].set_yscale("log")
-    axes[1].set_xlabel("daily look")
-    axes[1].set_title(f"{main_signal}: always-valid p-value (mSPRT)")
-    axes[1].legend()
+            days = seq.get("days") or [str(i + 1) for i in range(len(seq["p_values"]))]
+            seq_ax.plot(days, seq["p_values"], marker="o", ms=7, label=f"{a} vs {report['control']}", color=f"C{k}")
+            if len(days) == 1:
+                seq_ax.annotate("one daily look so far", (days[0], seq["p_values"][0]), xytext=(8, 8),
+                                textcoords="offset points", fontsize=8)  # fmt: skip
+    lift_ax.axvline(0, color="grey", lw=0.8)
+    lift_ax.set_yticks(np.arange(len(sigs)), sigs)
+    lift_ax.set_xlabel(f"relative lift per decision vs {report['control']} (%), {report['confidence']:.0%} CI")
+    lift_ax.set_ylabel("signal (per decision)")
+    lift_ax.set_title("Primary test per metric: lift and verdict")
+    lift_ax.legend(fontsize=8)
+    seq_ax.axhline(
+        report["sequential_alpha"], color="red", lw=0.8, ls="--", label=f"α = {report['sequential_alpha']:g}"
+    )
+    seq_ax.set_yscale("log")
+    seq_ax.set_ylim(top=1.5)
+    seq_ax.set_xlabel("daily look (UTC date)")
+    seq_ax.set_ylabel("always-valid p-value (probability, log scale)")
+    seq_ax.set_title(f"{main_signal}: mSPRT always-valid p-value\n(sequential monitoring, not the verdict)")
+    seq_ax.tick_params(axis="x", labelrotation=30)
+    seq_ax.legend(fontsize=8)
+    start, end = (str(report.get(k) or "…")[:16].replace("T", " ") for k in ("start", "end"))
+    fig.suptitle(f"A/B test {report['experiment']}: decisions {start} → {end} UTC", fontsize=11)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    return fig
+
+
+def plot(report: Mapping[str, Any], path: Path, main_signal: str) -> None:
+    """`report_figure` → PNG at 110 dpi."""
+    import matplotlib.pyplot as plt
+
+    fig = report_figure(report, main_signal)
+    fig.savefig(path, dpi=110)
     plt.close(fig)

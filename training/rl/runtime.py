@@ -154,26 +154,10 @@ class MetricsLogger:
             self.plot(self.out_dir / "curves.png")
 
     def plot(self, path: Path) -> None:
-        """Small multiples: one panel per metric key (scales differ by orders of magnitude), sorted by key."""
-        import matplotlib
+        """Labelled small multiples of every metric key (training/plots.py)."""
+        from training.plots import plot_curves
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        keys = sorted({k for r in self.rows for k in r if k != "step"})
-        cols = 4
-        rows = max(1, -(-len(keys) // cols))
-        fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 2.2 * rows), squeeze=False)
-        for ax in axes.flat[len(keys) :]:
-            ax.axis("off")
-        for ax, k in zip(axes.flat, keys, strict=False):
-            pts = [(r["step"], r[k]) for r in self.rows if k in r]
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="." if len(pts) < 30 else None)
-            ax.set_title(k, fontsize=8)
-            ax.tick_params(labelsize=6)
-        fig.tight_layout()
-        fig.savefig(path, dpi=80)
-        plt.close(fig)
+        plot_curves(self.rows, path, what=str(self.out_dir))
 
 
 def save_checkpoint(path: Path, tensors: Mapping[str, Tensor], metadata: Mapping[str, str] | None = None) -> None:
