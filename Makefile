@@ -19,7 +19,7 @@ export TROUPE_HOME ?= $(CURDIR)/var
 export AIRFLOW_HOME ?= $(CURDIR)/var/airflow
 PYTEST_ARGS ?=
 
-.PHONY: services install install-triton install-obp demo test test-unit test-integration lint typecheck bench serve broker-start broker-stop clean
+.PHONY: services install install-triton install-obp airflow-init airflow-standalone demo test test-unit test-integration lint typecheck bench serve broker-start broker-stop clean
 
 install: $(STAMP)
 
@@ -51,6 +51,14 @@ services:
 	@# Redis runs on the project's machines; start it if installed but not running.
 	@if command -v redis-server >/dev/null && ! (command -v redis-cli >/dev/null && redis-cli -h 127.0.0.1 ping >/dev/null 2>&1); then \
 		redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no >/dev/null; fi
+
+# A stock Airflow (`AIRFLOW_HOME=var/airflow airflow dags list`, `airflow standalone`) finds Troupe's DAGs through
+# the airflow.cfg this writes: DAG folder, no example DAGs, SQLite DB, DAGs registered.
+airflow-init: install
+	$(PY) -m pipelines.cli airflow init
+
+airflow-standalone: install
+	$(PY) -m pipelines.cli airflow standalone
 
 demo: install
 	$(PY) -m pipelines.demo

@@ -10,7 +10,21 @@ import typer
 
 from models.logging import configure_logging
 from models.settings import get_settings
-from pipelines.cli import ab, broker, dataset, demo, evaluate, features, ingest, jobs, registry, serve, train, triton
+from pipelines.cli import (
+    ab,
+    airflow_cmd,
+    broker,
+    dataset,
+    demo,
+    evaluate,
+    features,
+    ingest,
+    jobs,
+    registry,
+    serve,
+    train,
+    triton,
+)
 from pipelines.cli.base import TroupeGroup
 
 app = typer.Typer(
@@ -34,6 +48,9 @@ app.add_typer(ab.app, name="ab", help="A/B experiment analysis: `troupe ab repor
 app.add_typer(serve.app, name="serve", help="Run the decision API (uvicorn).")
 app.add_typer(triton.app, name="triton", help="Export a Triton model repository; run a local Triton server.")
 # The retraining loop
+app.add_typer(
+    airflow_cmd.app, name="airflow", help="A project airflow.cfg for a stock Airflow: `troupe airflow init|standalone`."
+)
 app.add_typer(jobs.app, name="loop", help="The retraining loop by hand: run DAGs, re-decide a gate, deploy a canary.")
 app.command("demo")(demo.demo)
 

@@ -26,6 +26,20 @@ def _airflow() -> None:
     prepare_airflow(home, quiet=True)
 
 
+def schedule_summary(timetable: object) -> str:
+    """'0 * * * *', 'on troupe_lake', '0 0 * * * or on troupe_canary_rank|…' — cron and/or the assets it waits on."""
+
+    def names(condition: object) -> list[str]:
+        if hasattr(condition, "objects"):
+            return [n for c in condition.objects for n in names(c)]
+        return [str(getattr(condition, "name", condition))]
+
+    cron = getattr(timetable, "expression", None) or getattr(getattr(timetable, "timetable", None), "expression", None)
+    condition = getattr(timetable, "asset_condition", None)
+    assets = "on " + "|".join(names(condition)) if condition is not None else ""
+    return " or ".join(part for part in (cron, assets) if part) or str(getattr(timetable, "summary", timetable))
+
+
 def tasks_in_order(dag: object) -> list[str]:
     """Task ids in the order they run: upstream before downstream, ties in the DAG file's order (Kahn's algorithm)."""
     tasks = dag.task_dict  # type: ignore[attr-defined]
@@ -55,8 +69,7 @@ def dags() -> None:
         typer.echo(f"IMPORT ERROR {path}: {err}", err=True)
     for dag_id in sorted(bag.dag_ids):
         dag = bag.get_dag(dag_id)
-        schedule = getattr(dag.timetable, "expression", None) or str(dag.timetable)
-        typer.echo(f"{dag_id:28s} {schedule:12s} {' '.join(tasks_in_order(dag))}")
+        typer.echo(f"{dag_id:28s} {schedule_summary(dag.timetable):40s} {' '.join(tasks_in_order(dag))}")
     raise typer.Exit(1 if bag.import_errors else 0)
 
 

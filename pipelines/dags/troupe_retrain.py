@@ -1,4 +1,9 @@
-"""`troupe_retrain_<problem>` (daily): dataset → train → evaluate → gate → export → register → deploy canary.
+"""`troupe_retrain_<problem>` (on FEATURES updates, once per day): dataset → train → evaluate → gate → export → register → deploy canary.
+
+Data-aware: triggered by the FEATURES asset (troupe_features), it retrains on
+the last complete UTC day; later triggers of the same day find every step done
+(per-interval idempotency) and do nothing. `deploy_canary` updates the
+`troupe_canary_<problem>` asset, which triggers troupe_ab_report.
 
 The gate is a branch: a candidate whose off-policy lower bound does not beat
 production on the main signal, or that violates any constraint estimate, goes
@@ -23,7 +28,15 @@ from typing import Any
 
 from airflow.sdk import DAG, Param, dag, get_current_context, task
 
-from pipelines.dags.common import START_DATE, default_args, fail_fast, interval_from_context
+from pipelines.dags.common import (
+    FEATURES,
+    START_DATE,
+    canary_asset,
+    default_args,
+    fail_fast,
+    interval_from_context,
+    on_failure,
+)
 
 PERIOD = dt.timedelta(days=1)
 # The algorithm each problem retrains with by default. `slot` uses TSCAC on its
@@ -39,7 +52,7 @@ def build_retrain_dag(problem: str) -> DAG:
 
     @dag(
         dag_id=f"troupe_retrain_{problem}",
-        schedule="@daily",
+        schedule=[FEATURES],
         start_date=START_DATE,
         catchup=False,
         max_active_runs=1,  # two runs would race to deploy canaries for the same problem
@@ -61,6 +74,7 @@ def build_retrain_dag(problem: str) -> DAG:
         },
         tags=["troupe", "retrain", problem],
         doc_md=__doc__,
+        on_failure_callback=on_failure,
     )
     def retrain() -> None:
         @task(execution_timeout=dt.timedelta(minutes=30))
@@ -133,7 +147,7 @@ def build_retrain_dag(problem: str) -> DAG:
 
                 return run_register(problem, exported, data, evaluation_report=evaluation["report"])
 
-        @task(execution_timeout=dt.timedelta(minutes=10))
+        @task(execution_timeout=dt.timedelta(minutes=10), outlets=[canary_asset(problem)])
         def deploy_canary(registered: dict[str, Any], evaluation: dict[str, Any]) -> dict[str, Any]:
             with fail_fast():
                 from pipelines.jobs.deploy import run_deploy
