@@ -89,9 +89,10 @@ def build_retrain_dag(problem: str) -> DAG:
         def train(data: dict[str, Any]) -> dict[str, Any]:
             with fail_fast():
                 from pipelines.jobs.train import run_train
+                from pipelines.tracking import log_train
 
                 params = get_current_context()["params"]
-                return run_train(
+                trained = run_train(
                     problem,
                     data["dataset"],
                     data["run_dir"],
@@ -99,29 +100,39 @@ def build_retrain_dag(problem: str) -> DAG:
                     config=dict(params["train_config"]),
                     seed=int(params["seed"]),
                 )
+                log_train(
+                    problem, data, trained, {"seed": int(params["seed"]), "train_config": dict(params["train_config"])}
+                )
+                return trained
 
         @task(execution_timeout=dt.timedelta(minutes=30))
         def evaluate(data: dict[str, Any], trained: dict[str, Any]) -> dict[str, Any]:
             with fail_fast():
                 from pipelines.jobs.dag_steps import evaluate_step
+                from pipelines.tracking import log_evaluation
 
                 params = get_current_context()["params"]
-                return evaluate_step(
+                evaluation = evaluate_step(
                     problem,
                     data,
                     trained,
                     dict(params["candidate_exploration"]),
                     **dict(params["evaluate_overrides"]),
                 )
+                log_evaluation(problem, evaluation, f"{trained['algorithm']}-{data['interval_key']}")
+                return evaluation
 
         @task.branch(execution_timeout=dt.timedelta(minutes=5))
         def gate(evaluation: dict[str, Any]) -> str:
             with fail_fast():
                 from pipelines.jobs.gate import GateConfig, run_gate
+                from pipelines.tracking import log_gate
 
                 params = get_current_context()["params"]
                 cfg = GateConfig(min_lift=float(params["min_lift"]), **dict(params["gate_overrides"]))
                 result = run_gate(problem, evaluation["report"], evaluation["run_dir"], cfg)
+                log_gate(problem, evaluation, result, str(params["algo"]) + "-" + str(evaluation["interval_key"]),
+                         {"min_lift": cfg.min_lift, **dict(params["gate_overrides"])})  # fmt: skip
                 return "export" if result["passed"] else "refused"
 
         @task
@@ -144,8 +155,11 @@ def build_retrain_dag(problem: str) -> DAG:
         def register(data: dict[str, Any], exported: dict[str, Any], evaluation: dict[str, Any]) -> dict[str, Any]:
             with fail_fast():
                 from pipelines.jobs.register import run_register
+                from pipelines.tracking import log_register
 
-                return run_register(problem, exported, data, evaluation_report=evaluation["report"])
+                registered = run_register(problem, exported, data, evaluation_report=evaluation["report"])
+                log_register(problem, registered)
+                return registered
 
         @task(execution_timeout=dt.timedelta(minutes=10), outlets=[canary_asset(problem)])
         def deploy_canary(registered: dict[str, Any], evaluation: dict[str, Any]) -> dict[str, Any]:
