@@ -18,14 +18,18 @@ The unit of randomisation — and so of every variance — is the user. Metrics:
 
 Verdicts (ours: the report's decision rule, stated before any data is read).
 The PRE-REGISTERED PRIMARY TEST of every metric is the two-sided test of the
-per-decision mean difference, treatment − control, with users as units (delta
-method), at the report's confidence level. It alone gives the verdict:
+per-decision mean, users as units (delta method), at the report's confidence
+level. It alone gives the verdicts:
 
-* the main signal (the goal metric): "better", "worse" or "no detectable
-  difference";
-* every other signal is a guardrail: FAIL when the primary test finds a
-  significant change in its harmful direction (a drop, or a rise for the
-  signals in LOWER_IS_BETTER), PASS otherwise;
+* the main signal (the goal metric): treatment − control "better", "worse" or
+  "no detectable difference";
+* each signal the problem constrains (models/problems.py: click ≥ 1.9 per
+  request, live_exposure ≤ 0.25, …) is a guardrail on the treatment arm: FAIL
+  when its confidence interval lies wholly on the wrong side of the threshold
+  (a significant violation), PASS otherwise — the change vs control is shown
+  next to it;
+* every other signal is secondary: "higher", "lower" or "no detectable
+  difference" vs control, without pass/fail;
 * an SRM alert voids every verdict ("invalid: sample ratio mismatch").
 
 CUPED (per-user totals adjusted by the pre-period) and the mSPRT sequential
@@ -55,38 +59,46 @@ from pipelines.ab.stats import (
 )
 
 DECISION_COLUMNS = ("request_id", "timestamp", "user_id", "experiment", "arm", "exposed")
-PRIMARY_TEST = "per-decision mean difference, users as units (delta method), two-sided"
-# Signals where a rise is the harm (everything else: a drop is the harm).
-LOWER_IS_BETTER = frozenset({"session_end", "live_exposure", "compute_cost"})
+PRIMARY_TEST = "per-decision mean, users as units (delta method), two-sided"
 
 
-def verdicts(report: Mapping[str, Any], main_signal: str) -> dict[str, dict[str, dict[str, Any]]]:
-    """signal → treatment arm → {role, verdict, relative lift, CI, p}; the rule is in the module docstring."""
+def verdicts(
+    report: Mapping[str, Any], main_signal: str, constraints: Sequence[Any] = ()
+) -> dict[str, dict[str, dict[str, Any]]]:
+    """signal → treatment arm → {role, verdict, lift, p, …}; the rule is in the module docstring.
+
+    `constraints`: the problem's Constraint objects (signal, direction, threshold).
+    """
     alpha = 1.0 - float(report["confidence"])
     srm_alert = bool(report["srm"]["alert"])
+    limits = {c.signal: c for c in constraints}
     out: dict[str, dict[str, dict[str, Any]]] = {}
     for signal, entry in report["signals"].items():
-        role = "goal" if signal == main_signal else "guardrail"
+        role = "goal" if signal == main_signal else "guardrail" if signal in limits else "secondary"
         out[signal] = {}
         for arm, cmp in entry["vs_control"].items():
             primary = cmp["per_decision"]
             diff, p = primary["absolute"]["value"], primary["p_value"]
             significant = p < alpha
+            row: dict[str, Any] = {"role": role, "relative": primary["relative"], "absolute": primary["absolute"],
+                                   "p_value": p}  # fmt: skip
+            violated = False
+            if role == "guardrail":
+                c = limits[signal]
+                mean = entry["arms"][arm]["per_decision"]
+                violated = mean["ci_high"] < c.threshold if c.direction == ">=" else mean["ci_low"] > c.threshold
+                row |= {"constraint": f"{c.direction} {c.threshold:g}", "treatment_mean": mean}
             if srm_alert:
                 verdict = "invalid: sample ratio mismatch"
+            elif role == "guardrail":
+                verdict = "FAIL" if violated else "PASS"
+            elif not significant:
+                verdict = "no detectable difference"
             elif role == "goal":
-                verdict = "no detectable difference" if not significant else ("better" if diff > 0 else "worse")
+                verdict = "better" if diff > 0 else "worse"
             else:
-                harmful = diff > 0 if signal in LOWER_IS_BETTER else diff < 0
-                verdict = "FAIL" if significant and harmful else "PASS"
-            out[signal][arm] = {
-                "role": role,
-                "verdict": verdict,
-                "relative": primary["relative"],
-                "absolute": primary["absolute"],
-                "p_value": p,
-                "harmful_direction": "rise" if signal in LOWER_IS_BETTER else "drop",
-            }
+                verdict = "higher" if diff > 0 else "lower"
+            out[signal][arm] = {**row, "verdict": verdict}
     return out
 
 
@@ -302,8 +314,14 @@ def render_markdown(report: Mapping[str, Any]) -> str:
     ]
     for s, per_arm in report.get("verdicts", {}).items():
         for a, v in per_arm.items():
-            role = v["role"] if v["role"] == "goal" else f"guardrail (harm = a {v['harmful_direction']})"
-            lines.append(f"| {s} | {role} | {a} | {_pct(v['relative'])} | {v['p_value']:.3g} | {v['verdict']} |")
+            role = {"goal": "goal", "secondary": "secondary"}.get(
+                v["role"], f"guardrail ({s} {v.get('constraint', '')} per decision)"
+            )
+            verdict = v["verdict"]
+            if v["role"] == "guardrail":
+                m = v["treatment_mean"]
+                verdict += f" ({a}: {m['value']:.4g} [{m['ci_low']:.4g}, {m['ci_high']:.4g}])"
+            lines.append(f"| {s} | {role} | {a} | {_pct(v['relative'])} | {v['p_value']:.3g} | {verdict} |")
     lines += [
         "",
         "## Sample ratio (SRM)",

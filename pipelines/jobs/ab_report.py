@@ -140,7 +140,7 @@ def build_report(
         **report,
     }
     report["primary_test"] = PRIMARY_TEST
-    report["verdicts"] = verdicts(report, report["main_signal"])
+    report["verdicts"] = verdicts(report, report["main_signal"], get_problem(problem).constraints)
     report["decision"] = {a: overall_decision(report["verdicts"], a) for a in report["arms"] if a != control}
     cfg.output_dir.mkdir(parents=True, exist_ok=True)
     (cfg.output_dir / "ab_report.json").write_text(json.dumps(_finite(report), indent=2, default=str) + "\n")
