@@ -60,14 +60,14 @@ def register(
     files: dict[str, Path] = {MODEL_FILE: model}
     agents: dict[str, str] = {}
     for item in agent:
-        name, sep, path = item.partition("=")
-        if not sep or not name or not path:
+        agent_name, sep, agent_file = item.partition("=")
+        if not sep or not agent_name or not agent_file:
             raise typer.BadParameter(f"--agent: expected NAME=FILE.onnx, got {item!r}")
-        files[f"{name}.onnx"] = Path(path)
-        agents[name] = f"{name}.onnx"
-    for name, path in files.items():
-        if not path.is_file():
-            raise RegistryError(f"{path} ({name}) is not a file")
+        files[f"{agent_name}.onnx"] = Path(agent_file)
+        agents[agent_name] = f"{agent_name}.onnx"
+    for file_name, source in files.items():
+        if not source.is_file():
+            raise RegistryError(f"{source} ({file_name}) is not a file")
     inputs, outputs = onnx_tensor_specs(model)
     manifest = ArtifactManifest(
         name=f"{problem}-{algorithm}",
