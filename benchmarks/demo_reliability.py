@@ -41,8 +41,10 @@ def one_run(k: int, root: Path, timeout_s: float) -> dict[str, Any]:
         proc = subprocess.run([sys.executable, "-m", "pipelines.demo"], cwd=REPO, env=env, capture_output=True,
                               text=True, timeout=timeout_s)  # fmt: skip
         out, rc = proc.stdout + proc.stderr, proc.returncode
-    except subprocess.TimeoutExpired as exc:
-        out, rc = f"{exc.stdout or ''}{exc.stderr or ''} TIMEOUT", -1
+    except subprocess.TimeoutExpired as exc:  # its captured output comes back as bytes
+        parts = (exc.stdout, exc.stderr)
+        text = "".join(p.decode(errors="replace") if isinstance(p, bytes) else (p or "") for p in parts)
+        out, rc = text + f"\nTIMEOUT after {timeout_s:.0f} s", -1
     seconds = time.perf_counter() - t0
     (folder / "demo.log").write_text(out if isinstance(out, str) else str(out))
     passed = "gate PASSED" in out
