@@ -7,6 +7,10 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.troupe-installed
 TRITON_VENV := .venv-triton
 TRITON_STAMP := $(TRITON_VENV)/.troupe-installed
+# obp (the peer OPE library our estimators are checked against) needs Python < 3.11 and old pins: its own venv.
+OBP_VENV := .venv-obp
+OBP_STAMP := $(OBP_VENV)/.troupe-installed
+PYTHON310 ?= $(shell command -v python3.10 2>/dev/null || ls $$HOME/.pyenv/versions/3.10*/bin/python3.10 2>/dev/null | tail -1)
 # The torch CPU wheel is on disk on the project's machines; pip also finds it
 # through the machine's pip config, this makes it explicit.
 FIND_LINKS := $(if $(wildcard /opt/wheels),--find-links /opt/wheels,)
@@ -15,7 +19,7 @@ export TROUPE_HOME ?= $(CURDIR)/var
 export AIRFLOW_HOME ?= $(CURDIR)/var/airflow
 PYTEST_ARGS ?=
 
-.PHONY: services install install-triton demo test test-unit test-integration lint typecheck bench serve broker-start broker-stop clean
+.PHONY: services install install-triton install-obp airflow-init airflow-standalone demo test test-unit test-integration lint typecheck bench serve broker-start broker-stop clean
 
 install: $(STAMP)
 
@@ -35,15 +39,31 @@ $(TRITON_STAMP): constraints-triton.txt
 	$(TRITON_VENV)/bin/python -m pip install --disable-pip-version-check -c constraints-triton.txt nvidia-pytriton onnxruntime
 	@touch $@
 
+install-obp: $(OBP_STAMP)
+
+$(OBP_STAMP): constraints-obp.txt
+	@test -n "$(PYTHON310)" || { echo "install-obp: needs a Python 3.10 interpreter (obp 0.5.7 refuses 3.11); set PYTHON310=/path/to/python3.10"; exit 2; }
+	@test -x $(OBP_VENV)/bin/python || $(PYTHON310) -m venv $(OBP_VENV)
+	$(OBP_VENV)/bin/python -m pip install --disable-pip-version-check -c constraints-obp.txt obp torch
+	@touch $@
+
 services:
 	@# Redis runs on the project's machines; start it if installed but not running.
 	@if command -v redis-server >/dev/null && ! (command -v redis-cli >/dev/null && redis-cli -h 127.0.0.1 ping >/dev/null 2>&1); then \
 		redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no >/dev/null; fi
 
+# A stock Airflow (`AIRFLOW_HOME=var/airflow airflow dags list`, `airflow standalone`) finds Troupe's DAGs through
+# the airflow.cfg this writes: DAG folder, no example DAGs, SQLite DB, DAGs registered.
+airflow-init: install
+	$(PY) -m pipelines.cli airflow init
+
+airflow-standalone: install
+	$(PY) -m pipelines.cli airflow standalone
+
 demo: install
 	$(PY) -m pipelines.demo
 
-test: install install-triton services
+test: install install-triton install-obp services
 	$(PY) -m pytest tests $(PYTEST_ARGS)
 
 test-unit: install

@@ -101,6 +101,62 @@ def prepare_airflow(home: Path, *, quiet: bool = False) -> None:
     os.environ.update(airflow_env(home, quiet=quiet))
 
 
+def write_airflow_cfg(home: Path) -> Path:
+    """Write (or update) `<home>/airflow.cfg` so a stock `airflow` command finds Troupe's DAGs.
+
+    Sets only what Troupe needs — the DAG folder, no example DAGs, every .py
+    parsed, the SQLite DB inside `home` — and keeps any other setting already
+    in the file. With AIRFLOW_HOME=<home>, `airflow dags list`, `airflow
+    standalone` and the scheduler read it; no environment variable is needed.
+    """
+    import configparser
+
+    home = home.resolve()
+    home.mkdir(parents=True, exist_ok=True)
+    path = home / "airflow.cfg"
+    cfg = configparser.ConfigParser(interpolation=None)
+    if path.exists():
+        cfg.read(path)
+    wanted = {
+        ("core", "dags_folder"): str(DAGS_FOLDER),
+        ("core", "load_examples"): "False",
+        ("core", "dag_discovery_safe_mode"): "False",
+        ("database", "sql_alchemy_conn"): f"sqlite:///{home / 'airflow.db'}",
+    }
+    for (section, key), value in wanted.items():
+        if not cfg.has_section(section):
+            cfg.add_section(section)
+        cfg.set(section, key, value)
+    with path.open("w") as f:
+        f.write("# Written by `troupe airflow init` (pipelines/airflow_runtime.py); other settings are kept.\n")
+        cfg.write(f)
+    return path
+
+
+def init_airflow(home: Path, *, timeout_s: float = 600.0) -> Path:
+    """airflow.cfg, `airflow db migrate`, then `airflow dags reserialize`: `airflow dags list` shows the DAGs at once.
+
+    (Airflow 3 lists DAGs from the metadata DB; a running dag-processor fills it
+    too, reserialize does it now.) Returns the config file.
+    """
+    path = write_airflow_cfg(home)
+    migrate_db(home.resolve(), timeout_s=timeout_s)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW__")}
+    env["AIRFLOW_HOME"] = str(home.resolve())
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(DAGS_FOLDER.parents[1]), env.get("PYTHONPATH", "")) if p)
+    proc = subprocess.run(
+        [sys.executable, "-m", "airflow", "dags", "reserialize"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        check=False,
+    )
+    if proc.returncode != 0:
+        raise AirflowRuntimeError(f"`airflow dags reserialize` failed:\n{(proc.stdout + proc.stderr)[-3000:]}")
+    return path
+
+
 def dag_bag() -> Any:
     """A DagBag over Troupe's DAG folder (after `prepare_airflow`)."""
     if "AIRFLOW_HOME" not in os.environ:

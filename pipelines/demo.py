@@ -44,6 +44,15 @@ from typing import Any
 DEFAULT_TRAIN_CONFIG: dict[str, Any] = {"run": {"iterations": 20, "offline_steps": 20}, "algo": {"init_std": 0.15}}
 
 
+# Printed when the gate refuses: the gate is never loosened, so the remedies are more evidence or another candidate.
+REFUSED_HINT = (
+    "the gate needs the lower end of the candidate − production interval above the margin; with one simulated day "
+    "the interval is wide. Run again with more traffic (`--users 100`: twice the decisions, an interval about 1.4× "
+    "narrower), another seed (`--seed 1`: a different day and candidate), or read why in the gate report "
+    "(<run folder>/gate/gate.md and gate.png)."
+)
+
+
 @dataclass(frozen=True)
 class DemoConfig:
     """Sizes and choices of one demo run; the defaults finish in well under 10 minutes on 2 cores."""
@@ -244,6 +253,8 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
         deployed = retrain.task_returns.get("deploy_canary")
         if not gate["passed"] or not deployed:
             p.line("      the candidate was refused: nothing was deployed, production keeps serving; no A/B test.")
+            p.line(f"      what to try: {REFUSED_HINT}")
+            summary["gate"]["what_to_try"] = REFUSED_HINT
             p.k += 2
         else:
             summary["deploy"] = deployed
@@ -297,7 +308,16 @@ def _ab_main(summary: dict[str, Any]) -> dict[str, Any] | None:
     if arm is None:
         return None
     rel = vs[arm]["per_decision"]["relative"]
-    return {"signal": main, "arm": arm, "relative": rel, "srm_alert": report["srm"]["alert"], "plot": ab["plot"]}
+    verdict = report.get("verdicts", {}).get(main, {}).get(arm, {}).get("verdict")
+    return {
+        "signal": main,
+        "arm": arm,
+        "relative": rel,
+        "srm_alert": report["srm"]["alert"],
+        "plot": ab["plot"],
+        "verdict": verdict,
+        "decision": report.get("decision", {}).get(arm),
+    }
 
 
 def _print_ab(summary: dict[str, Any], deployed: dict[str, Any], p: Progress) -> None:
@@ -316,6 +336,8 @@ def _print_ab(summary: dict[str, Any], deployed: dict[str, Any], p: Progress) ->
         p.line(
             f"      OPE estimate before launch ({ope['estimator']}): {ope['relative_lift']:+.2%} [{lo:+.2%}, {hi:+.2%}]"
         )
+    if measured.get("decision"):
+        p.line(f"      A/B verdict (primary test): {measured['decision']}")
     p.line(f"      plots: {measured['plot']}")
 
 
@@ -335,6 +357,8 @@ def _print_summary(summary: dict[str, Any]) -> None:
     table.add_row("ingested (day 1)", f"{ing.get('decisions_total')} decisions")
     gate = summary.get("gate", {})
     table.add_row("gate", "PASSED" if gate.get("passed") else "REFUSED: " + "; ".join(gate.get("reasons", [])))
+    if not gate.get("passed") and gate:
+        table.add_row("what to try", REFUSED_HINT)
     if "deploy" in summary:
         dep = summary["deploy"]
         ope = dep["ope"]
@@ -355,6 +379,7 @@ def _print_summary(summary: dict[str, Any]) -> None:
                 "A/B measured lift (day 2)",
                 f"{rel['value']:+.2%} [{rel['ci_low']:+.2%}, {rel['ci_high']:+.2%}], SRM alert {measured['srm_alert']}",
             )
+            table.add_row("A/B verdict (primary test)", str(measured.get("decision") or "-"))
             table.add_row("A/B report", str(Path(summary["ab"]["markdown"])))
         truth = summary.get("day2", {}).get("truth_per_arm", {})
         if "candidate" in truth and "control" in truth:

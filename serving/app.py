@@ -18,6 +18,7 @@ import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi_offline import FastAPIOffline
 
 from models.logging import log_event
 from models.registry import ModelRegistry
@@ -152,7 +153,9 @@ def create_app(
             if own_producer:
                 prod.close()
 
-    app = FastAPI(
+    # Swagger UI and ReDoc from the fastapi-offline wheel's own copies under /static-offline-docs, not a CDN:
+    # /docs works on a machine without internet access.
+    app = FastAPIOffline(
         title="Troupe decision API",
         version="1",
         description="Learned decisions for a ranking stack: fusion weights (rank), live-stream slot (slot) and "

@@ -1,4 +1,4 @@
-"""`troupe_ingest` (hourly): drain the decision and feedback topics into Parquet, exactly once.
+"""`troupe_ingest` (hourly): drain the decision and feedback topics into Parquet, exactly once; updates the LAKE asset.
 
 A thin wrapper over `pipelines.jobs.ingest`; the job resumes from its own
 offset manifest, so a retried or repeated run neither loses nor duplicates
@@ -11,7 +11,7 @@ import datetime as dt
 
 from airflow.sdk import dag, get_current_context, task
 
-from pipelines.dags.common import START_DATE, default_args, fail_fast
+from pipelines.dags.common import LAKE, START_DATE, default_args, fail_fast, on_failure
 
 
 @dag(
@@ -25,9 +25,10 @@ from pipelines.dags.common import START_DATE, default_args, fail_fast
     params={"ingest_overrides": {}},  # IngestConfig fields, e.g. {"idle_stop_s": 2.0}
     tags=["troupe", "data"],
     doc_md=__doc__,
+    on_failure_callback=on_failure,
 )
 def troupe_ingest() -> None:
-    @task
+    @task(outlets=[LAKE])  # updates the lake: troupe_features runs next (data-aware scheduling)
     def ingest() -> dict[str, object]:
         with fail_fast():
             from pipelines.jobs.dag_steps import ingest_step

@@ -1,4 +1,9 @@
-"""`troupe_retrain_<problem>` (daily): dataset → train → evaluate → gate → export → register → deploy canary.
+"""`troupe_retrain_<problem>` (on FEATURES updates, once per day): dataset → train → evaluate → gate → export → register → deploy canary.
+
+Data-aware: triggered by the FEATURES asset (troupe_features), it retrains on
+the last complete UTC day; later triggers of the same day find every step done
+(per-interval idempotency) and do nothing. `deploy_canary` updates the
+`troupe_canary_<problem>` asset, which triggers troupe_ab_report.
 
 The gate is a branch: a candidate whose off-policy lower bound does not beat
 production on the main signal, or that violates any constraint estimate, goes
@@ -23,7 +28,15 @@ from typing import Any
 
 from airflow.sdk import DAG, Param, dag, get_current_context, task
 
-from pipelines.dags.common import START_DATE, default_args, fail_fast, interval_from_context
+from pipelines.dags.common import (
+    FEATURES,
+    START_DATE,
+    canary_asset,
+    default_args,
+    fail_fast,
+    interval_from_context,
+    on_failure,
+)
 
 PERIOD = dt.timedelta(days=1)
 # The algorithm each problem retrains with by default. `slot` uses TSCAC on its
@@ -39,7 +52,7 @@ def build_retrain_dag(problem: str) -> DAG:
 
     @dag(
         dag_id=f"troupe_retrain_{problem}",
-        schedule="@daily",
+        schedule=[FEATURES],
         start_date=START_DATE,
         catchup=False,
         max_active_runs=1,  # two runs would race to deploy canaries for the same problem
@@ -61,6 +74,7 @@ def build_retrain_dag(problem: str) -> DAG:
         },
         tags=["troupe", "retrain", problem],
         doc_md=__doc__,
+        on_failure_callback=on_failure,
     )
     def retrain() -> None:
         @task(execution_timeout=dt.timedelta(minutes=30))
@@ -75,9 +89,10 @@ def build_retrain_dag(problem: str) -> DAG:
         def train(data: dict[str, Any]) -> dict[str, Any]:
             with fail_fast():
                 from pipelines.jobs.train import run_train
+                from pipelines.tracking import log_train
 
                 params = get_current_context()["params"]
-                return run_train(
+                trained = run_train(
                     problem,
                     data["dataset"],
                     data["run_dir"],
@@ -85,29 +100,39 @@ def build_retrain_dag(problem: str) -> DAG:
                     config=dict(params["train_config"]),
                     seed=int(params["seed"]),
                 )
+                log_train(
+                    problem, data, trained, {"seed": int(params["seed"]), "train_config": dict(params["train_config"])}
+                )
+                return trained
 
         @task(execution_timeout=dt.timedelta(minutes=30))
         def evaluate(data: dict[str, Any], trained: dict[str, Any]) -> dict[str, Any]:
             with fail_fast():
                 from pipelines.jobs.dag_steps import evaluate_step
+                from pipelines.tracking import log_evaluation
 
                 params = get_current_context()["params"]
-                return evaluate_step(
+                evaluation = evaluate_step(
                     problem,
                     data,
                     trained,
                     dict(params["candidate_exploration"]),
                     **dict(params["evaluate_overrides"]),
                 )
+                log_evaluation(problem, evaluation, f"{trained['algorithm']}-{data['interval_key']}")
+                return evaluation
 
         @task.branch(execution_timeout=dt.timedelta(minutes=5))
         def gate(evaluation: dict[str, Any]) -> str:
             with fail_fast():
                 from pipelines.jobs.gate import GateConfig, run_gate
+                from pipelines.tracking import log_gate
 
                 params = get_current_context()["params"]
                 cfg = GateConfig(min_lift=float(params["min_lift"]), **dict(params["gate_overrides"]))
                 result = run_gate(problem, evaluation["report"], evaluation["run_dir"], cfg)
+                log_gate(problem, evaluation, result, str(params["algo"]) + "-" + str(evaluation["interval_key"]),
+                         {"min_lift": cfg.min_lift, **dict(params["gate_overrides"])})  # fmt: skip
                 return "export" if result["passed"] else "refused"
 
         @task
@@ -130,10 +155,13 @@ def build_retrain_dag(problem: str) -> DAG:
         def register(data: dict[str, Any], exported: dict[str, Any], evaluation: dict[str, Any]) -> dict[str, Any]:
             with fail_fast():
                 from pipelines.jobs.register import run_register
+                from pipelines.tracking import log_register
 
-                return run_register(problem, exported, data, evaluation_report=evaluation["report"])
+                registered = run_register(problem, exported, data, evaluation_report=evaluation["report"])
+                log_register(problem, registered)
+                return registered
 
-        @task(execution_timeout=dt.timedelta(minutes=10))
+        @task(execution_timeout=dt.timedelta(minutes=10), outlets=[canary_asset(problem)])
         def deploy_canary(registered: dict[str, Any], evaluation: dict[str, Any]) -> dict[str, Any]:
             with fail_fast():
                 from pipelines.jobs.deploy import run_deploy

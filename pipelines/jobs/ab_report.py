@@ -95,7 +95,16 @@ def build_report(
     cfg: ABReportConfig, decisions: pd.DataFrame, feedback: pd.DataFrame, experiment: Mapping[str, Any] | None = None
 ) -> dict[str, Any]:
     """The report from DataFrames (columns in pipelines/ab/report.py); writes the three files."""
-    from pipelines.ab.report import analyse, experiment_decisions, plot, pre_period_totals, render_markdown
+    from pipelines.ab.report import (
+        PRIMARY_TEST,
+        analyse,
+        experiment_decisions,
+        overall_decision,
+        plot,
+        pre_period_totals,
+        render_markdown,
+        verdicts,
+    )
 
     if "experiment" not in decisions.columns or not (decisions["experiment"] == cfg.experiment).any():
         seen = sorted(decisions["experiment"].dropna().unique()) if "experiment" in decisions.columns else []
@@ -130,6 +139,9 @@ def build_report(
         "pre_period_days": cfg.pre_period_days,
         **report,
     }
+    report["primary_test"] = PRIMARY_TEST
+    report["verdicts"] = verdicts(report, report["main_signal"], get_problem(problem).constraints)
+    report["decision"] = {a: overall_decision(report["verdicts"], a) for a in report["arms"] if a != control}
     cfg.output_dir.mkdir(parents=True, exist_ok=True)
     (cfg.output_dir / "ab_report.json").write_text(json.dumps(_finite(report), indent=2, default=str) + "\n")
     (cfg.output_dir / "ab_report.md").write_text(render_markdown(report))
@@ -212,4 +224,6 @@ def run_ab_report(
         "srm_alert": report["srm"]["alert"],
         "main_signal": main,
         "relative_lift": lifts,
+        "verdicts": {a: v[a]["verdict"] for s, v in report["verdicts"].items() if s == main for a in v},
+        "decision": report["decision"],
     }

@@ -139,7 +139,8 @@ def evaluate_step(
         return done
     settings = get_settings()
     registry = ModelRegistry(settings.registry_dir)
-    candidate_name = f"candidate-{data['interval_key']}"
+    # The name the register step will give it (pipelines/jobs/register.py): one name in evaluation and registry.
+    candidate_name = f"{trained['algorithm']}-{data['interval_key']}"
     spec = get_problem(problem)
 
     def load(version: str) -> Any:
@@ -183,7 +184,16 @@ def ab_report_step(start: str, end: str, experiment: str | None = None) -> list[
     interval = Interval.parse(start, end)
     names = [experiment] if experiment else [e["name"] for e in running_experiments()]
     out: list[dict[str, Any]] = []
+    from pipelines.jobs.ab_report import ABReportError
+
     for name in names:
-        result = ab(get_settings(), name, interval.start, interval.end)
+        try:
+            result = ab(get_settings(), name, interval.start, interval.end)
+        except ABReportError as err:
+            if experiment is not None or "no decisions" not in str(err):
+                raise
+            # A canary deployed moments ago (this run was triggered by its asset) has no traffic yet.
+            out.append({"experiment": name, "waiting": str(err)})
+            continue
         out.append({"experiment": name, "result": _jsonable(result)})
     return out

@@ -31,6 +31,7 @@ problems and NCIS for continuous ones.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import logging
 from collections.abc import Callable, Sequence
@@ -84,7 +85,7 @@ class EvaluateConfig:
     """'normal' (closed form, delta method) or 'bootstrap' for the one-step and IS estimators (FQE always bootstraps)."""
     confidence: float = 0.95
     """Two-sided confidence level."""
-    n_bootstrap: int = 200
+    n_bootstrap: int = 1000
     """Bootstrap resamples when ci_method = 'bootstrap'."""
     clip: float | None = None
     """Cap on importance weights for IPS / SNIPS / DR (None = unclipped, unbiased)."""
@@ -434,6 +435,7 @@ def run_evaluate(cfg: EvaluateConfig, policy_loader: Callable[[str], Any] | None
         "estimators": estimators,
         "constraints": constraints,
         "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()},
+        "created_at": dt.datetime.now(dt.UTC).isoformat(),
     }
     cfg.output_dir.mkdir(parents=True, exist_ok=True)
     (cfg.output_dir / "evaluation.json").write_text(json.dumps(_finite(report), indent=2, default=float) + "\n")
@@ -522,32 +524,74 @@ def render_markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot_report(report: dict[str, Any], path: Path) -> None:
-    """Two panels: each estimator's main-signal value per policy, and the difference, with CIs."""
+SEQUENTIAL_ESTIMATORS = ("pdis", "wpdis", "sequential_dr", "fqe")
+
+
+def report_figure(report: dict[str, Any], gate_estimator: str | None = None) -> Any:
+    """The evaluation as a matplotlib Figure: per-decision and per-session estimators on separate panels.
+
+    Rows: one-step estimators (value per decision) and, when present, sequential
+    ones (value per session, a scale 10–20× larger). Columns: each policy's
+    value, and candidate − baseline with its paired CI. The primary estimator
+    is drawn as a filled square, the gate's (when known) with a red ring.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from pipelines.units import per
+
     main = report["main_signal"]
-    names = list(report["estimators"])
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    x = np.arange(len(names))
-    for offset, who in ((-0.2, "candidate"), (0.2, "baseline")):
-        vals = [report["estimators"][n][who]["signals"][main] for n in names]
-        v = np.array([s["value"] for s in vals])
-        err = np.array([[s["value"] - s["ci_low"] for s in vals], [s["ci_high"] - s["value"] for s in vals]])
-        axes[0].errorbar(x + offset, v, yerr=err, fmt="o", capsize=3, label=who)
-    axes[0].set_xticks(x, names, rotation=45, ha="right")
-    axes[0].set_title(f"{main}: value per policy")
-    axes[0].legend()
-    d = [report["estimators"][n]["difference"]["signals"][main] for n in names]
-    dv = np.array([s["value"] for s in d])
-    derr = np.array([[s["value"] - s["ci_low"] for s in d], [s["ci_high"] - s["value"] for s in d]])
-    axes[1].errorbar(x, dv, yerr=derr, fmt="o", capsize=3, color="black")
-    axes[1].axhline(0.0, color="grey", lw=0.8)
-    axes[1].set_xticks(x, names, rotation=45, ha="right")
-    axes[1].set_title(f"{main}: candidate − baseline ({report['confidence']:.0%} CI)")
+    groups = [
+        ("decision", [n for n in report["estimators"] if n not in SEQUENTIAL_ESTIMATORS]),
+        ("session", [n for n in report["estimators"] if n in SEQUENTIAL_ESTIMATORS]),
+    ]
+    groups = [(unit_of, names) for unit_of, names in groups if names]
+    fig, axes = plt.subplots(len(groups), 2, figsize=(12, 4.2 * len(groups)), squeeze=False)
+    conf = f"{report['confidence']:.0%} CI"
+    for row, (unit_of, names) in enumerate(groups):
+        x = np.arange(len(names))
+        value_ax, diff_ax = axes[row]
+        for offset, who in ((-0.15, "candidate"), (0.15, "baseline")):
+            vals = [report["estimators"][n][who]["signals"][main] for n in names]
+            v = np.array([s["value"] for s in vals])
+            err = np.array([[s["value"] - s["ci_low"] for s in vals], [s["ci_high"] - s["value"] for s in vals]])
+            value_ax.errorbar(x + offset, v, yerr=np.maximum(err, 0), fmt="o", capsize=3, label=who)
+        d = [report["estimators"][n]["difference"]["signals"][main] for n in names]
+        dv = np.array([s["value"] for s in d])
+        derr = np.array([[s["value"] - s["ci_low"] for s in d], [s["ci_high"] - s["value"] for s in d]])
+        diff_ax.errorbar(x, dv, yerr=np.maximum(derr, 0), fmt="o", capsize=3, color="black", label=conf)
+        diff_ax.axhline(0.0, color="grey", lw=0.8)
+        for k, n in enumerate(names):
+            if n == report["primary_estimator"]:
+                diff_ax.plot(x[k], dv[k], "s", color="tab:blue", ms=10, label=f"primary estimator ({n})")
+            if n == gate_estimator:
+                diff_ax.plot(x[k], dv[k], "o", mfc="none", mec="red", ms=16, mew=2, label=f"gate's estimator ({n})")
+        for ax in (value_ax, diff_ax):
+            ax.set_xticks(x, names, rotation=30, ha="right")
+            ax.set_xlabel("off-policy estimator")
+            ax.grid(axis="y", alpha=0.3)
+        value_ax.set_ylabel(per(main, unit_of))
+        diff_ax.set_ylabel(f"candidate − baseline, {per(main, unit_of)}")
+        value_ax.set_title(f"{main} per {unit_of}: each policy's value ({conf})")
+        diff_ax.set_title(f"{main} per {unit_of}: candidate − baseline (paired)")
+        value_ax.legend(fontsize=8)
+        diff_ax.legend(fontsize=8)
+    fig.suptitle(
+        f"Off-policy evaluation of {report['candidate']} vs {report['baseline']} ({report['problem']})\n"
+        f"{report['n_rows']} logged decisions in {report['n_sessions']} sessions, "
+        f"evaluated {report.get('created_at', '')[:16].replace('T', ' ')} UTC",
+        fontsize=11,
+    )
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    return fig
+
+
+def plot_report(report: dict[str, Any], path: Path, gate_estimator: str | None = None) -> None:
+    """`report_figure` → PNG at 110 dpi."""
+    import matplotlib.pyplot as plt
+
+    fig = report_figure(report, gate_estimator)
+    fig.savefig(path, dpi=110)
     plt.close(fig)

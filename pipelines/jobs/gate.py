@@ -273,7 +273,7 @@ def render_markdown(d: GateDecision) -> str:
 def run_gate(
     problem: str, evaluation_report: str | Path, run_dir: str | Path, cfg: GateConfig | None = None
 ) -> dict[str, Any]:
-    """Gate one candidate; writes `<run_dir>/gate/gate.{json,md}` and returns {passed, reasons, report}.
+    """Gate one candidate; writes `<run_dir>/gate/gate.{json,md,png}` and returns {passed, reasons, report}.
 
     Idempotent for the run: a finished gate returns its recorded decision
     unless the config differs (then it decides again and overwrites).
@@ -287,10 +287,15 @@ def run_gate(
     path = Path(evaluation_report)
     if not path.is_file():
         raise GateInputError(f"evaluation report {path} does not exist; run the evaluate step first")
-    decision = decide(problem, inputs_from_report(json.loads(path.read_text()), cfg.estimator), cfg)
+    report = json.loads(path.read_text())
+    decision = decide(problem, inputs_from_report(report, cfg.estimator), cfg)
     out_dir.mkdir(parents=True, exist_ok=True)
     write_json(out_dir / "gate.json", decision.to_dict())
     (out_dir / "gate.md").write_text(render_markdown(decision))
+    if "n_sessions" in report:  # a full evaluation report: the evaluation plot with the gate's estimator marked
+        from pipelines.jobs.evaluate import plot_report
+
+        plot_report(report, out_dir / "gate.png", gate_estimator=decision.estimator)
     return write_done(
         out_dir,
         {

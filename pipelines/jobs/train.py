@@ -26,8 +26,8 @@ from pipelines.jobs.loop import read_done, require, write_done
 TRAIN_DIR = "train"
 POLICIES = "the policies issue (#5): training/train.py, training/algorithms/ and training/export.py"
 CONFIG_ROOT = Path(__file__).resolve().parents[2] / "configs"
-# The runner settings a scheduled run always gets: no TensorBoard files, no progress bar in task logs.
-FIXED_RUN: dict[str, Any] = {"tensorboard": False, "progress": False}
+# The runner settings a scheduled run always gets: TensorBoard files in the run folder and a progress bar in the task log.
+FIXED_RUN: dict[str, Any] = {"tensorboard": True, "progress": True}
 
 
 def sectioned_config(config: dict[str, Any], run_fields: set[str]) -> dict[str, dict[str, Any]]:

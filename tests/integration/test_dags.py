@@ -29,14 +29,18 @@ RETRAIN_EDGES = {
 EXPECTED: dict[str, dict[str, Any]] = {
     "troupe_ingest": {"schedule": "0 * * * *", "edges": set(), "tasks": {"ingest"}},
     "troupe_features": {
-        "schedule": "0 * * * *",
+        "schedule": "on troupe_lake",
         "edges": {("aggregate", "materialize")},
         "tasks": {"aggregate", "materialize"},
     },
-    "troupe_ab_report": {"schedule": "0 0 * * *", "edges": set(), "tasks": {"ab_report"}},
+    "troupe_ab_report": {
+        "schedule": "0 0 * * * or on troupe_canary_rank|troupe_canary_slot|troupe_canary_allocate",
+        "edges": set(),
+        "tasks": {"ab_report"},
+    },
     **{
         f"troupe_retrain_{p}": {
-            "schedule": "0 0 * * *",
+            "schedule": "on troupe_feature_store",
             "edges": RETRAIN_EDGES,
             "tasks": {"dataset", "train", "evaluate", "gate", "export", "register", "deploy_canary", "refused"},
         }
@@ -64,11 +68,15 @@ def test_dag_structure_schedule_retries_and_timeouts(bag: Any, dag_id: str) -> N
     assert set(dag.task_dict) == want["tasks"]
     edges = {(t.task_id, d) for t in dag.tasks for d in t.downstream_task_ids}
     assert edges == want["edges"]
-    assert dag.timetable.expression == want["schedule"]
+    from pipelines.cli.jobs import schedule_summary
+
+    assert schedule_summary(dag.timetable) == want["schedule"]
     assert dag.catchup is False
     assert dag.max_active_runs == 1
     assert dag.dagrun_timeout is not None
+    assert dag.on_failure_callback is not None
     for t in dag.tasks:
+        assert t.on_failure_callback, f"{dag_id}.{t.task_id} has no failure callback"
         assert t.retries >= 1, f"{dag_id}.{t.task_id} has no retries"
         assert t.execution_timeout is not None and t.execution_timeout <= dt.timedelta(hours=2)
 
@@ -126,3 +134,47 @@ def test_interval_resolution_prefers_params_then_data_interval_then_logical_date
     assert interval_from_context(manual, day) == (t0.isoformat(), t1.isoformat())
     with pytest.raises(ValueError, match="must be given together"):
         interval_from_context({"params": {"interval_start": "2026-11-21T10:00:00+00:00"}}, day)
+
+
+def test_assets_chain_ingest_features_retrain_ab_report(bag: Any) -> None:
+    """Data-aware scheduling: each DAG's outlet asset is what the next one is scheduled on."""
+
+    def outlets(dag_id: str, task_id: str) -> set[str]:
+        return {a.name for a in bag.get_dag(dag_id).get_task(task_id).outlets}
+
+    def scheduled_on(dag_id: str) -> set[str]:
+        condition = bag.get_dag(dag_id).timetable.asset_condition
+        return {a.name for a in condition.objects}
+
+    assert outlets("troupe_ingest", "ingest") == {"troupe_lake"} == scheduled_on("troupe_features")
+    assert outlets("troupe_features", "materialize") == {"troupe_feature_store"}
+    for problem in ("rank", "slot", "allocate"):
+        assert scheduled_on(f"troupe_retrain_{problem}") == {"troupe_feature_store"}
+        assert outlets(f"troupe_retrain_{problem}", "deploy_canary") == {f"troupe_canary_{problem}"}
+        assert outlets(f"troupe_retrain_{problem}", "refused") == set()  # a refused candidate starts no A/B report
+    assert scheduled_on("troupe_ab_report") == {f"troupe_canary_{p}" for p in ("rank", "slot", "allocate")}
+
+
+def test_an_asset_triggered_retrain_works_on_the_last_complete_day() -> None:
+    from pipelines.dags.common import interval_from_context
+
+    start, end = interval_from_context({"params": {}, "triggering_asset_events": {"troupe_feature_store": [1]}},
+                                       dt.timedelta(days=1))  # fmt: skip
+    s, e = dt.datetime.fromisoformat(start), dt.datetime.fromisoformat(end)
+    assert e - s == dt.timedelta(days=1) and e.hour == e.minute == 0
+    assert e <= dt.datetime.now(dt.UTC) < e + dt.timedelta(days=1)
+
+
+def test_a_failed_task_calls_the_failure_callback(airflow_home: Any, troupe_home: Any) -> None:
+    import json
+
+    from pipelines.airflow_runtime import run_dag
+
+    # Half an interval is a parameter error: fail_fast fails the task at once (no retry wait), then the callback runs.
+    result = run_dag("troupe_features", conf={"interval_start": "2026-11-21T10:00:00+00:00", "interval_end": ""},
+                     raise_on_failure=False)  # fmt: skip
+    assert result.task_states["aggregate"] == "failed"
+    lines = (troupe_home / "alerts" / "failures.jsonl").read_text().splitlines()
+    alerts = [json.loads(line) for line in lines]
+    assert any(a["dag_id"] == "troupe_features" and a["task_id"] == "aggregate" and "ValueError" in a["error"]
+               for a in alerts), alerts  # fmt: skip

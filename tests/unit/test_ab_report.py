@@ -171,3 +171,61 @@ def test_run_ab_report_end_to_end_on_a_lake_written_like_ingestion(tmp_path: Pat
     assert not result["srm_alert"]
     assert result["relative_lift"]["treatment"]["ci_low"] < 0.3 < result["relative_lift"]["treatment"]["ci_high"]
     assert Path(result["plot"]).stat().st_size > 0
+
+
+def _with_click_drop(decisions: pd.DataFrame, feedback: pd.DataFrame, drop: float, seed: int = 0) -> pd.DataFrame:
+    """Give every decision a live_exposure of 1 with probability 0.2 (control) or 0.2 · (1 + drop) (treatment).
+
+    0.2 · 1.5 = 0.3 per decision breaks the slot problem's constraint live_exposure ≤ 0.25."""
+    rng = np.random.default_rng(seed)
+    arm = feedback["request_id"].map(decisions.set_index("request_id")["arm"])
+    rate = np.where(arm == "treatment", 0.2 * (1 + drop), 0.2)
+    return feedback.assign(live_exposure=(rng.random(len(feedback)) < rate).astype(float))
+
+
+def test_one_verdict_per_metric_from_the_primary_test(tmp_path: Path) -> None:
+    decisions, feedback = _logs(lift=0.3)
+    feedback = _with_click_drop(decisions, feedback, drop=0.5)  # live_exposure 0.3 per decision: over its 0.25 cap
+    cfg = ABReportConfig(experiment="exp1", output_dir=tmp_path, weights={"control": 0.5, "treatment": 0.5})
+    report = build_report(cfg, decisions, feedback)
+    v = report["verdicts"]
+    assert v["live_watch_time"]["treatment"]["role"] == "goal"
+    assert v["live_watch_time"]["treatment"]["verdict"] == "better"
+    assert v["live_exposure"]["treatment"]["role"] == "guardrail"
+    assert v["live_exposure"]["treatment"]["verdict"] == "FAIL"
+    assert v["watch_time"]["treatment"]["role"] == "secondary"  # not constrained: no pass/fail
+    assert v["watch_time"]["treatment"]["verdict"] == "no detectable difference"  # all zeros: no change
+    assert "guardrails failed: live_exposure" in report["decision"]["treatment"]
+    md = (tmp_path / "ab_report.md").read_text()
+    assert md.index("## Verdict") < md.index("## Sample ratio (SRM)") < md.index("## Supporting analyses")
+    assert "they do not change the verdict" in md and "CUPED" in md and "mSPRT" in md
+    assert (
+        "| live_exposure | guardrail (live_exposure <= 0.25 per decision) | treatment |" in md
+        and "FAIL (treatment: 0.29" in md
+    )
+
+
+def test_no_lift_gives_no_detectable_difference_and_srm_voids_verdicts(tmp_path: Path) -> None:
+    decisions, feedback = _logs(n_users=1500, lift=0.0, seed=3)
+    cfg = ABReportConfig(experiment="exp1", output_dir=tmp_path, weights={"control": 0.5, "treatment": 0.5})
+    report = build_report(cfg, decisions, feedback)
+    assert report["verdicts"]["live_watch_time"]["treatment"]["verdict"] == "no detectable difference"
+    skewed = build_report(
+        ABReportConfig(experiment="exp1", output_dir=tmp_path / "s", weights={"control": 0.9, "treatment": 0.1}),
+        decisions,
+        feedback,
+    )
+    assert skewed["srm"]["alert"]
+    assert all(v["treatment"]["verdict"].startswith("invalid") for v in skewed["verdicts"].values())
+    assert "sample ratio mismatch" in skewed["decision"]["treatment"]
+
+
+def test_a_guardrail_passes_while_its_constraint_holds_even_if_it_moved(tmp_path: Path) -> None:
+    decisions, feedback = _logs(n_users=3000, lift=0.3, seed=4)
+    feedback = _with_click_drop(decisions, feedback, drop=0.15)  # 0.2 → 0.23: a significant rise, still ≤ 0.25
+    cfg = ABReportConfig(experiment="exp1", output_dir=tmp_path, weights={"control": 0.5, "treatment": 0.5})
+    report = build_report(cfg, decisions, feedback)
+    guard = report["verdicts"]["live_exposure"]["treatment"]
+    assert guard["p_value"] < 0.05 and guard["relative"]["value"] > 0.05  # it did move
+    assert guard["verdict"] == "PASS"
+    assert report["decision"]["treatment"].startswith("treatment: ship")

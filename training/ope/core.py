@@ -315,7 +315,7 @@ def make_estimate(
     *,
     ci: CIMethod = "normal",
     confidence: float = 0.95,
-    n_bootstrap: int = 200,
+    n_bootstrap: int = 1000,
     seed: int = 0,
     diagnostics: WeightDiagnostics | None = None,
     warnings: Sequence[str] = (),
@@ -367,7 +367,7 @@ def paired_difference(
     *,
     ci: CIMethod = "normal",
     confidence: float = 0.95,
-    n_bootstrap: int = 200,
+    n_bootstrap: int = 1000,
     seed: int = 0,
 ) -> Estimate:
     """a − b for two estimates on the *same* logged rows, with a paired CI.

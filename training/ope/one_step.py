@@ -41,7 +41,7 @@ class CIOptions:
     'bootstrap': percentile bootstrap over logged rows."""
     confidence: float = 0.95
     """Two-sided coverage level in (0, 1)."""
-    n_bootstrap: int = 200
+    n_bootstrap: int = 1000
     """Resamples for the bootstrap (>= 20)."""
     seed: int = 0
     """Seed of the bootstrap resampling."""
@@ -98,7 +98,9 @@ def ips(
     logged actions (log-densities if `log_space`). Unbiased without `clip`.
     """
     r = as_rewards(rewards)
-    iw = importance_weights(target_prob, behaviour_prob, clip=clip, log_space=log_space)
+    iw = importance_weights(
+        as_vector(target_prob, "target_prob", r.shape[0]), behaviour_prob, clip=clip, log_space=log_space
+    )
     terms = Terms.mean(iw.weights[:, None] * r[iw.used])
     return _estimate("ips", terms, signal_names(signals, r.shape[1]), ci, diagnostics=iw.diagnostics)
 
@@ -115,7 +117,9 @@ def snips(
 ) -> Estimate:
     """Self-normalised IPS: V̂ = Σ w_i r_i / Σ w_i (shapes as `ips`). Biased, consistent, lower variance."""
     r = as_rewards(rewards)
-    iw = importance_weights(target_prob, behaviour_prob, clip=clip, log_space=log_space)
+    iw = importance_weights(
+        as_vector(target_prob, "target_prob", r.shape[0]), behaviour_prob, clip=clip, log_space=log_space
+    )
     terms = Terms((iw.weights[:, None] * r[iw.used])[:, None, :], iw.weights[:, None])
     return _estimate("snips", terms, signal_names(signals, r.shape[1]), ci, diagnostics=iw.diagnostics)
 
@@ -209,7 +213,7 @@ def _switch_dr(
     q_target = as_rewards(reward_pred_target, "reward_pred_target", n)
     if q_logged.shape != r.shape or q_target.shape != r.shape:
         raise OPEInputError("reward_pred_logged", f"reward predictions must have the rewards' shape {r.shape}")
-    iw = importance_weights(target_prob, behaviour_prob, clip=clip, log_space=log_space)
+    iw = importance_weights(as_vector(target_prob, "target_prob", n), behaviour_prob, clip=clip, log_space=log_space)
     w = iw.weights
     warnings: list[str] = []
     if tau is not None:

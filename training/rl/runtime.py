@@ -167,61 +167,10 @@ class MetricsLogger:
             self.plot(self.out_dir / "curves.png")
 
     def plot(self, path: Path) -> None:
-        """Small multiples: one panel per metric key (scales differ by orders of magnitude).
+        """Labelled small multiples of every metric key (training/plots.py)."""
+        from training.plots import plot_curves
 
-        Episode returns, constraint slacks and multipliers come first, each with its unit on the
-        y axis; the x axis is the training iteration.
-        """
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        keys = sorted({k for r in self.rows for k in r if k != "step"}, key=lambda k: (_plot_rank(k), k))
-        cols = 4
-        rows = max(1, -(-len(keys) // cols))
-        fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 2.6 * rows), squeeze=False)
-        for ax in axes.flat[len(keys) :]:
-            ax.axis("off")
-        for ax, k in zip(axes.flat, keys, strict=False):
-            pts = [(r["step"], r[k]) for r in self.rows if k in r]
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="." if len(pts) < 30 else None)
-            if "slack" in k:
-                ax.axhline(0.0, color="grey", lw=0.8, ls="--")
-            ax.set_title(k, fontsize=8)
-            ax.set_xlabel("iteration", fontsize=7)
-            ax.set_ylabel(_unit_of(k), fontsize=7)
-            ax.tick_params(labelsize=6)
-        fig.suptitle(f"training curves — {self.out_dir.name}", fontsize=10)
-        fig.tight_layout()
-        fig.savefig(path, dpi=80)
-        plt.close(fig)
-
-
-def _plot_rank(key: str) -> int:
-    for i, part in enumerate(("episode_return", "constraint_slack", "multiplier")):
-        if part in key:
-            return i
-    return 3
-
-
-def _unit_of(key: str) -> str:
-    """y-axis label of a metric key (stable key prefixes, STYLE.md)."""
-    if "episode_return" in key:
-        return "signal units / episode"
-    if "episode_length" in key:
-        return "steps / episode"
-    if "constraint_slack" in key:
-        return "slack (signal units / decision)"
-    if "multiplier" in key:
-        return "multiplier λ (main units per constraint unit)"
-    if key.startswith("charts/signal_") or key.startswith("charts/constraint_"):
-        return "signal units / decision"
-    if key.endswith("per_s"):
-        return "transitions / s"
-    if key.startswith("losses/"):
-        return "loss"
-    return "value"
+        plot_curves(self.rows, path, what=str(self.out_dir))
 
 
 def save_checkpoint(path: Path, tensors: Mapping[str, Tensor], metadata: Mapping[str, str] | None = None) -> None:
