@@ -10,7 +10,8 @@ TRITON_STAMP := $(TRITON_VENV)/.troupe-installed
 # obp (the peer OPE library our estimators are checked against) needs Python < 3.11 and old pins: its own venv.
 OBP_VENV := .venv-obp
 OBP_STAMP := $(OBP_VENV)/.troupe-installed
-PYTHON310 ?= $(shell command -v python3.10 2>/dev/null || ls $$HOME/.pyenv/versions/3.10*/bin/python3.10 2>/dev/null | tail -1)
+# (a pyenv shim answers `command -v python3.10` without being runnable: take the first that runs)
+PYTHON310 ?= $(shell for p in $$HOME/.pyenv/versions/3.10*/bin/python3.10 $$(command -v python3.10); do "$$p" -c '' 2>/dev/null && { echo "$$p"; break; }; done)
 # The torch CPU wheel is on disk on the project's machines; pip also finds it
 # through the machine's pip config, this makes it explicit.
 FIND_LINKS := $(if $(wildcard /opt/wheels),--find-links /opt/wheels,)
