@@ -361,13 +361,22 @@ ALLOCATE_CHANNELS: tuple[str, ...] = ("channel_collaborative", "channel_content"
 ALLOCATE_QUEUE_LENGTHS_PRE_RANK: tuple[int, ...] = (100, 200, 400, 800)
 ALLOCATE_QUEUE_LENGTHS_RANK: tuple[int, ...] = (20, 50, 100, 200)
 ALLOCATE_MODEL_TIERS: tuple[str, ...] = ("small", "medium", "large")
+# Where the request comes from (RecFlow logs the request's page): the home feed,
+# a related-items page opened from a video, or a push notification's landing page.
+ALLOCATE_ENTRY_POINTS: tuple[str, ...] = ("home_feed", "related", "push")
+# Defaults for callers that do not send the request features (backward compatible):
+# the median history length of a medium-activity user, the home feed.
+ALLOCATE_DEFAULT_HISTORY_LENGTH = 80.0
+ALLOCATE_DEFAULT_ENTRY_POINT = "home_feed"
 
 _ALLOCATE_OBSERVATION: tuple[ObservationField, ...] = (
     ObservationField("request_value", 1, "log1p(expected request value in cents) / 5"),
-    ObservationField("system_load", 1, "current traffic / provisioned capacity"),
-    ObservationField("budget_utilisation", 1, "compute spent this interval / interval budget"),
+    ObservationField("system_load", 1, "last interval's traffic / the day's mean traffic (a lagged reading)"),
+    ObservationField("budget_utilisation", 1, "last interval's compute spent / interval budget (a lagged reading)"),
     ObservationField("hour_of_day", 2, "sin and cos of 2π·hour/24"),
     ObservationField("user_activity_group", 3, "one-hot of the user's activity group: low, medium, high"),
+    ObservationField("user_history_length", 1, "log1p(the user's past interactions) / 8"),
+    ObservationField("entry_point", 3, "one-hot of the request's entry point: home_feed, related, push"),
 )
 ALLOCATE = ProblemSpec(
     name="allocate",

@@ -25,6 +25,9 @@ from models.observations import (
 from models.problems import (
     ALLOCATE,
     ALLOCATE_CHANNELS,
+    ALLOCATE_DEFAULT_ENTRY_POINT,
+    ALLOCATE_DEFAULT_HISTORY_LENGTH,
+    ALLOCATE_ENTRY_POINTS,
     ALLOCATE_MODEL_TIERS,
     ALLOCATE_QUEUE_LENGTHS_PRE_RANK,
     ALLOCATE_QUEUE_LENGTHS_RANK,
@@ -205,6 +208,9 @@ class AllocateInputs:
     budget_utilisation: float
     hour_of_day: float
     user_activity_group: int
+    user_history_length: float = ALLOCATE_DEFAULT_HISTORY_LENGTH
+    entry_point: int = ALLOCATE_ENTRY_POINTS.index(ALLOCATE_DEFAULT_ENTRY_POINT)
+    """Index into ALLOCATE_ENTRY_POINTS."""
 
 
 def allocation_details(choice: list[int]) -> dict[str, object]:
@@ -227,7 +233,13 @@ async def decide_allocate(
 ) -> Decision:
     assert isinstance(ALLOCATE.action, MultiDiscreteAction)
     obs = allocate_observation_one(
-        x.request_value, x.system_load, x.budget_utilisation, x.hour_of_day, x.user_activity_group
+        x.request_value,
+        x.system_load,
+        x.budget_utilisation,
+        x.hour_of_day,
+        x.user_activity_group,
+        x.user_history_length,
+        x.entry_point,
     )[None, :]
     if scorer is None:
         choice, propensity = [int(a) for a in ALLOCATE.default_action], 1.0

@@ -16,7 +16,14 @@ import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field, with_config
 from typing_extensions import TypedDict
 
-from models.problems import ALLOCATE_CHANNELS, PREDICTED_SIGNALS, SLOT_PAGE_SIZE
+from models.problems import (
+    ALLOCATE_CHANNELS,
+    ALLOCATE_DEFAULT_ENTRY_POINT,
+    ALLOCATE_DEFAULT_HISTORY_LENGTH,
+    ALLOCATE_ENTRY_POINTS,
+    PREDICTED_SIGNALS,
+    SLOT_PAGE_SIZE,
+)
 
 MAX_CANDIDATES = 2000
 MAX_LIVE_CANDIDATES = 100
@@ -168,8 +175,17 @@ class SlotRequest(_DecideBody):
 
 class AllocateRequest(_DecideBody):
     request_value: float = Field(ge=0.0, le=1e9, description="expected value of the request, cents")
-    system_load: float = Field(ge=0.0, le=100.0, description="current traffic / provisioned capacity")
-    budget_utilisation: float = Field(ge=0.0, le=100.0, description="compute spent this interval / budget")
+    system_load: float = Field(ge=0.0, le=100.0, description="last interval's traffic / the day's mean traffic")
+    budget_utilisation: float = Field(
+        ge=0.0, le=100.0, description="last interval's compute spent / the interval budget"
+    )
+    # Request features (optional: callers written before they existed get the defaults).
+    user_history_length: float = Field(
+        ALLOCATE_DEFAULT_HISTORY_LENGTH, ge=0.0, le=1e9, description="the user's past interactions"
+    )
+    entry_point: Literal["home_feed", "related", "push"] = Field(
+        ALLOCATE_DEFAULT_ENTRY_POINT, description=f"where the request comes from, one of {list(ALLOCATE_ENTRY_POINTS)}"
+    )
 
 
 class DecisionResponse(BaseModel):
