@@ -43,7 +43,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from models.problems import ALLOCATE
+from models.problems import ALLOCATE, ALLOCATE_QUEUE_LENGTHS_PRE_RANK, ALLOCATE_QUEUE_LENGTHS_RANK
 from training.envs.allocate import NVEC, AllocateConfig, BatchedAllocateSim
 from training.envs.world import FloatArray, IntArray
 
@@ -83,12 +83,29 @@ class Requests:
 
 
 def quality_matrix(config: AllocateConfig, requests: Requests) -> FloatArray:
-    """Q(a | H_i, e_i) for every request and joint action, (N, 384)."""
+    """Q(a | H_i, e_i) for every request and joint action, (N, 384).
+
+    The same terms as `AllocateConfig.slate_quality`, factorised over the action components
+    (recall of the 8 channel sets × pre-rank × rank × tier) so that N × 384 costs one outer product.
+    """
     n = requests.value.shape[0]
-    rows = np.repeat(np.arange(n), ALL_ACTIONS.shape[0])
-    actions = np.tile(ALL_ACTIONS, (n, 1))
-    q = config.slate_quality(actions, requests.history_length[rows], requests.entry_point[rows])
-    out: FloatArray = q.astype(np.float64).reshape(n, ALL_ACTIONS.shape[0])
+    recall = config.channel_recall(requests.history_length, requests.entry_point)  # (N, 3)
+    channel_sets = ALL_ACTIONS[:: NVEC[3] * NVEC[4] * NVEC[5], :3].astype(np.float64)  # (8, 3), product order
+    miss = np.prod(1.0 - recall[:, None, :] * channel_sets[None, :, :], axis=2)
+    recall_term = np.maximum(config.recall_floor, 1.0 - miss) ** 0.7  # (N, 8)
+    pre = np.asarray(ALLOCATE_QUEUE_LENGTHS_PRE_RANK, np.float64)
+    rank = np.asarray(ALLOCATE_QUEUE_LENGTHS_RANK, np.float64)
+    pre_term = 0.4 + 0.6 * (1.0 - np.exp(-pre / config.pre_rank_scale))  # (4,)
+    rank_term = 0.3 + 0.7 * (1.0 - np.exp(-rank / config.rank_scale))  # (4,)
+    tiers = np.arange(NVEC[5])
+    accuracy = config.model_accuracy(tiers[None, :], requests.history_length[:, None])  # (N, 3)
+    q = (
+        recall_term[:, :, None, None, None]
+        * pre_term[None, None, :, None, None]
+        * rank_term[None, None, None, :, None]
+        * accuracy[:, None, None, None, :]
+    )
+    out: FloatArray = q.reshape(n, ALL_ACTIONS.shape[0])
     return out
 
 
