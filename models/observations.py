@@ -19,6 +19,7 @@ from models.problems import (
     ALLOCATE_ENTRY_POINTS,
     PREDICTED_SIGNALS,
     RANK,
+    RANK_SESSION_SIGNAL_DEFAULTS,
     SLOT,
 )
 
@@ -85,9 +86,18 @@ def rank_observation(
     session_depth: npt.ArrayLike,
     hour_of_day: npt.ArrayLike,
     candidate_signals: npt.ArrayLike,
+    session_signals: npt.ArrayLike | None = None,
 ) -> FloatArray:
-    """The `rank` observation (B, 24) of one stage, from its candidate pool (B, N, 6)."""
+    """The `rank` observation (B, 27) of one stage, from its candidate pool (B, N, 6).
+
+    session_signals (B, 3): last pages' completion, skip rate, minutes in session
+    (`models.problems.RANK_SESSION_SIGNAL_DEFAULTS` for every row when absent).
+    """
     mean, std = candidate_stats(candidate_signals)
+    batch = mean.shape[0]
+    if session_signals is None:
+        session_signals = np.broadcast_to(np.asarray(RANK_SESSION_SIGNAL_DEFAULTS, np.float32), (batch, 3))
+    session = _as_batch(session_signals, 3, "session_signals") * _SESSION_SCALE
     obs = np.concatenate(
         [
             activity_one_hot(user_activity_group),
@@ -96,11 +106,16 @@ def rank_observation(
             hour_features(hour_of_day),
             mean,
             std,
+            session,
         ],
         axis=1,
     )
     assert obs.shape[1] == RANK.observation_size
     return obs
+
+
+# session_signals: completion and skip rate as they are, minutes / 10.
+_SESSION_SCALE: FloatArray = np.array([1.0, 1.0, 0.1], dtype=np.float32)
 
 
 def fusion_scores(weights: npt.ArrayLike, candidate_signals: npt.ArrayLike) -> FloatArray:
@@ -210,6 +225,7 @@ _ONE_HOT: tuple[tuple[float, ...], ...] = tuple(
 _ENTRY_ONE_HOT: tuple[tuple[float, ...], ...] = tuple(
     tuple(1.0 if j == i else 0.0 for j in range(len(ALLOCATE_ENTRY_POINTS))) for i in range(len(ALLOCATE_ENTRY_POINTS))
 )
+_SESSION_SCALE_ONE: tuple[float, ...] = tuple(_SESSION_SCALE.tolist())
 _LIVE_SCALE: tuple[float, ...] = tuple(np.array([1.0 / 60.0, 1.0, 1.0 / 1000.0], dtype=np.float32).tolist())
 
 
@@ -256,8 +272,9 @@ def rank_observation_one(
     session_depth: float,
     hour_of_day: float,
     candidate_signals: npt.ArrayLike,
+    session_signals: npt.ArrayLike | None = None,
 ) -> FloatArray:
-    """`rank_observation` for one request: pool (N, 6) → observation (24,), equal to the batched row."""
+    """`rank_observation` for one request: pool (N, 6) → observation (27,), equal to the batched row."""
     sig = np.asarray(candidate_signals, dtype=np.float32)
     if sig.ndim != 2 or sig.shape[1] != len(PREDICTED_SIGNALS):
         raise ValueError(f"candidate_signals: expected shape (n_candidates, 6), got {sig.shape}")
@@ -271,7 +288,9 @@ def rank_observation_one(
         _depth(session_depth),
         *_hour(hour_of_day),
     ]
-    obs = np.concatenate([np.array(head, dtype=np.float32), mean[0], std[0]])
+    session = _f32(RANK_SESSION_SIGNAL_DEFAULTS if session_signals is None else session_signals, 3, "session_signals")
+    tail = [v * s for v, s in zip(session, _SESSION_SCALE_ONE, strict=True)]
+    obs = np.concatenate([np.array(head, dtype=np.float32), mean[0], std[0], np.array(tail, dtype=np.float32)])
     assert obs.shape[0] == RANK.observation_size
     return obs
 

@@ -217,8 +217,13 @@ class RankDay(_UsersDay):
         # The retrieved pool as pre-rank's model sees it, raw units (watch time in seconds), (6, N, R).
         predicted = np.asarray(self.sim._predicted0)
         pool = np.asarray(self.sim._pool)
+        session = np.asarray(self.sim.users.session_signals(), dtype=np.float64)  # (N, 3)
         out = self._user_bodies(step)
         for row, body in out:
+            completion, skip_rate, minutes = session[row].tolist()
+            body["last_pages_completion"] = float(f"{min(max(completion, 0.0), 1.0):.6g}")
+            body["last_pages_skip_rate"] = float(f"{min(max(skip_rate, 0.0), 1.0):.6g}")
+            body["session_minutes"] = float(f"{max(minutes, 0.0):.6g}")
             body["candidates"] = [
                 {
                     "id": f"v{int(item)}",

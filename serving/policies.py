@@ -33,6 +33,7 @@ from models.problems import (
     ALLOCATE_QUEUE_LENGTHS_RANK,
     PREDICTED_SIGNALS,
     RANK,
+    RANK_SESSION_SIGNAL_DEFAULTS,
     RANK_STAGES,
     SLOT,
     BoxAction,
@@ -72,6 +73,8 @@ class RankInputs:
     candidate_ids: list[str]
     candidate_signals: FloatArray  # (N, 6), raw units (watch time in seconds)
     keep: Mapping[str, int]  # stage → candidates it keeps
+    session_signals: tuple[float, float, float] = RANK_SESSION_SIGNAL_DEFAULTS
+    """Last pages' completion, skip rate, minutes in session (RankRequest.session_signals)."""
 
 
 def _rank_stage_output(
@@ -116,7 +119,9 @@ async def decide_rank(
     stage_weights: dict[str, list[float]] = {}
     for i, stage in enumerate(RANK_STAGES):
         signals = x.candidate_signals if i == 0 else x.candidate_signals[pool]
-        obs = rank_observation_one(x.user_activity_group, x.user_recent_rates, x.session_depth, x.hour_of_day, signals)
+        obs = rank_observation_one(
+            x.user_activity_group, x.user_recent_rates, x.session_depth, x.hour_of_day, signals, x.session_signals
+        )
         if scorer is None:
             weights = default[i]
         else:

@@ -22,6 +22,7 @@ from models.problems import (
     ALLOCATE_DEFAULT_HISTORY_LENGTH,
     ALLOCATE_ENTRY_POINTS,
     PREDICTED_SIGNALS,
+    RANK_SESSION_SIGNAL_DEFAULTS,
     SLOT_PAGE_SIZE,
 )
 
@@ -136,6 +137,21 @@ class CandidateColumns(Sequence[Candidate]):
 
 class RankRequest(_DecideBody):
     session_depth: int = Field(0, ge=0, le=100_000, description="requests already served in this session")
+    # Observable proxies of the session's satisfaction (optional: callers written before they existed
+    # get models.problems.RANK_SESSION_SIGNAL_DEFAULTS, the values of a session with no page served yet).
+    last_pages_completion: float | None = Field(
+        None, ge=0.0, le=1.0, description="mean completion of the videos on the last pages (EMA)"
+    )
+    last_pages_skip_rate: float | None = Field(
+        None, ge=0.0, le=1.0, description="share of skipped videos on the last pages (EMA)"
+    )
+    session_minutes: float | None = Field(None, ge=0.0, le=1e6, description="minutes since the session started")
+
+    def session_signals(self) -> tuple[float, float, float]:
+        """(completion, skip rate, minutes), defaults where the request did not send them."""
+        sent = (self.last_pages_completion, self.last_pages_skip_rate, self.session_minutes)
+        return tuple(d if v is None else v for v, d in zip(sent, RANK_SESSION_SIGNAL_DEFAULTS, strict=True))  # type: ignore[return-value]
+
     # A list of Candidate dicts when pydantic validated the body, CandidateColumns when the fast decoder did.
     candidates: list[Candidate] = Field(min_length=1, max_length=MAX_CANDIDATES)
     keep: StageKeep | None = None

@@ -123,6 +123,7 @@ class DecisionService:
             candidate_ids=candidate_ids,
             candidate_signals=signals,
             keep=keep,
+            session_signals=req.session_signals(),
         )
 
     @staticmethod
