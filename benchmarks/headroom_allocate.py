@@ -27,6 +27,9 @@ Metrics (dict keys of `run`, and benchmarks/results/headroom_allocate.json):
   the best rule", reported as measured.
 * `headroom.allocate.request_features_lift`: reference over the same planner
   blind to the request features (history length, entry point).
+* `headroom.allocate.anticipation_lift`: reference over the same planner
+  forecasting each interval's traffic by last interval's reading (no foresight
+  of the daily curve).
 * `headroom.allocate.unconstrained_violations` (goal ≥ 1): constraints the
   revenue-maximising planner without a budget breaks (over-budget intervals
   ≤ 1 %; mean compute per request ≤ the spec's threshold).
@@ -137,13 +140,14 @@ def violations(runs: DayRuns) -> int:
 def search_all(config: AllocateConfig, size: Size, search_seeds: Sequence[int]) -> dict[str, Winner]:
     quality, cost = rule_quality_table(config), cost_table(config)
 
-    def planner(target: float, aware: bool = True) -> ReferencePlanner:
+    def planner(target: float, aware: bool = True, anticipate: bool = True) -> ReferencePlanner:
         return ReferencePlanner(
             config,
             target,
             planning_requests=size.planning_requests,
             traffic_grid_points=size.traffic_grid_points,
             request_aware=aware,
+            anticipate=anticipate,
         )
 
     targets = [0.70, 0.75, 0.80, 0.85, 0.90]
@@ -176,6 +180,9 @@ def search_all(config: AllocateConfig, size: Size, search_seeds: Sequence[int]) 
         "reference": search("reference", planner, targets, config, size, search_seeds),
         "reference_blind": search(
             "reference_blind", lambda u: planner(u, aware=False), targets, config, size, search_seeds
+        ),
+        "reference_lagged": search(
+            "reference_lagged", lambda u: planner(u, anticipate=False), targets, config, size, search_seeds
         ),
     }
     # The unconstrained optimum: the planner's target that earns the most, budget ignored.
@@ -218,6 +225,7 @@ def evaluate(
     rule_lift, rule_low, rule_high = paired_lift(ref, runs[best_rule])
     fb_lift, fb_low, fb_high = paired_lift(ref, runs[best_feedback])
     features_lift, features_low, features_high = paired_lift(ref, runs["reference_blind"])
+    foresight_lift, foresight_low, foresight_high = paired_lift(ref, runs["reference_lagged"])
     metrics: dict[str, float] = {
         "headroom.allocate.lift": lift,
         "headroom.allocate.lift_ci_low": low,
@@ -232,6 +240,9 @@ def evaluate(
         "headroom.allocate.request_features_lift": features_lift,
         "headroom.allocate.request_features_lift_ci_low": features_low,
         "headroom.allocate.request_features_lift_ci_high": features_high,
+        "headroom.allocate.anticipation_lift": foresight_lift,
+        "headroom.allocate.anticipation_lift_ci_low": foresight_low,
+        "headroom.allocate.anticipation_lift_ci_high": foresight_high,
         "headroom.allocate.unconstrained_over_budget_fraction": runs["unconstrained"].over_budget_fraction,
         "headroom.allocate.unconstrained_lift_vs_reference": float(
             runs["unconstrained"].revenue_per_day.mean() / ref.revenue_per_day.mean() - 1.0
@@ -300,6 +311,7 @@ def main(argv: list[str] | None = None) -> None:
             "headroom.allocate.lift_vs_rule",
             "headroom.allocate.lift_vs_feedback_rule",
             "headroom.allocate.request_features_lift",
+            "headroom.allocate.anticipation_lift",
         )
     }
     out = [

@@ -48,8 +48,10 @@ Batched interface (what learners, OPE and benchmarks use)
   float64 seconds since the simulation's epoch, "session_end" (N,) bool,
   "experience" (N,) the request's contribution to satisfaction; rank also
   "hate" and "page" (the shown item ids). allocate: "interval", "hour",
-  "load", "utilisation" (scalars for the interval), "served" (N,) bool,
-  "request_value", "user_group", "user_id" (N,).
+  "load", "utilisation", "backlog_in" (scalars for the interval; the
+  observation shows load and utilisation one interval late), "served" (N,)
+  bool (answered in time), "request_value", "user_group", "history_length",
+  "entry_point", "user_id" (N,).
 * Multi-agent views in batched form: `BatchedRankSim.stage_observation(i, positions)`,
   `run_stage` and `serve_page` step the cascade stage by stage on the real pools;
   `stage_observations()` gives {stage: (N, 27)} on default-weight preview pools; `join_stage_actions` / `split_stage_actions` and

@@ -169,6 +169,8 @@ class ReferencePlanner:
 
     utilisation_target: u*, the utilisation of the interval budget the plan aims at.
     request_aware=False replaces Q(a | H, e) by its population mean (an ablation: what the features are worth).
+    anticipate=False forecasts this interval's traffic by last interval's reading (an ablation: what
+    foresight of the daily curve is worth).
     """
 
     def __init__(
@@ -180,6 +182,7 @@ class ReferencePlanner:
         planning_seed: int = 10_007,
         traffic_grid_points: int = 28,
         request_aware: bool = True,
+        anticipate: bool = True,
     ) -> None:
         if utilisation_target <= 0:
             raise ValueError(f"ReferencePlanner.utilisation_target: must be > 0, got {utilisation_target}")
@@ -190,6 +193,7 @@ class ReferencePlanner:
         self.config = config
         self.utilisation_target = utilisation_target
         self.request_aware = request_aware
+        self.anticipate = anticipate
         self._profile = config.traffic_profile().astype(np.float64)
         plan = sample_requests(config, planning_requests, planning_seed)
         self._plan = plan
@@ -237,6 +241,8 @@ class ReferencePlanner:
         per_day = self.config.intervals_per_day
         t = interval_of(obs, per_day)
         last = max(float(obs[0, _LOAD]), 1e-6)
+        if not self.anticipate:
+            return t, last
         noise = np.log(last / self._profile[(t - 1) % per_day])
         return t, float(self._profile[t] * np.exp(self.config.traffic_noise_persistence * noise))
 
