@@ -77,7 +77,7 @@ class Size:
 QUICK = Size(requests_per_interval=96, search_days=2, planning_requests=96, traffic_grid_points=16)
 FULL = Size(requests_per_interval=300, search_days=4, planning_requests=256, traffic_grid_points=28)
 
-Factory = Callable[[float], Any]
+Factory = Callable[[Any], Any]
 
 
 @dataclass(frozen=True)

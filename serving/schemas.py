@@ -18,7 +18,6 @@ from typing_extensions import TypedDict
 
 from models.problems import (
     ALLOCATE_CHANNELS,
-    ALLOCATE_DEFAULT_ENTRY_POINT,
     ALLOCATE_DEFAULT_HISTORY_LENGTH,
     ALLOCATE_ENTRY_POINTS,
     PREDICTED_SIGNALS,
@@ -189,6 +188,11 @@ class SlotRequest(_DecideBody):
     live_candidates: list[LiveCandidate] = Field(min_length=1, max_length=MAX_LIVE_CANDIDATES)
 
 
+# models/problems.py ALLOCATE_ENTRY_POINTS as a type (tests/unit/test_envs_allocate.py checks they agree,
+# and that AllocateRequest.entry_point defaults to ALLOCATE_DEFAULT_ENTRY_POINT).
+EntryPoint = Literal["home_feed", "related", "push"]
+
+
 class AllocateRequest(_DecideBody):
     request_value: float = Field(ge=0.0, le=1e9, description="expected value of the request, cents")
     system_load: float = Field(ge=0.0, le=100.0, description="last interval's traffic / the day's mean traffic")
@@ -199,8 +203,8 @@ class AllocateRequest(_DecideBody):
     user_history_length: float = Field(
         ALLOCATE_DEFAULT_HISTORY_LENGTH, ge=0.0, le=1e9, description="the user's past interactions"
     )
-    entry_point: Literal["home_feed", "related", "push"] = Field(
-        ALLOCATE_DEFAULT_ENTRY_POINT, description=f"where the request comes from, one of {list(ALLOCATE_ENTRY_POINTS)}"
+    entry_point: EntryPoint = Field(
+        "home_feed", description=f"where the request comes from, one of {list(ALLOCATE_ENTRY_POINTS)}"
     )
 
 

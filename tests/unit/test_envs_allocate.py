@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import typing
+
 import numpy as np
 import pytest
 
-from models.problems import ALLOCATE, ALLOCATE_ENTRY_POINTS
+from models.problems import ALLOCATE, ALLOCATE_DEFAULT_ENTRY_POINT, ALLOCATE_ENTRY_POINTS
 from training.envs import make_batched
 from training.envs.allocate import AllocateConfig, BatchedAllocateSim
 from training.envs.allocate_oracle import (
@@ -174,7 +176,7 @@ def test_config_rejects_bad_values_naming_the_field(field: str, value: object, m
 def test_serving_request_features_are_optional_and_validated() -> None:
     from pydantic import ValidationError
 
-    from serving.schemas import AllocateRequest
+    from serving.schemas import AllocateRequest, EntryPoint
 
     old = AllocateRequest(user_id="u", request_value=3.0, system_load=1.0, budget_utilisation=0.5)
     assert old.user_history_length == 80.0 and old.entry_point == "home_feed"
@@ -187,5 +189,7 @@ def test_serving_request_features_are_optional_and_validated() -> None:
         entry_point="push",
     )
     assert new.entry_point == "push"
+    assert typing.get_args(EntryPoint) == ALLOCATE_ENTRY_POINTS
+    assert AllocateRequest.model_fields["entry_point"].default == ALLOCATE_DEFAULT_ENTRY_POINT
     with pytest.raises(ValidationError, match="entry_point"):
         AllocateRequest(user_id="u", request_value=3.0, system_load=1.0, budget_utilisation=0.5, entry_point="search")

@@ -63,6 +63,7 @@ from typing import Any, cast
 
 import gymnasium as gym
 import numpy as np
+import numpy.typing as npt
 from pettingzoo import ParallelEnv
 
 from models.observations import allocate_observation
@@ -82,6 +83,7 @@ NVEC: tuple[int, ...] = ACTION.nvec
 N_ENTRY_POINTS = len(ALLOCATE_ENTRY_POINTS)
 # Which components of the joint action each agent owns (spec order).
 AGENT_COMPONENTS: dict[str, slice] = {"retrieval": slice(0, 3), "pre_rank": slice(3, 4), "rank": slice(4, 6)}
+Float64Array = npt.NDArray[np.float64]
 
 
 @dataclass(frozen=True)
@@ -210,17 +212,17 @@ class AllocateConfig:
         return out
 
     # -- the response functions (shared with allocate_oracle.py, so its expectations are exact) --
-    def personalisation(self, history_length: FloatArray) -> FloatArray:
+    def personalisation(self, history_length: Any) -> Float64Array:
         """p = H / (H + H_0), (N,)."""
         h = np.asarray(history_length, np.float64)
-        out: FloatArray = h / (h + self.personalisation_half_history)
+        out: Float64Array = h / (h + self.personalisation_half_history)
         return out
 
-    def channel_recall(self, history_length: FloatArray, entry_point: IntArray) -> FloatArray:
+    def channel_recall(self, history_length: Any, entry_point: Any) -> Float64Array:
         """r_c per request and channel (collaborative, content, trending), (N, 3)."""
         p = self.personalisation(history_length)
         e = np.asarray(entry_point, np.int64)
-        out: FloatArray = np.stack(
+        out: Float64Array = np.stack(
             [
                 self.collaborative_recall * p**2,
                 np.asarray(self.content_recall)[e],
@@ -253,11 +255,11 @@ class AllocateConfig:
         out: FloatArray = quality.astype(np.float32)
         return out
 
-    def model_accuracy(self, tier: IntArray, history_length: FloatArray) -> FloatArray:
+    def model_accuracy(self, tier: Any, history_length: Any) -> Float64Array:
         """acc_small + (acc_tier − acc_small)·(0.2 + 0.8·p), (N,) for tiers (N,) (or (N, k) with history (N, 1))."""
         acc = np.asarray(self.tier_accuracy, np.float64)
         p = self.personalisation(history_length)
-        out: FloatArray = acc[0] + (acc[np.asarray(tier)] - acc[0]) * (0.2 + 0.8 * p)
+        out: Float64Array = acc[0] + (acc[np.asarray(tier)] - acc[0]) * (0.2 + 0.8 * p)
         return out
 
     def expected_cost(self, actions: IntArray) -> FloatArray:
