@@ -193,3 +193,25 @@ def test_serving_request_features_are_optional_and_validated() -> None:
     assert AllocateRequest.model_fields["entry_point"].default == ALLOCATE_DEFAULT_ENTRY_POINT
     with pytest.raises(ValidationError, match="entry_point"):
         AllocateRequest(user_id="u", request_value=3.0, system_load=1.0, budget_utilisation=0.5, entry_point="search")
+
+
+def test_evaluate_allocate_controlled_reports_paired_days_and_budget_metrics() -> None:
+    from training.envs.allocate_oracle import StaticRule, ValueCostRule, cost_table, rule_quality_table
+    from training.envs.evaluate import evaluate_allocate_controlled
+
+    small = {"intervals_per_day": 24}
+    static = evaluate_allocate_controlled(StaticRule(tuple(int(x) for x in DEFAULT)), [3, 4], 32, **small)
+    again = evaluate_allocate_controlled(StaticRule(tuple(int(x) for x in DEFAULT)), [3, 4], 32, **small)
+    assert static.revenue_per_request_by_day == again.revenue_per_request_by_day  # seeded
+    config = AllocateConfig(intervals_per_day=24)
+    rule = ValueCostRule(rule_quality_table(config), cost_table(config), "feedback", 0.8)
+    controlled = evaluate_allocate_controlled(rule, [3, 4], 32, **small)
+    u = np.asarray(controlled.utilisation_by_interval)
+    assert u.shape == (2, 24) and np.isfinite(np.asarray(controlled.lambda_by_interval)).all()
+    assert controlled.over_budget_fraction == pytest.approx(float((u > 1.0).mean()))
+    assert controlled.over_utilisation == pytest.approx(float(np.maximum(u - 1.0, 0.0).mean()))
+    # The static allocation has no λ; a value-aware rule earns more on the same days.
+    assert np.isnan(np.asarray(static.lambda_by_interval)).all()
+    assert min(np.subtract(controlled.revenue_per_request_by_day, static.revenue_per_request_by_day)) > 0
+    with pytest.raises(ValueError, match="requests_per_interval"):
+        evaluate_allocate_controlled(rule, [], 32)

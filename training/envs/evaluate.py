@@ -425,3 +425,68 @@ def iter_records(logs: dict[str, Any]) -> Iterator[dict[str, Any]]:
             "signals": {s: float(logs["signals"][s][i]) for s in names},
             "session_end": bool(logs["session_end"][i]),
         }
+
+
+# ---------------------------------------------------------------------------
+# allocate with a controller (a policy that keeps state across intervals)
+# ---------------------------------------------------------------------------
+@dataclass(frozen=True)
+class AllocateControlledResult:
+    """Days of `allocate` under one controller, one seed per day (common random numbers across controllers).
+
+    Per-day arrays pair with another controller's result on the same seeds.
+    """
+
+    seeds: list[int]
+    revenue_per_request_by_day: list[float]
+    """Traffic-weighted mean revenue per request of each day, cents."""
+    revenue_per_request: Estimate
+    """Over days (95 % normal interval over the days)."""
+    utilisation: float
+    """Mean over intervals of compute spent / interval budget (MaRCA's μ, against the budget)."""
+    over_utilisation: float
+    """Mean over intervals of max(0, utilisation − 1) (MaRCA's ν)."""
+    over_budget_fraction: float
+    """Share of intervals over budget (issue #15: ≤ 1 %)."""
+    compute_per_request: float
+    """Traffic-weighted mean compute units per request (the spec's constraint: ≤ its threshold)."""
+    utilisation_by_interval: list[list[float]] = field(default_factory=list)
+    """(days, intervals) utilisation, for plots."""
+    lambda_by_interval: list[list[float]] = field(default_factory=list)
+    """(days, intervals) the controller's `lam` attribute after each interval (NaN when it has none)."""
+
+
+def evaluate_allocate_controlled(
+    policy: Any, seeds: list[int], requests_per_interval: int, **overrides: Any
+) -> AllocateControlledResult:
+    """Run an `allocate` controller for one day per seed and report revenue and budget metrics.
+
+    `policy`: obs (N, obs_size) → actions (N, 6), with an optional `reset()`
+    called at the start of each day (controllers such as a λ balancer keep
+    state across intervals) and an optional `lam` attribute (recorded).
+    Each seed fixes the day's requests and noise whatever the actions, so two
+    controllers on the same seeds are paired (training/envs/allocate.py).
+    """
+    from training.envs.allocate import AllocateConfig
+    from training.envs.allocate_oracle import run_days
+    from training.envs.world import apply_overrides
+
+    if requests_per_interval < 1 or not seeds:
+        raise ValueError(
+            f"evaluate_allocate_controlled: need requests_per_interval >= 1 and at least one seed, "
+            f"got {requests_per_interval}, {seeds}"
+        )
+    config = apply_overrides(AllocateConfig(), overrides)
+    runs = run_days(policy, config, requests_per_interval, seeds)
+    by_day = runs.revenue_per_day
+    return AllocateControlledResult(
+        seeds=list(seeds),
+        revenue_per_request_by_day=by_day.tolist(),
+        revenue_per_request=_estimate(by_day),
+        utilisation=float(runs.utilisation.mean()),
+        over_utilisation=float(np.maximum(runs.utilisation - 1.0, 0.0).mean()),
+        over_budget_fraction=runs.over_budget_fraction,
+        compute_per_request=runs.mean_compute,
+        utilisation_by_interval=runs.utilisation.tolist(),
+        lambda_by_interval=runs.lam.tolist(),
+    )
