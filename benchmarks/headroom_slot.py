@@ -22,7 +22,7 @@ benchmark measures that headroom without any learning, per seed (world):
    search users and under the same cap.
 3. Both on fresh *evaluation users* (`reset(seed)`), paired: each user of a
    seed is the same person under both policies (common random numbers on the
-   users: one row per user, all drawn at reset). `headroom.slot.lift` is the
+   users: `SlotConfig.paired_users` draws user k from its own keyed stream). `headroom.slot.lift` is the
    ratio of mean 7-day total watch time per user-day minus one, over all
    seeds' users pooled, with a paired 95 % CI (delta method); both policies'
    exposure ratio on the evaluation users is reported against the cap.
@@ -42,6 +42,7 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks.common import Metric, write_result
 from models.problems import SLOT
 from training.envs import make_batched
 from training.envs.slot import BatchedSlotSim
@@ -50,6 +51,8 @@ DAYS = 7
 EVAL_SEEDS = (1000, 1001, 1002, 1003, 1004)
 SEARCH_OFFSET = 10_000
 CAP = SLOT.constraints[0].threshold
+USERS_PER_ROW = 5
+"""Users each simulator row serves in turn: rows stay busy while the longest users finish."""
 CAP_MARGIN = 0.01
 """Rules are searched under cap − margin so that they stay under the cap on other users."""
 PAGE = int(SLOT.settings["page_size"])
@@ -82,18 +85,25 @@ class UserTotals:
 
 
 def run_users(policy: Policy, n_users: int, world_seed: int, user_seed: int, **overrides: Any) -> UserTotals:
-    """Run `policy` on `n_users` users of world `world_seed` drawn with `user_seed`, for 7 days each."""
-    sim = make_batched("slot", n_users, world_seed, autoreset=False, days=DAYS, **overrides)
+    """Run `policy` on `n_users` users of world `world_seed` drawn with `user_seed`, for 7 days each.
+
+    User k is the same person under every policy (`paired_users`: drawn from its own keyed stream),
+    so two runs with the same seeds pair user by user. Rows serve several users in turn (autoreset).
+    """
+    rows = min(n_users, max(128, n_users // USERS_PER_ROW))
+    sim = make_batched("slot", rows, world_seed, max_users=n_users, days=DAYS, paired_users=True, **overrides)
     obs = sim.reset(seed=user_seed)
     total = np.zeros(n_users)
     live = np.zeros(n_users)
     exposures = decisions = 0
     while not sim.all_done:  # type: ignore[union-attr]
         obs, rewards, _, info = sim.step(policy(obs))
-        total += rewards["watch_time"] + rewards["live_watch_time"]
-        live += rewards["live_watch_time"]
+        active = info["active"]
+        user = info["user_id"][active]
+        total[user] += (rewards["watch_time"] + rewards["live_watch_time"])[active]  # a user holds one row: unique indices
+        live[user] += rewards["live_watch_time"][active]
         exposures += int(rewards["live_exposure"].sum())
-        decisions += int(info["active"].sum())
+        decisions += int(active.sum())
     return UserTotals(total / DAYS, live / DAYS, exposures, decisions)
 
 
@@ -142,16 +152,18 @@ class StateAwareRule:
 
         gain_p   = a_p · predicted live watch · (1 − fatigue_discount · E)
         displace = Σ_{j ≥ p} (a_j − a_{j+1}) · w_j          (w: the page's predicted watch, a_{K+1} = 0)
-        cost_p   = group_cost[g] · (1 + fatigue_cost · E) · (1.5 if p = 1)
+        cost_p   = group_cost[g] · (1 + fatigue_cost · E) · max(1 − taste_relief · L, 0.1) · (1.5 if p = 1)
         act      = argmax_p (gain_p − displace_p − cost_p) if that is > 0, else 0
 
-    with E the user's observed 7-day live exposure ratio and g the observed
+    with E the user's observed 7-day live exposure ratio, L their 7-day live watch
+    per request (minutes; a proxy of the hidden live taste) and g the observed
     activity group. All quantities in seconds.
     """
 
     group_cost: tuple[float, float, float] = (60.0, 30.0, 10.0)
     fatigue_cost: float = 2.0
     fatigue_discount: float = 1.0
+    taste_relief: float = 0.5
     attention_decay: float = 0.92
 
     def __call__(self, obs: np.ndarray) -> np.ndarray:
@@ -165,7 +177,10 @@ class StateAwareRule:
         group = np.argmax(obs[:, _GROUP], axis=1)
         live = obs[:, _LIVE] * 60.0 * np.maximum(1.0 - self.fatigue_discount * exposure, 0.0)
         gain = attention[None, :PAGE] * live[:, None]
-        cost = (np.asarray(self.group_cost)[group] * (1.0 + self.fatigue_cost * exposure))[:, None] * np.ones(PAGE)
+        # Users who watched live lately (a proxy of their hidden taste) mind an insertion less.
+        relief = np.maximum(1.0 - self.taste_relief * obs[:, _LIVE_RATES.start], 0.1)
+        cost = (np.asarray(self.group_cost)[group] * (1.0 + self.fatigue_cost * exposure) * relief)[:, None]
+        cost = cost * np.ones(PAGE)
         cost[:, 0] *= 1.5
         score = gain - displace - cost
         best = score.argmax(axis=1)
@@ -181,28 +196,25 @@ def _objective(t: UserTotals, capped: bool) -> float:
     return float(t.total_watch.mean() if capped else t.live_watch.mean())
 
 
-def search_threshold_rule(
-    n_users: int, world_seed: int, user_seed: int, *, capped: bool = True, quantiles: int = 12
-) -> tuple[ThresholdRule, UserTotals]:
-    """The best never / always-p / threshold-at-p rule on the search users (capped: total watch under the cap;
-    uncapped: live watch, the main signal)."""
-    probe = make_batched("slot", 4096, world_seed, days=DAYS)
+def search_threshold_rules(
+    n_users: int, world_seed: int, user_seed: int, quantiles: int = 8
+) -> tuple[ThresholdRule, ThresholdRule, list[tuple[ThresholdRule, UserTotals]]]:
+    """On the search users, over never / always-p / threshold-at-p rules: the rule with the most total watch
+    under the cap (the baseline), the rule with the most live watch without the cap (the unconstrained
+    main-signal optimum), and every rule evaluated (for the plots)."""
+    probe = make_batched("slot", 2048, world_seed, days=DAYS)
     obs = probe.reset(seed=user_seed + 1)
     predictions = []
     for _ in range(30):
         predictions.append(obs[:, _LIVE].copy())
         obs, *_ = probe.step(np.full(probe.n, 3))
-    grid = np.quantile(np.concatenate(predictions), np.linspace(0.3, 0.97, quantiles))
+    grid = np.quantile(np.concatenate(predictions), np.linspace(0.5, 0.97, quantiles))
     candidates = [ThresholdRule(0)] + [ThresholdRule(p) for p in range(1, PAGE + 1)]
     candidates += [ThresholdRule(p, float(th)) for p in range(1, PAGE + 1) for th in grid]
-    best, best_totals, best_value = candidates[0], None, -np.inf
-    for rule in candidates:
-        totals = run_users(rule, n_users, world_seed, user_seed)
-        value = _objective(totals, capped)
-        if value > best_value:
-            best, best_totals, best_value = rule, totals, value
-    assert best_totals is not None
-    return best, best_totals
+    evaluated = [(rule, run_users(rule, n_users, world_seed, user_seed)) for rule in candidates]
+    capped = max(evaluated, key=lambda rt: _objective(rt[1], True))[0]
+    uncapped = max(evaluated, key=lambda rt: _objective(rt[1], False))[0]
+    return capped, uncapped, evaluated
 
 
 def search_state_aware_rule(
@@ -212,7 +224,14 @@ def search_state_aware_rule(
     rule, totals, value = _best_cost_scale(start or StateAwareRule(), n_users, world_seed, user_seed)
     factors = (0.5, 0.75, 1.33, 2.0)
     for _ in range(sweeps):
-        for name in ("group_cost_0", "group_cost_1", "group_cost_2", "fatigue_cost", "fatigue_discount"):
+        for name in (
+            "group_cost_0",
+            "group_cost_1",
+            "group_cost_2",
+            "fatigue_cost",
+            "fatigue_discount",
+            "taste_relief",
+        ):
             for f in factors:
                 if name.startswith("group_cost"):
                     g = int(name[-1])
@@ -247,48 +266,187 @@ def _best_cost_scale(
 # The benchmark
 # ---------------------------------------------------------------------------
 def run(seeds: list[int], quick: bool) -> dict[str, float]:
-    """headroom.slot.* metrics over `seeds` (worlds); `quick` uses fewer users."""
-    n_search, n_eval = (600, 600) if quick else (2000, 3000)
-    ref_totals, base_totals, greedy_totals = [], [], []
-    for seed in seeds:
-        base_rule, _ = search_threshold_rule(n_search, seed, seed + SEARCH_OFFSET)
-        ref_rule, _ = search_state_aware_rule(n_search, seed, seed + SEARCH_OFFSET, sweeps=1 if quick else 2)
-        greedy_rule, _ = search_threshold_rule(n_search, seed, seed + SEARCH_OFFSET, capped=False)
-        base_totals.append(run_users(base_rule, n_eval, seed, seed))
-        ref_totals.append(run_users(ref_rule, n_eval, seed, seed))
-        greedy_totals.append(run_users(greedy_rule, n_eval, seed, seed))
-        print(
-            f"seed {seed}: baseline [{base_rule.describe()}] {base_totals[-1].total_watch.mean():.0f} s "
-            f"(exposure {base_totals[-1].exposure_ratio:.3f}); reference {ref_rule} "
-            f"{ref_totals[-1].total_watch.mean():.0f} s (exposure {ref_totals[-1].exposure_ratio:.3f}); "
-            f"live-watch optimum [{greedy_rule.describe()}] exposure {greedy_totals[-1].exposure_ratio:.3f}"
-        )
+    """headroom.slot.* metrics over `seeds` (worlds); `quick` uses fewer users (what benchmarks.headroom calls)."""
+    return measure(seeds, quick)[0]
+
+
+def _one_seed(seed: int, n_search: int, n_eval: int, sweeps: int) -> dict[str, Any]:
+    """Search both rules on the seed's search users, then run them and the live-watch optimum on its eval users."""
+    base_rule, greedy_rule, evaluated = search_threshold_rules(n_search, seed, seed + SEARCH_OFFSET)
+    ref_rule, ref_search = search_state_aware_rule(n_search, seed, seed + SEARCH_OFFSET, sweeps=sweeps)
+    out = {
+        "base": run_users(base_rule, n_eval, seed, seed),
+        "ref": run_users(ref_rule, n_eval, seed, seed),
+        "greedy": run_users(greedy_rule, n_eval, seed, seed),
+        "frontier": [*evaluated, (ref_rule, ref_search)],
+        "rules": {
+            "seed": seed,
+            "baseline": base_rule.describe(),
+            "reference": repr(ref_rule),
+            "unconstrained": greedy_rule.describe(),
+        },
+    }
+    print(
+        f"seed {seed}: baseline [{base_rule.describe()}] {out['base'].total_watch.mean():.0f} s "
+        f"(exposure {out['base'].exposure_ratio:.3f}); reference {ref_rule} "
+        f"{out['ref'].total_watch.mean():.0f} s (exposure {out['ref'].exposure_ratio:.3f}); "
+        f"live-watch optimum [{greedy_rule.describe()}] exposure {out['greedy'].exposure_ratio:.3f}",
+        flush=True,
+    )
+    return out
+
+
+def measure(
+    seeds: list[int], quick: bool, plots: bool = False, workers: int = 1
+) -> tuple[dict[str, float], dict[str, Any]]:
+    """(metrics, details: the rules found per seed and the lift per seed); seeds run in `workers` processes;
+    `plots` redraws docs/img."""
+    n_search, n_eval = (600, 600) if quick else (1000, 2000)
+    sweeps = 1 if quick else 2
+    if workers > 1:
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            k = len(seeds)
+            per = list(pool.map(_one_seed, seeds, [n_search] * k, [n_eval] * k, [sweeps] * k))
+    else:
+        per = [_one_seed(seed, n_search, n_eval, sweeps) for seed in seeds]
+    base_totals = [p["base"] for p in per]
+    ref_totals = [p["ref"] for p in per]
+    greedy_totals = [p["greedy"] for p in per]
+    rules = [p["rules"] for p in per]
+    frontier = per[0]["frontier"]
     lift, low, high = paired_lift(ref_totals, base_totals)
-    exposure = lambda ts: sum(t.exposures for t in ts) / sum(t.decisions for t in ts)  # noqa: E731
-    greedy_exposure = exposure(greedy_totals)
-    return {
+    per_seed = [paired_lift([r], [b])[0] for r, b in zip(ref_totals, base_totals, strict=True)]
+    greedy_exposure = _pooled_exposure(greedy_totals)
+    metrics = {
         "headroom.slot.lift": lift,
         "headroom.slot.lift_ci_low": low,
         "headroom.slot.lift_ci_high": high,
         "headroom.slot.unconstrained_violations": float(greedy_exposure > CAP),
-        "headroom.slot.reference_exposure": exposure(ref_totals),
-        "headroom.slot.baseline_exposure": exposure(base_totals),
+        "headroom.slot.reference_exposure": _pooled_exposure(ref_totals),
+        "headroom.slot.baseline_exposure": _pooled_exposure(base_totals),
         "headroom.slot.unconstrained_exposure": greedy_exposure,
         "headroom.slot.baseline_total_watch_per_user_day": float(np.mean([t.total_watch.mean() for t in base_totals])),
         "headroom.slot.reference_total_watch_per_user_day": float(np.mean([t.total_watch.mean() for t in ref_totals])),
+        "headroom.slot.lift_min_seed": float(min(per_seed)),
     }
+    if plots:
+        _plots(seeds[0], frontier, per_seed, seeds)
+    return metrics, {"rules": rules, "lift_per_seed": per_seed}
+
+
+def _pooled_exposure(totals: list[UserTotals]) -> float:
+    return sum(t.exposures for t in totals) / max(sum(t.decisions for t in totals), 1)
+
+
+def _plots(seed: int, frontier: list[tuple[Any, UserTotals]], per_seed: list[float], seeds: list[int]) -> None:
+    """docs/img/sim_slot_supply.png (live supply by hour) and sim_slot_headroom.png (rules vs reference)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from benchmarks.sim import DOCS_IMG
+
+    DOCS_IMG.mkdir(parents=True, exist_ok=True)
+    sim = make_batched("slot", 2048, seed, days=DAYS)
+    assert isinstance(sim, BatchedSlotSim)
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    hours = np.arange(24)
+    ax.bar(hours, sim.on_air.sum(axis=1), color="tab:purple", alpha=0.7, label="streams on air")
+    ax.set_xlabel("hour of day")
+    ax.set_ylabel("live streams on air")
+    ax2 = ax.twinx()
+    best_quality = np.where(sim.on_air, sim.catalog.live_quality[None, :], 0.0).max(axis=1)
+    ax2.plot(hours, best_quality, color="k", marker="o", label="best quality on air")
+    ax2.set_ylabel("best quality on air")
+    ax.set_title(f"slot: live supply varies by hour (world seed {seed})")
+    fig.legend(loc="upper left", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(DOCS_IMG / "sim_slot_supply.png", dpi=110)
+    plt.close(fig)
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for position in range(0, PAGE + 1):
+        pts = [
+            (t.exposure_ratio, t.total_watch.mean())
+            for r, t in frontier
+            if isinstance(r, ThresholdRule) and r.position == position
+        ]
+        if pts:
+            x, y = zip(*sorted(pts), strict=True)
+            axes[0].plot(x, y, marker=".", label="never" if position == 0 else f"threshold at position {position}")
+    ref = [t for r, t in frontier if isinstance(r, StateAwareRule)]
+    if ref:
+        axes[0].plot([ref[0].exposure_ratio], [ref[0].total_watch.mean()], "r*", ms=14, label="state-aware reference")
+    axes[0].axvline(CAP, color="k", ls="--", lw=1, label=f"exposure cap {CAP}")
+    axes[0].set_xlabel("live exposure ratio")
+    axes[0].set_ylabel("7-day total watch time per user-day (s)")
+    axes[0].set_title(f"search users, world seed {seed}")
+    axes[0].legend(fontsize=7)
+    axes[1].bar([str(s) for s in seeds], [100 * v for v in per_seed], color="tab:green")
+    axes[1].axhline(5.0, color="k", ls="--", lw=1, label="goal 5 %")
+    axes[1].set_xlabel("world seed (evaluation users)")
+    axes[1].set_ylabel("lift of the reference over the best rule (%)")
+    axes[1].set_title("paired per seed")
+    axes[1].legend(fontsize=8)
+    fig.suptitle("slot: a state-aware policy beats the best constant or threshold rule")
+    fig.tight_layout()
+    fig.savefig(DOCS_IMG / "sim_slot_headroom.png", dpi=110)
+    plt.close(fig)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--plots", action="store_true")
+    parser.add_argument("--workers", type=int, default=1, help="processes, one seed each")
     parser.add_argument("--seeds", default=",".join(map(str, EVAL_SEEDS)))
     args = parser.parse_args()
     t0 = time.time()
-    metrics = run([int(s) for s in args.seeds.split(",")], args.quick)
+    seeds = [int(s) for s in args.seeds.split(",")]
+    metrics, details = measure(seeds, args.quick, args.plots, args.workers)
     for k, v in metrics.items():
         print(f"{k:55s} {v:.4f}")
-    print(f"{time.time() - t0:.0f} s")
+    elapsed = time.time() - t0
+    ci = (metrics["headroom.slot.lift_ci_low"], metrics["headroom.slot.lift_ci_high"])
+    note = f"{len(seeds)} seeds pooled, paired users; {elapsed:.0f} s"
+    out = [
+        Metric(
+            "headroom.slot.lift",
+            metrics["headroom.slot.lift"],
+            "ratio",
+            baseline=(
+                "headroom.slot.best_rule.total_watch_per_user_day",
+                metrics["headroom.slot.baseline_total_watch_per_user_day"],
+            ),
+            goal=(">=", 0.05),
+            ci=ci,
+            note=note,
+        ),
+        Metric(
+            "headroom.slot.unconstrained_violations",
+            metrics["headroom.slot.unconstrained_violations"],
+            "constraints",
+            goal=(">=", 1.0),
+            note=f"live-watch optimum's exposure {metrics['headroom.slot.unconstrained_exposure']:.3f} vs cap {CAP}",
+        ),
+        Metric(
+            "headroom.slot.reference_exposure", metrics["headroom.slot.reference_exposure"], "ratio", goal=("<=", CAP)
+        ),
+        Metric(
+            "headroom.slot.baseline_exposure", metrics["headroom.slot.baseline_exposure"], "ratio", goal=("<=", CAP)
+        ),
+        Metric(
+            "headroom.slot.reference_total_watch_per_user_day",
+            metrics["headroom.slot.reference_total_watch_per_user_day"],
+            "s",
+        ),
+        Metric("headroom.slot.lift_min_seed", metrics["headroom.slot.lift_min_seed"], "ratio"),
+    ]
+    write_result("headroom_slot", out, extra=details)
+    print(f"{elapsed:.0f} s")
 
 
 if __name__ == "__main__":

@@ -130,3 +130,20 @@ def test_config_rejects_bad_slot_parameters() -> None:
         SlotConfig(live_fatigue_recovery=1.5)
     with pytest.raises(ValueError, match="broadcast_hours"):
         SlotConfig(broadcast_hours=(0.0, 4.0))
+
+
+def test_paired_users_are_the_same_people_whatever_the_policy_and_the_row_count() -> None:
+    def users_met(action: int, rows: int) -> dict[int, tuple[int, float]]:
+        sim = make_batched("slot", rows, 5, max_users=40, days=2, paired_users=True)
+        sim.reset(seed=9)
+        met: dict[int, tuple[int, float]] = {}
+        while not sim.all_done:  # type: ignore[union-attr]
+            u = sim.users
+            for r in np.flatnonzero(u.active):
+                met[int(u.user_id[r])] = (int(u.group[r]), float(u.live_taste[r]))
+            sim.step(np.full(sim.n, action))
+        return met
+
+    never, always = users_met(0, 8), users_met(1, 5)
+    assert sorted(never) == list(range(40))
+    assert never == always

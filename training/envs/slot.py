@@ -58,6 +58,7 @@ from training.envs.world import (
     EpisodeSeeds,
     FloatArray,
     IntArray,
+    UserRows,
     WorldConfig,
     gather_positions,
     observation_box,
@@ -112,6 +113,10 @@ class SlotConfig:
     """Mean and std of the hour a stream's daily broadcast starts (live supply peaks in the evening)."""
     broadcast_hours: tuple[float, float] = (2.0, 8.0)
     """Range (uniform) of a stream's daily broadcast length, hours."""
+    paired_users: bool = False
+    """Draw each user from its own random stream keyed by (seed, user number): user k is the same person
+    under every policy, whatever order rows finish in (common random numbers on users, for paired
+    evaluation with autoreset and `max_users`). Off by default: per-user draws make respawns slower."""
 
     def __post_init__(self) -> None:
         if self.days < 1:
@@ -157,6 +162,22 @@ def broadcast_schedule(cfg: SlotConfig, n_streams: int, rng: np.random.Generator
     return on_air
 
 
+class _KeyedSpawn:
+    """`UserRows.spawn` for `SlotConfig.paired_users`: user number k is drawn from the stream (seed, 7, k),
+    not from the simulator's shared generator, so it does not depend on what happened before."""
+
+    def __init__(self, sim: BatchedSlotSim) -> None:
+        self._sim = sim
+        self._spawn = UserRows.spawn.__get__(sim.users)
+
+    def __call__(self, rows: IntArray, rng: np.random.Generator) -> None:
+        users = self._sim.users
+        if users.max_users is not None:
+            rows = rows[: max(0, users.max_users - users.users_drawn)]
+        for row in rows:
+            self._spawn(np.array([row]), np.random.default_rng([self._sim.seed, 7, users.users_drawn]))
+
+
 class BatchedSlotSim(BatchedUserSim):
     """N users of the `slot` problem stepped at once.
 
@@ -190,12 +211,19 @@ class BatchedSlotSim(BatchedUserSim):
         """(24, L) bool: stream l is on air at hour h (fixed with the catalog)."""
         self.live_fatigue: FloatArray = np.zeros(n, np.float32)
         """(N,) hidden F_u: recent live exposures, recovering by ρ per day away."""
+        if self.config.paired_users:
+            self.users.spawn = _KeyedSpawn(self)  # type: ignore[method-assign]
         self._group_tolerance = np.asarray(self.config.group_live_tolerance, np.float32)
         self._group_conversion = np.asarray(self.config.group_live_conversion, np.float32)
 
     def reset(self, seed: int | None = None) -> FloatArray:
         self.live_fatigue[:] = 0.0
         return super().reset(seed)
+
+    @property
+    def seed(self) -> int:
+        """The seed of the users and the dynamics (the constructor's, or the last `reset(seed)`'s)."""
+        return int(self._seed)
 
     def _draw_requests(self) -> None:
         self._next_page()
