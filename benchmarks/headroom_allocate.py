@@ -10,7 +10,8 @@ expectations live in training/envs/allocate_oracle.py:
    of cost C(a) and population quality Q̂(a)), constant λ, load-proportional λ,
    feedback λ (target utilisation × three gains) — and of the reference
    planner (its target utilisation u*). "Best" = most revenue per request with
-   the budget kept: at most 1 % of the search intervals over budget.
+   the budget kept with a margin: at most 0.5 % of the search intervals over
+   budget (the goal's 1 % is then checked on the evaluation days).
 2. Run the winners on the evaluation days (`seeds`), one day each, N requests
    per interval, common random numbers (every policy sees the same requests
    and noise on a seed), and pair them per day.
@@ -62,6 +63,9 @@ from training.envs.allocate_oracle import (
 
 OVER_BUDGET_LIMIT = 0.01
 """At most this share of intervals over the interval budget (issue #15: over-utilisation ≤ 1 %)."""
+SEARCH_OVER_BUDGET_LIMIT = 0.005
+"""Search-day limit, half the goal's, for every family alike: a parameter chosen at the edge of 1 % on the
+search days breaks it on the evaluation days about half the time (measured: the reference at u* = 0.86 did)."""
 SEARCH_SEED_OFFSET = 1000
 T_975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
 
@@ -75,7 +79,7 @@ class Size:
 
 
 QUICK = Size(requests_per_interval=96, search_days=2, planning_requests=96, traffic_grid_points=16)
-FULL = Size(requests_per_interval=300, search_days=4, planning_requests=256, traffic_grid_points=28)
+FULL = Size(requests_per_interval=300, search_days=8, planning_requests=256, traffic_grid_points=28)
 
 Factory = Callable[[Any], Any]
 
@@ -89,8 +93,8 @@ class Winner:
     search_over_budget: float
 
 
-def feasible(runs: DayRuns) -> bool:
-    return runs.over_budget_fraction <= OVER_BUDGET_LIMIT and runs.mean_compute <= ALLOCATE.constraints[0].threshold
+def feasible(runs: DayRuns, limit: float = OVER_BUDGET_LIMIT) -> bool:
+    return runs.over_budget_fraction <= limit and runs.mean_compute <= ALLOCATE.constraints[0].threshold
 
 
 def search(
@@ -101,7 +105,8 @@ def search(
     for value in grid:
         policy = make(value)
         runs = run_days(policy, config, size.requests_per_interval, seeds)
-        key = (feasible(runs), float(runs.revenue_per_day.mean()) if feasible(runs) else -runs.over_budget_fraction)
+        ok = feasible(runs, SEARCH_OVER_BUDGET_LIMIT)
+        key = (ok, float(runs.revenue_per_day.mean()) if ok else -runs.over_budget_fraction)
         if best is None or key > best[0]:
             best = (key, Winner(family, value, policy, float(runs.revenue_per_day.mean()), runs.over_budget_fraction))
     assert best is not None
@@ -150,7 +155,7 @@ def search_all(config: AllocateConfig, size: Size, search_seeds: Sequence[int]) 
             anticipate=anticipate,
         )
 
-    targets = [0.70, 0.75, 0.80, 0.85, 0.90]
+    targets = [0.70, 0.75, 0.80, 0.82, 0.84, 0.86, 0.88, 0.90]
     winners = {
         "static": search("static", StaticRule, static_candidates(config), config, size, search_seeds),
         "constant": search(
@@ -164,7 +169,7 @@ def search_all(config: AllocateConfig, size: Size, search_seeds: Sequence[int]) 
         "proportional": search(
             "proportional",
             lambda lam: ValueCostRule(quality, cost, "proportional", lam),
-            np.geomspace(0.4, 1.6, 9).tolist(),
+            np.geomspace(0.4, 1.6, 13).tolist(),
             config,
             size,
             search_seeds,
@@ -172,7 +177,7 @@ def search_all(config: AllocateConfig, size: Size, search_seeds: Sequence[int]) 
         "feedback": search(
             "feedback",
             lambda p: ValueCostRule(quality, cost, "feedback", p[0], gain=p[1]),
-            [(u, g) for g in (0.5, 1.5, 3.0) for u in (0.65, 0.7, 0.75, 0.8, 0.85)],
+            [(u, g) for g in (0.5, 1.5, 3.0) for u in (0.65, 0.7, 0.75, 0.78, 0.8, 0.82, 0.85)],
             config,
             size,
             search_seeds,
@@ -216,7 +221,7 @@ def evaluate(
     # The best rules are chosen on the search days, like every parameter.
     def search_rank(name: str) -> tuple[bool, float]:
         w = winners[name]
-        return w.search_over_budget <= OVER_BUDGET_LIMIT, w.search_revenue
+        return w.search_over_budget <= SEARCH_OVER_BUDGET_LIMIT, w.search_revenue
 
     best_rule = max(("constant", "proportional", "feedback"), key=search_rank)
     best_feedback = max(("proportional", "feedback"), key=search_rank)
@@ -273,13 +278,13 @@ def plot(runs: dict[str, DayRuns], config: AllocateConfig, path: Any) -> None:
     axes[0].plot(hours, config.traffic_profile(), "k:", label="profile (mean 1)")
     axes[0].plot(hours, runs["reference"].traffic[0], "k-", label="traffic, day 1")
     axes[0].set_ylabel("traffic / daily mean")
-    axes[0].set_title("diurnal load (evening peak at 20:30)")
+    axes[0].set_title("diurnal load (evening peak ≈ 20:00)")
     for name in ("reference", "feedback", "proportional"):
         axes[1].plot(hours, runs[name].lam[0], label=name)
         axes[2].plot(hours, runs[name].utilisation[0], label=name)
     axes[2].plot(hours, runs["static"].utilisation[0], label="static")
     axes[1].set_ylabel("λ (revenue per compute unit)")
-    axes[1].set_title("λ: the reference plans the evening peak; the feedback rule reacts one interval late")
+    axes[1].set_title("λ per interval: the reference (planned from the daily curve) and the best rules")
     axes[2].axhline(1.0, color="r", lw=0.8, label="budget")
     axes[2].set_ylabel("utilisation of the interval budget")
     axes[2].set_xlabel("hour of day")
