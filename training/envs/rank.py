@@ -108,7 +108,7 @@ class RankConfig:
     """S at the start of every session."""
     experience_interaction_weight: tuple[float, float, float] = (0.1, 0.04, 0.02)
     """κ_i,g: experience per interaction on the page. Low-activity users are the ones interactions please."""
-    fatigue_per_minute: tuple[float, float, float] = (0.6, 1.0, 1.8)
+    fatigue_per_minute: tuple[float, float, float] = (0.3, 1.0, 2.5)
     """φ_g: fatigue per minute watched in the session. Heavy users are the ones long watch tires."""
     leave_bias: float = -3.0
     """h₀: leave logit of a fresh, neutral session."""
@@ -128,7 +128,7 @@ class RankConfig:
     """κ_S: next-day return logit per unit of the day's mean satisfaction above `satisfaction_reference`."""
     satisfaction_reference: float = 1.0
     """S_ref: mean satisfaction at which the satisfaction term is zero."""
-    return_interaction_slope: tuple[float, float, float] = (2.0, 0.8, 0.3)
+    return_interaction_slope: tuple[float, float, float] = (2.5, 0.8, 0.2)
     """κ_I,g: next-day return logit per unit of the concave interaction term (the mean over the five
     interactions of log(1 + rate/ref) − log 2). Low-activity users are the ones interactions retain."""
     interaction_reference: tuple[float, float, float, float, float] = (1.8, 0.6, 0.13, 0.22, 0.13)
