@@ -94,7 +94,7 @@ class SlotConfig:
     """D: mean live watch time of an entry, before the quality and taste factors."""
     live_exposure_penalty: float = 0.2
     """ζ: experience lost when a live stream is shown to a user with no taste for it."""
-    group_live_tolerance: tuple[float, float, float] = (2.5, 1.0, 0.4)
+    group_live_tolerance: tuple[float, float, float] = (3.0, 1.0, 0.3)
     """ζ_g: the exposure penalty's multiplier per activity group (low, medium, high): occasional users
     tolerate an interruption least, heavy users most (ours; KuaiSim's leave model depends on activity)."""
     group_live_conversion: tuple[float, float, float] = (-0.3, 0.0, 0.3)
@@ -207,7 +207,9 @@ class BatchedSlotSim(BatchedUserSim):
         self._live_entry_logit: FloatArray = np.zeros(n, np.float32)
         self._live_duration: FloatArray = np.zeros(n, np.float32)
         self._live_candidate: FloatArray = np.zeros((n, 3), np.float32)
-        self.on_air = broadcast_schedule(self.config, self.catalog.live_quality.shape[0], np.random.default_rng([seed, 3]))
+        self.on_air = broadcast_schedule(
+            self.config, self.catalog.live_quality.shape[0], np.random.default_rng([seed, 3])
+        )
         """(24, L) bool: stream l is on air at hour h (fixed with the catalog)."""
         self.live_fatigue: FloatArray = np.zeros(n, np.float32)
         """(N,) hidden F_u: recent live exposures, recovering by ρ per day away."""
