@@ -58,7 +58,14 @@ SESSION_MINUTES = 26
 # Results of the full search (python -m benchmarks.headroom_rank), recorded for tests and --quick.
 REFERENCE_CONSTANT: tuple[float, ...] = (0.1, 0.0, 0.1, 1.0, 0.1, 0.3)
 UNCONSTRAINED_CONSTANT: tuple[float, ...] = (0.25, 0.3, 0.3, 1.0, 0.0, 0.0)
-REFERENCE_TABLE: tuple[tuple[float, ...], ...] = ((0.5, 0.3, 0.3, 0.3, 0.3, 0.3),) * (GROUPS * 2)
+REFERENCE_TABLE: tuple[tuple[float, ...], ...] = (
+    (0.1, 0.1, 0.1, 1.0, 0.1, 0.3),  # low activity, early in the session
+    (0.1, 0.0, 0.1, 1.0, 0.0, 0.3),  # low, late
+    (0.1, 1.0, 1.0, 0.6, 1.0, 1.0),  # medium, early: short and social
+    (0.5, 1.0, 1.0, 1.0, 1.0, 1.0),  # medium, late
+    (0.1, 1.0, 0.3, 0.1, 0.0, 0.0),  # high, early: short, clickable
+    (1.0, 0.3, 0.3, 0.6, 0.3, 0.3),  # high, late: watch time first
+)
 
 PROTOTYPES: tuple[tuple[float, ...], ...] = (
     (1.0, 0.3, 0.3, 0.3, 0.3, 0.3),  # the spec's default: watch time first
@@ -199,6 +206,7 @@ def compare(constant_w: Any, table: Any, unconstrained_w: Any, users: int, seeds
 
     lifts, feasible, ci_widths, watch = [], [], [], []
     unconstrained_broken: list[list[str]] = []
+    reference_rates: list[dict[str, float]] = []
     for seed in seeds:
         runs = compare_policies(
             "rank",
@@ -218,6 +226,7 @@ def compare(constant_w: Any, table: Any, unconstrained_w: Any, users: int, seeds
         watch.append((ref.baseline_mean, ref.mean, runs["unconstrained"].mean))
         feasible.append((ref.baseline_constraints_satisfied, ref.constraints_satisfied))
         unconstrained_broken.append(violations(runs["unconstrained"].per_decision))
+        reference_rates.append(ref.per_decision)
     mean = float(np.mean(lifts))
     if len(lifts) > 1:
         from scipy import stats
@@ -235,6 +244,7 @@ def compare(constant_w: Any, table: Any, unconstrained_w: Any, users: int, seeds
         "all_constraints_met": all(a and b for a, b in feasible),
         "unconstrained_violations": int(min(len(v) for v in unconstrained_broken)),
         "unconstrained_broken": unconstrained_broken,
+        "reference_per_decision": reference_rates,
         "constraints": {c.signal: c.threshold for c in RANK.constraints},
         "seeds": list(seeds),
         "users": users,
@@ -361,7 +371,7 @@ def plot(details: dict[str, Any], path: Any) -> None:
     ax[2].set(
         xlabel="evaluation seed",
         ylabel="watch time per user-day vs best constant (%)",
-        title="state-aware rule vs best constant (constraints met)",
+        title="state-aware rule vs best constant (paired, same users)",
     )
     ax[2].legend()
     fig.tight_layout()
@@ -383,6 +393,12 @@ def main(argv: list[str] | None = None) -> None:
     details = evaluate_rules(EVAL_SEEDS, a.quick, a.users, a.sweeps, a.workers, a.table_only)
     print(json.dumps(details, indent=1))
     print(json.dumps(metrics(details), indent=1))
+    from benchmarks.common import Metric, write_result
+    from benchmarks.headroom import _metrics
+
+    found: list[Metric] = _metrics("rank", metrics(details))
+    path = write_result("headroom_rank", found, extra={"details": details})
+    print(f"wrote {path}")
     if a.plot:
         from pathlib import Path
 
