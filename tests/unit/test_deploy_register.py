@@ -82,7 +82,7 @@ def test_register_names_the_version_by_interval_and_is_idempotent(run: dict[str,
 
 def test_tensor_specs_are_read_from_the_onnx_graph(tmp_path: Path) -> None:
     inputs, outputs = onnx_tensor_specs(behaviour_onnx(tmp_path / "m.onnx", RANK.default_action, 0.2))
-    assert [(t.name, t.shape) for t in inputs] == [("observation", ["batch", 24])]
+    assert [(t.name, t.shape) for t in inputs] == [("observation", ["batch", RANK.observation_size])]
     assert [(t.name, t.shape) for t in outputs] == [("action_mean", ["batch", 18]), ("action_log_std", ["batch", 18])]
 
 
