@@ -19,14 +19,55 @@ INTERACTIONS = ("click", "like", "follow", "comment", "share")
 def test_rank_watch_time_only_weights_give_up_interactions() -> None:
     balanced = evaluate_policy("rank", constant_policy("rank", RANK.default_action), 400, 1, seed=0)
     greedy = evaluate_policy("rank", constant_policy("rank", [1, 0, 0, 0, 0, 0] * 3), 400, 1, seed=0)
-    behaviour = evaluate_policy("rank", behaviour_policy("rank", seed=0), 400, 1, seed=0)
     # Greedy wins its own signal per request ...
     assert greedy.per_decision["watch_time"] > balanced.per_decision["watch_time"]
     # ... and loses >= 10 % on at least one interaction rate.
     drops = {s: 1.0 - greedy.per_decision[s] / balanced.per_decision[s] for s in INTERACTIONS}
     assert max(drops.values()) >= 0.10, drops
-    assert behaviour.constraints_satisfied, behaviour.constraints
     assert not greedy.constraints_satisfied
+    # Per user-day, returns included, chasing watch time per request loses: next-day return falls.
+    assert greedy.signals["watch_time"].mean < balanced.signals["watch_time"].mean
+
+
+def test_rank_headroom_state_aware_rule_beats_the_best_constant_and_the_watch_optimum_breaks_a_constraint() -> None:
+    """Issue 15's check on a small fixed seed, with the rules benchmarks/headroom_rank.py found by search
+    on other users. Measured there (5 seeds × 300 users): +3.6 % [2.0, 5.2] — short of the issue's 5 %
+    goal, so this asserts the headroom the world has (≥ 2 %, here +5.7 % on seed 7), not the goal;
+    the reference sits on the constraint boundary (within 5 % of every threshold at 300 users)."""
+    from benchmarks.headroom_rank import (
+        REFERENCE_CONSTANT,
+        REFERENCE_TABLE,
+        UNCONSTRAINED_CONSTANT,
+        compare,
+        search_key,
+    )
+
+    out = compare(REFERENCE_CONSTANT, REFERENCE_TABLE, UNCONSTRAINED_CONSTANT, users=300, seeds=[7])
+    assert out["lift"] >= 0.02, out
+    constant_ok, _ = out["constraints_met"][0]
+    assert constant_ok, out  # the baseline is the best *feasible* constant
+    _, minus_violation, _ = search_key((0.0, out["reference_per_decision"][0]), constrained=True)
+    assert minus_violation >= -0.05, out
+    assert out["unconstrained_violations"] >= 1, out
+    # The unconstrained optimum really is better on watch time (it is the optimum the constraints bind).
+    base, _, unconstrained = out["watch_per_user_day"][0]
+    assert unconstrained > base
+
+
+def test_rank_common_random_numbers_pair_users_across_policies() -> None:
+    """Issue 15 item 4: with max_users, two policies meet the same users with the same luck, so the
+    paired CI of a lift is much narrower than the spread of either policy's per-user values."""
+    from training.envs.evaluate import compare_policies
+
+    default = constant_policy("rank", RANK.default_action)
+    nudged = constant_policy("rank", [0.9, 0.3, 0.3, 0.3, 0.3, 0.3] * 3)
+    runs = compare_policies("rank", {"default": default, "nudged": nudged}, "default", 200, 2, seed=3)
+    again = compare_policies("rank", {"default": default}, "default", 200, 2, seed=3)
+    assert runs["default"].lift == 0.0 and runs["default"].ci_width == 0.0
+    assert again["default"].mean == runs["default"].mean  # same users, same draws: reproducible
+    alone = evaluate_policy("rank", nudged, 200, 2, seed=3).signals["watch_time"]
+    unpaired_width = (alone.ci_high - alone.ci_low) / alone.mean
+    assert runs["nudged"].ci_width < 0.5 * unpaired_width, (runs["nudged"], unpaired_width)
 
 
 def test_slot_greedy_insertion_wins_day_one_and_loses_the_week() -> None:

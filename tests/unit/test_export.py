@@ -34,7 +34,7 @@ def test_rank_export_matches_contract_and_registers(tmp_path: Path) -> None:
     assert [i.name for i in sess.get_inputs()] == ["observation"]
     assert [o.name for o in sess.get_outputs()] == ["action_mean", "action_log_std"]
     for batch in (1, 7):
-        mean, log_std = sess.run(None, {"observation": np.random.randn(batch, 24).astype(np.float32)})
+        mean, log_std = sess.run(None, {"observation": np.random.randn(batch, RANK.observation_size).astype(np.float32)})
         assert mean.shape == (batch, 18) and log_std.shape == (batch, 18)
         assert (mean >= 0).all() and (mean <= 1).all()
     reg = ModelRegistry(tmp_path / "registry")
@@ -58,22 +58,23 @@ def test_parity_check_fails_when_onnx_is_altered(tmp_path: Path) -> None:
     init.CopyFrom(numpy_helper.from_array(arr, init.name))
     onnx.save(model, str(path))
     with pytest.raises(ParityError, match="differs from torch"):
-        check_parity(actor, path, 24, RANK.onnx_outputs)
+        check_parity(actor, path, RANK.observation_size, RANK.onnx_outputs)
     path.write_bytes(b"not an onnx file")
     with pytest.raises(ParityError, match="could not run"):
-        check_parity(actor, path, 24, RANK.onnx_outputs)
+        check_parity(actor, path, RANK.observation_size, RANK.onnx_outputs)
 
 
 def test_multi_agent_export_per_stage_and_combined(tmp_path: Path) -> None:
     torch.manual_seed(1)
     mean = RANK.default_action
+    size = RANK.observation_size
     actor = JointActor(
-        [24, 24, 24],
-        [TanhGaussianActor(24, 6, 0.0, 1.0, (16,), init_mean=mean[6 * k : 6 * k + 6]) for k in range(3)],
+        [size, size, size],
+        [TanhGaussianActor(size, 6, 0.0, 1.0, (16,), init_mean=mean[6 * k : 6 * k + 6]) for k in range(3)],
     )
     files = export_policy(actor, RANK, tmp_path / "ma")
     assert set(files) == {"pre_rank.onnx", "rank.onnx", "re_rank.onnx", "model.onnx"}
-    obs = np.random.randn(5, 24).astype(np.float32)
+    obs = np.random.randn(5, RANK.observation_size).astype(np.float32)
     parts = []
     for stage in ("pre_rank", "rank", "re_rank"):
         sess = ort.InferenceSession(str(files[f"{stage}.onnx"].path), providers=["CPUExecutionProvider"])
