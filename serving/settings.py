@@ -70,6 +70,10 @@ class ServingSettings(TroupeSettings):
     decision_log_batch_ms: float = Field(
         5.0, ge=0, description="events are handed to the producer in bursts this often; 0 = one by one"
     )
+    decision_log_durable: bool = Field(
+        True,
+        description="answer a decision only once its event is in the producer's write-ahead spool (kill -9 safe)",
+    )
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=1, le=65535)
     workers: int = Field(1, ge=1)

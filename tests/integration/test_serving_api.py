@@ -280,6 +280,11 @@ def test_metrics_and_readiness(served: Served) -> None:
     text = c.get("/metrics").text
     assert _metric(text, "troupe_decisions_total", problem="allocate", arm="none", fallback="false") >= 1
     assert _metric(text, "troupe_decision_latency_seconds_count", problem="allocate", arm="none") >= 1
+    # The spool holds each event from its write until Kafka acknowledges it: it drains to zero.
+    deadline = time.monotonic() + 10
+    while "troupe_spool_size 0.0" not in text and time.monotonic() < deadline:
+        time.sleep(0.05)
+        text = c.get("/metrics").text
     assert "troupe_spool_size 0.0" in text
     assert _metric(text, "troupe_producer_events", outcome="sent") >= 1
     assert c.get("/healthz").json() == {"status": "ok"}
