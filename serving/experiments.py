@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import re
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -39,12 +38,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from models.events import DecisionEvent, FeedbackEvent
 from models.logging import log_event
 from models.problems import problem_names
+from models.registry import validate_name
 from serving.errors import ExperimentError, UnknownExperimentError
 from serving.exploration import ExplorationConfig
 
 BUCKETS = 10_000
 CURRENT = "current"
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 log = logging.getLogger("troupe.serving.experiments")
 
 
@@ -64,9 +63,7 @@ class Arm(BaseModel):
     @field_validator("name", "version")
     @classmethod
     def _name(cls, v: str) -> str:
-        if not _NAME_RE.match(v):
-            raise ValueError(f"{v!r}: use letters, digits, '.', '_' or '-' (at most 64 characters)")
-        return v
+        return validate_name("name", v)  # the registry's one name check (no separators, no '..')
 
 
 class Experiment(BaseModel):
@@ -81,9 +78,7 @@ class Experiment(BaseModel):
     @field_validator("name")
     @classmethod
     def _name(cls, v: str) -> str:
-        if not _NAME_RE.match(v):
-            raise ValueError(f"{v!r}: use letters, digits, '.', '_' or '-' (at most 64 characters)")
-        return v
+        return validate_name("name", v)  # the registry's one name check (no separators, no '..')
 
     @field_validator("problem")
     @classmethod
