@@ -30,9 +30,11 @@ from serving.errors import BadRequestError
 from serving.experiments import ExperimentStore, ExposureLogHook, HookSet
 from serving.exploration import ExplorationConfig
 from serving.features import FeastFeatureReader, FeatureReader, OnlineFeatures
+from serving.json_guard import JsonGuard, add_error_shape
 from serving.lifecycle import BackendFactory, ModelManager, default_backend_factory
 from serving.metrics import ServingMetrics
 from serving.middleware import BodySizeLimit
+from serving.openapi_doc import add_openapi_details
 from serving.service import DecisionService
 from serving.settings import ServingSettings, get_settings
 
@@ -170,9 +172,12 @@ def create_app(
     # a scope copy). No two routes share a path, so the order changes no answer.
     decide_first = sorted(app.router.routes, key=lambda r: not getattr(r, "path", "").startswith("/v1/decide/"))
     app.router.routes[:] = decide_first
-    # The last added runs first: BodySizeLimit, then FastDecide (the decide requests, without routing).
+    # The last added runs first: BodySizeLimit, JsonGuard, then FastDecide (decide requests, without routing).
     app.add_middleware(FastDecide)
+    app.add_middleware(JsonGuard, decide_paths=frozenset(decide.DECIDE_ROUTES))  # 415, and 422 when too deep
     app.add_middleware(BodySizeLimit, max_bytes=s.max_body_bytes)
+    add_error_shape(app)
+    add_openapi_details(app)
 
     @app.exception_handler(RequestValidationError)
     async def _on_validation(_: Request, exc: RequestValidationError) -> JSONResponse:
