@@ -361,7 +361,10 @@ def validate_message(
         event: DecisionEvent | FeedbackEvent = cls.model_validate_json(raw)
     except (ValidationError, ValueError):
         # Raises the contract's error; returns only if the two ever disagree.
-        event = from_json(DecisionEvent, raw) if cls is DecisionEvent else from_json(FeedbackEvent, raw)
+        try:
+            event = from_json(DecisionEvent, raw) if cls is DecisionEvent else from_json(FeedbackEvent, raw)
+        except RecursionError:  # json.loads recurses per nesting level
+            raise EventValidationError("<event>", "JSON nested too deep to parse (RecursionError)") from None
     problem = event.problem
     if problem is not None and problem not in PROBLEMS:
         raise EventValidationError("problem", f"unknown problem {problem!r}; expected one of {sorted(PROBLEMS)}")
