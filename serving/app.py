@@ -37,6 +37,7 @@ from serving.middleware import BodySizeLimit
 from serving.openapi_doc import add_openapi_details
 from serving.service import DecisionService
 from serving.settings import ServingSettings, get_settings
+from serving.state_store import open_state_store
 
 log = logging.getLogger("troupe.serving")
 _NO_READER: Any = object()
@@ -89,6 +90,9 @@ def create_app(
         store = experiments
         if store is None:
             store = ExperimentStore.from_yaml(s.experiments_file) if s.experiments_file else ExperimentStore()
+        state = open_state_store(s)
+        if state is not None:
+            store.attach(state)  # the YAML seeds Redis; every worker follows Redis
         service = DecisionService(
             settings=s,
             models=models,
@@ -144,7 +148,7 @@ def create_app(
             if gc.get_freeze_count() == 0:
                 gc.collect()
                 gc.freeze()
-            app.state.troupe = AppState(settings=s, service=service, producer=prod)
+            app.state.troupe = AppState(settings=s, service=service, producer=prod, state_store=state)
             versions = {p: models.current_version(p) or "default" for p in s.problems}
             log_event(log, "serving.started", backend=s.backend, versions=versions)
             yield
@@ -154,6 +158,8 @@ def create_app(
             await models.close()
             if own_producer:
                 prod.close()
+            if state is not None:
+                state.close()
 
     app = FastAPI(
         title="Troupe decision API",

@@ -70,6 +70,14 @@ class ServingSettings(TroupeSettings):
     decision_log_batch_ms: float = Field(
         5.0, ge=0, description="events are handed to the producer in bursts this often; 0 = one by one"
     )
+    state_store_url: str | None = Field(
+        None,
+        description="Redis URL of the state shared by workers and replicas (experiments, MPC λ, sessions), "
+        "e.g. redis://127.0.0.1:6379/0; required when workers > 1; unset = in-process state (one worker)",
+    )
+    state_store_prefix: str = Field(
+        "troupe", description="key prefix in that Redis (one per deployment; tests use a unique one)"
+    )
     decision_log_durable: bool = Field(
         True,
         description="answer a decision only once its event is in the producer's write-ahead spool (kill -9 safe)",

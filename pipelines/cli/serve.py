@@ -27,6 +27,8 @@ def serve(
         os.environ["TROUPE_BACKEND"] = backend
     if triton_url is not None:
         os.environ["TROUPE_TRITON_URL"] = triton_url
+    if workers is not None:
+        os.environ["TROUPE_WORKERS"] = str(workers)  # the app checks shared state is configured for N > 1
     from serving.settings import get_settings
 
     get_settings.cache_clear()
