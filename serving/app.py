@@ -32,7 +32,7 @@ from serving.exploration import ExplorationConfig
 from serving.features import FeastFeatureReader, FeatureReader, OnlineFeatures
 from serving.json_guard import JsonGuard, add_error_shape
 from serving.lifecycle import BackendFactory, ModelManager, default_backend_factory
-from serving.metrics import ServingMetrics
+from serving.metrics import RequestCounter, ServingMetrics
 from serving.middleware import BodySizeLimit
 from serving.openapi_doc import add_openapi_details
 from serving.service import DecisionService
@@ -154,6 +154,7 @@ def create_app(
             yield
         finally:
             app.state.troupe = None
+            metrics.close()
             await service.logger.close()
             await models.close()
             if own_producer:
@@ -182,6 +183,7 @@ def create_app(
     app.add_middleware(FastDecide)
     app.add_middleware(JsonGuard, decide_paths=frozenset(decide.DECIDE_ROUTES))  # 415, and 422 when too deep
     app.add_middleware(BodySizeLimit, max_bytes=s.max_body_bytes)
+    app.add_middleware(RequestCounter, fixed_paths=frozenset(decide.DECIDE_ROUTES))  # outermost: counts every answer
     add_error_shape(app)
     add_openapi_details(app)
 

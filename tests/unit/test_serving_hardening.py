@@ -120,3 +120,18 @@ def test_secrets_stay_out_of_reprs() -> None:
     assert "decide-secret" not in repr(TrafficConfig("http://127.0.0.1:1", api_key="decide-secret"))
     settings = ServingSettings(admin_api_keys="k-one,k-two", decide_api_key="k-three")  # type: ignore[arg-type]
     assert not any(k in repr(settings) for k in ("k-one", "k-two", "k-three"))
+
+
+def test_readiness_per_configured_problem(tmp_path: Path) -> None:
+    registry = ModelRegistry(tmp_path / "registry")
+    register_policy(registry, "slot", "v1", promote=True)  # allocate has no promoted model
+    settings = ServingSettings(home=tmp_path, problems=["slot", "allocate"], registry_watch_s=0.0, ort_cuda="never")
+    with TestClient(create_app(settings, producer=NullProducer(), feature_reader=None)) as c:
+        whole = c.get("/readyz")
+        assert whole.status_code == 503 and whole.json()["models"] == {"slot": True, "allocate": False}
+        assert c.get("/readyz", params={"problem": "slot"}).status_code == 200
+        assert c.get("/readyz", params={"problem": "allocate"}).status_code == 503
+        assert c.get("/readyz", params={"problem": "rank"}).status_code == 404  # not configured here
+    only_slot = settings.model_copy(update={"problems": ["slot"]})
+    with TestClient(create_app(only_slot, producer=NullProducer(), feature_reader=None)) as c:
+        assert c.get("/readyz").status_code == 200, "problems not configured do not count"
