@@ -57,7 +57,14 @@ def _make_producer(settings: ServingSettings) -> EventProducer:
     from serving.producer import EventProducer as KafkaEventProducer
     from serving.producer import ProducerConfig
 
-    return KafkaEventProducer(ProducerConfig.from_settings(settings)).start()
+    return KafkaEventProducer(
+        ProducerConfig.from_settings(
+            settings,
+            request_timeout_ms=settings.producer_request_timeout_ms,
+            delivery_timeout_ms=settings.producer_delivery_timeout_ms,
+            retry_interval_s=settings.producer_retry_interval_s,
+        )
+    ).start()
 
 
 def create_app(

@@ -121,9 +121,15 @@ class JsonGuard:
             chunks.append(message.get("body", b""))
             if not message.get("more_body", False):
                 break
-        problem = too_deep(b"".join(chunks), self.max_depth)
+        body = b"".join(chunks)
+        problem = too_deep(body, self.max_depth)
         if problem is not None:
             await _answer(send, 422, error_body(problem, ["body"], "json_too_deep"))
+            return
+        try:
+            json.loads(body)  # FastAPI would answer 400 with another shape; invalid JSON is a 422 everywhere here
+        except ValueError as exc:
+            await _answer(send, 422, error_body(f"body: not valid JSON: {exc}", ["body"], "json_invalid"))
             return
         pending = iter(messages)
 

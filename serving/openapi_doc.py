@@ -144,6 +144,11 @@ def add_openapi_details(app: FastAPI) -> None:
                 "TROUPE_DECIDE_API_KEY when it is set",
             }
         }
+        served = list(getattr(getattr(app.state, "settings", None), "problems", []) or [])
+        feedback = schemas.get("FeedbackEvent", {}).get("properties", {})
+        if served and "problem" in feedback:
+            # Only the problems this instance serves are accepted (422 otherwise): say so in the schema.
+            feedback["problem"] = {"anyOf": [{"enum": served, "type": "string"}, {"type": "null"}], "default": None}
         for name, example in EXAMPLES.items():
             if name in schemas:
                 schemas[name]["example"] = example

@@ -78,6 +78,11 @@ class ServingSettings(TroupeSettings):
     state_store_prefix: str = Field(
         "troupe", description="key prefix in that Redis (one per deployment; tests use a unique one)"
     )
+    producer_request_timeout_ms: int = Field(5_000, ge=1, description="Kafka produce request timeout")
+    producer_delivery_timeout_ms: int = Field(
+        10_000, ge=1, description="how long an event may wait for Kafka before the producer falls back to the spool"
+    )
+    producer_retry_interval_s: float = Field(1.0, gt=0, description="how often the spool is replayed in an outage")
     decision_log_durable: bool = Field(
         True,
         description="answer a decision only once its event is in the producer's write-ahead spool (kill -9 safe)",
