@@ -308,6 +308,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-triton", action="store_true", help="skip the serving.triton.* rows")
     ap.add_argument("--problems", default="slot,allocate,rank", help="comma-separated problems to measure")
     ap.add_argument(
+        "--result", default="serving", help="results file name (a partial run must not overwrite serving.json)"
+    )
+    ap.add_argument(
         "--no-wal-cost",
         action="store_true",
         help="skip the slot rows that price the write-ahead spool (answers not waiting for it) and two workers",
@@ -513,7 +516,7 @@ def main(argv: list[str] | None = None) -> int:
         ]
     cmd = "python -m benchmarks.serving " + " ".join(argv if argv is not None else sys.argv[1:])
     path = write_result(
-        "serving",
+        args.result,
         metrics,
         command=cmd.strip(),
         extra={
