@@ -122,3 +122,20 @@ def test_two_workers_without_a_store_are_refused_with_the_fix() -> None:
     assert open_state_store(ServingSettings(workers=1)) is None
     with pytest.raises(StateStoreError, match="does not answer"):
         StateStore("redis://127.0.0.1:1/0").start()
+
+
+def test_ab_report_sees_an_experiment_created_through_the_api(
+    pair: tuple[StateStore, StateStore], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from pipelines.jobs.ab_report import experiment_config
+
+    a, _ = pair
+    store = ExperimentStore().attach(a)
+    exp = {"name": "made-by-api", "problem": "slot", "salt": "s", "arms": [{"name": "x", "weight": 1.0}]}
+    store.create(Experiment.model_validate(exp))
+    monkeypatch.setenv("TROUPE_STATE_STORE_URL", URL)
+    monkeypatch.setenv("TROUPE_STATE_STORE_PREFIX", a.prefix)
+    found = experiment_config("made-by-api", experiments_file=tmp_path / "absent.yaml")
+    assert found is not None and found["arms"][0]["name"] == "x"
+    monkeypatch.delenv("TROUPE_STATE_STORE_URL")
+    assert experiment_config("made-by-api", experiments_file=tmp_path / "absent.yaml") is None
