@@ -160,9 +160,9 @@ def add_openapi_details(app: FastAPI) -> None:
                 if body is not None:
                     for media in body.get("content", {}).values():
                         ref = media.get("schema", {}).get("$ref", "")
-                        example = EXAMPLES.get(ref.rsplit("/", 1)[-1])
-                        if example is not None:
-                            media["example"] = example
+                        body_example = EXAMPLES.get(ref.rsplit("/", 1)[-1])
+                        if body_example is not None:
+                            media["example"] = body_example
                 codes = _codes(path, method, body is not None)
                 if "422" in op["responses"]:
                     codes.append("422")  # FastAPI's own 422 has another body shape

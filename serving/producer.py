@@ -120,7 +120,7 @@ class ProducerConfig:
     """A segment is closed and a new one started past this size."""
     fsync: bool = True
     """fdatasync each group commit before its durability callbacks run (off: survives kill -9, not power loss)."""
-    close_timeout_s: float = 2.0
+    close_timeout_s: float = 1.0
     """How long `close()` lets a healthy dispatcher deliver what is left; the rest stays in the spool."""
     adopt_interval_s: float = 10.0
     """How often the dispatcher looks for spool folders of dead processes; 0 = only at start."""
@@ -690,7 +690,7 @@ class EventProducer:
             self._stopping = True
             with self._wake:
                 self._wake.notify_all()
-            self._thread.join(max(0.5, min(wait, 1.0)))
+            self._thread.join(0.5)
             if self._thread.is_alive():
                 # Blocked in a send to a frozen broker: everything is in the spool already.
                 log_event(log, "producer.close_abandoned_send", logging.WARNING, spool=self.spool_size())

@@ -94,3 +94,27 @@ def test_each_process_gets_its_own_folder_and_dead_ones_are_adopted(tmp_path: Pa
     assert [p.name for p in tmp_path.glob("worker-*")].__len__() == 2
     other_lock.close()
     lock.close()
+
+
+def test_close_during_an_outage_is_fast_and_keeps_everything_in_the_spool(tmp_path: Path) -> None:
+    import time
+
+    from serving.producer import EventProducer, ProducerConfig
+
+    # Nothing listens on port 1: every delivery fails after the timeout, as in a broker outage.
+    cfg = ProducerConfig("127.0.0.1:1", tmp_path, request_timeout_ms=5000, delivery_timeout_ms=10000)
+    producer = EventProducer(cfg).start()
+    durable: list[bool] = []
+    for i in range(100):
+        assert producer.send("t", f"e{i}".encode(), key=b"u")
+    assert producer.when_durable(durable.append)
+    deadline = time.monotonic() + 5
+    while not durable and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert durable == [True], "the writer reported the group on disk"
+    assert producer.spool_size() == 100
+    start = time.monotonic()
+    producer.close()
+    assert time.monotonic() - start < 2.5, "close does not wait out the broker's timeouts"
+    folder = next(tmp_path.glob("worker-*"))
+    assert DiskSpool(folder, 1 << 24).size == 100, "everything accepted is still in the spool"
