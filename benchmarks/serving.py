@@ -358,6 +358,7 @@ def main(argv: list[str] | None = None) -> int:
                 "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap_servers,
                 "TROUPE_FEAST_REPO": str(feast_repo),
                 "TROUPE_REGISTRY_WATCH_S": "0",
+                "TROUPE_PROBLEMS": ",".join(problems),  # /readyz waits for these only
                 "PYTHONPATH": str(REPO),
             }
             serve = [sys.executable, "-c", "from pipelines.cli import main; main()", "serve", "--workers", "1"]
@@ -400,7 +401,12 @@ def main(argv: list[str] | None = None) -> int:
                 port = _free_port()
                 print("slot, two uvicorn workers ...", flush=True)
                 two = [*serve[:-1], "2", "--port", str(port)]
-                with server_process(two, base_env, port, "/readyz") as proc:
+                shared = {  # several workers share their state through Redis (required)
+                    **base_env,
+                    "TROUPE_STATE_STORE_URL": "redis://127.0.0.1:6379/7",
+                    "TROUPE_STATE_STORE_PREFIX": f"bench-serving-{os.getpid()}",
+                }
+                with server_process(two, shared, port, "/readyz") as proc:
                     time.sleep(3.0)  # both workers up (readiness answered by the first one)
                     pids = [proc.pid, *_children(proc.pid)]
                     results["two_workers"] = measure_app(port, ["slot"], bodies, args.duration, args.repeats, pids)
