@@ -47,7 +47,7 @@ test: install install-triton services
 	$(PY) -m pytest tests $(PYTEST_ARGS)
 
 # The probes of issue #19 at full size (a 25 s broker freeze, three kill -9s, 29 concurrent
-# ingests, schemathesis --checks all with 1,000 examples); `make test` runs them bounded.
+# ingests, schemathesis --checks all, 150 examples per operation); `make test` runs them bounded.
 # Writes benchmarks/results/chaos.json.
 chaos: install install-triton services
 	TROUPE_CHAOS_SCALE=full $(PY) -m pytest tests/chaos $(PYTEST_ARGS)

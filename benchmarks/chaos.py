@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
         registry = scenarios.traversal_and_corrupt_models(work)
         print(f"  {registry}", flush=True)
         print("schemathesis --checks all ...", flush=True)
-        fuzz = scenarios.schemathesis_all_checks(work, max_examples=1000 if full else 15)
+        fuzz = scenarios.schemathesis_all_checks(work, max_examples=150 if full else 15, time_limit_s=420.0)
         print(f"  answered {fuzz.answered}, 5xx {fuzz.server_errors}", flush=True)
     answered = freeze.answered + killed.answered
     metrics = [

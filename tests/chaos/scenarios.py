@@ -464,7 +464,7 @@ def traversal_and_corrupt_models(work: Path) -> Counts:
 # ---------------------------------------------------------------------------
 # scenario 5: schemathesis --checks all against `troupe serve`
 # ---------------------------------------------------------------------------
-def schemathesis_all_checks(work: Path, max_examples: int) -> Counts:
+def schemathesis_all_checks(work: Path, max_examples: int, time_limit_s: float = 600.0) -> Counts:
     counts = Counts()
     home = work / "fuzz"
     prepare_home(home)
@@ -492,7 +492,13 @@ def schemathesis_all_checks(work: Path, max_examples: int) -> Counts:
                 "19",
                 "--no-color",
             ]
-            result = subprocess.run(cmd, cwd=work, capture_output=True, text=True, timeout=600)
+            try:
+                result = subprocess.run(cmd, cwd=work, capture_output=True, text=True, timeout=time_limit_s)
+                exit_code, tail = result.returncode, result.stdout[-3000:]
+            except subprocess.TimeoutExpired as exc:  # what was sent so far still counts (from /metrics)
+                exit_code = None
+                out = exc.stdout.decode() if isinstance(exc.stdout, bytes) else (exc.stdout or "")
+                tail = f"stopped after {time_limit_s} s\n" + out[-3000:]
             metrics = httpx.get(f"{base}/metrics", timeout=10).text
             total = 0.0
             fivexx = 0.0
@@ -504,8 +510,8 @@ def schemathesis_all_checks(work: Path, max_examples: int) -> Counts:
                         fivexx += value
             counts.answered = int(total)
             counts.server_errors = int(fivexx)
-            counts.notes["schemathesis_exit"] = result.returncode
-            counts.notes["schemathesis_tail"] = result.stdout[-3000:]
+            counts.notes["schemathesis_exit"] = exit_code
+            counts.notes["schemathesis_tail"] = tail
     finally:
         broker.stop()
     return counts
