@@ -20,7 +20,7 @@ export TROUPE_HOME ?= $(CURDIR)/var
 export AIRFLOW_HOME ?= $(CURDIR)/var/airflow
 PYTEST_ARGS ?=
 
-.PHONY: services install install-triton install-obp airflow-init airflow-standalone demo test test-unit test-integration lint typecheck bench serve broker-start broker-stop clean
+.PHONY: services install install-triton install-obp airflow-init airflow-standalone demo test test-unit test-integration chaos lint typecheck bench serve broker-start broker-stop clean
 
 install: $(STAMP)
 
@@ -66,6 +66,13 @@ demo: install
 
 test: install install-triton install-obp services
 	$(PY) -m pytest tests $(PYTEST_ARGS)
+
+# The probes of issue #19 at full size (a 25 s broker freeze, three kill -9s, 29 concurrent
+# ingests, schemathesis --checks all, 150 examples per operation); `make test` runs them bounded.
+# Writes benchmarks/results/chaos.json.
+chaos: install install-triton services
+	TROUPE_CHAOS_SCALE=full $(PY) -m pytest tests/chaos $(PYTEST_ARGS)
+	$(PY) -m benchmarks.chaos
 
 test-unit: install
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)

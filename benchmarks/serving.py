@@ -306,6 +306,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--duration", type=float, default=5.0, help="seconds per measurement")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--no-triton", action="store_true", help="skip the serving.triton.* rows")
+    ap.add_argument("--problems", default="slot,allocate,rank", help="comma-separated problems to measure")
+    ap.add_argument(
+        "--result", default="serving", help="results file name (a partial run must not overwrite serving.json)"
+    )
+    ap.add_argument(
+        "--no-wal-cost",
+        action="store_true",
+        help="skip the slot rows that price the write-ahead spool (answers not waiting for it) and two workers",
+    )
     args = ap.parse_args(argv)
     _pin(LOAD_CORE)
     # Other processes on the host inflate every figure here; record how busy it was.
@@ -320,7 +329,7 @@ def main(argv: list[str] | None = None) -> int:
     from tests.support.requests import allocate_body, rank_body, slot_body
     from tests.support.serving import build_feast_store
 
-    problems = ["slot", "allocate", "rank"]
+    problems = [p for p in args.problems.split(",") if p]
     bodies = {
         "slot": [json.dumps(slot_body(f"user-{i}", seed=i)).encode() for i in range(64)],
         "allocate": [json.dumps(allocate_body(f"user-{i}", seed=i)).encode() for i in range(64)],
@@ -349,6 +358,7 @@ def main(argv: list[str] | None = None) -> int:
                 "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap_servers,
                 "TROUPE_FEAST_REPO": str(feast_repo),
                 "TROUPE_REGISTRY_WATCH_S": "0",
+                "TROUPE_PROBLEMS": ",".join(problems),  # /readyz waits for these only
                 "PYTHONPATH": str(REPO),
             }
             serve = [sys.executable, "-c", "from pipelines.cli import main; main()", "serve", "--workers", "1"]
@@ -377,6 +387,29 @@ def main(argv: list[str] | None = None) -> int:
             print("in-process onnxruntime ...", flush=True)
             with server_process([*serve, "--port", str(port)], base_env, port, "/readyz") as proc:
                 results["onnxruntime"] = measure_app(port, problems, bodies, args.duration, args.repeats, [proc.pid])
+
+            if not args.no_wal_cost and "slot" in problems:
+                # What the write-ahead spool costs: the same server answering before the event is on
+                # disk (it is still written, a few ms later), and two workers sharing core 0.
+                port = _free_port()
+                print("slot, answers not waiting for the write-ahead spool ...", flush=True)
+                env = {**base_env, "TROUPE_DECISION_LOG_DURABLE": "false"}
+                with server_process([*serve, "--port", str(port)], env, port, "/readyz") as proc:
+                    results["no_wal_wait"] = measure_app(
+                        port, ["slot"], bodies, args.duration, args.repeats, [proc.pid]
+                    )
+                port = _free_port()
+                print("slot, two uvicorn workers ...", flush=True)
+                two = [*serve[:-1], "2", "--port", str(port)]
+                shared = {  # several workers share their state through Redis (required)
+                    **base_env,
+                    "TROUPE_STATE_STORE_URL": "redis://127.0.0.1:6379/7",
+                    "TROUPE_STATE_STORE_PREFIX": f"bench-serving-{os.getpid()}",
+                }
+                with server_process(two, shared, port, "/readyz") as proc:
+                    time.sleep(3.0)  # both workers up (readiness answered by the first one)
+                    pids = [proc.pid, *_children(proc.pid)]
+                    results["two_workers"] = measure_app(port, ["slot"], bodies, args.duration, args.repeats, pids)
 
             if not args.no_triton:
                 from infra.triton.server import TritonServer
@@ -456,9 +489,40 @@ def main(argv: list[str] | None = None) -> int:
                     baseline=("fastapi.constant.cpu_ms_per_request", const_cpu),
                 ),
             ]
+    if "no_wal_wait" in results and "slot" in results.get("onnxruntime", {}):
+        with_wal = results["onnxruntime"]["slot"]
+        without = results["no_wal_wait"]["slot"]
+        metrics += [
+            Metric(
+                "serving.slot.throughput_without_wal_wait",
+                without["throughput"],
+                "req/s",
+                baseline=("serving.slot.throughput", with_wal["throughput"]),
+                note="answers sent before the event's group commit is on disk (TROUPE_DECISION_LOG_DURABLE=false); "
+                "ratio = this / the durable default, so (ratio - 1) is what waiting for the spool costs",
+            ),
+            Metric(
+                "serving.slot.cpu_ms_per_request_without_wal_wait",
+                without["cpu_ms"],
+                "ms",
+                baseline=("serving.slot.cpu_ms_per_request", with_wal["cpu_ms"]),
+            ),
+        ]
+    if "two_workers" in results:
+        two = results["two_workers"]["slot"]
+        metrics += [
+            Metric(
+                "serving.slot.throughput_2_workers",
+                two["throughput"],
+                "req/s",
+                baseline=("fastapi.constant.throughput", const),
+                note=f"two uvicorn workers sharing core 0 (the load generator has core 1); non-200 {int(two['non_200'])}",
+            ),
+            Metric("serving.slot.p99_ms_at_1000rps_2_workers", two["p99_ms"], "ms"),
+        ]
     cmd = "python -m benchmarks.serving " + " ".join(argv if argv is not None else sys.argv[1:])
     path = write_result(
-        "serving",
+        args.result,
         metrics,
         command=cmd.strip(),
         extra={

@@ -37,7 +37,26 @@ from models.problems import get_problem
 
 MODEL_FILE = "model.onnx"
 MANIFEST_FILE = "manifest.json"
-_VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+"""Version, arm and experiment names: letters, digits, '.', '_', '-'; no separator, no leading dot, no '..'."""
+
+
+class InvalidNameError(RegistryError, ValueError):
+    """A name that could escape its folder or is not a plain name (also a ValueError, for pydantic validators)."""
+
+
+def validate_name(what: str, value: object) -> str:
+    """`value` if it is a plain name (NAME_RE, no '..'); the one check every entry point uses.
+
+    Used by the registry (register, load, promote, rollback, CURRENT.json),
+    the experiments (arm versions, names) and through them the CLI and the API.
+    """
+    if not isinstance(value, str) or not NAME_RE.match(value) or ".." in value:
+        raise InvalidNameError(
+            f"{what} {value!r}: use 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit, "
+            "without '..' or path separators"
+        )
+    return value
 
 
 class TensorSpec(BaseModel):
@@ -136,7 +155,7 @@ class ModelRegistry:
         return self.root / problem
 
     def _version_dir(self, problem: str, version: str) -> Path:
-        return self._problem_dir(problem) / "versions" / version
+        return self._problem_dir(problem) / "versions" / validate_name("version", version)
 
     @contextlib.contextmanager
     def _lock(self, problem: str) -> Iterator[None]:
@@ -163,11 +182,21 @@ class ModelRegistry:
         path = self._problem_dir(problem) / "CURRENT.json"
         if not path.exists():
             return None, []
-        data = json.loads(path.read_text())
+        try:
+            data = json.loads(path.read_text())
+        except ValueError:
+            data = None
         if not isinstance(data, dict) or not isinstance(data.get("history", []), list):
             raise RegistryError(f"{path} is not a registry pointer; restore it from a backup or promote again")
         version = data.get("version")
-        return (str(version) if version is not None else None), [str(v) for v in data.get("history", [])]
+        try:
+            # Read through the same validation as every other entry point: a hand-edited
+            # pointer cannot lead serving outside the registry.
+            history = [validate_name("version", v) for v in data.get("history", [])]
+            current = validate_name("version", version) if version is not None else None
+        except InvalidNameError as exc:
+            raise RegistryError(f"{path}: {exc}; restore it from a backup or promote again") from None
+        return current, history
 
     def current_version(self, problem: str) -> str | None:
         return self._read_pointer(problem)[0]
@@ -194,9 +223,15 @@ class ModelRegistry:
             known = [m.version for m in self.list(problem)]
             raise RegistryError(f"{problem!r} has no version {version!r}; registered: {known}")
         manifest = self._read_manifest(path)
+        if manifest.version != version or manifest.problem != problem:
+            raise IntegrityError(
+                f"{path / MANIFEST_FILE} describes {manifest.problem}/{manifest.version}, not {problem}/{version}; "
+                "the version is refused — re-register it"
+            )
         if MODEL_FILE not in manifest.files:
             raise IntegrityError(f"{path}: manifest lists no {MODEL_FILE}")
         for name, expected in manifest.files.items():
+            validate_name("file name", name)
             file = path / name
             if not file.is_file():
                 raise IntegrityError(f"{file} is missing; the version {problem}/{version} is refused")
@@ -219,10 +254,7 @@ class ModelRegistry:
         `files` must include model.onnx; the manifest's `files` field is filled
         with the sha256 of each copied file.
         """
-        if not _VERSION_RE.match(manifest.version):
-            raise RegistryError(
-                f"version {manifest.version!r}: use letters, digits, '.', '_' or '-' (at most 64 characters)"
-            )
+        validate_name("version", manifest.version)
         if MODEL_FILE not in files:
             raise RegistryError(f"register needs a {MODEL_FILE}; got {sorted(files)}")
         for agent, name in manifest.agents.items():
@@ -251,13 +283,25 @@ class ModelRegistry:
         return LoadedVersion(full, final)
 
     def promote(self, problem: str, version: str) -> None:
-        """Make `version` current (after verifying it); the previous one goes on the rollback history."""
-        self.load(problem, version)
+        """Make `version` current; the previous one goes on the rollback history.
+
+        Before CURRENT.json moves: every file's sha256 is checked and every model
+        file is loaded in onnxruntime and run once (`check_runs`); a version that
+        fails either is refused with IntegrityError and nothing changes.
+        """
+        check_runs(self.load(problem, version))
         with self._lock(problem):
             previous, history = self._read_pointer(problem)
             if previous == version:
                 return
             self._write_pointer(problem, version, [*history, previous] if previous is not None else history)
+
+    def rollback_target(self, problem: str) -> str:
+        """The version `rollback` would return to (serving loads and warms it before the pointer moves)."""
+        _, history = self._read_pointer(problem)
+        if not history:
+            raise RegistryError(f"{problem!r} has no earlier promoted version to roll back to")
+        return history[-1]
 
     def rollback(self, problem: str) -> str:
         """Return to the previously promoted version; returns the version now current."""
@@ -266,10 +310,57 @@ class ModelRegistry:
             if not history:
                 raise RegistryError(f"{problem!r} has no earlier promoted version to roll back to")
             target = history[-1]
-            self.load(problem, target)
+            check_runs(self.load(problem, target))
             self._write_pointer(problem, target, history[:-1])
             return target
 
     def _write_pointer(self, problem: str, version: str, history: Sequence[str]) -> None:
         data = {"version": version, "history": [*history], "updated_at": dt.datetime.now(dt.UTC).isoformat()}
         atomic_write_bytes(self._problem_dir(problem) / "CURRENT.json", json.dumps(data, indent=2).encode())
+
+
+_ORT_DTYPES = {
+    "tensor(float)": "float32",
+    "tensor(double)": "float64",
+    "tensor(int64)": "int64",
+    "tensor(int32)": "int32",
+}
+
+
+def check_runs(loaded: LoadedVersion) -> None:
+    """Load every ONNX file of a verified version in onnxruntime (CPU) and run it once on zeros.
+
+    Raises IntegrityError naming the file when onnxruntime cannot load it, the
+    run fails, or an output is not finite. Dynamic axes are given size 1.
+    """
+    import numpy as np
+    import onnxruntime as ort
+
+    m = loaded.manifest
+    names = [MODEL_FILE, *sorted(set(m.agents.values()) - {MODEL_FILE})]
+    for name in names:
+        file = loaded.path / name
+        try:
+            opts = ort.SessionOptions()
+            opts.intra_op_num_threads = 1
+            opts.inter_op_num_threads = 1
+            session = ort.InferenceSession(str(file), opts, providers=["CPUExecutionProvider"])
+            feeds = {
+                i.name: np.zeros(
+                    [d if isinstance(d, int) and d > 0 else 1 for d in i.shape],
+                    dtype=_ORT_DTYPES.get(i.type, "float32"),
+                )
+                for i in session.get_inputs()
+            }
+            outputs = session.run(None, feeds)
+        except Exception as exc:  # noqa: BLE001 — onnxruntime raises its own classes for every kind of failure
+            raise IntegrityError(
+                f"{m.problem}/{m.version}: onnxruntime cannot load or run {name}: {type(exc).__name__}: "
+                f"{str(exc)[:300]}; the version is refused — re-export and re-register it"
+            ) from None
+        for out, value in zip(session.get_outputs(), outputs, strict=False):
+            arr = np.asarray(value)
+            if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+                raise IntegrityError(
+                    f"{m.problem}/{m.version}: {name} output {out.name!r} is not finite on a zero input; refused"
+                )

@@ -72,8 +72,8 @@ class TrafficConfig:
     """Stop the day early after this many decisions (None = until every user's day ends)."""
     retrieval_size: int = 60
     """Candidates per `rank` request."""
-    api_key: str | None = None
-    """X-API-Key for decide and feedback, when the API requires one."""
+    api_key: str | None = field(default=None, repr=False)
+    """X-API-Key for decide and feedback, when the API requires one (kept out of the repr and logs)."""
     timeout_s: float = 10.0
     """Per-request HTTP timeout."""
     max_error_share: float = 0.01

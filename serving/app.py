@@ -31,11 +31,14 @@ from serving.errors import BadRequestError
 from serving.experiments import ExperimentStore, ExposureLogHook, HookSet
 from serving.exploration import ExplorationConfig
 from serving.features import FeastFeatureReader, FeatureReader, OnlineFeatures
+from serving.json_guard import JsonGuard, add_error_shape
 from serving.lifecycle import BackendFactory, ModelManager, default_backend_factory
-from serving.metrics import ServingMetrics
+from serving.metrics import RequestCounter, ServingMetrics
 from serving.middleware import BodySizeLimit
+from serving.openapi_doc import add_openapi_details
 from serving.service import DecisionService
 from serving.settings import ServingSettings, get_settings
+from serving.state_store import open_state_store
 
 log = logging.getLogger("troupe.serving")
 _NO_READER: Any = object()
@@ -55,7 +58,14 @@ def _make_producer(settings: ServingSettings) -> EventProducer:
     from serving.producer import EventProducer as KafkaEventProducer
     from serving.producer import ProducerConfig
 
-    return KafkaEventProducer(ProducerConfig.from_settings(settings)).start()
+    return KafkaEventProducer(
+        ProducerConfig.from_settings(
+            settings,
+            request_timeout_ms=settings.producer_request_timeout_ms,
+            delivery_timeout_ms=settings.producer_delivery_timeout_ms,
+            retry_interval_s=settings.producer_retry_interval_s,
+        )
+    ).start()
 
 
 def create_app(
@@ -88,6 +98,9 @@ def create_app(
         store = experiments
         if store is None:
             store = ExperimentStore.from_yaml(s.experiments_file) if s.experiments_file else ExperimentStore()
+        state = open_state_store(s)
+        if state is not None:
+            store.attach(state)  # the YAML seeds Redis; every worker follows Redis
         service = DecisionService(
             settings=s,
             models=models,
@@ -107,6 +120,7 @@ def create_app(
                 s.feedback_topic,
                 on_error=lambda topic: metrics.log_errors.labels(topic).inc(),
                 batch_interval_s=s.decision_log_batch_ms / 1000.0,
+                durable=s.decision_log_durable,
             ),
             metrics=metrics,
             rng=np.random.default_rng(s.exploration_seed),
@@ -142,16 +156,19 @@ def create_app(
             if gc.get_freeze_count() == 0:
                 gc.collect()
                 gc.freeze()
-            app.state.troupe = AppState(settings=s, service=service, producer=prod)
+            app.state.troupe = AppState(settings=s, service=service, producer=prod, state_store=state)
             versions = {p: models.current_version(p) or "default" for p in s.problems}
             log_event(log, "serving.started", backend=s.backend, versions=versions)
             yield
         finally:
             app.state.troupe = None
+            metrics.close()
             await service.logger.close()
             await models.close()
             if own_producer:
                 prod.close()
+            if state is not None:
+                state.close()
 
     # Swagger UI and ReDoc from the fastapi-offline wheel's own copies under /static-offline-docs, not a CDN:
     # /docs works on a machine without internet access.
@@ -172,9 +189,13 @@ def create_app(
     # a scope copy). No two routes share a path, so the order changes no answer.
     decide_first = sorted(app.router.routes, key=lambda r: not getattr(r, "path", "").startswith("/v1/decide/"))
     app.router.routes[:] = decide_first
-    # The last added runs first: BodySizeLimit, then FastDecide (the decide requests, without routing).
+    # The last added runs first: BodySizeLimit, JsonGuard, then FastDecide (decide requests, without routing).
     app.add_middleware(FastDecide)
+    app.add_middleware(JsonGuard, decide_paths=frozenset(decide.DECIDE_ROUTES))  # 415, and 422 when too deep
     app.add_middleware(BodySizeLimit, max_bytes=s.max_body_bytes)
+    app.add_middleware(RequestCounter, fixed_paths=frozenset(decide.DECIDE_ROUTES))  # outermost: counts every answer
+    add_error_shape(app)
+    add_openapi_details(app)
 
     @app.exception_handler(RequestValidationError)
     async def _on_validation(_: Request, exc: RequestValidationError) -> JSONResponse:

@@ -18,20 +18,29 @@ YAML form (`TROUPE_EXPERIMENTS_FILE`)::
 An arm's `version` is a registry version of the problem, or `current` for the
 promoted one. At most one running experiment per problem.
 
+Shared by every worker and replica: with a `StateStore` attached
+(`TROUPE_STATE_STORE_URL`, serving/state_store.py) the experiments live in
+Redis (namespace `experiments`), the YAML file only *seeds* them (an
+experiment already in Redis is left as Redis has it), every admin change is
+written there under a store-wide lock (so "one running experiment per
+problem" holds across processes), and each process's in-memory copy — what
+the request path reads — is refreshed by change notification. Without a
+store (one process, tests) the in-memory copy is the only one.
+
 Hooks (`ExperimentHook`) let an external experimentation platform see every
 assignment, decision and feedback; `ExposureLogHook` is the built-in one.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
-import re
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -39,12 +48,15 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from models.events import DecisionEvent, FeedbackEvent
 from models.logging import log_event
 from models.problems import problem_names
+from models.registry import validate_name
 from serving.errors import ExperimentError, UnknownExperimentError
 from serving.exploration import ExplorationConfig
 
+if TYPE_CHECKING:
+    from serving.state_store import StateStore
+
 BUCKETS = 10_000
 CURRENT = "current"
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 log = logging.getLogger("troupe.serving.experiments")
 
 
@@ -64,9 +76,7 @@ class Arm(BaseModel):
     @field_validator("name", "version")
     @classmethod
     def _name(cls, v: str) -> str:
-        if not _NAME_RE.match(v):
-            raise ValueError(f"{v!r}: use letters, digits, '.', '_' or '-' (at most 64 characters)")
-        return v
+        return validate_name("name", v)  # the registry's one name check (no separators, no '..')
 
 
 class Experiment(BaseModel):
@@ -81,9 +91,7 @@ class Experiment(BaseModel):
     @field_validator("name")
     @classmethod
     def _name(cls, v: str) -> str:
-        if not _NAME_RE.match(v):
-            raise ValueError(f"{v!r}: use letters, digits, '.', '_' or '-' (at most 64 characters)")
-        return v
+        return validate_name("name", v)  # the registry's one name check (no separators, no '..')
 
     @field_validator("problem")
     @classmethod
@@ -193,12 +201,72 @@ class HookSet:
         self._call("on_feedback", event)
 
 
+NAMESPACE = "experiments"
+
+
 @dataclass
 class ExperimentStore:
-    """Experiments by name; at most one running per problem."""
+    """Experiments by name; at most one running per problem. Shared through `state` when one is attached."""
 
     _experiments: dict[str, Experiment] = field(default_factory=dict)
     _running: dict[str, str] = field(default_factory=dict)  # problem → experiment name
+    _state: StateStore | None = None
+
+    # -- the shared store ----------------------------------------------------------
+    def attach(self, state: StateStore) -> ExperimentStore:
+        """Share through `state`: seed it with what this store holds (existing names win), then follow it."""
+        state.cache(NAMESPACE)
+        seeds = list(self._experiments.values())
+        self._state = state
+        state.watch(NAMESPACE, lambda _name, _value: self._rebuild())
+        with state.lock(NAMESPACE):
+            state.reload()
+            current = [Experiment.model_validate(v) for v in state.items(NAMESPACE).values()]
+            running = {e.problem for e in current if e.status == "running"}
+            for exp in seeds:
+                if exp.status == "running" and exp.problem in running:
+                    exp = exp.model_copy(update={"status": "stopped"})  # Redis already runs one for it
+                if state.set(NAMESPACE, exp.name, exp.model_dump(mode="json"), only_new=True):
+                    running |= {exp.problem} if exp.status == "running" else set()
+        self._rebuild()
+        return self
+
+    def _rebuild(self) -> None:
+        """The in-memory copy from the store's cache (listener thread or after our own write)."""
+        assert self._state is not None
+        experiments: dict[str, Experiment] = {}
+        for name, raw in self._state.items(NAMESPACE).items():
+            try:
+                experiments[name] = Experiment.model_validate(raw)
+            except ValidationError as err:
+                log_event(log, "experiments.invalid_in_store", logging.ERROR, name=name, error=str(err)[:300])
+        running = {e.problem: e.name for e in experiments.values() if e.status == "running"}
+        # Two assignments, experiments first: a reader may see the new experiments with the old
+        # running map for an instant, never a running name without its experiment.
+        self._experiments = experiments
+        self._running = running
+
+    def _write(self, exp: Experiment) -> Experiment:
+        if self._state is None:
+            self._experiments[exp.name] = exp
+            if exp.status == "running":
+                self._running[exp.problem] = exp.name
+            elif self._running.get(exp.problem) == exp.name:
+                del self._running[exp.problem]
+        else:
+            self._state.set(NAMESPACE, exp.name, exp.model_dump(mode="json"))
+        return exp
+
+    @contextlib.contextmanager
+    def _changing(self) -> Iterator[None]:
+        """Hold the store-wide lock and read the latest state before a change (no-op without a store)."""
+        if self._state is None:
+            yield
+            return
+        with self._state.lock(NAMESPACE):
+            self._state.reload()
+            self._rebuild()
+            yield
 
     @classmethod
     def from_yaml(cls, path: Path) -> ExperimentStore:
@@ -229,21 +297,23 @@ class ExperimentStore:
 
     def running_for(self, problem: str) -> Experiment | None:
         name = self._running.get(problem)
-        return self._experiments[name] if name is not None else None
+        return self._experiments.get(name) if name is not None else None
 
     def create(self, exp: Experiment) -> Experiment:
-        if exp.name in self._experiments:
-            raise ExperimentError(f"experiment {exp.name!r} already exists; update its weights or stop it")
-        if exp.status == "running" and exp.problem in self._running:
-            raise ExperimentError(
-                f"problem {exp.problem!r} already runs experiment {self._running[exp.problem]!r}; stop it first"
-            )
-        self._experiments[exp.name] = exp
-        if exp.status == "running":
-            self._running[exp.problem] = exp.name
-        return exp
+        with self._changing():
+            if exp.name in self._experiments:
+                raise ExperimentError(f"experiment {exp.name!r} already exists; update its weights or stop it")
+            if exp.status == "running" and exp.problem in self._running:
+                raise ExperimentError(
+                    f"problem {exp.problem!r} already runs experiment {self._running[exp.problem]!r}; stop it first"
+                )
+            return self._write(exp)
 
     def update_weights(self, name: str, weights: dict[str, float]) -> Experiment:
+        with self._changing():
+            return self._update_weights(name, weights)
+
+    def _update_weights(self, name: str, weights: dict[str, float]) -> Experiment:
         exp = self.get(name)
         unknown = sorted(set(weights) - {a.name for a in exp.arms})
         if unknown:
@@ -253,16 +323,12 @@ class ExperimentStore:
             updated = Experiment.model_validate({**exp.model_dump(), "arms": [a.model_dump() for a in arms]})
         except ValidationError as err:
             raise ExperimentError(f"experiment {name!r}: {err.errors()[0]['msg']}") from None
-        self._experiments[name] = updated
-        return updated
+        return self._write(updated)
 
     def stop(self, name: str) -> Experiment:
-        exp = self.get(name)
-        stopped = exp.model_copy(update={"status": "stopped"})
-        self._experiments[name] = stopped
-        if self._running.get(exp.problem) == name:
-            del self._running[exp.problem]
-        return stopped
+        with self._changing():
+            exp = self.get(name)
+            return self._write(exp.model_copy(update={"status": "stopped"}))
 
     def versions(self, problem: str) -> Iterable[str]:
         """Policy versions the running experiment of `problem` needs loaded."""

@@ -147,12 +147,22 @@ class ModelManager:
         missing = [o for o in spec.onnx_outputs if o not in {t.name for t in loaded.manifest.outputs}]
         if missing:
             raise RegistryError(f"{problem}/{version}: manifest lacks outputs {missing} required by the spec")
-        backends: dict[str | None, InferenceBackend] = {None: self.backend_factory(spec, loaded, None)}
-        if problem == "rank":
-            for agent in spec.agents:
-                if agent.name in loaded.manifest.agents:
-                    backends[agent.name] = self.backend_factory(spec, loaded, agent.name)
+        backends: dict[str | None, InferenceBackend] = {}
+        try:
+            backends[None] = self.backend_factory(spec, loaded, None)
+            if problem == "rank":
+                for agent in spec.agents:
+                    if agent.name in loaded.manifest.agents:
+                        backends[agent.name] = self.backend_factory(spec, loaded, agent.name)
+        except Exception as exc:  # noqa: BLE001 — onnxruntime/Triton raise their own classes: one domain error
+            raise RegistryError(
+                f"{problem}/{version}: the {self._backend_name()} backend cannot load it: "
+                f"{type(exc).__name__}: {str(exc)[:300]}"
+            ) from None
         return LoadedPolicy(spec, loaded.manifest, backends)
+
+    def _backend_name(self) -> str:
+        return getattr(self.backend_factory, "__qualname__", "inference").split(".")[0]
 
     async def _warm(self, policy: LoadedPolicy) -> None:
         obs = np.zeros((1, policy.spec.observation_size), dtype=np.float32)
@@ -178,6 +188,9 @@ class ModelManager:
             policy = await asyncio.to_thread(self._build, problem, version)
             try:
                 await self._warm(policy)
+            except InferenceError as exc:
+                await policy.close()
+                raise RegistryError(f"{problem}/{version} failed its warm-up inference: {exc}") from None
             except BaseException:
                 await policy.close()
                 raise
@@ -222,6 +235,9 @@ class ModelManager:
         return policy
 
     async def rollback(self, problem: str) -> LoadedPolicy:
+        """Load and warm the previous version first; only then move the registry pointer and switch."""
+        target = await asyncio.to_thread(self.registry.rollback_target, problem)
+        await self.ensure_loaded(problem, target)
         target = await asyncio.to_thread(self.registry.rollback, problem)
         return await self.activate(problem, target)
 

@@ -1,34 +1,47 @@
-"""Prometheus metrics of one app instance, in their own CollectorRegistry (no module-level singletons)."""
+"""Prometheus metrics of one app instance, in their own CollectorRegistry (no module-level singletons).
+
+Several workers (`troupe serve --workers N`): with `PROMETHEUS_MULTIPROC_DIR`
+set (the serve command sets and empties `<TROUPE_HOME>/prometheus` when N > 1)
+prometheus_client keeps every value in per-process files and `/metrics`, on
+whichever worker answers, renders all workers together (MultiProcessCollector):
+counters and histograms summed, the spool size summed over live workers, a
+breaker counted open if open in any worker, a model loaded only if loaded in
+every worker. Without it, /metrics is this process's own.
+
+Live values (spool size, breaker states, producer counts) are read from their
+owners by a callback and written into real metrics on every scrape and every
+second (so other workers' scrapes see them too); producer counts are counters
+(`troupe_producer_events_total`), increased by what changed since the last read.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import asyncio
+import contextlib
+import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily
-from prometheus_client.registry import Collector
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 LATENCY_BUCKETS_S = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.025, 0.05, 0.1, 0.25, 1.0)
+LiveRead = Callable[[], dict[str, dict[tuple[str, ...], float]]]
 
 
-class _CallbackCollector(Collector):
-    """Gauges read at scrape time (producer counters, spool size, breaker state)."""
+def multiprocess_dir() -> str | None:
+    """The folder of prometheus_client's multiprocess files, when this process's metrics are file-backed.
 
-    def __init__(
-        self, read: Callable[[], dict[str, dict[tuple[str, ...], float]]], labels: dict[str, list[str]]
-    ) -> None:
-        self._read = read
-        self._labels = labels
+    Decided by prometheus_client when it was first imported (PROMETHEUS_MULTIPROC_DIR
+    set then), not by the variable now: Feast sets that variable to a temp folder of
+    its own when it is imported later, which must not switch us to reading its folder.
+    """
+    from prometheus_client import values
 
-    def collect(self) -> Iterator[GaugeMetricFamily]:
-        values = self._read()
-        for name, series in values.items():
-            fam = GaugeMetricFamily(name, name.replace("_", " "), labels=self._labels.get(name, []))
-            for labels, value in series.items():
-                fam.add_metric(list(labels), value)
-            yield fam
+    if getattr(values.ValueClass, "__name__", "") != "MmapedValue":
+        return None
+    return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or os.environ.get("PROMETHEUS_MULTIPROCESS_DIR") or None
 
 
 @dataclass
@@ -68,6 +81,40 @@ class ServingMetrics:
         self.http_requests = Counter(
             "troupe_http_requests", "HTTP requests by route and status", ["route", "status"], registry=r
         )
+        self._http_children: dict[tuple[str, int], Any] = {}
+        # Live values, written from the callbacks (see the module docstring for the aggregation).
+        self._live: dict[str, Any] = {
+            "troupe_spool_size": Gauge(
+                "troupe_spool_size",
+                "events in the write-ahead spool not yet acknowledged by Kafka",
+                registry=r,
+                multiprocess_mode="livesum",
+            ),
+            "troupe_breaker_open": Gauge(
+                "troupe_breaker_open",
+                "1 while the problem's inference circuit breaker is open",
+                ["problem"],
+                registry=r,
+                multiprocess_mode="livemax",
+            ),
+            "troupe_model_loaded": Gauge(
+                "troupe_model_loaded",
+                "1 when the problem has a loaded policy",
+                ["problem"],
+                registry=r,
+                multiprocess_mode="livemin",
+            ),
+            "troupe_producer_events": Counter(
+                "troupe_producer_events",
+                "decision-log events by outcome (sent, spooled, replayed, dropped, corrupt)",
+                ["outcome"],
+                registry=r,
+            ),
+        }
+        self._multiprocess_dir = multiprocess_dir()
+        self._reads: list[LiveRead] = []
+        self._last_counts: dict[tuple[str, tuple[str, ...]], float] = {}
+        self._refresh_task: asyncio.Task[None] | None = None
 
     def observe_decision(self, problem: str, arm: str, fallback: bool, seconds: float) -> None:
         """Count one decision and its latency; label children are cached (labels() is costly per call)."""
@@ -81,10 +128,91 @@ class ServingMetrics:
         children[0].inc()
         children[1].observe(seconds)
 
-    def add_callback(
-        self, read: Callable[[], dict[str, dict[tuple[str, ...], float]]], labels: dict[str, list[str]]
-    ) -> None:
-        self.registry.register(_CallbackCollector(read, labels))
+    def count_http(self, route: str, status: int) -> None:
+        key = (route, status)
+        child = self._http_children.get(key)
+        if child is None:
+            child = self._http_children[key] = self.http_requests.labels(route, str(status))
+        child.inc()
+
+    def add_callback(self, read: LiveRead, labels: dict[str, list[str]] | None = None) -> None:
+        """Read live values with `read` on every scrape and every second (`labels` kept for compatibility)."""
+        self._reads.append(read)
+        with contextlib.suppress(RuntimeError):  # no running loop: refreshed on scrapes only
+            if self._refresh_task is None:
+                self._refresh_task = asyncio.get_running_loop().create_task(self._refresh_loop())
+
+    async def _refresh_loop(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            self.refresh()
+
+    def refresh(self) -> None:
+        for read in self._reads:
+            try:
+                values = read()
+            except Exception:  # noqa: BLE001 — a failing read must not break /metrics
+                continue
+            for name, series in values.items():
+                metric = self._live.get(name)
+                if metric is None:
+                    continue
+                for labels, value in series.items():
+                    target = metric.labels(*labels) if labels else metric
+                    if isinstance(metric, Counter):
+                        last = self._last_counts.get((name, labels), 0.0)
+                        if value > last:
+                            target.inc(value - last)
+                        self._last_counts[(name, labels)] = value
+                    else:
+                        target.set(value)
+
+    def close(self) -> None:
+        if self._refresh_task is not None:
+            self._refresh_task.cancel()
+            self._refresh_task = None
 
     def render(self) -> bytes:
-        return generate_latest(self.registry)
+        self.refresh()
+        if self._multiprocess_dir is None:
+            return generate_latest(self.registry)
+        from prometheus_client import multiprocess
+
+        merged = CollectorRegistry()
+        multiprocess.MultiProcessCollector(merged, path=self._multiprocess_dir)  # type: ignore[no-untyped-call]
+        return generate_latest(merged)
+
+
+class RequestCounter:
+    """Pure-ASGI middleware counting every HTTP answer in `troupe_http_requests_total{route, status}`.
+
+    The route label is the route's path template (`/v1/models/{problem}`) — never
+    the raw path, so fuzzed URLs cannot create unbounded series; decide requests
+    (answered before routing) keep their fixed path; anything else is `unmatched`.
+    """
+
+    def __init__(self, app: ASGIApp, fixed_paths: frozenset[str]) -> None:
+        self.app = app
+        self.fixed_paths = fixed_paths
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        status = 500
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        finally:
+            state = getattr(scope["app"].state, "troupe", None) if "app" in scope else None
+            if state is not None:
+                route = scope.get("route")
+                path = scope["path"]
+                label = getattr(route, "path", None) or (path if path in self.fixed_paths else "unmatched")
+                state.service.metrics.count_http(label, status)

@@ -1,44 +1,71 @@
-"""The project's one Kafka producer: never blocks the caller, never loses an accepted event.
+"""The project's one Kafka producer: a write-ahead spool in front of Kafka, so nothing accepted is lost.
 
 Used by the decision API (serving/decision_log.py), by the simulated traffic of
 the demo and by the benchmarks. The caller's hot path does one thing:
 `send(topic, value, key)` puts the bytes on a bounded in-memory queue and
-returns at once. A background *dispatcher* thread owns everything else:
+returns at once. Two background threads own everything else:
 
-* **direct mode** — takes batches off the queue, sends them with `acks=all` and
-  waits for the broker's acknowledgements (delivery callbacks fire here);
-  the client is confluent-kafka (librdkafka): ~3 µs of CPU per record against
-  ~250–300 µs for kafka-python's `send()`, which was the largest single cost
-  per decision in the API process (benchmarks/serving.py);
+* the **writer** takes everything queued (group commit), appends it to the
+  write-ahead spool (one `write` and one `fdatasync` per group) and then runs
+  the *durability callbacks* queued behind those records (`when_durable`):
+  the decision API answers a request only after its event's group is on disk,
+  so a `kill -9` at any moment loses no answered decision (serving/decision_log.py);
+* the **dispatcher** sends what the writer committed to Kafka with `acks=all`
+  and, per acknowledged record, moves the spool's acknowledged position; a
+  fully acknowledged segment is deleted (*deleted on delivery*). The client is
+  confluent-kafka (librdkafka): ~3 µs of CPU per record.
 * **spooling mode** — entered when a send fails (broker unreachable, frozen,
-  timing out): every event goes to an append-only, fsynced disk spool in
-  `spool_dir`, in arrival order, including those whose send just failed;
-* **replay** — every `retry_interval_s` the dispatcher tries to send the spool
-  again, oldest record first, chunk by chunk; each acknowledged chunk's end
-  position is fsynced to a small `.ack` file so a crash replays at most one
-  chunk twice. When the spool is empty and the queue drained into it, the
-  dispatcher goes back to direct mode. One thread does all of this, so the
-  order in which events were accepted is the order in which they reach Kafka.
+  timing out): the dispatcher stops sending from memory (the records are on
+  disk already) and every `retry_interval_s` *replays* the spool from its
+  acknowledged positions, oldest first, chunk by chunk; when it has caught up
+  with the writer it goes back to direct mode. One dispatcher thread sends, so
+  the order in which events were accepted is the order in which they reach Kafka.
 
-Delivery is at least once: a batch whose acknowledgement was lost in an outage
-(the broker took it, then froze) is spooled and replayed, so Kafka may hold it
-twice. The ingestion job keeps exactly the topic's messages; the dataset
-builder drops repeated request_ids.
+Delivery is at least once: a record acknowledged by the broker whose
+acknowledgement was lost (the broker took it, then froze), or whose `.ack`
+position was not yet written when the process died, is sent again. The
+ingestion job keeps exactly the topic's messages; the dataset builder drops
+repeated request_ids.
 
-Counters: `sent` (acknowledged on first try), `spooled` (written to the spool),
-`replayed` (acknowledged from the spool), `dropped` (refused: queue full, spool
-full, or the producer closed). `healthy()` and `spool_size()` feed /readyz and
-/metrics.
+One spool folder per process (ours): `spool_dir/worker-<pid>/`, locked
+(`flock` on its `.lock`) for the process's lifetime. Several uvicorn workers
+therefore never share a segment. A folder whose lock nobody holds belongs to a
+process that died: at start and every `adopt_interval_s` a producer takes the
+root's `.adopt.lock`, locks such an orphan, moves its segments (with their
+acknowledged positions) into its own folder and replays them. Segments lying
+directly in `spool_dir` (the layout before per-process folders) are adopted
+the same way.
 
-Spool record format (no pickle): ``u32 length | u32 crc32 | payload`` with
-payload ``u16 topic length | topic | i32 key length (-1 = none) | key | value``.
-A torn last record (crash mid-write) fails its length or crc check and is cut
-off when the spool is reopened.
+Segment record format (no pickle)::
+
+    magic 0xF7 'T' 'W' 0x01 | u32 payload length | u32 crc32(length bytes + payload) | payload
+
+with payload ``u16 topic length | topic | i32 key length (-1 = none) | key | value``.
+The magic starts with 0xF7, a byte that never occurs in UTF-8, so after a
+record that fails its checksum the reader finds the next record by searching
+for the magic: one corrupt record is skipped and counted (`corrupt`), never the
+rest of the segment. Bytes after the last whole record (a write torn by a
+crash) are cut off when the spool is reopened.
+
+Durability of the small `.ack` files (acknowledged positions): written by
+temp + rename without fsync — the page cache survives a `kill -9`, so a
+process crash re-sends nothing; a power loss may re-send what was acknowledged
+since the last write-back (at least once). Segment data is fdatasynced before
+any durability callback runs (`fsync=False` drops that, for benchmarks only).
+
+Counters: `sent` (acknowledged on first try), `spooled` (left to the replay
+because the direct send failed or spooling was on), `replayed` (acknowledged
+from the spool), `dropped` (refused: queue full, spool full, or the producer
+closed), `corrupt` (spool records skipped for a bad checksum). `healthy()`
+and `spool_size()` (records written and not yet acknowledged) feed /readyz
+and /metrics.
 """
 
 from __future__ import annotations
 
+import collections
 import contextlib
+import fcntl
 import functools
 import logging
 import os
@@ -48,7 +75,7 @@ import threading
 import time
 import zlib
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -58,8 +85,11 @@ from models.settings import TroupeSettings, bootstrap_servers
 
 log = logging.getLogger("troupe.producer")
 
-_HEADER = struct.Struct(">II")  # length, crc32
+MAGIC = b"\xf7TW\x01"
+_HEADER = struct.Struct(">4sII")  # magic, payload length, crc32(length bytes + payload)
+_LENGTH = struct.Struct(">I")
 _SEGMENT_GLOB = "segment-*.spool"
+WORKER_PREFIX = "worker-"
 
 
 @dataclass(frozen=True)
@@ -69,23 +99,31 @@ class ProducerConfig:
     bootstrap_servers: str
     """Kafka bootstrap address, `host:port[,host:port]`."""
     spool_dir: Path
-    """Folder of the disk spool; created when missing. One producer per folder."""
+    """Root of the write-ahead spool; this process writes into `spool_dir/worker-<pid>/`. Created when missing."""
     buffer_size: int = 100_000
     """Events the in-memory queue holds; `send` refuses (and counts `dropped`) beyond it."""
     batch_size: int = 1_000
-    """Events taken off the queue and acknowledged together in direct mode."""
+    """Most records one direct delivery sends and waits for together."""
     request_timeout_ms: int = 5_000
     """How long one produce request may wait for the broker before it counts as failed."""
     delivery_timeout_ms: int = 10_000
-    """How long an event may wait in the client's own buffer (librdkafka `message.timeout.ms`) before it is failed and spooled."""
+    """How long an event may wait in the client's own buffer (librdkafka `message.timeout.ms`) before it is failed."""
     linger_ms: int = 5
-    """Client batching delay; small, since the dispatcher already batches."""
+    """Client batching delay; the dispatcher also waits this long between direct deliveries to batch them."""
     retry_interval_s: float = 1.0
     """How often spooling mode tries to replay the spool to the broker."""
     replay_chunk: int = 1_000
-    """Spool records sent and acknowledged per replay step (the most a crash can send twice)."""
+    """Spool records sent and acknowledged per replay step."""
     max_spool_bytes: int = 1 << 30
-    """Disk the spool may use; events beyond it are dropped and counted."""
+    """Disk the unacknowledged spool may use; events beyond it are dropped and counted."""
+    segment_bytes: int = 16 << 20
+    """A segment is closed and a new one started past this size."""
+    fsync: bool = True
+    """fdatasync each group commit before its durability callbacks run (off: survives kill -9, not power loss)."""
+    close_timeout_s: float = 1.0
+    """How long `close()` lets a healthy dispatcher deliver what is left; the rest stays in the spool."""
+    adopt_interval_s: float = 10.0
+    """How often the dispatcher looks for spool folders of dead processes; 0 = only at start."""
     client_id: str = "troupe-producer"
 
     def __post_init__(self) -> None:
@@ -105,6 +143,10 @@ class ProducerConfig:
             raise ValueError(f"ProducerConfig.retry_interval_s: expected > 0, got {self.retry_interval_s}")
         if self.max_spool_bytes < 1 << 16:
             raise ValueError(f"ProducerConfig.max_spool_bytes: expected >= 65536, got {self.max_spool_bytes}")
+        if self.segment_bytes < 1 << 12:
+            raise ValueError(f"ProducerConfig.segment_bytes: expected >= 4096, got {self.segment_bytes}")
+        if self.close_timeout_s < 0 or self.adopt_interval_s < 0:
+            raise ValueError("ProducerConfig.close_timeout_s and adopt_interval_s: expected >= 0")
 
     @classmethod
     def from_settings(cls, settings: TroupeSettings, **overrides: Any) -> ProducerConfig:
@@ -134,14 +176,21 @@ class _Record(NamedTuple):
     value: bytes
 
 
+class _Durable(NamedTuple):
+    """Queue marker: run `callback(ok)` once every record queued before it is on disk (ok) or refused."""
+
+    callback: Callable[[bool], None]
+
+
 # ---------------------------------------------------------------------------
-# Disk spool
+# Segment format
 # ---------------------------------------------------------------------------
 def encode_record(rec: _Record) -> bytes:
     topic = rec.topic.encode()
     key_len = -1 if rec.key is None else len(rec.key)
     payload = b"".join((struct.pack(">H", len(topic)), topic, struct.pack(">i", key_len), rec.key or b"", rec.value))
-    return _HEADER.pack(len(payload), zlib.crc32(payload)) + payload
+    n = len(payload)
+    return _HEADER.pack(MAGIC, n, zlib.crc32(payload, zlib.crc32(_LENGTH.pack(n)))) + payload
 
 
 def _decode_payload(payload: bytes) -> _Record:
@@ -154,117 +203,53 @@ def _decode_payload(payload: bytes) -> _Record:
     return _Record(topic, key, payload[pos:])
 
 
-def read_segment(path: Path, start: int = 0) -> Iterator[tuple[int, _Record]]:
-    """(end position, record) for each whole record from byte `start`; stops at a torn tail."""
+@dataclass
+class SegmentScan:
+    """What one read of a segment found."""
+
+    records: list[tuple[int, _Record]] = field(default_factory=list)
+    """(end position, record) of every whole, checksum-valid record, in order."""
+    corrupt: int = 0
+    """Stretches skipped because a record failed its header or checksum (each followed by a valid record)."""
+    valid_end: int = 0
+    """End of the last valid record; bytes after it are a torn tail."""
+
+
+def scan_segment(path: Path, start: int = 0, stop: int | None = None) -> SegmentScan:
+    """Every valid record of `path` between byte `start` and `stop`; corrupt records are skipped, not fatal."""
     with path.open("rb") as f:
         f.seek(start)
-        pos = start
-        while True:
-            head = f.read(_HEADER.size)
-            if len(head) < _HEADER.size:
-                return
-            length, crc = _HEADER.unpack(head)
-            payload = f.read(length)
-            if len(payload) < length or zlib.crc32(payload) != crc:
-                return
-            pos += _HEADER.size + length
-            yield pos, _decode_payload(payload)
+        data = f.read() if stop is None else f.read(max(0, stop - start))
+    out = SegmentScan(valid_end=start)
+    pos, size = 0, len(data)
+    while pos < size:
+        if data.startswith(MAGIC, pos) and pos + _HEADER.size <= size:
+            _, n, crc = _HEADER.unpack_from(data, pos)
+            end = pos + _HEADER.size + n
+            if end <= size:
+                payload = data[pos + _HEADER.size : end]
+                if zlib.crc32(payload, zlib.crc32(_LENGTH.pack(n))) == crc:
+                    try:
+                        record = _decode_payload(payload)
+                    except (struct.error, UnicodeDecodeError):
+                        record = None
+                    if record is not None:
+                        out.records.append((start + end, record))
+                        out.valid_end = start + end
+                        pos = end
+                        continue
+        # Not a valid record here: resynchronise on the next magic (never inside UTF-8 JSON).
+        nxt = data.find(MAGIC, pos + 1)
+        if nxt < 0:
+            break  # the rest is a torn tail
+        out.corrupt += 1
+        pos = nxt
+    return out
 
 
-class DiskSpool:
-    """Append-only segment files `segment-<n>.spool`, each with an `.ack` file holding the replayed position.
-
-    Only the dispatcher thread touches it; `size` is read by other threads (an int read is atomic).
-    """
-
-    def __init__(self, folder: Path, max_bytes: int) -> None:
-        self.folder = folder
-        self.max_bytes = max_bytes
-        folder.mkdir(parents=True, exist_ok=True)
-        self.size = 0  # records not yet replayed
-        self.bytes = 0
-        self._active: Any = None  # open file of the newest segment
-        self._active_path: Path | None = None
-        for seg in self.segments():
-            start = valid = self.acked(seg)
-            for pos, _ in read_segment(seg, start):
-                self.size += 1
-                valid = pos
-            if seg.stat().st_size > valid:  # torn tail from a crash: cut it off
-                with seg.open("r+b") as f:
-                    f.truncate(valid)
-                    os.fsync(f.fileno())
-            self.bytes += valid - start
-
-    def segments(self) -> list[Path]:
-        return sorted(self.folder.glob(_SEGMENT_GLOB), key=lambda p: int(p.stem.split("-")[1]))
-
-    @staticmethod
-    def acked(seg: Path) -> int:
-        ack = seg.with_suffix(".ack")
-        return int(ack.read_text()) if ack.exists() else 0
-
-    def append(self, records: list[_Record]) -> int:
-        """Write and fsync; returns how many fitted under max_bytes (the rest are the caller's to drop)."""
-        if not records:
-            return 0
-        if self._active is None:
-            segs = self.segments()
-            n = int(segs[-1].stem.split("-")[1]) + 1 if segs else 0
-            self._active_path = self.folder / f"segment-{n:08d}.spool"
-            self._active = self._active_path.open("ab")
-            _fsync_dir(self.folder)
-        blobs = []
-        for rec in records:
-            blob = encode_record(rec)
-            if self.bytes + len(blob) > self.max_bytes:
-                break
-            blobs.append(blob)
-            self.bytes += len(blob)
-        self._active.write(b"".join(blobs))
-        self._active.flush()
-        os.fsync(self._active.fileno())
-        self.size += len(blobs)
-        return len(blobs)
-
-    def seal(self) -> None:
-        """Close the newest segment so replay can finish it; new records start a new one."""
-        if self._active is not None:
-            self._active.close()
-            self._active = None
-            self._active_path = None
-
-    def replay_chunks(self, chunk: int) -> Iterator[tuple[Path, int, list[_Record], bool]]:
-        """(segment, end position, records, last of its segment) of sealed segments, oldest first."""
-        for seg in self.segments():
-            if seg == self._active_path:
-                return
-            batch: list[_Record] = []
-            start = end = end_prev = self.acked(seg)
-            for end, rec in read_segment(seg, start):
-                if len(batch) >= chunk:
-                    yield seg, end_prev, batch, False
-                    batch = []
-                batch.append(rec)
-                end_prev = end
-            yield seg, end, batch, True  # possibly empty: the segment is finished
-
-    def ack(self, seg: Path, end: int, n: int, nbytes: int, finished: bool) -> None:
-        self.size -= n
-        self.bytes -= nbytes
-        if finished:
-            seg.unlink(missing_ok=True)
-            seg.with_suffix(".ack").unlink(missing_ok=True)
-            return
-        tmp = seg.with_suffix(".ack.tmp")
-        with tmp.open("w") as f:
-            f.write(str(end))
-            f.flush()
-            os.fsync(f.fileno())
-        tmp.replace(seg.with_suffix(".ack"))
-
-    def close(self) -> None:
-        self.seal()
+def read_segment(path: Path, start: int = 0) -> Iterator[tuple[int, _Record]]:
+    """(end position, record) for each valid record from byte `start` (corrupt ones skipped)."""
+    yield from scan_segment(path, start).records
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -275,38 +260,336 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
+def _segment_number(path: Path) -> int:
+    return int(path.stem.split("-")[1])
+
+
+@dataclass
+class _Segment:
+    number: int
+    path: Path
+    end: int  # bytes written (whole records)
+    acked: int  # bytes acknowledged by Kafka
+    pending: int  # records written and not acknowledged
+
+
+# ---------------------------------------------------------------------------
+# The write-ahead spool of one process
+# ---------------------------------------------------------------------------
+class DiskSpool:
+    """Segment files `segment-<n>.spool` in one folder, each with an `.ack` file holding the acknowledged position.
+
+    The writer thread appends; the dispatcher reads and acknowledges; one lock
+    guards the segment table. `size` (records not acknowledged) may be read
+    from any thread.
+    """
+
+    def __init__(self, folder: Path, max_bytes: int, segment_bytes: int = 16 << 20, fsync: bool = True) -> None:
+        self.folder = folder
+        self.max_bytes = max_bytes
+        self.segment_bytes = segment_bytes
+        self.fsync = fsync
+        self.corrupt_found = 0  # records skipped while counting the segments found at open
+        folder.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._segments: dict[int, _Segment] = {}
+        self._active: Any = None  # open file of the newest segment
+        self._active_number: int | None = None
+        self._next_number = 0
+        self.add_existing(sorted(folder.glob(_SEGMENT_GLOB), key=_segment_number))
+
+    # -- opening --------------------------------------------------------------
+    @staticmethod
+    def acked(seg: Path) -> int:
+        ack = seg.with_suffix(".ack")
+        try:
+            return int(ack.read_text())
+        except (FileNotFoundError, ValueError):
+            return 0
+
+    def add_existing(self, paths: list[Path]) -> int:
+        """Count the unacknowledged records of segments already in this folder (torn tails cut); returns them."""
+        added = 0
+        for path in paths:
+            acked = self.acked(path)
+            scan = scan_segment(path, acked)
+            if path.stat().st_size > scan.valid_end:  # torn tail from a crash: cut it off
+                with path.open("r+b") as f:
+                    f.truncate(scan.valid_end)
+                    os.fsync(f.fileno())
+            self.corrupt_found += scan.corrupt
+            n = _segment_number(path)
+            with self._lock:
+                self._segments[n] = _Segment(n, path, scan.valid_end, acked, len(scan.records))
+                self._next_number = max(self._next_number, n + 1)
+            added += len(scan.records)
+        return added
+
+    def reserve_numbers(self, count: int) -> int:
+        """First of `count` fresh segment numbers (for adopted segments)."""
+        with self._lock:
+            first = self._next_number
+            self._next_number += count
+            return first
+
+    # -- queries ----------------------------------------------------------------
+    @property
+    def size(self) -> int:
+        return sum(s.pending for s in list(self._segments.values()))
+
+    @property
+    def bytes(self) -> int:
+        return sum(s.end - s.acked for s in list(self._segments.values()))
+
+    def segments(self) -> list[Path]:
+        return [s.path for s in sorted(self._segments.values(), key=lambda s: s.number)]
+
+    def unacknowledged(self) -> list[tuple[int, int, int]]:
+        """(segment number, acknowledged position, end) of every segment with records left, oldest first."""
+        with self._lock:
+            return [(s.number, s.acked, s.end) for s in sorted(self._segments.values(), key=lambda s: s.number)]
+
+    def acked_position(self, number: int) -> int | None:
+        """Acknowledged position of a segment; None once it was deleted (everything in it acknowledged)."""
+        seg = self._segments.get(number)
+        return None if seg is None else seg.acked
+
+    def caught_up(self) -> bool:
+        """Everything written is acknowledged."""
+        with self._lock:
+            return all(s.acked >= s.end for s in self._segments.values())
+
+    def read(self, number: int, start: int, stop: int) -> SegmentScan:
+        seg = self._segments.get(number)
+        if seg is None:
+            return SegmentScan(valid_end=stop)
+        return scan_segment(seg.path, start, stop)
+
+    # -- writing ------------------------------------------------------------------
+    def append(self, records: list[_Record]) -> tuple[int, list[int]]:
+        """Write (and fdatasync) the records that fit under max_bytes; returns (segment number, end positions)."""
+        if not records:
+            return -1, []
+        blobs: list[bytes] = []
+        room = self.max_bytes - self.bytes
+        for rec in records:
+            blob = encode_record(rec)
+            if len(blob) > room:
+                break
+            room -= len(blob)
+            blobs.append(blob)
+        if not blobs:
+            return -1, []
+        with self._lock:
+            active = self._segments.get(self._active_number) if self._active is not None else None  # type: ignore[arg-type]
+            # Roll when full, or when fully delivered and over 1 MiB (then the old one is deleted at once).
+            if active is not None and (
+                active.end >= self.segment_bytes
+                or (active.acked >= active.end and active.end >= min(self.segment_bytes, 1 << 20))
+            ):
+                self._seal_locked()
+            if self._active is None:
+                n = self._next_number
+                self._next_number += 1
+                path = self.folder / f"segment-{n:08d}.spool"
+                self._active = path.open("ab")
+                self._active_number = n
+                self._segments[n] = _Segment(n, path, 0, 0, 0)
+                _fsync_dir(self.folder)
+            seg = self._segments[self._active_number]  # type: ignore[index]
+        # Only the writer thread appends: write outside the lock so the dispatcher's
+        # acknowledgements never wait for the disk.
+        data = b"".join(blobs)
+        self._active.write(data)
+        self._active.flush()
+        if self.fsync:
+            os.fdatasync(self._active.fileno())
+        ends: list[int] = []
+        pos = seg.end
+        for blob in blobs:
+            pos += len(blob)
+            ends.append(pos)
+        with self._lock:
+            seg.end = pos
+            seg.pending += len(blobs)
+        return seg.number, ends
+
+    def _seal_locked(self) -> None:
+        if self._active is not None:
+            self._active.close()
+            self._active = None
+            seg = self._segments.get(self._active_number)  # type: ignore[arg-type]
+            self._active_number = None
+            if seg is not None and seg.acked >= seg.end:
+                self._delete_locked(seg)
+
+    def _delete_locked(self, seg: _Segment) -> None:
+        seg.path.unlink(missing_ok=True)
+        seg.path.with_suffix(".ack").unlink(missing_ok=True)
+        self._segments.pop(seg.number, None)
+
+    def ack(self, number: int, end: int, count: int) -> None:
+        """Kafka acknowledged `count` more records of segment `number`, up to byte `end`."""
+        with self._lock:
+            seg = self._segments.get(number)
+            if seg is None or end <= seg.acked:
+                return
+            seg.acked = end
+            seg.pending = max(0, seg.pending - count)
+            if seg.acked >= seg.end and number != self._active_number:
+                self._delete_locked(seg)  # deleted on delivery
+                return
+            # (A fully delivered active segment is rolled and deleted by the writer's next append.)
+            tmp = seg.path.with_suffix(".ack.tmp")
+            tmp.write_text(str(end))
+            tmp.replace(seg.path.with_suffix(".ack"))
+
+    def skip(self, number: int, end: int) -> None:
+        """Mark bytes up to `end` done without records (corrupt stretches at the end of a replayed range)."""
+        self.ack(number, end, 0)
+
+    def seal(self) -> None:
+        """Close the newest segment; new records start a new one."""
+        with self._lock:
+            self._seal_locked()
+
+    def close(self) -> None:
+        self.seal()
+
+
+# ---------------------------------------------------------------------------
+# Spool folders: one per process, orphans adopted
+# ---------------------------------------------------------------------------
+def _try_lock(path: Path) -> Any:
+    """An open file holding an exclusive flock on `path`, or None when another process holds it."""
+    f = path.open("a")
+    try:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.close()
+        return None
+    return f
+
+
+def claim_folder(root: Path) -> tuple[Path, Any]:
+    """This process's spool folder `root/worker-<pid>` and the file holding its lock."""
+    folder = root / f"{WORKER_PREFIX}{os.getpid()}"
+    folder.mkdir(parents=True, exist_ok=True)
+    lock = _try_lock(folder / ".lock")
+    if lock is None:  # another live producer in this process: a folder per producer
+        for i in range(1, 1000):
+            folder = root / f"{WORKER_PREFIX}{os.getpid()}-{i}"
+            folder.mkdir(parents=True, exist_ok=True)
+            lock = _try_lock(folder / ".lock")
+            if lock is not None:
+                break
+        else:
+            raise RuntimeError(f"cannot lock a spool folder under {root}")
+    return folder, lock
+
+
+def adopt_orphans(root: Path, spool: DiskSpool) -> int:
+    """Move segments of dead processes' folders (and loose ones in `root`) into `spool`; returns records adopted."""
+    guard = (root / ".adopt.lock").open("a")
+    adopted = 0
+    try:
+        fcntl.flock(guard.fileno(), fcntl.LOCK_EX)
+        sources: list[tuple[Path, Any]] = []
+        if any(root.glob(_SEGMENT_GLOB)):
+            sources.append((root, None))
+        for folder in sorted(root.glob(f"{WORKER_PREFIX}*")):
+            if folder == spool.folder or not folder.is_dir():
+                continue
+            lock = _try_lock(folder / ".lock")
+            if lock is not None:  # nobody holds it: its process is gone
+                sources.append((folder, lock))
+        for folder, lock in sources:
+            try:
+                segments = sorted(folder.glob(_SEGMENT_GLOB), key=_segment_number)
+                first = spool.reserve_numbers(len(segments))
+                moved: list[Path] = []
+                for i, seg in enumerate(segments):
+                    target = spool.folder / f"segment-{first + i:08d}.spool"
+                    ack = seg.with_suffix(".ack")
+                    if ack.exists():
+                        os.replace(ack, target.with_suffix(".ack"))
+                    os.replace(seg, target)
+                    moved.append(target)
+                _fsync_dir(spool.folder)
+                adopted += spool.add_existing(moved)
+                if folder != root:
+                    for leftover in folder.iterdir():
+                        leftover.unlink(missing_ok=True)
+                    folder.rmdir()
+                if moved:
+                    log_event(log, "producer.adopted", folder=str(folder), segments=len(moved))
+            finally:
+                if lock is not None:
+                    lock.close()
+    finally:
+        fcntl.flock(guard.fileno(), fcntl.LOCK_UN)
+        guard.close()
+    return adopted
+
+
 # ---------------------------------------------------------------------------
 # The producer
 # ---------------------------------------------------------------------------
 _STOP = object()
 
 
+class _Committed(NamedTuple):
+    """One group commit handed from the writer to the dispatcher."""
+
+    records: list[_Record]
+    segment: int
+    ends: list[int]
+
+
 class EventProducer:
-    """Bounded, non-blocking Kafka producer with a disk spool. Start with `start()` or use as a context manager."""
+    """Bounded, non-blocking Kafka producer with a write-ahead spool. Start with `start()` or use as a context manager."""
 
     def __init__(self, config: ProducerConfig, on_delivery: Callable[[DeliveryReport], None] | None = None) -> None:
         self.config = config
         self.on_delivery = on_delivery
         self._queue: queue.Queue[Any] = queue.Queue(maxsize=config.buffer_size)
         self._lock = threading.Lock()
-        self._counts = {"sent": 0, "spooled": 0, "replayed": 0, "dropped": 0}
+        self._counts = {"sent": 0, "spooled": 0, "replayed": 0, "dropped": 0, "corrupt": 0}
         self._spool: DiskSpool | None = None
+        self._folder_lock: Any = None
         self._kafka: Any = None
         self._spooling = False
         self._closed = False
+        self._stopping = False
         self._idle = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._writer: threading.Thread | None = None
+        self._thread: threading.Thread | None = None  # the dispatcher
+        self._committed: collections.deque[_Committed] = collections.deque()
+        self._wake = threading.Condition()
         self._next_retry = 0.0
-        self._stop_seen = False  # the close marker was taken off the queue during a replay
+        self._next_adopt = 0.0
+
+    @property
+    def spool_folder(self) -> Path | None:
+        """This process's own spool folder (set by `start`)."""
+        return self._spool.folder if self._spool is not None else None
 
     # -- caller side (any thread) ------------------------------------------
     def start(self) -> EventProducer:
         if self._thread is not None:
             raise RuntimeError("EventProducer.start: already started")
-        self._spool = DiskSpool(self.config.spool_dir, self.config.max_spool_bytes)
+        c = self.config
+        c.spool_dir.mkdir(parents=True, exist_ok=True)
+        folder, self._folder_lock = claim_folder(c.spool_dir)
+        self._spool = DiskSpool(folder, c.max_spool_bytes, c.segment_bytes, c.fsync)
+        adopt_orphans(c.spool_dir, self._spool)
+        self._count("corrupt", self._spool.corrupt_found)
+        self._next_adopt = time.monotonic() + c.adopt_interval_s
         # Events left in the spool by an earlier process go first.
         self._spooling = self._spool.size > 0
-        self._thread = threading.Thread(target=self._run, name="troupe-producer", daemon=True)
+        self._writer = threading.Thread(target=self._write_loop, name="troupe-producer-wal", daemon=True)
+        self._thread = threading.Thread(target=self._dispatch_loop, name="troupe-producer", daemon=True)
+        self._writer.start()
         self._thread.start()
         return self
 
@@ -323,48 +606,100 @@ class EventProducer:
         self._idle.clear()
         return True
 
+    def when_durable(self, callback: Callable[[bool], None]) -> bool:
+        """Call `callback(True)` from the writer thread once every event sent so far is on disk (False: refused).
+
+        Returns False (and never calls back) when the producer is closed or its queue is full.
+        """
+        if self._closed or self._writer is None:
+            return False
+        try:
+            self._queue.put_nowait(_Durable(callback))
+        except queue.Full:
+            return False
+        return True
+
     def send_event(self, topic: str, event: DecisionEvent | FeedbackEvent) -> bool:
         """Serialise and queue an event keyed by its user id (a user's events stay ordered in one partition)."""
         return self.send(topic, to_json(event), key=event.user_id.encode())
 
     def healthy(self) -> bool:
-        """True while the dispatcher runs and the broker takes events directly (not spooling)."""
-        return self._thread is not None and self._thread.is_alive() and not self._spooling and not self._closed
+        """True while both threads run and the broker takes events directly (not spooling)."""
+        return (
+            self._thread is not None
+            and self._thread.is_alive()
+            and self._writer is not None
+            and self._writer.is_alive()
+            and not self._spooling
+            and not self._closed
+        )
 
     def spool_size(self) -> int:
-        """Events waiting in the disk spool for the broker."""
+        """Events written to the spool and not yet acknowledged by Kafka."""
         return self._spool.size if self._spool is not None else 0
 
     def queue_size(self) -> int:
         return self._queue.qsize()
 
     def counters(self) -> dict[str, int]:
-        """sent, spooled, replayed, dropped since start."""
+        """sent, spooled, replayed, dropped, corrupt since start."""
         with self._lock:
             return dict(self._counts)
 
     def flush(self, timeout_s: float = 30.0) -> bool:
-        """Wait until every accepted event reached Kafka (queue and spool empty); False on timeout."""
+        """Wait until every accepted event reached Kafka (queue empty, spool acknowledged); False on timeout."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            if self._idle.wait(0.05) and self._queue.empty() and self.spool_size() == 0:
+            if (
+                self._queue.empty()
+                and self._spool is not None
+                and self._spool.caught_up()
+                and not self._committed
+                and self._idle.wait(0.05)
+                and self._queue.empty()
+            ):
                 return True
+            time.sleep(0.02)
             if self._thread is None or not self._thread.is_alive():
                 return False
         return False
 
-    def close(self, timeout_s: float = 10.0) -> None:
-        """Stop accepting; deliver or spool everything queued, then stop the thread. Nothing accepted is lost."""
+    def close(self, timeout_s: float | None = None) -> None:
+        """Stop accepting; write everything queued to the spool; give a healthy broker `close_timeout_s` for it.
+
+        Nothing accepted is lost: what Kafka did not acknowledge stays in the
+        spool for the next start (or another process's adoption). During an
+        outage this returns within about a second.
+        """
         if self._closed:
             return
         self._closed = True
-        if self._thread is not None:
+        wait = self.config.close_timeout_s if timeout_s is None else timeout_s
+        if self._writer is not None:
             try:
-                self._queue.put(_STOP, timeout=timeout_s)  # may wait for room: close is not on the hot path
+                self._queue.put(_STOP, timeout=10.0)  # may wait for room: close is not on the hot path
             except queue.Full:
                 log_event(log, "producer.close_timeout", logging.ERROR, queued=self._queue.qsize())
-                return
-            self._thread.join(timeout_s)
+            self._writer.join(30.0)  # a local disk write: fast
+        if self._thread is not None:
+            deadline = time.monotonic() + wait
+            while not self._spooling and time.monotonic() < deadline and self._thread.is_alive():
+                if self._spool is not None and self._spool.caught_up() and not self._committed:
+                    break
+                time.sleep(0.01)
+            self._stopping = True
+            with self._wake:
+                self._wake.notify_all()
+            self._thread.join(0.5)
+            if self._thread.is_alive():
+                # Blocked in a send to a frozen broker: everything is in the spool already.
+                log_event(log, "producer.close_abandoned_send", logging.WARNING, spool=self.spool_size())
+        if self._spool is not None and (self._thread is None or not self._thread.is_alive()):
+            self._spool.close()
+        if self._folder_lock is not None and (self._thread is None or not self._thread.is_alive()):
+            self._folder_lock.close()
+            self._folder_lock = None
+        self._idle.set()
 
     def __enter__(self) -> EventProducer:
         return self.start() if self._thread is None else self
@@ -372,10 +707,11 @@ class EventProducer:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    # -- dispatcher thread ---------------------------------------------------
+    # -- writer thread -------------------------------------------------------
     def _count(self, name: str, n: int = 1) -> None:
-        with self._lock:
-            self._counts[name] += n
+        if n:
+            with self._lock:
+                self._counts[name] += n
 
     def _report(self, rec: _Record, partition: int | None, offset: int | None, replayed: bool, err: str | None) -> None:
         if self.on_delivery is None:
@@ -385,24 +721,54 @@ class EventProducer:
         except Exception as exc:  # noqa: BLE001 — a faulty callback must not stop delivery
             log_event(log, "producer.callback_error", logging.WARNING, error=str(exc))
 
-    def _take(self, wait_s: float) -> tuple[list[_Record], bool]:
-        """Up to batch_size records off the queue; (records, stop requested)."""
-        out: list[_Record] = []
+    def _take(self, wait_s: float | None) -> tuple[list[_Record], list[_Durable], bool]:
+        """Everything queued (waiting up to `wait_s` for the first item): (records, markers, stop requested)."""
+        records: list[_Record] = []
+        markers: list[_Durable] = []
         try:
             item = self._queue.get(timeout=wait_s)
         except queue.Empty:
-            return out, False
+            return records, markers, False
         while True:
             if item is _STOP:
-                return out, True
-            out.append(item)
-            if len(out) >= self.config.batch_size:
-                return out, False
+                return records, markers, True
+            if isinstance(item, _Durable):
+                markers.append(item)
+            else:
+                records.append(item)
             try:
                 item = self._queue.get_nowait()
             except queue.Empty:
-                return out, False
+                return records, markers, False
 
+    def _write_loop(self) -> None:
+        assert self._spool is not None
+        stop = False
+        while not stop:
+            records, markers, stop = self._take(0.2)
+            ok = True
+            if records:
+                try:
+                    number, ends = self._spool.append(records)
+                except OSError as exc:  # disk full or gone: these events are lost, say so loudly
+                    log_event(log, "producer.spool_write_failed", logging.ERROR, error=str(exc))
+                    number, ends, ok = -1, [], False
+                fitted = len(ends)
+                if fitted < len(records):
+                    self._count("dropped", len(records) - fitted)
+                    for rec in records[fitted:]:
+                        self._report(rec, None, None, False, "spool full")
+                if fitted:
+                    with self._wake:
+                        self._committed.append(_Committed(records[:fitted], number, ends))
+                        self._wake.notify()
+            for marker in markers:
+                try:
+                    marker.callback(ok)
+                except Exception as exc:  # noqa: BLE001
+                    log_event(log, "producer.callback_error", logging.WARNING, error=str(exc))
+
+    # -- dispatcher thread ---------------------------------------------------
     def _producer(self) -> Any:
         if self._kafka is None:
             from confluent_kafka import Producer
@@ -457,7 +823,7 @@ class EventProducer:
                             raise
             # librdkafka checks message timeouts about once a second: allow for that.
             kafka.flush(timeout_s + 2.0)
-        except Exception as exc:  # noqa: BLE001 — unusable client or full buffer: the rest goes to the spool
+        except Exception as exc:  # noqa: BLE001 — unusable client or full buffer: the rest is replayed
             log_event(log, "producer.send_failed", logging.WARNING, error=f"{type(exc).__name__}: {exc}")
         done_prefix: list[tuple[int, int]] = []
         for res in outcome:
@@ -467,91 +833,113 @@ class EventProducer:
             done_prefix.append(res)
         return done_prefix, len(done_prefix)
 
-    def _to_spool(self, records: list[_Record]) -> None:
-        assert self._spool is not None
+    def _take_committed(self, wait_s: float) -> list[_Committed]:
+        with self._wake:
+            if not self._committed and not self._stopping:
+                self._wake.wait(wait_s)
+            out: list[_Committed] = []
+            n = 0
+            while self._committed and n < self.config.batch_size:
+                item = self._committed.popleft()
+                out.append(item)
+                n += len(item.records)
+            return out
+
+    def _enter_spooling(self) -> None:
         if not self._spooling:
             log_event(log, "producer.spooling", logging.WARNING, spool_dir=str(self.config.spool_dir))
         self._spooling = True
-        self._idle.clear()
-        fitted = self._spool.append(records)
-        self._count("spooled", fitted)
-        if fitted < len(records):
-            self._count("dropped", len(records) - fitted)
-            for rec in records[fitted:]:
-                self._report(rec, None, None, False, "spool full")
+        self._next_retry = time.monotonic() + self.config.retry_interval_s
 
-    def _direct(self, records: list[_Record]) -> None:
-        acked, first_fail = self._deliver(records)
-        self._count("sent", len(acked))
-        for rec, (part, off) in zip(records, acked, strict=False):
-            self._report(rec, part, off, False, None)
-        if first_fail < len(records):
-            # Everything from the first failure on goes to the spool, in order: later
-            # events of the same batch may have been accepted too (at least once).
-            self._to_spool(records[first_fail:])
-            self._next_retry = time.monotonic() + self.config.retry_interval_s
-
-    def _replay(self) -> bool:
-        """Send the spool, oldest first; stay in spooling mode at the first failure (returns False)."""
+    def _direct(self, items: list[_Committed]) -> None:
+        """Deliver committed groups from memory; acknowledge each record's spool position as Kafka takes it."""
         assert self._spool is not None
         spool = self._spool
-        spool.seal()
-        for seg, end, chunk, last in spool.replay_chunks(self.config.replay_chunk):
-            # Park what arrived meanwhile behind the sealed segments, keeping order.
-            pending, stop = self._take(0.0)
-            self._stop_seen = self._stop_seen or stop
-            if pending:
-                self._to_spool(pending)
-            if not chunk:
-                spool.ack(seg, end, 0, 0, finished=True)
+        # Skip what a replay already delivered (positions at or before the acknowledged one).
+        fresh: list[tuple[_Record, int, int]] = []
+        for item in items:
+            acked = spool.acked_position(item.segment)
+            if acked is None:
                 continue
-            acked, first_fail = self._deliver(chunk)
-            if first_fail < len(chunk):
-                # Partial success: the acknowledged prefix may be re-sent next time (at least once).
-                return False
-            nbytes = sum(len(encode_record(r)) for r in chunk)
-            spool.ack(seg, end, len(chunk), nbytes, finished=last)
-            self._count("replayed", len(chunk))
-            for rec, (part, off) in zip(chunk, acked, strict=True):
-                self._report(rec, part, off, True, None)
-        if spool.size == 0 and self._queue.empty():
-            spool.seal()
-            self._spooling = False
-            log_event(log, "producer.replayed", replayed=self.counters()["replayed"])
-        # else: events arrived while replaying; the next round replays them.
+            fresh += [(r, item.segment, end) for r, end in zip(item.records, item.ends, strict=True) if end > acked]
+        if not fresh:
+            return
+        acks, first_fail = self._deliver([r for r, _, _ in fresh])
+        self._count("sent", first_fail)
+        per_segment: dict[int, tuple[int, int]] = {}
+        for (rec, number, end), (part, off) in zip(fresh, acks, strict=False):
+            _, count = per_segment.get(number, (0, 0))
+            per_segment[number] = (end, count + 1)
+            self._report(rec, part, off, False, None)
+        for number, (end, count) in per_segment.items():
+            spool.ack(number, end, count)
+        if first_fail < len(fresh):
+            self._count("spooled", len(fresh) - first_fail)
+            self._enter_spooling()
+
+    def _replay(self) -> bool:
+        """Send the spool from its acknowledged positions, oldest first; False at the first failure."""
+        assert self._spool is not None
+        spool = self._spool
+        for number, acked, end in spool.unacknowledged():
+            if acked >= end:
+                continue
+            scan = spool.read(number, acked, end)
+            self._count("corrupt", scan.corrupt)
+            if scan.corrupt:
+                log_event(log, "producer.spool_corrupt", logging.ERROR, segment=number, skipped=scan.corrupt)
+            chunk_size = self.config.replay_chunk
+            for i in range(0, len(scan.records), chunk_size):
+                if self._stopping:
+                    return False
+                chunk = scan.records[i : i + chunk_size]
+                acks, first_fail = self._deliver([r for _, r in chunk])
+                if first_fail:
+                    spool.ack(number, chunk[first_fail - 1][0], first_fail)
+                    self._count("replayed", first_fail)
+                    for (_, rec), (part, off) in zip(chunk, acks, strict=False):
+                        self._report(rec, part, off, True, None)
+                if first_fail < len(chunk):
+                    return False
+            spool.skip(number, end)  # a corrupt stretch at the very end counts as done
         return True
 
-    def _run(self) -> None:
-        stop = False
-        while not stop:
-            records, stop = self._take(0.05)
-            stop = stop or self._stop_seen
+    def _dispatch_loop(self) -> None:
+        assert self._spool is not None
+        linger_s = self.config.linger_ms / 1000.0
+        while not self._stopping:
+            now = time.monotonic()
+            if self.config.adopt_interval_s > 0 and now >= self._next_adopt:
+                self._next_adopt = now + self.config.adopt_interval_s
+                try:
+                    if adopt_orphans(self.config.spool_dir, self._spool):
+                        self._spooling = True
+                        self._next_retry = 0.0
+                except OSError as exc:
+                    log_event(log, "producer.adopt_failed", logging.WARNING, error=str(exc))
             if self._spooling:
-                if records:
-                    self._to_spool(records)
-                if time.monotonic() >= self._next_retry and not stop:
-                    ok = self._replay()
-                    # After a clean pass only what arrived meanwhile is left: go again at once.
-                    self._next_retry = 0.0 if ok else time.monotonic() + self.config.retry_interval_s
-            elif records:
-                self._direct(records)
-            if self._queue.empty() and not records and not self._spooling:
+                with self._wake:
+                    spooled = sum(len(i.records) for i in self._committed)
+                    self._committed.clear()  # on disk already; the replay sends them
+                self._count("spooled", spooled)
+                if time.monotonic() >= self._next_retry:
+                    if self._replay() and self._spool.caught_up():
+                        self._spooling = False
+                        log_event(log, "producer.replayed", replayed=self.counters()["replayed"])
+                    else:
+                        self._next_retry = time.monotonic() + self.config.retry_interval_s
+                else:
+                    with self._wake:
+                        self._wake.wait(0.05)
+                continue
+            items = self._take_committed(0.05)
+            if items:
+                self._direct(items)
+                if linger_s and not self._stopping:
+                    time.sleep(linger_s)  # let the next groups gather: fewer, larger produce requests
+            elif self._queue.empty() and self._spool.caught_up():
                 self._idle.set()
-        # Closing: whatever is left is delivered or spooled; nothing accepted is lost.
-        rest, _ = self._take(0.0)
-        while rest:
-            if self._spooling:
-                self._to_spool(rest)
-            else:
-                self._direct(rest)
-            rest, _ = self._take(0.0)
-        if self._spooling:
-            with contextlib.suppress(Exception):
-                self._replay()
         if self._kafka is not None:
             with contextlib.suppress(Exception):
-                self._kafka.flush(1.0)  # only reports of earlier timed-out messages can be left
+                self._kafka.flush(0.5)  # only reports of earlier timed-out messages can be left
             self._kafka = None
-        if self._spool is not None:
-            self._spool.close()
-        self._idle.set()

@@ -13,7 +13,7 @@ from typing import Annotated, Literal, overload
 
 import numpy as np
 import numpy.typing as npt
-from pydantic import BaseModel, ConfigDict, Field, with_config
+from pydantic import BaseModel, ConfigDict, Field, field_validator, with_config
 from typing_extensions import TypedDict
 
 from models.problems import (
@@ -24,6 +24,7 @@ from models.problems import (
     RANK_SESSION_SIGNAL_DEFAULTS,
     SLOT_PAGE_SIZE,
 )
+from models.registry import NAME_RE, validate_name
 
 MAX_CANDIDATES = 2000
 MAX_LIVE_CANDIDATES = 100
@@ -247,8 +248,13 @@ class FeedbackAccepted(BaseModel):
 
 
 class PromoteRequest(_Body):
-    # The registry's own rule for version names: no path separators, so no path traversal.
-    version: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$", description="a registered version")
+    # The registry's one name check (models.registry.validate_name): no separators, no '..'.
+    version: str = Field(pattern=NAME_RE.pattern, description="a registered version", examples=["v2"])
+
+    @field_validator("version")
+    @classmethod
+    def _plain_name(cls, v: str) -> str:
+        return validate_name("version", v)
 
 
 class ModelStatus(BaseModel):

@@ -247,7 +247,9 @@ class DecisionService:
             fallback_reason=reason if fallback else None,
             latency_ms=round(latency_ms, 3),
         )
-        self._log(outcome, req.user_id, req.session_id)
+        written = self._log(outcome, req.user_id, req.session_id)
+        if written is not None:
+            await written  # durable: answer only once the decision is in the write-ahead spool
         self.metrics.observe_decision(problem, arm_name or NO_ARM, fallback, latency_ms / 1000.0)
         return outcome
 
@@ -305,7 +307,7 @@ class DecisionService:
                 except InferenceError as exc:
                     log_event(log, "decide.warm_up_error", logging.WARNING, problem=problem, error=str(exc))
 
-    def _log(self, o: Outcome, user_id: str, session_id: str | None) -> None:
+    def _log(self, o: Outcome, user_id: str, session_id: str | None) -> Awaitable[object] | None:
         event = DecisionEvent(
             request_id=o.request_id,
             timestamp=dt.datetime.now(dt.UTC),
@@ -325,10 +327,14 @@ class DecisionService:
             candidate_ids=o.decision.candidate_ids,
             fallback=o.fallback,
         )
-        self.logger.decision(event)
+        written = self.logger.decision(event)
         self.hooks.on_decision(event)
+        return written
 
-    def feedback(self, event: FeedbackEvent) -> None:
-        self.logger.feedback(event)
+    async def feedback(self, event: FeedbackEvent) -> None:
+        """Log feedback; returns once it is in the write-ahead spool when the logger is durable."""
+        written = self.logger.feedback(event)
         self.hooks.on_feedback(event)
         self.metrics.feedback.inc()
+        if written is not None:
+            await written

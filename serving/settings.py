@@ -70,6 +70,23 @@ class ServingSettings(TroupeSettings):
     decision_log_batch_ms: float = Field(
         5.0, ge=0, description="events are handed to the producer in bursts this often; 0 = one by one"
     )
+    state_store_url: str | None = Field(
+        None,
+        description="Redis URL of the state shared by workers and replicas (experiments, MPC λ, sessions), "
+        "e.g. redis://127.0.0.1:6379/0; required when workers > 1; unset = in-process state (one worker)",
+    )
+    state_store_prefix: str = Field(
+        "troupe", description="key prefix in that Redis (one per deployment; tests use a unique one)"
+    )
+    producer_request_timeout_ms: int = Field(5_000, ge=1, description="Kafka produce request timeout")
+    producer_delivery_timeout_ms: int = Field(
+        10_000, ge=1, description="how long an event may wait for Kafka before the producer falls back to the spool"
+    )
+    producer_retry_interval_s: float = Field(1.0, gt=0, description="how often the spool is replayed in an outage")
+    decision_log_durable: bool = Field(
+        True,
+        description="answer a decision only once its event is in the producer's write-ahead spool (kill -9 safe)",
+    )
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=1, le=65535)
     workers: int = Field(1, ge=1)

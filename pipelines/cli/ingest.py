@@ -23,6 +23,9 @@ def ingest_cmd(
         "fail",
         help="When a partition's offsets went backwards: 'fail' (stop, report) or 'restart' (record, re-ingest).",
     ),
+    lock_wait: float = typer.Option(
+        0.0, help="Seconds to wait when another run holds the lake (one writer per lake); then exit with an error."
+    ),
 ) -> None:
     """Ingest the decision and feedback topics into <TROUPE_HOME>/data/lake; prints the run's report as JSON."""
     from pipelines.jobs.ingest import IngestConfig, IngestError, Ingestor
@@ -37,6 +40,7 @@ def ingest_cmd(
         commit_rows=commit_rows,
         commit_interval_s=commit_interval_s,
         on_offset_reset=on_offset_reset,
+        lock_wait_s=lock_wait,
     )
     ingestor = Ingestor(cfg)
     # Stop at the next poll and commit what was read (a kill -9 is safe too: it is just re-read).

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 
 import typer
 
@@ -27,10 +28,19 @@ def serve(
         os.environ["TROUPE_BACKEND"] = backend
     if triton_url is not None:
         os.environ["TROUPE_TRITON_URL"] = triton_url
+    if workers is not None:
+        os.environ["TROUPE_WORKERS"] = str(workers)  # the app checks shared state is configured for N > 1
     from serving.settings import get_settings
 
     get_settings.cache_clear()
     s = get_settings()
+    if (workers or s.workers) > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        # One /metrics for all workers (serving/metrics.py): prometheus_client's multiprocess
+        # mode, in a folder emptied at each start (files of an earlier run would be summed in).
+        folder = s.home / "prometheus"
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True)
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(folder)
     uvicorn.run(
         "serving.app:create_app",
         factory=True,

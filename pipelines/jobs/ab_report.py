@@ -76,9 +76,18 @@ class ABReportConfig:
 def experiment_config(
     name: str, experiments_file: Path | None = None, home: Path | None = None
 ) -> dict[str, Any] | None:
-    """The experiment's entry in the experiments YAML (running or stopped), or None."""
+    """The experiment as serving knows it (running or stopped), or None.
+
+    With `TROUPE_STATE_STORE_URL` set, serving's shared store (Redis) is read
+    first: experiments created or changed through the admin API live there,
+    not in the YAML (which only seeds it). Otherwise, or when the store does
+    not have it, the experiments YAML.
+    """
     import yaml
 
+    shared = _experiment_in_state_store(name)
+    if shared is not None:
+        return shared
     path = experiments_file or Path(
         os.environ.get("TROUPE_EXPERIMENTS_FILE") or (home or Path("var")) / "experiments.yaml"
     )
@@ -89,6 +98,21 @@ def experiment_config(
         if e.get("name") == name:
             return dict(e)
     return None
+
+
+def _experiment_in_state_store(name: str) -> dict[str, Any] | None:
+    url = os.environ.get("TROUPE_STATE_STORE_URL")
+    if not url:
+        return None
+    from serving.experiments import NAMESPACE
+    from serving.state_store import StateStore
+
+    store = StateStore(url, os.environ.get("TROUPE_STATE_STORE_PREFIX", "troupe"))
+    try:
+        value = store.get(NAMESPACE, name)  # not cached: one read from Redis
+    finally:
+        store.close()
+    return dict(value) if isinstance(value, dict) else None
 
 
 def build_report(

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -57,8 +57,8 @@ class DeployConfig:
     """The decision API's experiments YAML; None = `<home>/experiments.yaml`."""
     serving_url: str | None = None
     """Base URL of a running decision API (e.g. http://127.0.0.1:8080); None = file only."""
-    admin_api_key: str | None = None
-    """Admin key for that API (sent as X-API-Key, never logged or written)."""
+    admin_api_key: str | None = field(default=None, repr=False)
+    """Admin key for that API (sent as X-API-Key, never logged, written or shown in the repr)."""
     triton_repository: Path | None = None
     """Write a Triton model repository for the candidate here; None = skip."""
     triton_variant: Literal["gpu", "cpu"] = "gpu"

@@ -26,6 +26,20 @@ naming topic, partition and offsets, unless `on_offset_reset="restart"`, which
 records the incident in the manifest and ingests the partition again from its
 new beginning.
 
+One writer per lake. A run holds an exclusive `flock` on `<lake>/.ingest.lock`
+for its whole life (its pid and start time written inside for the message):
+a second run waits up to `lock_wait_s` and then exits with `LakeLockedError`
+naming the holder. A lock held by a process that died is released by the
+kernel, so a `kill -9` never leaves the lake locked. Under the lock, part files
+are still named uniquely per run (`part-<seq>-<run id>.parquet`) and the
+manifest's temp file is per run (`.tmp-<run id>-_manifest.json`), so even a
+writer that ignored the lock could not overwrite another's files.
+
+Refused messages: anything that fails to parse *for any reason* — schema,
+size, JSON nested too deep (RecursionError), invalid UTF-8, an exception no
+one foresaw — is dead-lettered with the reason (`<ExceptionType>: message`
+when it is not a validation error) and ingestion goes on.
+
 Offsets are also committed to the consumer group (`group_id`) after each
 manifest commit, for lag monitoring; the manifest stays the source of truth.
 Tansu answers ListOffsets(latest) with a stale value, so lag and "drained" use
@@ -36,6 +50,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import fcntl
 import functools
 import hashlib
 import json
@@ -97,6 +112,44 @@ class IngestError(TroupeError):
     """Ingestion cannot go on safely; the message says what to do."""
 
 
+class LakeLockedError(IngestError):
+    """Another ingestion run holds the lake's writer lock."""
+
+
+LOCK_NAME = ".ingest.lock"
+
+
+@contextlib.contextmanager
+def lake_lock(lake: Path, wait_s: float = 0.0) -> Iterator[None]:
+    """Hold the lake's one-writer lock; wait up to `wait_s` for it, then raise LakeLockedError naming the holder."""
+    lake.mkdir(parents=True, exist_ok=True)
+    path = lake / LOCK_NAME
+    f = path.open("a+")
+    try:
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    f.seek(0)
+                    holder = f.read().strip() or "unknown"
+                    raise LakeLockedError(
+                        f"{lake}: another ingestion run holds the lake ({holder}); one writer per lake. "
+                        "Wait for it to finish, or pass a lock wait (IngestConfig.lock_wait_s, CLI --lock-wait) "
+                        "to queue behind it"
+                    ) from None
+                time.sleep(0.1)
+        f.seek(0)
+        f.truncate()
+        f.write(f"pid {os.getpid()} since {dt.datetime.now(dt.UTC).isoformat(timespec='seconds')}")
+        f.flush()
+        yield
+    finally:
+        f.close()  # releases the flock
+
+
 class OffsetsMovedBackwardsError(IngestError):
     """A partition's offsets went backwards (recreated or truncated topic)."""
 
@@ -138,6 +191,8 @@ class IngestConfig:
     """Stop (after a commit) when this much time has passed; None = no limit."""
     progress_every_s: float = 5.0
     """How often a progress line (rows/s, lag) is logged."""
+    lock_wait_s: float = 0.0
+    """How long to wait for another run's lake lock before exiting with LakeLockedError (0 = do not wait)."""
 
     def __post_init__(self) -> None:
         if not self.bootstrap_servers:
@@ -218,8 +273,8 @@ def load_manifest(lake: Path) -> dict[str, Any]:
     return doc
 
 
-def _write_manifest(lake: Path, doc: dict[str, Any]) -> None:
-    tmp = lake / f".tmp-{MANIFEST_NAME}"
+def _write_manifest(lake: Path, doc: dict[str, Any], run_id: str | None = None) -> None:
+    tmp = lake / f".tmp-{run_id or uuid.uuid4().hex[:12]}-{MANIFEST_NAME}"  # per run: never shared
     with tmp.open("w") as f:
         json.dump(doc, f, separators=(",", ":"))
         f.flush()
@@ -306,7 +361,10 @@ def validate_message(
         event: DecisionEvent | FeedbackEvent = cls.model_validate_json(raw)
     except (ValidationError, ValueError):
         # Raises the contract's error; returns only if the two ever disagree.
-        event = from_json(DecisionEvent, raw) if cls is DecisionEvent else from_json(FeedbackEvent, raw)
+        try:
+            event = from_json(DecisionEvent, raw) if cls is DecisionEvent else from_json(FeedbackEvent, raw)
+        except RecursionError:  # json.loads recurses per nesting level
+            raise EventValidationError("<event>", "JSON nested too deep to parse (RecursionError)") from None
     problem = event.problem
     if problem is not None and problem not in PROBLEMS:
         raise EventValidationError("problem", f"unknown problem {problem!r}; expected one of {sorted(PROBLEMS)}")
@@ -449,6 +507,8 @@ class Ingestor:
         self.report = IngestReport()
         self.manifest: dict[str, Any] = empty_manifest()
         self._stop = False
+        self.run_id = uuid.uuid4().hex[:12]
+        """Names this run's part files and temp manifest."""
 
     def stop(self) -> None:
         """Ask a continuous run to commit and return (thread-safe)."""
@@ -469,13 +529,13 @@ class Ingestor:
         now = dt.datetime.now(dt.UTC)
         for (topic, problem, year, month, day, hour), events in pending.events.items():
             date = f"{year:04d}-{month:02d}-{day:02d}"
-            rel = f"topic={topic}/problem={problem}/date={date}/hour={hour:02d}/part-{seq:08d}.parquet"
+            rel = f"topic={topic}/problem={problem}/date={date}/hour={hour:02d}/part-{seq:08d}-{self.run_id}.parquet"
             table = _pending_to_arrow(events, self.schemas[topic])
             _write_parquet(table, self.lake / rel, self.config.row_group_size)
             folders.add((self.lake / rel).parent)
             new_files[rel] = {"kind": "events", "topic": topic, "rows": table.num_rows, "seq": seq}
         for (topic, date), rows in pending.dead.items():
-            rel = f"dead_letter/topic={topic}/date={date}/part-{seq:08d}.parquet"
+            rel = f"dead_letter/topic={topic}/date={date}/part-{seq:08d}-{self.run_id}.parquet"
             for r in rows:
                 r["ingested_at"] = now
             table = pa.Table.from_pylist(rows, schema=DEAD_LETTER_SCHEMA)
@@ -493,7 +553,7 @@ class Ingestor:
             state = self._part_state(topic, partition)
             state["next_offset"], state["fingerprint"] = next_offset, fingerprint(last_value)
         doc["partitions"] = self.manifest["partitions"]
-        _write_manifest(self.lake, doc)
+        _write_manifest(self.lake, doc, self.run_id)
         self.manifest = doc
         self.report.commits += 1
         for topic, n in pending.rows.items():
@@ -526,6 +586,11 @@ class Ingestor:
 
     # -- the run ------------------------------------------------------------
     def run(self) -> IngestReport:
+        """One run under the lake's writer lock (LakeLockedError when another run holds it)."""
+        with lake_lock(self.lake, self.config.lock_wait_s):
+            return self._run_locked()
+
+    def _run_locked(self) -> IngestReport:
         from kafka import KafkaConsumer, TopicPartition
         from kafka.errors import OffsetOutOfRangeError
 
@@ -591,7 +656,7 @@ class Ingestor:
         state.update(next_offset=0, fingerprint=None, epoch=int(state.get("epoch", 0)) + 1)
         self.manifest["resets"].append(incident)
         self.report.resets.append(incident)
-        _write_manifest(self.lake, self.manifest)
+        _write_manifest(self.lake, self.manifest, self.run_id)
         consumer.seek(tp, 0)
 
     def _loop(self, consumer: Any, tps: list[Any], verify: dict[Any, tuple[int, str]], start: float, oor: Any) -> None:
@@ -683,7 +748,10 @@ class Ingestor:
         """Validate a whole poll batch at once; False (nothing buffered) when any message needs `_accept`."""
         if len(messages) < 2:
             return False
-        table = validate_batch(self.topic_class[tp.topic], [m.value for m in messages], self.schemas[tp.topic])
+        try:
+            table = validate_batch(self.topic_class[tp.topic], [m.value for m in messages], self.schemas[tp.topic])
+        except Exception:  # noqa: BLE001 — e.g. RecursionError on a deeply nested message: the per-message path decides
+            table = None
         if table is None:
             return False
         for key, part in _hive_groups(tp.topic, table):
@@ -700,7 +768,11 @@ class Ingestor:
         pending.offsets[(tp.topic, tp.partition)] = (msg.offset + 1, msg.value)
         try:
             event = validate_message(cls, msg.value)
-        except EventValidationError as exc:
+        except Exception as exc:  # noqa: BLE001 — any message that cannot be parsed is dead-lettered, never fatal
+            if isinstance(exc, EventValidationError):
+                field_name, reason = exc.field, exc.reason
+            else:  # RecursionError (deep nesting), bad UTF-8, anything unforeseen: keep the reason, go on
+                field_name, reason = "<event>", f"{type(exc).__name__}: {str(exc)[:500]}"
             ts = (
                 dt.datetime.fromtimestamp(msg.timestamp / 1000, dt.UTC) if msg.timestamp and msg.timestamp > 0 else None
             )
@@ -708,8 +780,8 @@ class Ingestor:
             pending.dead[(tp.topic, date)].append(
                 {
                     "raw": msg.value or b"",
-                    "reason": exc.reason,
-                    "field": exc.field,
+                    "reason": reason,
+                    "field": field_name,
                     "topic": tp.topic,
                     "partition": tp.partition,
                     "offset": msg.offset,
@@ -729,15 +801,15 @@ def commit_events(config: IngestConfig, events: list[DecisionEvent | FeedbackEve
     ingestion writes; no partition offsets move.
     """
     ing = Ingestor(config)
-    ing.lake.mkdir(parents=True, exist_ok=True)
-    ing.manifest = load_manifest(ing.lake)
-    pending = _Pending()
-    for event in events:
-        topic = config.decisions_topic if isinstance(event, DecisionEvent) else config.feedback_topic
-        pending.events[(topic, *_hive_key(event))].append(event)
-        pending.rows[topic] += 1
-        pending.count += 1
-    ing._commit(None, pending, {})
+    with lake_lock(ing.lake, config.lock_wait_s):
+        ing.manifest = load_manifest(ing.lake)
+        pending = _Pending()
+        for event in events:
+            topic = config.decisions_topic if isinstance(event, DecisionEvent) else config.feedback_topic
+            pending.events[(topic, *_hive_key(event))].append(event)
+            pending.rows[topic] += 1
+            pending.count += 1
+        ing._commit(None, pending, {})
 
 
 def ingest(config: IngestConfig) -> IngestReport:
@@ -764,6 +836,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--commit-interval-s", type=float, default=5.0)
     parser.add_argument("--poll-max-records", type=int, default=5_000)
     parser.add_argument("--on-offset-reset", choices=["fail", "restart"], default="fail")
+    parser.add_argument("--lock-wait", type=float, default=0.0, help="seconds to wait for another run's lake lock")
     args = parser.parse_args(argv)
     s = get_settings()
     configure_logging(s.log_level, s.log_json)
@@ -774,9 +847,13 @@ def main(argv: list[str] | None = None) -> None:
         commit_interval_s=args.commit_interval_s,
         on_offset_reset=args.on_offset_reset,
         poll_max_records=args.poll_max_records,
+        lock_wait_s=args.lock_wait,
     )
     with contextlib.suppress(KeyboardInterrupt):
-        ingest(cfg)
+        try:
+            ingest(cfg)
+        except LakeLockedError as exc:
+            raise SystemExit(f"troupe ingest: {exc}") from None
 
 
 if __name__ == "__main__":

@@ -256,7 +256,16 @@ def validate_batch(
             return None
         decoded = list(map(_decoder(cls).decode, values))  # type: ignore[arg-type]
         columns = [_to_arrow(f.type, c) for f, c in zip(schema, _fields_of(decoded, schema.names), strict=True)]
-    except (msgspec.DecodeError, TypeError, pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
+    # ValueError covers bad UTF-8; RecursionError deep nesting: the per-message path dead-letters them.
+    except (
+        msgspec.DecodeError,
+        TypeError,
+        ValueError,
+        pa.ArrowInvalid,
+        pa.ArrowTypeError,
+        OverflowError,
+        RecursionError,
+    ):
         return None
     bounds = _bounds(cls)
     out: list[pa.Array] = []

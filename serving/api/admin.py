@@ -7,7 +7,7 @@ from fastapi import APIRouter, HTTPException
 from models.errors import RegistryError, UnknownProblemError
 from models.problems import get_problem
 from serving.api.deps import AdminDep, ExperimentsDep, ModelsDep
-from serving.errors import ExperimentError, UnknownExperimentError
+from serving.errors import ExperimentError, InferenceError, UnknownExperimentError
 from serving.experiments import Experiment
 from serving.schemas import ModelStatus, PromoteRequest, WeightsUpdate
 
@@ -38,7 +38,7 @@ async def promote(problem: str, body: PromoteRequest, models: ModelsDep) -> Mode
     problem = _problem(problem)
     try:
         await models.promote(problem, body.version)
-    except RegistryError as exc:
+    except (RegistryError, InferenceError) as exc:
         raise HTTPException(409, str(exc)) from None
     return _status(models, problem)
 
@@ -48,7 +48,7 @@ async def rollback(problem: str, models: ModelsDep) -> ModelStatus:
     problem = _problem(problem)
     try:
         await models.rollback(problem)
-    except RegistryError as exc:
+    except (RegistryError, InferenceError) as exc:
         raise HTTPException(409, str(exc)) from None
     return _status(models, problem)
 
@@ -66,9 +66,7 @@ async def create_experiment(body: Experiment, experiments: ExperimentsDep, model
             if arm.version != "current":
                 await models.ensure_loaded(body.problem, arm.version)
         return experiments.create(body)
-    except RegistryError as exc:
-        raise HTTPException(409, str(exc)) from None
-    except ExperimentError as exc:
+    except (RegistryError, InferenceError, ExperimentError) as exc:
         raise HTTPException(409, str(exc)) from None
 
 

@@ -20,6 +20,8 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ValidationError
 from pydantic.json_schema import models_json_schema
 
+from serving.json_guard import too_deep
+
 M = TypeVar("M", bound=BaseModel)
 REF = "#/components/schemas/{model}"
 
@@ -43,6 +45,9 @@ def parse_bytes(raw: bytes, model: type[M], fast: Callable[[bytes], M | None] | 
         return model.model_validate_json(raw)
     except ValidationError:
         pass
+    deep = too_deep(raw)
+    if deep is not None:  # json.loads would recurse once per level (RecursionError, a 500)
+        raise RequestValidationError([{"loc": ("body",), "msg": deep, "type": "json_too_deep"}])
     try:
         data = json.loads(raw)
     except ValueError as exc:

@@ -19,6 +19,7 @@ from models.events import FeedbackEvent
 from serving.api.body import body_doc, parse_body
 from serving.api.deps import DecideServiceDep, service_for
 from serving.api.fast_body import decode_rank
+from serving.errors import BadRequestError
 from serving.schemas import (
     AllocateRequest,
     AllocateResponse,
@@ -132,6 +133,10 @@ router.include_router(_lean)
 
 @router.post("/feedback", response_model=FeedbackAccepted, status_code=status.HTTP_202_ACCEPTED, tags=["feedback"])
 async def feedback(body: FeedbackEvent, service: DecideServiceDep) -> FeedbackAccepted:
-    """Queue a FeedbackEvent for the feedback topic (non-blocking, spooled during a broker outage)."""
-    service.feedback(body)
+    """Queue a FeedbackEvent for the feedback topic; answered once it is in the write-ahead spool."""
+    if body.problem is not None and body.problem not in service.settings.problems:
+        raise BadRequestError(
+            "body.problem", f"unknown problem {body.problem!r}; this service serves {list(service.settings.problems)}"
+        )
+    await service.feedback(body)
     return FeedbackAccepted(request_id=body.request_id)

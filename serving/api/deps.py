@@ -18,6 +18,7 @@ from serving.lifecycle import ModelManager
 from serving.metrics import ServingMetrics
 from serving.service import DecisionService
 from serving.settings import ServingSettings, get_settings
+from serving.state_store import StateStore
 
 
 @dataclass
@@ -25,6 +26,8 @@ class AppState:
     settings: ServingSettings
     service: DecisionService
     producer: EventProducer
+    state_store: StateStore | None = None
+    """Shared mutable state (serving/state_store.py) when TROUPE_STATE_STORE_URL is set."""
 
 
 STARTING = "the service is starting; models and clients are not loaded yet"

@@ -22,6 +22,7 @@ from models.events import MAX_EVENT_BYTES, DecisionEvent, FeedbackEvent, to_json
 from pipelines.jobs.ingest import (
     MANIFEST_NAME,
     IngestConfig,
+    LakeLockedError,
     OffsetsMovedBackwardsError,
     committed_files,
     ingest,
@@ -120,6 +121,10 @@ def malformed_cases() -> dict[str, tuple[bytes | None, str]]:
         "oversized": (json.dumps({**good, "candidate_ids": ["x" * 1000] * 300}).encode(), "<event>"),
         "unknown_problem": (json.dumps({**good, "problem": "../../etc"}).encode(), "problem"),
         "null_value": (None, "<event>"),
+        # ~10 KB nested 5,000 deep: json.loads raises RecursionError, which once stopped every topic.
+        "deeply_nested": (b'{"request_id": "r", "observation": ' + b"[" * 5000 + b"]" * 5000 + b"}", "<event>"),
+        "nested_in_a_field": (json.dumps({**good, "observation": [[[[[[1.0]]]]]]}).encode(), "observation.0"),
+        "bad_utf8": (b'{"request_id": "\xff\xfe"}', "<event>"),
     }
     assert len(cases["oversized"][0] or b"") > MAX_EVENT_BYTES
     return cases
@@ -272,3 +277,27 @@ def test_offsets_moving_backwards_are_reported_not_skipped(kafka_broker: Embedde
     assert report.rows == {dec: 5} and len(report.resets) == 1
     assert load_manifest(tmp_path / "lake")["resets"][0]["topic"] == dec
     assert read_committed(tmp_path, dec, DecisionEvent).num_rows == 35
+
+
+def test_a_second_run_on_a_locked_lake_exits_with_a_clear_message_or_waits(
+    kafka_broker: EmbeddedBroker, tmp_path: Path
+) -> None:
+    from pipelines.jobs.ingest import lake_lock
+
+    dec, fb = topics_for(kafka_broker, partitions=2)
+    produce(kafka_broker.bootstrap_servers, events(dec, fb, 50))
+    cfg = IngestConfig(kafka_broker.bootstrap_servers, tmp_path, decisions_topic=dec, feedback_topic=fb)
+    with lake_lock(cfg.lake_dir):  # another writer holds the lake
+        with pytest.raises(LakeLockedError, match=r"another ingestion run holds the lake \(pid \d+"):
+            ingest(cfg)
+        results: list[object] = []
+        waiter = threading.Thread(
+            target=lambda: results.append(ingest(IngestConfig(**{**cfg.__dict__, "lock_wait_s": 30.0})))
+        )
+        waiter.start()
+        time.sleep(0.5)
+        assert waiter.is_alive() and not results, "it waits for the lock"
+    waiter.join(60)
+    assert len(results) == 1
+    ids = read_committed(tmp_path, dec, DecisionEvent)["request_id"].to_pylist()
+    assert len(ids) == len(set(ids)) == 50

@@ -67,7 +67,7 @@ def test_direct_delivery_acks_and_callbacks(kafka_broker: EmbeddedBroker, tmp_pa
             sent[key].append(value)
         assert producer.flush(20)
         assert producer.healthy()
-        assert producer.counters() == {"sent": 300, "spooled": 0, "replayed": 0, "dropped": 0}
+        assert producer.counters() == {"sent": 300, "spooled": 0, "replayed": 0, "dropped": 0, "corrupt": 0}
     assert len(reports) == 300 and all(r.error is None and r.offset is not None for r in reports)
     messages = consume_all(kafka_broker.bootstrap_servers, topic, 300)
     assert sorted(m[3] for m in messages) == sorted(v for vs in sent.values() for v in vs)
@@ -105,7 +105,7 @@ def test_outage_spools_then_replays_everything_in_order(fresh_kafka_broker: Embe
             time.sleep(1.0)  # let the rest reach the spool
             assert not producer.healthy()
             assert producer.spool_size() > 0
-            spool_files = list((tmp_path / "spool").glob("segment-*.spool"))
+            spool_files = list((tmp_path / "spool").rglob("segment-*.spool"))
             assert spool_files and sum(f.stat().st_size for f in spool_files) > 0
         finally:
             broker.thaw()
@@ -118,7 +118,7 @@ def test_outage_spools_then_replays_everything_in_order(fresh_kafka_broker: Embe
     messages = consume_all(broker.bootstrap_servers, DECISIONS_TOPIC, 250)
     assert {m[3] for m in messages} == {v for vs in sent.values() for v in vs}
     assert_per_key_order(messages, sent)
-    assert not list((tmp_path / "spool").glob("segment-*.spool")), "replayed segments are deleted"
+    assert not list((tmp_path / "spool").rglob("segment-*.spool")), "replayed segments are deleted"
 
 
 def test_spool_left_by_an_earlier_process_is_replayed_first(kafka_broker: EmbeddedBroker, tmp_path: Path) -> None:

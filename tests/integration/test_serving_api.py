@@ -280,8 +280,19 @@ def test_metrics_and_readiness(served: Served) -> None:
     text = c.get("/metrics").text
     assert _metric(text, "troupe_decisions_total", problem="allocate", arm="none", fallback="false") >= 1
     assert _metric(text, "troupe_decision_latency_seconds_count", problem="allocate", arm="none") >= 1
+    # The spool holds each event from its write until Kafka acknowledges it: it drains to zero.
+    deadline = time.monotonic() + 10
+    while "troupe_spool_size 0.0" not in text and time.monotonic() < deadline:
+        time.sleep(0.05)
+        text = c.get("/metrics").text
     assert "troupe_spool_size 0.0" in text
-    assert _metric(text, "troupe_producer_events", outcome="sent") >= 1
+    assert _metric(text, "troupe_producer_events_total", outcome="sent") >= 1
+    assert _metric(text, "troupe_http_requests_total", route="/v1/decide/allocate", status="200") >= 1
+    assert _metric(text, "troupe_http_requests_total", route="/readyz", status="200") >= 1
+    c.get("/no/such/path/12345")
+    text = c.get("/metrics").text
+    assert _metric(text, "troupe_http_requests_total", route="unmatched", status="404") >= 1
+    assert "/no/such/path" not in text, "raw paths never become labels"
     assert c.get("/healthz").json() == {"status": "ok"}
     assert c.get("/openapi.json").json()["paths"]["/v1/decide/rank"]["post"]["responses"]["200"]
 

@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import httpx
@@ -39,6 +40,9 @@ def test_troupe_serve_runs_uvicorn_workers_that_decide(tmp_path: Path, kafka_bro
         "TROUPE_ADMIN_API_KEYS": "proc-key",
         "TROUPE_REGISTRY_WATCH_S": "0",
         "TROUPE_INFERENCE_DEADLINE_MS": "1000",
+        # Two workers share experiments through Redis (a private prefix: parallel runs never collide).
+        "TROUPE_STATE_STORE_URL": "redis://127.0.0.1:6379/7",
+        "TROUPE_STATE_STORE_PREFIX": f"test-uvicorn-{uuid.uuid4().hex[:8]}",
     }
     cmd = [
         sys.executable,

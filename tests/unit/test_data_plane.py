@@ -19,7 +19,7 @@ from serving.producer import DiskSpool, EventProducer, ProducerConfig, _Record, 
 def test_spool_round_trip_and_torn_tail(tmp_path: Path) -> None:
     spool = DiskSpool(tmp_path, 1 << 20)
     recs = [_Record("t", None, b"v0"), _Record("topic.x", b"key", b"\x00" * 10), _Record("t", b"", b"")]
-    assert spool.append(recs) == 3 and spool.size == 3
+    assert len(spool.append(recs)[1]) == 3 and spool.size == 3
     spool.close()
     seg = next(tmp_path.glob("segment-*.spool"))
     with seg.open("ab") as f:
@@ -32,7 +32,7 @@ def test_spool_round_trip_and_torn_tail(tmp_path: Path) -> None:
 
 def test_spool_respects_its_byte_limit(tmp_path: Path) -> None:
     spool = DiskSpool(tmp_path, 1 << 16)
-    fitted = spool.append([_Record("t", None, b"x" * 1000) for _ in range(100)])
+    fitted = len(spool.append([_Record("t", None, b"x" * 1000) for _ in range(100)])[1])
     assert 0 < fitted < 100 and spool.bytes <= 1 << 16
 
 

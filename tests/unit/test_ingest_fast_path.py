@@ -178,6 +178,7 @@ def test_a_commit_mixing_bulk_tables_and_models_writes_what_the_per_message_path
     for mode in ("models", "mixed"):
         cfg = IngestConfig("localhost:1", tmp_path / mode, decisions_topic="dec", feedback_topic="fb")
         ing = Ingestor(cfg)
+        ing.run_id = "same-run"  # part names carry the run id: the same one, so the two lakes compare
         pending = _Pending()
         bulk = validate_batch(DecisionEvent, raws[:80], arrow_schema(DecisionEvent))
         assert bulk is not None

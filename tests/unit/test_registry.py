@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from models.errors import IntegrityError, RegistryError, UnknownProblemError
-from models.registry import ArtifactManifest, ModelRegistry, TensorSpec
+from models.registry import ArtifactManifest, ModelRegistry, TensorSpec, validate_name
+from tests.support.onnx_models import mlp_model
 
 
 def manifest(version: str, problem: str = "slot") -> ArtifactManifest:
@@ -25,9 +26,11 @@ def manifest(version: str, problem: str = "slot") -> ArtifactManifest:
     )
 
 
-def register(reg: ModelRegistry, tmp: Path, version: str, payload: bytes = b"onnx-bytes") -> None:
+def register(reg: ModelRegistry, tmp: Path, version: str, payload: bytes | None = None) -> None:
+    """A real ONNX policy (promote runs it once), or `payload` bytes that onnxruntime cannot load."""
     src = tmp / f"{version}.onnx"
-    src.write_bytes(payload + version.encode())
+    model = mlp_model(23, {"logits": 7}, seed=int(version[1:]))
+    src.write_bytes(payload if payload is not None else model.SerializeToString())
     reg.register(manifest(version), {"model.onnx": src})
 
 
@@ -118,3 +121,44 @@ def test_concurrent_promote_and_read_never_sees_a_partial_pointer(tmp_path: Path
         p.join(60)
         assert p.exitcode == 0
     assert out.get() == 0 and out.get() == 0
+
+
+@pytest.mark.parametrize("name", ["../x", "../../x", "a/b", "..", "v1/../v2", ".hidden", "v..1", "", "a\\b", "x" * 65])
+def test_one_name_validator_refuses_traversal_everywhere(tmp_path: Path, name: str) -> None:
+    reg = ModelRegistry(tmp_path / "registry")
+    register(reg, tmp_path, "v1")
+    with pytest.raises(RegistryError, match="without '..'"):
+        validate_name("version", name)
+    for call in (lambda: reg.promote("slot", name), lambda: reg.load("slot", name)):
+        with pytest.raises(RegistryError, match="without '..'"):
+            call()
+    assert reg.current_version("slot") is None
+
+
+def test_a_pointer_naming_a_path_is_refused_when_read(tmp_path: Path) -> None:
+    reg = ModelRegistry(tmp_path)
+    register(reg, tmp_path, "v1")
+    reg.promote("slot", "v1")
+    (tmp_path / "slot" / "CURRENT.json").write_text(json.dumps({"version": "../../outside", "history": []}))
+    with pytest.raises(RegistryError, match="CURRENT.json"):
+        reg.current_version("slot")
+    with pytest.raises(RegistryError, match="CURRENT.json"):
+        reg.current("slot")
+
+
+def test_promote_and_rollback_refuse_a_model_onnxruntime_cannot_run(tmp_path: Path) -> None:
+    reg = ModelRegistry(tmp_path)
+    register(reg, tmp_path, "v1")
+    register(reg, tmp_path, "v2", payload=b"not an onnx model")  # sha256 matches: only running it shows the fault
+    reg.load("slot", "v2")
+    reg.promote("slot", "v1")
+    with pytest.raises(IntegrityError, match="onnxruntime cannot load or run model.onnx"):
+        reg.promote("slot", "v2")
+    assert reg.current_version("slot") == "v1", "the pointer did not move"
+    # A history entry that became unloadable: rollback refuses and leaves the pointer alone.
+    register(reg, tmp_path, "v3")
+    reg.promote("slot", "v3")
+    (tmp_path / "slot" / "versions" / "v1" / "model.onnx").write_bytes(b"garbage")
+    with pytest.raises(IntegrityError):
+        reg.rollback("slot")
+    assert reg.current_version("slot") == "v3"
