@@ -44,8 +44,8 @@ Quick single-seed probes (seed 0, ground truth on 1 000 users, lift vs the defau
   noise (512 users × 60 steps) gives t ≈ 1 for every click weight, while the immediate per-request
   effect (t ≈ −16 for the re-rank click weight) says "lower it". Holding one noise draw per user-episode
   makes the long-run effect visible (click weights positive at every stage). Hence two training
-  changes: `LearnerConfig.discounts` (main γ 0.99 instead of the spec's 0.95, via configs/rank/*.yaml)
-  and `LearnerConfig.episode_noise` (per-episode exploration offsets; a marked departure).
+  changes: `LossConfig.discounts` (main γ 0.99 instead of the spec's 0.95, via configs/rank/*.yaml)
+  and `LossConfig.exploration` (per-episode exploration offsets; a marked departure).
 * main-only with both (σ 0.2, 128 envs): +2.8 %, constraints met (it moves toward the feasible
   click-heavy optimum, so it no longer *has* to violate anything to gain watch time).
 * TSCAC (all γ 0.99 + episode noise): λ 0.02 with σ 0.1 and actor lr 1e-3 −0.8 % (met, shipped); with
@@ -102,9 +102,9 @@ Second round (2026-11-22; probes: seeds 0 / 1 / 2, 20 iterations × 128 envs × 
   MA cascade −2.7 % [−8.9, +3.4], main-only +0.3 % (no violation); the best fixed fusion is the default
   weights. Not met, for the reasons above.
 
-Third round (2026-11-22): antithetic, common-random-number episode pairs (`LearnerConfig.advantage:
+Third round (2026-11-22): antithetic, common-random-number episode pairs (`LossConfig.advantage:
 episode_pairs`, now on in configs/rank/{tscac,ma_cascade,main_only,rcpo}.yaml; ours, marked in
-training/rl/learner.py and training/algorithms/tscac.py). Simulator rows 2k and 2k+1 simulate the same user
+training/rl/episode_pairs.py and training/algorithms/tscac.py). Simulator rows 2k and 2k+1 simulate the same user
 with the same randomness per episode and request index (`RankConfig.paired_rows`, opt-in, training only;
 the evaluator is unchanged) and play exploration offsets +σz / −σz; every step of an episode gets half the
 difference of the pair's outcomes (main: undiscounted episode watch time; other signals: per-decision
@@ -182,6 +182,16 @@ Against the production default instead of the tuned constant, the learners' lift
 
 ALGOS = ("tscac", "ma_cascade", "main_only", "rcpo", "bc", "fixed_fusion")
 ONLINE = ("tscac", "ma_cascade", "main_only", "rcpo")
+
+
+def _online(algo: str) -> dict[str, Any]:
+    """configs/rank/<algo>.yaml's online section (exploration and advantage settings used in the simulator)."""
+    from pathlib import Path
+
+    from training.train import load_config_file
+
+    path = Path(__file__).resolve().parent.parent / "configs" / "rank" / f"{algo}.yaml"
+    return dict(load_config_file(path).get("online", {})) if path.is_file() else {}
 
 
 def _algo_config(algo: str, lam: float | None) -> dict[str, Any]:
@@ -284,7 +294,12 @@ def main(argv: list[str] | None = None) -> None:
                     "tensorboard": False,
                     "out_dir": f"var/bench/rank_quality/{algo}/seed{seed}",
                 }
-                res = train_problem("rank", algo, sim=True, config={"run": run, "algo": _algo_config(algo, a.lam)})
+                res = train_problem(
+                    "rank",
+                    algo,
+                    sim=True,
+                    config={"run": run, "algo": _algo_config(algo, a.lam), "online": _online(algo)},
+                )
                 wt, pd = evaluate(algo, res.learner.actor, a.users, a.days, 1000 + seed)
             results[algo]["watch_time"].append(wt)
             for c in RANK.constraints:

@@ -37,20 +37,19 @@ def _train_rate(device: str, iterations: int, seed: int) -> float:
 
 def _collect_rate(iterations: int, seed: int) -> float:
     from models.problems import RANK
-    from training.algorithms.tscac import TSCACConfig, TSCACLearner
+    from training.algorithms.tscac import TSCACConfig, TSCACLoss
     from training.rl.data import RolloutCollector
-    from training.rl.runtime import Dist
+    from training.rl.exploration import PerStepNoise, make_act
     from training.rl.sim import BatchedSimPool
     from training.rl.task import TaskSpec
 
     torch.set_num_threads(1)
     task = TaskSpec.from_problem(RANK)
-    learner = TSCACLearner(task, TSCACConfig(), RANK.default_action)
-    learner.setup(Dist(torch.device("cpu")))
+    act = make_act(TSCACLoss(task, TSCACConfig(), RANK.default_action).actor, PerStepNoise())
     collector = RolloutCollector(BatchedSimPool("rank", 256, task), seed)
     t = time.perf_counter()
     for _ in range(iterations):
-        collector.collect(learner.act, 16)
+        collector.collect(act, 16)
     return collector.transitions / (time.perf_counter() - t)
 
 

@@ -29,7 +29,7 @@ from torch import nn
 from models.errors import TroupeError
 from models.problems import ProblemSpec
 from models.registry import ArtifactManifest, DataRange, LoadedVersion, ModelRegistry, TensorSpec
-from training.rl.networks import JointGaussianActor
+from training.rl.networks import JointActor
 
 OPSET = 17
 PARITY_TOLERANCE = 1e-5
@@ -132,11 +132,11 @@ def check_parity(
 
 
 def export_policy(actor: nn.Module, spec: ProblemSpec, out_dir: Path) -> dict[str, ExportedFile]:
-    """model.onnx for a single actor; for a `JointGaussianActor` also one file per agent (`<agent>.onnx`)."""
+    """model.onnx for a single actor; for a `JointActor` also one file per agent (`<agent>.onnx`)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     names = spec.onnx_outputs
     files: dict[str, ExportedFile] = {}
-    if isinstance(actor, JointGaussianActor):
+    if isinstance(actor, JointActor):
         agents = [a.name for a in spec.agents]
         if len(agents) != len(actor.agents):
             raise ValueError(f"problem {spec.name!r} has agents {agents}; the actor has {len(actor.agents)}")

@@ -17,7 +17,6 @@ file (`{"run": {...}, "algo": {...}}`) or flat (keys of `RunConfig` go to
 from __future__ import annotations
 
 import dataclasses
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -44,8 +43,8 @@ def sectioned_config(config: dict[str, Any], run_fields: set[str]) -> dict[str, 
 def effective_config(problem: str, algo: str, config: dict[str, Any], seed: int, out_dir: Path) -> dict[str, Any]:
     """Default file ⊕ overrides ⊕ the run's seed and folder."""
     train_mod = require("training.train", None, POLICIES)
-    loop = require("training.rl.loop", None, POLICIES)
-    run_fields = {f.name for f in dataclasses.fields(loop.RunConfig)}
+    trainer = require("training.rl.trainer", None, POLICIES)
+    run_fields = {f.name for f in dataclasses.fields(trainer.RunConfig)}
     default_file = CONFIG_ROOT / problem / f"{algo}.yaml"
     base = train_mod.load_config_file(default_file) if default_file.is_file() else {}
     over = sectioned_config(config, run_fields)
@@ -66,8 +65,9 @@ def run_train(
 ) -> dict[str, Any]:
     """Train `algo` on `dataset`; returns {checkpoint, onnx, agents, algorithm, metrics, run_dir}. Idempotent per run."""
     train_mod = require("training.train", None, POLICIES)
-    if algo not in train_mod.ALGORITHMS:
-        raise ValueError(f"algo: unknown algorithm {algo!r} for {problem}; known: {sorted(train_mod.ALGORITHMS)}")
+    registry = require("training.rl.registry", None, POLICIES)
+    if algo not in registry.algorithm_names():
+        raise ValueError(f"algo: unknown algorithm {algo!r} for {problem}; known: {registry.algorithm_names()}")
     config = dict(config or {})
     out_dir = Path(run_dir) / TRAIN_DIR
     done = read_done(out_dir)
@@ -106,28 +106,17 @@ def run_train(
 
 
 def load_learner(problem: str, trained: dict[str, Any]) -> Any:
-    """The trained learner rebuilt from the train step's checkpoint (safetensors) and recorded config."""
-    train_mod = require("training.train", None, POLICIES)
+    """The trained loss module (its `actor` is the policy) rebuilt from the train step's checkpoint and config."""
+    registry = require("training.rl.registry", None, POLICIES)
     runtime = require("training.rl.runtime", None, POLICIES)
     task_mod = require("training.rl.task", None, POLICIES)
-    learner_mod = require("training.rl.learner", None, POLICIES)
-    algo = trained["algorithm"]
-    entry = train_mod.ALGORITHMS[algo]
-    module = sys.modules[entry.train.__module__]
-    learner_cls = next(
-        (
-            v
-            for v in vars(module).values()
-            if isinstance(v, type) and issubclass(v, learner_mod.Learner) and getattr(v, "algorithm", None) == algo
-        ),
-        None,
-    )
-    if learner_cls is None:
-        raise TypeError(f"{module.__name__} defines no Learner whose algorithm is {algo!r}")
+    entry = registry.get_algorithm(trained["algorithm"])
+    if entry.loss is None:
+        raise TypeError(f"algorithm {trained['algorithm']!r} has no loss module to rebuild")
     spec = get_problem(problem)
     cfg = entry.config.from_dict(dict(trained["config"]["algo"]))
     task = task_mod.TaskSpec.from_problem(spec, multi_agent=entry.multi_agent)
     init_mean = tuple(spec.default_action) if isinstance(spec.action, BoxAction) else None
-    learner = learner_cls(task, cfg, init_mean)
+    learner = entry.loss(task, cfg, init_mean)
     learner.load_state_tensors(runtime.load_checkpoint(Path(trained["checkpoint"])))
     return learner.eval()

@@ -89,11 +89,11 @@ def test_torchrun_two_processes_match_one(tmp_path: Path) -> None:
     worst = max(float((a[k].float() - b[k].float()).abs().max()) for k in a if a[k].numel())
     assert worst <= 1e-4, f"one vs two processes differ by {worst}"
     # and training did something: the shipped actor moved away from its seeded initialisation
-    from training.algorithms.tscac import TSCACConfig, TSCACLearner
+    from training.algorithms.tscac import TSCACConfig, TSCACLoss
     from training.rl.runtime import seed_everything
 
     seed_everything(0)
-    fresh = TSCACLearner(TaskSpec.from_problem(RANK), TSCACConfig(hidden=(16,)), RANK.default_action).state_dict()
+    fresh = TSCACLoss(TaskSpec.from_problem(RANK), TSCACConfig(hidden=(16,)), RANK.default_action).state_dict()
     moved = max(float((a[k] - fresh[k]).abs().max()) for k in a if k.startswith("actor."))
     assert moved > 1e-3
     assert (tmp_path / "two" / "result.json").exists() and (tmp_path / "two" / "metrics.csv").exists()

@@ -10,12 +10,12 @@ import pytest
 import torch
 
 from models.problems import BoxAction, Constraint
-from tests.support.rl import quick_run
+from tests.support.rl import fit, quick_run
 from training.algorithms import bc, fixed_fusion, main_only, rcpo
 from training.rl.data import GymEnvPool, TransitionBatch
-from training.rl.loop import OfflineSource, OnlineSource
 from training.rl.task import TaskSignal, TaskSpec
 from training.rl.toy_envs import TradeoffArmsEnv, arms_task, bandit_task
+from training.rl.trainer import OfflineSource, OnlineSource, train
 
 ARM_MEANS = torch.tensor([[1.0, 0.0], [0.6, 0.6], [0.0, 1.0]])
 OPTIMUM_MAIN = 2.0 / 3.0  # mix arm A 1/6 and arm B 5/6: safety exactly 0.5
@@ -35,14 +35,14 @@ def _src() -> OnlineSource:
 
 def test_main_only_violates_the_constraint(tmp_path: Path) -> None:
     cfg = main_only.MainOnlyConfig(minibatch_size=64, hidden=(32,), actor_lr=3e-3)
-    res = main_only.train(cfg, quick_run(tmp_path), arms_task(), _src())
+    res = fit(main_only.MainOnlyLoss, cfg, quick_run(tmp_path), arms_task(), _src())
     main, safety = _arm_values(res.learner.actor)
     assert main > 0.9 and safety < 0.5
 
 
 def test_rcpo_reaches_the_constrained_optimum(tmp_path: Path) -> None:
     cfg = rcpo.RCPOConfig(minibatch_size=64, hidden=(32,), actor_lr=3e-3)
-    res = rcpo.train(cfg, quick_run(tmp_path), arms_task(), _src())
+    res = fit(rcpo.RCPOLoss, cfg, quick_run(tmp_path), arms_task(), _src())
     main, safety = _arm_values(res.learner.actor)
     assert safety >= 0.45
     assert main >= OPTIMUM_MAIN - 0.12
@@ -58,12 +58,12 @@ def test_bc_recovers_the_logging_policy(tmp_path: Path) -> None:
     rewards = ARM_MEANS[action[:, 0].long()]
     batch = TransitionBatch(obs, action, rewards, obs, torch.zeros(n), torch.log(probs)[action[:, 0].long()])
     cfg = bc.BCConfig(minibatch_size=256, hidden=(16,), actor_lr=1e-2)
-    res = bc.train(cfg, quick_run(tmp_path, 10), arms_task(), OfflineSource(batch))
+    res = fit(bc.BCLoss, cfg, quick_run(tmp_path, 10), arms_task(), OfflineSource(batch))
     with torch.no_grad():
         learned = res.learner.actor(obs[:500]).exp().mean(0)
     assert torch.allclose(learned, probs, atol=0.05)
     with pytest.raises(ValueError, match="OfflineSource"):
-        bc.train(cfg, quick_run(tmp_path), arms_task(), _src())  # type: ignore[arg-type]
+        train("bc", arms_task(), _src(), {"run": {"device": "cpu", "out_dir": str(tmp_path)}})
 
 
 def test_fixed_fusion_grid_finds_the_best_feasible_constant() -> None:

@@ -15,12 +15,12 @@ from onnx import numpy_helper
 from models.problems import RANK
 from models.registry import ModelRegistry
 from training.export import ParityError, check_parity, export_policy, register_policy
-from training.rl.networks import GaussianActor, JointGaussianActor
+from training.rl.networks import JointActor, TanhGaussianActor
 
 
-def _rank_actor() -> GaussianActor:
+def _rank_actor() -> TanhGaussianActor:
     torch.manual_seed(0)
-    return GaussianActor(RANK.observation_size, 18, 0.0, 1.0, (32, 32), init_mean=RANK.default_action)
+    return TanhGaussianActor(RANK.observation_size, 18, 0.0, 1.0, (32, 32), init_mean=RANK.default_action)
 
 
 def test_rank_export_matches_contract_and_registers(tmp_path: Path) -> None:
@@ -66,7 +66,11 @@ def test_parity_check_fails_when_onnx_is_altered(tmp_path: Path) -> None:
 
 def test_multi_agent_export_per_stage_and_combined(tmp_path: Path) -> None:
     torch.manual_seed(1)
-    actor = JointGaussianActor([24, 24, 24], [6, 6, 6], 0.0, 1.0, (16,), init_mean=RANK.default_action)
+    mean = RANK.default_action
+    actor = JointActor(
+        [24, 24, 24],
+        [TanhGaussianActor(24, 6, 0.0, 1.0, (16,), init_mean=mean[6 * k : 6 * k + 6]) for k in range(3)],
+    )
     files = export_policy(actor, RANK, tmp_path / "ma")
     assert set(files) == {"pre_rank.onnx", "rank.onnx", "re_rank.onnx", "model.onnx"}
     obs = np.random.randn(5, 24).astype(np.float32)

@@ -18,9 +18,10 @@ from training.rl.toy_envs import bandit_task
 def _batch(n: int = 400, seed: int = 0) -> TransitionBatch:
     g = torch.Generator().manual_seed(seed)
     obs = torch.rand(n, 3, generator=g) * 2 - 1
-    mean = 0.3 + 0.2 * obs[:, :1]
-    action = mean + 0.1 * torch.randn(n, 1, generator=g)
-    logp = -0.5 * ((action - mean) / 0.1).pow(2)[:, 0] - math.log(0.1) - 0.5 * math.log(2 * math.pi)
+    # Logging policy N(0.5 + 0.2·obs_0, 0.05²): actions stay > 4σ inside the [0, 1] box.
+    mean = 0.5 + 0.2 * obs[:, :1]
+    action = mean + 0.05 * torch.randn(n, 1, generator=g)
+    logp = -0.5 * ((action - mean) / 0.05).pow(2)[:, 0] - math.log(0.05) - 0.5 * math.log(2 * math.pi)
     rewards = torch.cat([action, 1 - action], 1)
     return TransitionBatch(obs, action, rewards, torch.roll(obs, -1, 0), torch.zeros(n), logp)
 
@@ -76,8 +77,8 @@ def test_behaviour_model_recovers_logging_policy() -> None:
     mu.fit(b, steps=400, lr=1e-2)
     obs = torch.tensor([[-1.0, 0.0, 0.0], [1.0, 0.0, 0.0]])
     mean, log_std = mu.model(obs)
-    assert mean[:, 0].tolist() == pytest.approx([0.1, 0.5], abs=0.05)
-    assert log_std[0, 0].exp().item() == pytest.approx(0.1, abs=0.03)
+    assert mean[:, 0].tolist() == pytest.approx([0.3, 0.7], abs=0.05)
+    assert log_std[0, 0].exp().item() == pytest.approx(0.05, abs=0.02)
     # learned log-density close to the true one on logged actions
     err = (mu.log_prob(b.obs, b.action) - b.behaviour_log_prob).abs().mean()
     assert err.item() < 0.3

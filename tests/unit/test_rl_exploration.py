@@ -1,5 +1,5 @@
-"""Learner options for long-horizon objectives: per-signal discount overrides, per-episode exploration noise
-and antithetic episode-pair advantages."""
+"""Options for long-horizon objectives: per-signal discount overrides, collector-side exploration (per step,
+per episode, antithetic) and antithetic episode-pair advantages."""
 
 from __future__ import annotations
 
@@ -9,10 +9,12 @@ import pytest
 import torch
 
 from models.problems import BoxAction
-from tests.support.rl import quick_run
-from training.algorithms.main_only import MainOnlyLearner
+from tests.support.rl import fit, quick_run
+from training.algorithms.main_only import MainOnlyLoss
 from training.rl.data import GymEnvPool, Rollout, RolloutCollector
-from training.rl.learner import EpisodePairBuffer, LearnerConfig, episode_pair_advantages
+from training.rl.episode_pairs import EpisodePairBuffer, episode_pair_advantages
+from training.rl.exploration import AntitheticNoise, PerEpisodeNoise, PerStepNoise, make_act
+from training.rl.losses import LossConfig
 from training.rl.task import TaskSignal, TaskSpec
 from training.rl.toy_envs import TradeoffBanditEnv
 
@@ -27,29 +29,35 @@ def _task() -> TaskSpec:
 
 def test_discounts_override_the_tasks_and_are_validated() -> None:
     task = _task()
-    assert MainOnlyLearner(task, LearnerConfig()).gammas.tolist() == pytest.approx([0.9, 0.5])
-    learner = MainOnlyLearner(task, LearnerConfig(discounts=(0.99, 0.8)))
+    assert MainOnlyLoss(task, LossConfig()).gammas.tolist() == pytest.approx([0.9, 0.5])
+    learner = MainOnlyLoss(task, LossConfig(discounts=(0.99, 0.8)))
     assert learner.gammas.tolist() == pytest.approx([0.99, 0.8])
     with pytest.raises(ValueError, match="discounts"):
-        LearnerConfig(discounts=(1.0, 0.5))
+        LossConfig(discounts=(1.0, 0.5))
     with pytest.raises(ValueError, match="discounts: 1 values for 2 signals"):
-        MainOnlyLearner(task, LearnerConfig(discounts=(0.99,)))
+        MainOnlyLoss(task, LossConfig(discounts=(0.99,)))
 
 
 def test_episode_noise_is_held_until_the_rows_episode_ends() -> None:
-    learner = MainOnlyLearner(_task(), LearnerConfig(episode_noise=True, init_std=0.3))
+    actor = MainOnlyLoss(_task(), LossConfig(init_std=0.3)).actor
+    act = make_act(actor, PerEpisodeNoise())
     gen = torch.Generator().manual_seed(0)
     obs = torch.zeros(4, 3)
-    a1, lp1 = learner.act(obs, gen)
-    a2, lp2 = learner.act(obs, gen)
+    a1, lp1 = act(obs, gen)
+    a2, lp2 = act(obs, gen)
     assert torch.equal(a1, a2) and torch.equal(lp1, lp2)  # same offset while the episodes last
-    learner.episodes_ended(torch.tensor([True, False, False, True]), gen)
-    a3, _ = learner.act(obs, gen)
+    exploration = PerEpisodeNoise()
+    act = make_act(actor, exploration)
+    a1, _ = act(obs, gen)
+    exploration.episodes_ended(torch.tensor([True, False, False, True]), gen)
+    a3, _ = act(obs, gen)
     assert not torch.equal(a3[0], a1[0]) and not torch.equal(a3[3], a1[3])
     assert torch.equal(a3[1:3], a1[1:3])
-    # the default draws fresh noise every step
-    plain = MainOnlyLearner(_task(), LearnerConfig(init_std=0.3))
-    assert not torch.equal(plain.act(obs, gen)[0], plain.act(obs, gen)[0])
+    # per-step exploration draws fresh noise every step
+    plain = make_act(actor, PerStepNoise())
+    assert not torch.equal(plain(obs, gen)[0], plain(obs, gen)[0])
+    # the stored log-probability is the actor's exact density of the played action
+    assert torch.allclose(lp1, actor.log_prob(obs, a2), atol=1e-5)
 
 
 def test_collector_reports_episode_ends() -> None:
@@ -113,27 +121,36 @@ def test_learner_episode_pair_buffer_waits_for_both_episodes_across_rollouts() -
     assert len(buf.store["key"]) == 3
 
 
-def test_learner_episode_pairs_play_antithetic_offsets_per_episode_index() -> None:
-    learner = MainOnlyLearner(_task(), LearnerConfig(advantage="episode_pairs", init_std=0.3))
+def test_antithetic_noise_pairs_offsets_per_episode_index() -> None:
+    exploration = AntitheticNoise()
     gen = torch.Generator().manual_seed(0)
-    obs = torch.zeros(4, 3)
-    mean = learner.actor(obs)[0].detach()
-    z0 = learner.act(obs, gen)[0] - mean
+    shape = torch.Size([4, 2])
+    z0 = exploration.noise(shape, gen).clone()
     assert torch.allclose(z0[0], -z0[1]) and torch.allclose(z0[2], -z0[3])
-    learner.episodes_ended(torch.tensor([True, False, False, False]), gen)  # row 0 starts episode 1 first
-    z1 = learner.act(obs, gen)[0] - mean
+    exploration.episodes_ended(torch.tensor([True, False, False, False]), gen)  # row 0 starts episode 1 first
+    z1 = exploration.noise(shape, gen).clone()
     assert not torch.allclose(z1[0], z0[0]) and torch.allclose(z1[1], z0[1])
-    learner.episodes_ended(torch.tensor([False, True, False, False]), gen)  # row 1 reaches episode 1 later
-    z2 = learner.act(obs, gen)[0] - mean
+    exploration.episodes_ended(torch.tensor([False, True, False, False]), gen)  # row 1 reaches episode 1 later
+    z2 = exploration.noise(shape, gen)
     assert torch.allclose(z2[1], -z1[0])
+    # through a tanh-Gaussian actor, partners' pre-squash offsets are opposite: u_0 − loc = −(u_1 − loc)
+    actor = MainOnlyLoss(_task(), LossConfig(init_std=0.3)).actor
+    act = make_act(actor, AntitheticNoise())
+    obs = torch.zeros(4, 3)
+    action, _ = act(obs, gen)
+    d = actor.distribution(obs)
+    u = d.unsquash(action) - d.loc
+    assert torch.allclose(u[0], -u[1], atol=1e-4)
     with pytest.raises(ValueError, match="advantage"):
-        LearnerConfig(advantage="td")
+        LossConfig(advantage="td")
+    with pytest.raises(ValueError, match="exploration='antithetic'"):
+        LossConfig(advantage="episode_pairs")
 
 
 def test_learner_episode_pairs_train_on_paired_rank_rows_and_refuse_unpaired_pools(tmp_path: Path) -> None:
     from models.problems import RANK
-    from training.rl.loop import OnlineSource, run
     from training.rl.sim import BatchedSimPool
+    from training.rl.trainer import OnlineSource
 
     task = TaskSpec.from_problem(RANK)
     pools: list[BatchedSimPool] = []
@@ -142,10 +159,10 @@ def test_learner_episode_pairs_train_on_paired_rank_rows_and_refuse_unpaired_poo
         pools.append(BatchedSimPool("rank", n, task))
         return pools[-1]
 
-    cfg = LearnerConfig(advantage="episode_pairs", minibatch_size=256)
-    res = run(MainOnlyLearner(task, cfg), quick_run(tmp_path, 3, n_envs=16, rollout_steps=40), OnlineSource(make_pool))
+    cfg = LossConfig(advantage="episode_pairs", exploration="antithetic", minibatch_size=256)
+    res = fit(MainOnlyLoss, cfg, quick_run(tmp_path, 3, n_envs=16, rollout_steps=40), task, OnlineSource(make_pool))
     assert pools[0].sim.config.paired_rows  # the loop asked the pool for antithetic row pairs
     assert res.history[-1]["charts/episode_pair_transitions"] > 0  # complete pairs reached the actor
     unpaired = GymEnvPool([lambda: TradeoffBanditEnv(horizon=2)] * 2, _task())
     with pytest.raises(ValueError, match="antithetic row pairs"):
-        run(MainOnlyLearner(_task(), cfg), quick_run(tmp_path, 1, n_envs=2), OnlineSource(lambda n, s: unpaired))
+        fit(MainOnlyLoss, cfg, quick_run(tmp_path, 1, n_envs=2), _task(), OnlineSource(lambda n, s: unpaired))

@@ -8,9 +8,11 @@ from torch import nn
 
 from training.rl.functional import (
     clipped_surrogate,
+    constraint_slack,
     discounted_returns,
     gae,
     importance_weights,
+    n_step_targets,
     soft_update,
     td_lambda_returns,
     td_targets,
@@ -108,3 +110,32 @@ def test_clipped_surrogate() -> None:
     s = clipped_surrogate(lp, blp, adv, 0.2)
     # ratio 2, A>0 → clipped at 1.2; ratio 0.5, A>0 → 0.5; ratio 2, A<0 → min(−2, −1.2) = −2
     assert torch.allclose(s, torch.tensor([1.2, 0.5, -2.0]))
+
+
+def test_n_step_targets_hand_computed_with_an_episode_end_and_the_rollout_end() -> None:
+    # T=4, one env, γ = 0.5, n = 2; rewards 1, 2, 3, 4; V(s_{t+1}) = 10, 20, 30, 40; episode terminates at t=1.
+    r = torch.tensor([1.0, 2.0, 3.0, 4.0])
+    v_next = torch.tensor([10.0, 20.0, 30.0, 40.0])
+    done = torch.tensor([0.0, 1.0, 0.0, 0.0])
+    y = n_step_targets(r, v_next, done, 0.5, 2)
+    # t0: 1 + 0.5·2, terminated at t1 → no bootstrap = 2
+    # t1: 2 (terminal) = 2
+    # t2: 3 + 0.5·4 + 0.25·40 = 15
+    # t3: the rollout ends: 4 + 0.5·40 = 24
+    assert torch.allclose(y, torch.tensor([2.0, 2.0, 15.0, 24.0]))
+    # a truncation (end without termination) bootstraps from its own next value
+    ends = torch.tensor([0.0, 1.0, 0.0, 0.0])
+    y_trunc = n_step_targets(r, v_next, torch.zeros(4), 0.5, 2, ends=ends)
+    assert torch.allclose(y_trunc[:2], torch.tensor([1.0 + 0.5 * 2.0 + 0.25 * 20.0, 2.0 + 0.5 * 20.0]))
+    # n = 1 is the one-step TD target
+    assert torch.allclose(n_step_targets(r, v_next, done, 0.5, 1), td_targets(r, v_next, done, 0.5))
+
+
+def test_constraint_slack_sign_and_relative() -> None:
+    values = torch.tensor([[0.3, 0.3], [0.1, 0.6]])
+    thresholds = torch.tensor([0.2, 0.5])
+    senses = torch.tensor([1.0, -1.0])  # ">=" 0.2 and "<=" 0.5
+    slack = constraint_slack(values, thresholds, senses)
+    assert torch.allclose(slack, torch.tensor([[0.1, 0.2], [-0.1, -0.1]]))
+    rel = constraint_slack(values, thresholds, senses, relative=True)
+    assert torch.allclose(rel, torch.tensor([[0.5, 0.4], [-0.5, -0.2]]))

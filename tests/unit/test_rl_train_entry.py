@@ -8,7 +8,7 @@ import pytest
 from typer.testing import CliRunner
 
 from training.algorithms.tscac import TSCACConfig
-from training.rl.loop import RunConfig
+from training.rl.trainer import RunConfig
 from training.train import load_config_file, train_problem
 
 
@@ -36,7 +36,7 @@ def test_config_files_yaml_and_toml_and_unknown_keys(tmp_path: Path) -> None:
 def test_train_problem_needs_exactly_one_source() -> None:
     with pytest.raises(ValueError, match="exactly one of --sim"):
         train_problem("rank", "tscac", sim=True, data="x")
-    with pytest.raises(ValueError, match="choose one of"):
+    with pytest.raises(ValueError, match="unknown algorithm .nope.; registered"):
         train_problem("rank", "nope", sim=True)
 
 

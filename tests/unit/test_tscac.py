@@ -9,10 +9,9 @@ import gymnasium as gym
 import pytest
 import torch
 
-from tests.support.rl import quick_run
+from tests.support.rl import fit, quick_run
 from training.algorithms import tscac
 from training.rl.data import GymEnvPool
-from training.rl.loop import OnlineSource, RunConfig
 from training.rl.task import TaskSpec
 from training.rl.toy_envs import (
     TradeoffArmsEnv,
@@ -22,6 +21,7 @@ from training.rl.toy_envs import (
     bandit_task,
     choices_task,
 )
+from training.rl.trainer import OnlineSource, RunConfig
 
 ARM_MEANS = torch.tensor([[1.0, 0.0], [0.6, 0.6], [0.0, 1.0]])  # (main, safety) per arm
 
@@ -32,9 +32,9 @@ def _small(**kw: float) -> tscac.TSCACConfig:
 
 def _train_on_toy(
     cfg: tscac.TSCACConfig, run: RunConfig, task: TaskSpec, env: type[gym.Env[Any, Any]]
-) -> tuple[tscac.TSCACLearner, torch.Tensor, torch.Tensor]:
+) -> tuple[tscac.TSCACLoss, torch.Tensor, torch.Tensor]:
     """Train online on a toy env; (learner, 256 random observations, the actor's mean probabilities on them)."""
-    learner = tscac.train(cfg, run, task, OnlineSource(lambda n, s: GymEnvPool([env] * n, task))).learner
+    learner = fit(tscac.TSCACLoss, cfg, run, task, OnlineSource(lambda n, s: GymEnvPool([env] * n, task))).learner
     obs = torch.rand(256, 3) * 2 - 1
     with torch.no_grad():
         probs = learner.actor(obs).exp().mean(0)
@@ -43,7 +43,7 @@ def _train_on_toy(
 
 def test_discrete_tscac_meets_constraint_and_stays_near_stage_one(tmp_path: Path) -> None:
     learner, obs, probs = _train_on_toy(
-        _small(lam=1.0, stage_one_entropy=1.0), quick_run(tmp_path), arms_task(), TradeoffArmsEnv
+        _small(lam=1.0, stage_one_entropy=1.0), quick_run(tmp_path, plots=True), arms_task(), TradeoffArmsEnv
     )
     main, safety = (probs @ ARM_MEANS).tolist()
     # optimum: main 2/3 at safety 0.5. Fixed-λ TSCAC lands inside the feasible set, better than the
@@ -87,7 +87,7 @@ def test_gaussian_stage_two_stays_within_stated_kl_and_lambda_trades_main_for_sa
     obs = torch.rand(256, 3) * 2 - 1
     means = {}
     for lam in (0.1, 3.0):
-        res = tscac.train(_small(lam=lam), quick_run(tmp_path / str(lam), 15), task, src, init_mean=(0.5,))
+        res = fit(tscac.TSCACLoss, _small(lam=lam), quick_run(tmp_path / str(lam), 15), task, src, init_mean=(0.5,))
         learner = res.learner
         with torch.no_grad():
             means[lam] = learner.actor(obs)[0].mean().item()
@@ -101,15 +101,15 @@ def test_tscac_requires_constraints() -> None:
     from dataclasses import replace
 
     with pytest.raises(ValueError, match="at least one constraint"):
-        tscac.TSCACLearner(replace(bandit_task(), constraints=()), _small())
+        tscac.TSCACLoss(replace(bandit_task(), constraints=()), _small())
     with pytest.raises(ValueError, match="lam"):
         tscac.TSCACConfig(lam=0.0)
 
 
 def test_offline_tscac_from_uniform_logs_beats_the_logging_policy(tmp_path: Path) -> None:
-    """Offline: learned behaviour model μ̂, warm start, IS-weighted stages; uniform logs have main = safety = 0.533."""
+    """Offline: exact logged propensities (uniform), warm start, IS-weighted stages; uniform logs have main = safety = 0.533."""
     from training.rl.data import RolloutCollector
-    from training.rl.loop import OfflineSource
+    from training.rl.trainer import OfflineSource
 
     task = arms_task()
     collector = RolloutCollector(GymEnvPool([TradeoffArmsEnv] * 8, task), 0)
@@ -121,7 +121,7 @@ def test_offline_tscac_from_uniform_logs_beats_the_logging_policy(tmp_path: Path
     batch = collector.collect(uniform, 100).flatten()
     rc = quick_run(tmp_path, 8, offline_steps=30, behaviour_steps=200)
     cfg = _small(lam=0.3, stage_one_entropy=1.0, warm_start_steps=100)
-    res = tscac.train(cfg, rc, task, OfflineSource(batch))
+    res = fit(tscac.TSCACLoss, cfg, rc, task, OfflineSource(batch))
     with torch.no_grad():
         probs = res.learner.actor(torch.rand(256, 3) * 2 - 1).exp().mean(0)
     main, safety = (probs @ ARM_MEANS).tolist()

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from training.rl.registry import AlgorithmSpec, register_algorithm
 from training.rl.task import TaskSpec
 
 
@@ -115,3 +116,6 @@ def train(
                     best = c
     feasible, _, main = score(best)
     return GridResult(best, main, feasible, table)
+
+
+register_algorithm(AlgorithmSpec("fixed_fusion", FixedFusionConfig, loss=None, data="online"))

@@ -1,11 +1,14 @@
 """Multi-agent cascade: one actor per stage, a centralised critic, TSCAC's constraint scheme (CTDE).
 
-Contents: `MACascadeConfig`; networks (`JointGaussianActor` — agent k acts on
+Contents: `MACascadeConfig`; networks (`JointActor` — agent k acts on
 its own local observation only, so each stage's actor exports and serves on
 its own — plus centralised per-signal critics Q_i(o, a) over the joint
 observation o and joint action a, and V_i(o) over the joint observation);
-the loss (TSCAC's two stages with the centralised advantages);
-`train(cfg, run_cfg, task, source)`; `ParallelEnvPool` (PettingZoo → joint pool).
+the loss (TSCAC's two stages with the centralised advantages); `ParallelEnvPool`
+(PettingZoo → joint pool). Trained by the generic `training.rl.trainer.train("ma_cascade", ...)`.
+Agents may act on boxes (tanh-Gaussian / Beta) or on (multi-)discrete actions (one factorised
+categorical per agent; the joint action is the task's MultiDiscreteAction, agent k owning its
+`action_size` components).
 
 Centralised training, decentralised execution (MADDPG, Lowe et al. 2017):
 the critics see everything, the actors only their own observation. The team
@@ -13,7 +16,7 @@ reward vector (every signal of the shared reward) goes through the TSCAC
 scheme unchanged: stage-one joint policies per constrained signal, stage two
 projects the closed form onto the joint actor.
 
-DEPARTURES from MADDPG, marked: stochastic Gaussian actors trained with the
+DEPARTURES from MADDPG, marked: stochastic actors trained with the
 TSCAC losses instead of deterministic actors trained through ∂Q/∂a; the
 centralised Q_i(o, a) is used for the advantage A_i(o, a) = Q_i(o, a) − V_i(o)
 (a counterfactual-free CTDE baseline), trained on the same TD / TD(λ) targets
@@ -31,12 +34,12 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from training.algorithms.tscac import TSCACConfig, TSCACLearner
+from models.problems import BoxAction
+from training.algorithms.tscac import TSCACConfig, TSCACLoss
 from training.rl.data import PoolStep
-from training.rl.learner import MiniBatch
-from training.rl.loop import OfflineSource, OnlineSource, RunConfig, RunResult, run
+from training.rl.losses import MiniBatch, ParamGroup, module_parameters
 from training.rl.networks import SignalCritics
-from training.rl.runtime import seed_everything
+from training.rl.registry import register
 from training.rl.task import TaskSpec
 
 
@@ -48,8 +51,8 @@ class MACascadeConfig(TSCACConfig):
     """Use A_i = Q_i(o, a) − V_i(o) from the centralised critic (else the plain TD / GAE advantage)."""
 
 
-class MACascadeLearner(TSCACLearner):
-    algorithm = "ma_cascade"
+@register("ma_cascade", config=MACascadeConfig, multi_agent=True)
+class MACascadeLoss(TSCACLoss):
     cfg: MACascadeConfig
 
     def build(self) -> None:
@@ -62,6 +65,12 @@ class MACascadeLearner(TSCACLearner):
             self.task.obs_size + self.task.action_dim, len(self.task.signals), self.cfg.hidden
         )
 
+    def parameter_groups(self) -> list[ParamGroup]:
+        return [
+            *super().parameter_groups(),
+            ParamGroup("central_q", module_parameters([self.q_critics]), self.cfg.critic_lr),
+        ]
+
     def extra_critic_loss(self, mb: MiniBatch) -> tuple[Tensor, dict[str, float]]:
         q = self.q_critics(torch.cat([mb.obs, mb.action], -1))
         per_signal = ((q - mb.targets).pow(2) * mb.weights[:, None]).mean(0)
@@ -73,17 +82,6 @@ class MACascadeLearner(TSCACLearner):
             return mb.advantages
         with torch.no_grad():
             return self.q_critics(torch.cat([mb.obs, mb.action], -1)) - self.critics(mb.obs)
-
-
-def train(
-    cfg: MACascadeConfig,
-    run_cfg: RunConfig,
-    task: TaskSpec,
-    source: OnlineSource | OfflineSource,
-    init_mean: tuple[float, ...] | None = None,
-) -> RunResult:
-    seed_everything(run_cfg.seed)
-    return run(MACascadeLearner(task, cfg, init_mean), run_cfg, source)
 
 
 class ParallelEnvPool:
@@ -106,12 +104,16 @@ class ParallelEnvPool:
     def step(self, actions: np.ndarray) -> PoolStep:
         box = self.task.action
         n = self.n_envs
+        discrete = not isinstance(box, BoxAction)
         next_obs = np.empty((n, self.task.obs_size), np.float32)
         obs = np.empty_like(next_obs)
         rewards = np.empty((n, len(self.task.signals)))
         term, trunc = np.zeros(n, bool), np.zeros(n, bool)
         for i, env in enumerate(self.envs):
-            parts = np.split(np.clip(actions[i], box.low, box.high).astype(np.float32), self._splits)  # type: ignore[union-attr]
+            joint = (
+                actions[i].astype(np.int64) if discrete else np.clip(actions[i], box.low, box.high).astype(np.float32)
+            )  # type: ignore[union-attr]
+            parts = [p[0] if discrete and len(p) == 1 else p for p in np.split(joint, self._splits)]
             o, r, te, tr, info = env.step(dict(zip(self.agent_names, parts, strict=True)))
             first = self.agent_names[0]
             term[i], trunc[i] = bool(te[first]), bool(tr[first])

@@ -6,11 +6,11 @@ constrained auxiliary signal staying on its side of a threshold.
 Contents, top to bottom: `TSCACConfig`; networks (the shared actor and
 `SignalCritics` from `training.rl.networks`, plus one stage-one actor per
 constrained signal and — for discrete actions — a main-signal Q head); the loss
-(`TSCACLearner.actor_loss`); `train(cfg, run_cfg, task, source)`.
+(`TSCACLoss.actor_loss`). Trained by the generic `training.rl.trainer.train("tscac", ...)`.
 
 Algorithm (paper §4, PAPERS.md)
 * Critics: one per signal i, each on its own TD error with its own γ_i
-  (`Learner` base class; GAE(λ) online, one-step TD with target critics offline).
+  (`LossModule` base class; GAE(λ) online, one-step TD with target critics offline).
 * Stage one: for each constrained auxiliary signal i an actor π_θi maximising
   E[A_i log π_θi(a|s)] on its own advantage (sign flipped for a "<=" constraint).
 * Stage two: max_π E_π[A_1] s.t. KL(π‖π_θi) ≤ ε_i has the closed form
@@ -20,7 +20,7 @@ Algorithm (paper §4, PAPERS.md)
       log-softmax of Σ_i (λ_i/Σλ) log π_θi(·|s) + A_1(s,·)/Σλ with A_1(s,·) =
       Q_1(s,·) − V_1(s) from a main-signal Q head, and the loss is the exact
       KL(π*‖π) summed over actions.
-    - Gaussian actors: KL(π*‖π) = −E_{π*}[log π] + const is estimated with the
+    - Box actors (tanh-Gaussian / Beta): KL(π*‖π) = −E_{π*}[log π] + const is estimated with the
       logged samples a ~ μ: E_{π*}[log π] = E_μ[(π*/μ) log π] and
           π*/μ ∝ Π_i (π_θi/μ)^{λ_i/Σλ} · exp(A_1/Σλ)
       (the exponents λ_i/Σλ add up to one, so μ divides through exactly).
@@ -32,19 +32,20 @@ Algorithm (paper §4, PAPERS.md)
       their log-mean-exp over the minibatch, clipped at `is_clip` and
       self-normalised (DEPARTURE: one normaliser for the whole minibatch
       instead of one per state — exact when Z(s) varies little across states).
-* Offline: μ is a learned behaviour model (`training.rl.behaviour`), as in the paper.
+* Offline: μ is the logged propensity when the logs carry it (ours: the paper learns μ̂; a learned
+  μ̂ fills only rows without one, or replaces all with `RunConfig.learn_behaviour`).
 
 Other departures, each marked in the code:
 * Rewards, critics and advantages are in units of each signal's reward std,
-  frozen at the first batch (`Learner.reward_scales`), so λ is in units of "one std of
+  frozen at the first batch (`LossModule.reward_scales`), so λ is in units of "one std of
   the main signal" and fits signals of any scale (watch time in seconds,
   click rates ~0.1); the paper uses raw advantages and sweeps λ over
   1e-1…1e-5 instead. The scale is frozen, not per batch, so the stage-two
   target has a fixed point.
-* Advantages (configs/rank/tscac.yaml, ma_cascade.yaml: `advantage: episode_pairs`; ours):
+* Advantages online (configs/rank/tscac.yaml, section `online`: `advantage: episode_pairs`; ours):
   instead of per-step GAE from the critics, every step of an episode gets, per signal, half the
   difference between its episode's outcome and that of the antithetic partner episode (the same
-  user and simulator randomness, exploration offset −σz instead of +σz; `LearnerConfig.advantage`),
+  user and simulator randomness, exploration offset −σz instead of +σz; `LossConfig.advantage`),
   standardised per signal. The critics are still trained (TD(λ) targets) but the actors do not read
   them. Why: the long-run effect of the fusion weights on watch time per user-day is too weak
   against per-user noise for per-step advantages in the benchmark's budget; the two stages, the
@@ -63,19 +64,19 @@ import torch
 from torch import Tensor, nn
 
 from models.problems import DiscreteAction
-from training.rl.learner import Learner, LearnerConfig, MiniBatch
-from training.rl.loop import OfflineSource, OnlineSource, RunConfig, RunResult, run
-from training.rl.networks import Actor, CategoricalActor, GaussianActor, JointGaussianActor, SignalCritics, make_actor
-from training.rl.runtime import seed_everything
-from training.rl.task import TaskSpec
+from training.rl.data import TransitionBatch
+from training.rl.distributions import kl
+from training.rl.losses import LossConfig, LossModule, MiniBatch, ParamGroup, module_parameters
+from training.rl.networks import Actor, SignalCritics, make_actor
+from training.rl.registry import register
 
 
 # ---------------------------------------------------------------------------
 # Config
 # ---------------------------------------------------------------------------
 @dataclass(frozen=True)
-class TSCACConfig(LearnerConfig):
-    """TSCAC hyperparameters (plus the shared `LearnerConfig` ones)."""
+class TSCACConfig(LossConfig):
+    """TSCAC hyperparameters (plus the shared `LossConfig` ones)."""
 
     lam: float = 1.0
     """λ of every constraint when `lambdas` is empty (the paper uses one λ in production)."""
@@ -102,21 +103,14 @@ class TSCACConfig(LearnerConfig):
 # Networks + loss
 # ---------------------------------------------------------------------------
 def mean_kl(p: Actor, q: Actor, obs: Tensor) -> Tensor:
-    """Mean over states of KL(p(·|s) ‖ q(·|s)), exact for diagonal Gaussians and (factorised) categoricals."""
-    if isinstance(p, CategoricalActor) and isinstance(q, CategoricalActor):
-        lp, lq = p(obs), q(obs)
-        return (lp.exp() * (lp - lq)).sum(-1).mean()
-    assert isinstance(p, GaussianActor | JointGaussianActor) and isinstance(q, GaussianActor | JointGaussianActor)
-    mp, lsp = p(obs)
-    mq, lsq = q(obs)
-    kl = lsq - lsp + (torch.exp(2 * lsp) + (mp - mq).pow(2)) / (2 * torch.exp(2 * lsq)) - 0.5
-    return kl.sum(-1).mean()
+    """Mean over states of KL(p(·|s) ‖ q(·|s)), exact for every actor family (`distributions.kl`)."""
+    return kl(p.distribution(obs), q.distribution(obs)).mean()
 
 
-class TSCACLearner(Learner):
+@register("tscac", config=TSCACConfig)
+class TSCACLoss(LossModule):
     """Stage-one actors per constraint + the stage-two (shipped) actor, trained together each minibatch."""
 
-    algorithm = "tscac"
     cfg: TSCACConfig
     stage_one: nn.ModuleList
     main_q: SignalCritics
@@ -130,7 +124,9 @@ class TSCACLearner(Learner):
             raise ValueError(f"lambdas: {len(lambdas)} values for {len(task.constraints)} constraints")
         self.lambdas = tuple(float(v) for v in lambdas)
         self.lambda_sum = sum(self.lambdas)
-        self.stage_one = nn.ModuleList(make_actor(task, cfg.hidden, None, cfg.init_std) for _ in task.constraints)
+        self.stage_one = nn.ModuleList(
+            make_actor(task, cfg.hidden, None, cfg.init_std, cfg.action_distribution) for _ in task.constraints
+        )
         for a in self.stage_one:
             a.load_state_dict(self.actor.state_dict())
         if self.exact_stage_two:
@@ -142,10 +138,17 @@ class TSCACLearner(Learner):
         """One discrete choice: π* is computed exactly over all actions; otherwise it is estimated from samples."""
         return isinstance(self.task.action, DiscreteAction)
 
-    def all_actors(self) -> list[Actor]:
+    def parameter_groups(self) -> list[ParamGroup]:
+        groups = super().parameter_groups()
+        groups.append(ParamGroup("stage_one_actors", module_parameters(self.stage_one), self.cfg.actor_lr))
+        if self.exact_stage_two:
+            groups.append(ParamGroup("main_q", module_parameters([self.main_q]), self.cfg.critic_lr))
+        return groups
+
+    def policies(self) -> list[Actor]:
         return [self.actor, *self.stage_one]  # type: ignore[list-item]
 
-    def on_batch_start(self, batch) -> dict[str, float]:  # type: ignore[no-untyped-def]
+    def on_batch_start(self, batch: TransitionBatch) -> dict[str, float]:
         with torch.no_grad():
             obs = batch.obs[:2048]
             return {
@@ -188,7 +191,7 @@ class TSCACLearner(Learner):
             for lam, actor in zip(self.lambdas, self.stage_one, strict=True):
                 log_w = log_w + (lam / self.lambda_sum) * (actor.log_prob(mb.obs, mb.action) - mb.behaviour_log_prob)
             # DEPARTURE: one normaliser per minibatch instead of Z(s) per state.
-            log_w = log_w - self.d.log_mean_exp(log_w)
+            log_w = log_w - self.dist.log_mean_exp(log_w)
             w = self.global_is(log_w, self.cfg.is_clip)
         return -(w * self.actor.log_prob(mb.obs, mb.action)).mean()
 
@@ -210,18 +213,3 @@ class TSCACLearner(Learner):
             c.signal: float(mean_kl(self.actor, a, obs))
             for c, a in zip(self.task.constraints, self.stage_one, strict=True)
         }
-
-
-# ---------------------------------------------------------------------------
-# Entry point
-# ---------------------------------------------------------------------------
-def train(
-    cfg: TSCACConfig,
-    run_cfg: RunConfig,
-    task: TaskSpec,
-    source: OnlineSource | OfflineSource,
-    init_mean: tuple[float, ...] | None = None,
-) -> RunResult:
-    """Train TSCAC online (an env pool) or offline (logged transitions); returns the trained learner."""
-    seed_everything(run_cfg.seed)
-    return run(TSCACLearner(task, cfg, init_mean), run_cfg, source)

@@ -2,7 +2,7 @@
 
 Logged propensities may be missing, stale or from a heuristic whose exact form
 is unknown; the paper learns μ by maximum likelihood on the logged (s, a) and
-weights by π/μ̂. Same actor families as the learners (Gaussian for boxes,
+weights by π/μ̂. Same actor families as the learners (tanh-Gaussian for boxes,
 factorised categorical for (multi-)discrete), always on the full observation.
 """
 
@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 
 from training.rl.data import TransitionBatch
-from training.rl.networks import CategoricalActor, GaussianActor
+from training.rl.networks import CategoricalActor, TanhGaussianActor
 from training.rl.task import TaskSpec
 
 
@@ -25,9 +25,9 @@ class BehaviourModel:
         torch.manual_seed(seed)
         a = task.action
         self.task = task
-        self.model: GaussianActor | CategoricalActor
+        self.model: TanhGaussianActor | CategoricalActor
         if task.continuous:
-            self.model = GaussianActor(task.obs_size, task.action_dim, a.low, a.high, hidden, init_std=0.3)  # type: ignore[union-attr]
+            self.model = TanhGaussianActor(task.obs_size, task.action_dim, a.low, a.high, hidden, init_std=0.3)  # type: ignore[union-attr]
         else:
             self.model = CategoricalActor(task.obs_size, task.nvec, hidden)
 

@@ -305,6 +305,26 @@ class RolloutCollector:
         self.obs = pool.reset(seed)
         self.generator = torch.Generator().manual_seed(seed)
         self.transitions = 0
+        # Per-row running sums of every signal and step counts of the episodes in progress; an
+        # episode that ends moves to `finished` as (signal sums (m,), length) until `pop_episodes`.
+        self._running: np.ndarray | None = None
+        self._steps = np.zeros(pool.n_envs, dtype=np.int64)
+        self.finished: list[tuple[np.ndarray, int]] = []
+
+    def pop_episodes(self) -> list[tuple[np.ndarray, int]]:
+        """Episodes ended since the last call: (undiscounted sum of every signal (m,), length)."""
+        out, self.finished = self.finished, []
+        return out
+
+    def _track(self, rewards: np.ndarray, ended: np.ndarray) -> None:
+        if self._running is None:
+            self._running = np.zeros_like(rewards, dtype=np.float64)
+        self._running += rewards
+        self._steps += 1
+        for row in np.flatnonzero(ended):
+            self.finished.append((self._running[row].copy(), int(self._steps[row])))
+            self._running[row] = 0.0
+            self._steps[row] = 0
 
     @torch.no_grad()
     def collect(
@@ -332,6 +352,7 @@ class RolloutCollector:
             buf["ends"].append(torch.from_numpy((step.terminated | step.truncated).astype(np.float32)))
             buf["logp"].append(logp.cpu().float())
             self.obs = step.obs
+            self._track(step.rewards, step.terminated | step.truncated)
             if on_ends is not None:
                 on_ends(buf["ends"][-1] > 0, self.generator)
         self.transitions += steps * self.pool.n_envs

@@ -147,3 +147,56 @@ def clipped_surrogate(log_prob: Tensor, behaviour_log_prob: Tensor, advantages: 
     """
     ratio = torch.exp(torch.clamp(log_prob - behaviour_log_prob, max=20.0))
     return torch.minimum(ratio * advantages, torch.clamp(ratio, 1.0 - clip, 1.0 + clip) * advantages)
+
+
+def n_step_targets(
+    rewards: Tensor, next_values: Tensor, dones: Tensor, gamma: float | Tensor, n: int, ends: Tensor | None = None
+) -> Tensor:
+    """n-step TD targets, time-major (T, ...):
+
+        y_t = Σ_{i<k} γ^i r_{t+i} + γ^k (1 − done_{t+k−1}) V(s_{t+k}),   k = min(n, steps to the episode's end
+                                                                           or the rollout's end)
+
+    `next_values[t]` = V(s_{t+1}); `dones` stops bootstrapping (termination); `ends` (default `dones`)
+    cuts the sum at an episode boundary (termination or truncation — a truncated episode bootstraps
+    from its last next value). n = 1 is `td_targets`.
+    """
+    if n < 1:
+        raise ValueError(f"n_step_targets: n must be >= 1, got {n}")
+    if rewards.shape != next_values.shape or dones.shape != rewards.shape:
+        raise ValueError("n_step_targets: rewards, next_values and dones must have the same shape (T, ...)")
+    g = _as_tensor(gamma, rewards)
+    d = dones.to(rewards)
+    e = d if ends is None else ends.to(rewards)
+    horizon = rewards.shape[0]
+    out = torch.empty_like(rewards)
+    for t in range(horizon):
+        total = torch.zeros_like(rewards[0])
+        discount = torch.ones_like(rewards[0])
+        alive = torch.ones_like(rewards[0])  # 1 until the episode ended inside the window
+        bootstrap = torch.zeros_like(rewards[0])
+        last = min(t + n, horizon) - 1
+        for i in range(t, last + 1):
+            total = total + alive * discount * rewards[i]
+            # This step is the window's last one for rows still alive that end here or reach the window's end.
+            stop_here = alive * (e[i] if i < last else torch.ones_like(e[i]))
+            bootstrap = bootstrap + stop_here * discount * g * (1.0 - d[i]) * next_values[i]
+            alive = alive * (1.0 - e[i])
+            discount = discount * g
+        out[t] = total + bootstrap
+    return out
+
+
+def constraint_slack(values: Tensor, thresholds: Tensor, senses: Tensor, relative: bool = False) -> Tensor:
+    """Slack of every constraint, signed so that > 0 means satisfied: sense · (value − threshold).
+
+    values (..., k): each constrained signal's measured value (per-decision mean, or discounted
+    return — the caller's choice); thresholds (k,); senses (k,): +1 for ">=", −1 for "<=".
+    `relative` divides by max(|threshold|, 1e-8) (a unit-free slack, what multiplier steps use).
+    The one place in the code that turns values and thresholds into slack (losses, logging,
+    checkpoint selection all call it).
+    """
+    slack = senses.to(values) * (values - thresholds.to(values))
+    if relative:
+        slack = slack / thresholds.to(values).abs().clamp_min(1e-8)
+    return slack

@@ -1,18 +1,27 @@
 """Actors and per-signal critics.
 
-Actors expose one interface (`log_prob`, `sample`, `mode`, `export_module`) so a
-learner never branches on the action type except where the math differs (the
-exact discrete KL of TSCAC's stage two).
+Every actor returns a `torch.distributions.Distribution` from `distribution(obs)`
+(training/rl/distributions.py) and offers the same conveniences on top of it —
+`log_prob`, `sample`, `mode`, `entropy` — so a loss never branches on the action type
+except where the math differs (the exact discrete KL of TSCAC's stage two).
+`forward(obs)` gives what ONNX exports (the problem spec's output names).
 
-* `GaussianActor`  — diagonal Gaussian; mean squashed into the action box by a
-  sigmoid (the ONNX "action_mean" is already in bounds), state-independent
-  log-std squashed into [log_std_min, log_std_max] (bounded without clamps so
-  gradients never vanish).
+* `TanhGaussianActor` — bounded box actions through `TanhNormal`: u ~ N(f(s), σ²),
+  action = c + h·tanh(u), with the exact log-density (log-det of the squashing
+  included). σ is state-independent, its log squashed into [log_std_min, log_std_max]
+  (bounded without clamps so gradients never vanish). Exported: "action_mean" = the
+  median c + h·tanh(f(s)) (inside the box) and "action_log_std" = log of the local
+  (linearised) action std h·(1 − tanh² f(s))·σ — what serving's Gaussian exploration
+  reads. Replaces the earlier Gaussian whose *mean* was squashed by a sigmoid and
+  saturated at the bounds (issue 14): here the score (u − f(s))/σ² never vanishes.
+* `BetaActor` — bounded box actions through `ScaledBeta` (α, β = 1 + softplus(·):
+  unimodal, ours); exported mean and log std of the action.
 * `CategoricalActor` — logits over n actions, or one set per component of a
-  multi-discrete action (factorised).
-* `JointGaussianActor` — one GaussianActor per agent on its own slice of the
-  joint observation (CTDE: decentralised execution); log π of the joint action
-  is the sum of the agents' log-probs.
+  multi-discrete action (factorised), through `FactorisedCategorical`.
+* `JointActor` — one actor per agent on its own slice of the joint observation
+  (CTDE: decentralised execution); the joint distribution is the product of the
+  agents' (the same family with the agents' parameters side by side). Agents may be
+  box (tanh-Gaussian / Beta) or (multi-)discrete (categorical).
 * `SignalCritics` — one independent MLP per reward signal (TSCAC: separate
   critics track their own returns better than one shared critic).
 """
@@ -21,12 +30,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.distributions import Distribution
 
+from training.rl.distributions import FactorisedCategorical, ScaledBeta, TanhNormal
 from training.rl.task import TaskSpec
+
+ACTION_DISTRIBUTIONS = ("tanh_normal", "beta")
 
 
 def mlp(in_size: int, out_size: int, hidden: Sequence[int], activation: type[nn.Module] = nn.Tanh) -> nn.Sequential:
@@ -43,41 +56,49 @@ def mlp(in_size: int, out_size: int, hidden: Sequence[int], activation: type[nn.
     return nn.Sequential(*layers)
 
 
-_LOG_2PI = math.log(2.0 * math.pi)
+class Actor(nn.Module):
+    """Base of every actor: `distribution(obs)` is the policy; the rest derives from it."""
 
-
-class _GaussianPolicy:
-    """Distribution methods of an actor whose forward(obs) returns (mean, log_std), each (B, A)."""
-
-    if TYPE_CHECKING:  # nn.Module provides __call__ at run time; a real method here would shadow it
-
-        def __call__(self, obs: Tensor) -> tuple[Tensor, Tensor]: ...
+    def distribution(self, obs: Tensor) -> Distribution:
+        raise NotImplementedError
 
     def log_prob(self, obs: Tensor, action: Tensor) -> Tensor:
-        mean, log_std = self(obs)
-        return gaussian_log_prob(action, mean, log_std)
+        """log π(a|s) per row (B,)."""
+        return self.distribution(obs).log_prob(action)
 
     def sample(self, obs: Tensor, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
-        """Sampled action (B, A) and its log-prob (B,). Not clipped: the env clips (see data.py)."""
-        mean, log_std = self(obs)
-        noise = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
-        action = mean + noise * log_std.exp()
-        return action, gaussian_log_prob(action, mean, log_std)
+        """Sampled action (B, A) and its log-probability (B,)."""
+        d = self.distribution(obs)
+        if isinstance(d, TanhNormal):
+            z = torch.randn(d.loc.shape, generator=generator, device=d.loc.device, dtype=d.loc.dtype)
+            action = d.from_noise(z)
+        elif isinstance(d, FactorisedCategorical):
+            action = d.sample_with(generator)
+        else:
+            action = d.sample()
+        return action, d.log_prob(action)
 
     def mode(self, obs: Tensor) -> Tensor:
-        return self(obs)[0]
+        """The deterministic action (what serving plays without exploration)."""
+        return self.distribution(obs).mode
 
     def entropy(self, obs: Tensor) -> Tensor:
-        _, log_std = self(obs)
-        return (log_std + 0.5 * (1.0 + _LOG_2PI)).sum(-1)
+        return self.distribution(obs).entropy()
 
     def export_module(self) -> nn.Module:
-        """The module whose forward(observation) gives the ONNX outputs (action_mean, action_log_std)."""
+        """The module whose forward(observation) gives the ONNX outputs."""
         return self
 
 
-class GaussianActor(_GaussianPolicy, nn.Module):
-    """π(a|s) = N(low + (high − low)·sigmoid(f(s)), diag σ²), σ state-independent."""
+def _log_std_logit(init_std: float, bounds: tuple[float, float], size: int) -> nn.Parameter:
+    lo, hi = bounds
+    frac = (math.log(init_std) - lo) / (hi - lo)
+    frac = min(max(frac, 1e-3), 1 - 1e-3)
+    return nn.Parameter(torch.full((size,), math.log(frac / (1 - frac))))
+
+
+class TanhGaussianActor(Actor):
+    """π(a|s) = TanhNormal(f(s), σ) on [low, high]; `init_std` is the action-space std at the box's centre."""
 
     def __init__(
         self,
@@ -91,37 +112,87 @@ class GaussianActor(_GaussianPolicy, nn.Module):
         log_std_bounds: tuple[float, float] = (-5.0, 0.5),
     ) -> None:
         super().__init__()
+        if not high > low:
+            raise ValueError(f"TanhGaussianActor: need high > low, got low={low}, high={high}")
         self.net = mlp(obs_size, action_size, hidden)
         self.low, self.high = float(low), float(high)
+        half_width = (self.high - self.low) / 2.0
         self.log_std_min, self.log_std_max = log_std_bounds
-        span = self.log_std_max - self.log_std_min
-        frac = (math.log(init_std) - self.log_std_min) / span
-        frac = min(max(frac, 1e-3), 1 - 1e-3)
-        self.log_std_logit = nn.Parameter(torch.full((action_size,), math.log(frac / (1 - frac))))
+        # σ of u: the action std at the centre is h·σ (slope of c + h·tanh at 0).
+        self.log_std_logit = _log_std_logit(init_std / half_width, log_std_bounds, action_size)
         if init_mean is not None:
-            # Start at a known-good action (e.g. the problem's default fusion weights):
-            # the last layer's bias is the logit of the initial mean.
+            # Start at a known-good action (e.g. the problem's default fusion weights): the last
+            # layer's bias is atanh of the initial median; a bound is moved 1 % of h inside
+            # (atanh(±1) is infinite).
             m = torch.as_tensor(list(init_mean), dtype=torch.float32)
-            p = ((m - self.low) / (self.high - self.low)).clamp(1e-3, 1 - 1e-3)
+            x = ((m - (self.low + self.high) / 2.0) / half_width).clamp(-0.99, 0.99)
             with torch.no_grad():
-                self.net[-1].bias.copy_(torch.log(p / (1 - p)))
+                self.net[-1].bias.copy_(torch.atanh(x))
         self.action_size = action_size
 
-    def forward(self, obs: Tensor) -> tuple[Tensor, Tensor]:
-        """(mean (B, A) in [low, high], log_std (B, A))."""
-        mean = self.low + (self.high - self.low) * torch.sigmoid(self.net(obs))
+    def params(self, obs: Tensor) -> tuple[Tensor, Tensor]:
+        """(loc (B, A), log σ (B, A)) of the pre-squash Gaussian."""
+        loc = self.net(obs)
         log_std = self.log_std_min + (self.log_std_max - self.log_std_min) * torch.sigmoid(self.log_std_logit)
-        # `mean * 0 +` broadcasts σ to the batch with a dynamic batch axis in ONNX.
-        return mean, mean * 0.0 + log_std
+        # `loc * 0 +` broadcasts σ to the batch with a dynamic batch axis in ONNX.
+        return loc, loc * 0.0 + log_std
+
+    def distribution(self, obs: Tensor) -> TanhNormal:
+        loc, log_std = self.params(obs)
+        return TanhNormal(loc, log_std.exp(), self.low, self.high)
+
+    def forward(self, obs: Tensor) -> tuple[Tensor, Tensor]:
+        """ONNX outputs: (action_mean (B, A) — the median, inside the box; action_log_std (B, A) — linearised)."""
+        d = self.distribution(obs)
+        return d.mode, d.linearised_log_std()
 
 
-def gaussian_log_prob(action: Tensor, mean: Tensor, log_std: Tensor) -> Tensor:
-    """log N(action; mean, diag exp(log_std)²) summed over the last axis → (B,)."""
-    z = (action - mean) * torch.exp(-log_std)
-    return (-0.5 * z.pow(2) - log_std - 0.5 * _LOG_2PI).sum(-1)
+class BetaActor(Actor):
+    """π(a|s) = ScaledBeta(α(s), β(s)) on [low, high], α, β = 1 + softplus(f(s)) (unimodal; ours)."""
+
+    def __init__(
+        self,
+        obs_size: int,
+        action_size: int,
+        low: float,
+        high: float,
+        hidden: Sequence[int],
+        init_mean: Sequence[float] | None = None,
+        init_std: float = 0.1,
+    ) -> None:
+        super().__init__()
+        if not high > low:
+            raise ValueError(f"BetaActor: need high > low, got low={low}, high={high}")
+        self.net = mlp(obs_size, 2 * action_size, hidden)
+        self.low, self.high = float(low), float(high)
+        width = self.high - self.low
+        m = (
+            torch.full((action_size,), 0.5)
+            if init_mean is None
+            else torch.as_tensor(list(init_mean), dtype=torch.float32)
+        )
+        m = ((m - self.low) / width).clamp(0.02, 0.98)
+        s = init_std / width
+        # Beta variance m(1−m)/(κ+1) = s² gives the concentration κ = α + β (at least 2.5, so α, β > 1 mostly).
+        kappa = (m * (1 - m) / s**2 - 1.0).clamp_min(2.5)
+        alpha, beta = (m * kappa).clamp_min(1.01), ((1 - m) * kappa).clamp_min(1.01)
+        with torch.no_grad():
+            inv_softplus = lambda v: torch.log(torch.expm1(v - 1.0))  # noqa: E731
+            self.net[-1].bias.copy_(torch.cat([inv_softplus(alpha), inv_softplus(beta)]))
+        self.action_size = action_size
+
+    def distribution(self, obs: Tensor) -> ScaledBeta:
+        raw = self.net(obs)
+        alpha, beta = torch.split(1.0 + F.softplus(raw), self.action_size, dim=-1)
+        return ScaledBeta(alpha, beta, self.low, self.high)
+
+    def forward(self, obs: Tensor) -> tuple[Tensor, Tensor]:
+        """ONNX outputs: (action_mean (B, A), action_log_std (B, A))."""
+        d = self.distribution(obs)
+        return d.mean, 0.5 * torch.log(d.variance)
 
 
-class CategoricalActor(nn.Module):
+class CategoricalActor(Actor):
     """Factorised categorical over one or more components: π(a|s) = Π_k softmax(f_k(s))_{a_k}.
 
     One component (`nvec=(n,)`) is the plain categorical over n actions; several
@@ -144,103 +215,113 @@ class CategoricalActor(nn.Module):
         logits = torch.split(self.net(obs), self.nvec, dim=-1)
         return torch.cat([torch.log_softmax(part, dim=-1) for part in logits], dim=-1)
 
+    def distribution(self, obs: Tensor) -> FactorisedCategorical:
+        return FactorisedCategorical(self(obs), self.nvec)
+
     def log_probs_all(self, obs: Tensor) -> Tensor:
         return self(obs)
 
-    def _columns(self, action: Tensor) -> Tensor:
-        """Column in the (B, Σ nvec) output of each component's chosen action, (B, K) long."""
-        idx = action.reshape(action.shape[0], -1)[:, : len(self.nvec)].long()
-        offsets = torch.as_tensor([0, *self.nvec[:-1]], device=action.device).cumsum(0)
-        return idx + offsets
 
-    def log_prob(self, obs: Tensor, action: Tensor) -> Tensor:
-        return self(obs).gather(1, self._columns(action)).sum(-1)
-
-    def sample(self, obs: Tensor, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
-        return self.draw(self(obs), generator)
-
-    def draw(self, log_probs: Tensor, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
-        """(action, its log-probability) from this actor's output `log_probs`: one draw per component."""
-        parts = torch.split(log_probs, self.nvec, dim=-1)
-        idx = torch.cat([torch.multinomial(p.exp(), 1, generator=generator) for p in parts], dim=-1)
-        action = idx.to(log_probs.dtype)
-        return action, log_probs.gather(1, self._columns(action)).sum(-1)
-
-    def mode(self, obs: Tensor) -> Tensor:
-        parts = torch.split(self(obs), self.nvec, dim=-1)
-        return torch.stack([p.argmax(-1) for p in parts], dim=-1).to(obs.dtype)
-
-    def entropy(self, obs: Tensor) -> Tensor:
-        logp = self(obs)
-        return -(logp.exp() * logp).sum(-1)
-
-    def export_module(self) -> nn.Module:
-        return _LogitsHead(self)
-
-
-class _LogitsHead(nn.Module):
-    def __init__(self, actor: CategoricalActor) -> None:
-        super().__init__()
-        self.actor = actor
-
-    def forward(self, obs: Tensor) -> Tensor:
-        return self.actor(obs)
-
-
-class JointGaussianActor(_GaussianPolicy, nn.Module):
+class JointActor(Actor):
     """Decentralised actors: agent k sees only its slice of the joint observation and acts on its slice."""
 
-    def __init__(
-        self,
-        obs_sizes: Sequence[int],
-        action_sizes: Sequence[int],
-        low: float,
-        high: float,
-        hidden: Sequence[int],
-        init_mean: Sequence[float] | None = None,
-        init_std: float = 0.1,
-    ) -> None:
+    def __init__(self, obs_sizes: Sequence[int], agents: Sequence[Actor]) -> None:
         super().__init__()
-        self.obs_sizes, self.action_sizes = list(obs_sizes), list(action_sizes)
-        means: list[Sequence[float] | None] = [None] * len(obs_sizes)
-        if init_mean is not None:
-            start = 0
-            for k, a in enumerate(action_sizes):
-                means[k] = list(init_mean)[start : start + a]
-                start += a
-        self.agents = nn.ModuleList(
-            GaussianActor(o, a, low, high, hidden, means[k], init_std)
-            for k, (o, a) in enumerate(zip(obs_sizes, action_sizes, strict=True))
+        if len(obs_sizes) != len(agents) or not agents:
+            raise ValueError(f"JointActor: {len(obs_sizes)} observation sizes for {len(agents)} agents")
+        families = {type(a) for a in agents}
+        if len(families) != 1:
+            raise ValueError(
+                f"JointActor: every agent needs the same actor family, got {sorted(f.__name__ for f in families)}"
+            )
+        self.obs_sizes = list(obs_sizes)
+        self.agents = nn.ModuleList(agents)
+        first = agents[0]
+        if isinstance(first, TanhGaussianActor | BetaActor):
+            bounds = {(a.low, a.high) for a in agents}  # type: ignore[union-attr]
+            if len(bounds) != 1:
+                raise ValueError(f"JointActor: box agents need the same bounds, got {sorted(bounds)}")
+
+    def _parts(self, obs: Tensor) -> list[Distribution]:
+        return [a.distribution(o) for a, o in zip(self.agents, torch.split(obs, self.obs_sizes, dim=-1), strict=True)]
+
+    def distribution(self, obs: Tensor) -> Distribution:
+        """The product of the agents' distributions, as one distribution of the same family."""
+        parts = self._parts(obs)
+        first = parts[0]
+        if isinstance(first, TanhNormal):
+            return TanhNormal(
+                torch.cat([p.loc for p in parts], -1),  # type: ignore[attr-defined]
+                torch.cat([p.scale for p in parts], -1),  # type: ignore[attr-defined]
+                first.low,
+                first.high,
+            )
+        if isinstance(first, ScaledBeta):
+            return ScaledBeta(
+                torch.cat([p.concentration1 for p in parts], -1),  # type: ignore[attr-defined]
+                torch.cat([p.concentration0 for p in parts], -1),  # type: ignore[attr-defined]
+                first.low,
+                first.high,
+            )
+        assert isinstance(first, FactorisedCategorical)
+        return FactorisedCategorical(
+            torch.cat([p.log_probs for p in parts], -1),  # type: ignore[attr-defined]
+            tuple(n for p in parts for n in p.nvec),  # type: ignore[attr-defined]
         )
-        self.action_size = sum(action_sizes)
 
-    def forward(self, obs: Tensor) -> tuple[Tensor, Tensor]:
-        parts = torch.split(obs, self.obs_sizes, dim=-1)
-        outs = [agent(o) for agent, o in zip(self.agents, parts, strict=True)]
-        return torch.cat([m for m, _ in outs], -1), torch.cat([s for _, s in outs], -1)
+    def forward(self, obs: Tensor) -> tuple[Tensor, ...] | Tensor:
+        """Every agent's ONNX outputs concatenated in agent order."""
+        outs = [a(o) for a, o in zip(self.agents, torch.split(obs, self.obs_sizes, dim=-1), strict=True)]
+        if isinstance(outs[0], Tensor):
+            return torch.cat(outs, -1)  # type: ignore[arg-type]
+        return tuple(torch.cat([o[k] for o in outs], -1) for k in range(len(outs[0])))
 
 
-Actor = GaussianActor | CategoricalActor | JointGaussianActor
+def _box_actor(
+    kind: str,
+    obs_size: int,
+    size: int,
+    low: float,
+    high: float,
+    hidden: Sequence[int],
+    init_mean: Sequence[float] | None,
+    init_std: float,
+) -> Actor:
+    if kind == "tanh_normal":
+        return TanhGaussianActor(obs_size, size, low, high, hidden, init_mean, init_std)
+    if kind == "beta":
+        return BetaActor(obs_size, size, low, high, hidden, init_mean, init_std)
+    raise ValueError(f"action_distribution: expected one of {ACTION_DISTRIBUTIONS}, got {kind!r}")
 
 
 def make_actor(
-    task: TaskSpec, hidden: Sequence[int], init_mean: Sequence[float] | None = None, init_std: float = 0.1
+    task: TaskSpec,
+    hidden: Sequence[int],
+    init_mean: Sequence[float] | None = None,
+    init_std: float = 0.1,
+    action_distribution: str = "tanh_normal",
 ) -> Actor:
-    """The actor family the task's action space calls for."""
+    """The actor family the task's action space calls for (box: `action_distribution`)."""
+    from models.problems import BoxAction
+
     a = task.action
     if task.agents:
-        assert not isinstance(a, int)
-        return JointGaussianActor(
-            [g.obs_size for g in task.agents],
-            [g.action_size for g in task.agents],
-            a.low,  # type: ignore[union-attr]
-            a.high,  # type: ignore[union-attr]
-            hidden,
-            init_mean,
-            init_std,
+        agents: list[Actor] = []
+        start = 0
+        for g in task.agents:
+            if isinstance(a, BoxAction):
+                mean = None if init_mean is None else list(init_mean)[start : start + g.action_size]
+                agents.append(
+                    _box_actor(action_distribution, g.obs_size, g.action_size, a.low, a.high, hidden, mean, init_std)
+                )
+            else:
+                agents.append(CategoricalActor(g.obs_size, task.nvec[start : start + g.action_size], hidden))
+            start += g.action_size
+        return JointActor([g.obs_size for g in task.agents], agents)
+    if isinstance(a, BoxAction):
+        return _box_actor(
+            action_distribution, task.obs_size, task.action_dim, a.low, a.high, hidden, init_mean, init_std
         )
-    if task.continuous:
-        return GaussianActor(task.obs_size, task.action_dim, a.low, a.high, hidden, init_mean, init_std)  # type: ignore[union-attr]
     return CategoricalActor(task.obs_size, task.nvec, hidden)
 
 

@@ -9,6 +9,7 @@ over ranks is normalised exactly as the whole minibatch would be in one process.
 from __future__ import annotations
 
 import csv
+import json
 import math
 import os
 import random
@@ -113,15 +114,20 @@ class Dist:
 
 
 class MetricsLogger:
-    """Stable-keyed scalar metrics → metrics.csv, TensorBoard event files and a PNG of the curves (rank 0 only)."""
+    """Stable-keyed scalar metrics, rank 0 only: metrics.jsonl (one line per iteration, flushed as it is
+    written — readable while training runs), TensorBoard event files (live), metrics.csv and a PNG of
+    the curves at the end (`plots=False` skips the PNG)."""
 
-    def __init__(self, out_dir: Path, enabled: bool = True, tensorboard: bool = True) -> None:
+    def __init__(self, out_dir: Path, enabled: bool = True, tensorboard: bool = True, plots: bool = True) -> None:
         self.out_dir = Path(out_dir)
         self.enabled = enabled
+        self.plots = plots
         self.rows: list[dict[str, float]] = []
         self._writer = None
+        self._jsonl = None
         if enabled:
             self.out_dir.mkdir(parents=True, exist_ok=True)
+            self._jsonl = (self.out_dir / "metrics.jsonl").open("w")
             if tensorboard:
                 from torch.utils.tensorboard import SummaryWriter
 
@@ -132,14 +138,21 @@ class MetricsLogger:
             return
         row = {"step": float(step), **{k: float(v) for k, v in metrics.items()}}
         self.rows.append(row)
+        if self._jsonl is not None:
+            self._jsonl.write(json.dumps({k: (v if math.isfinite(v) else None) for k, v in row.items()}) + "\n")
+            self._jsonl.flush()
         if self._writer is not None:
             for k, v in metrics.items():
                 if math.isfinite(float(v)):
                     self._writer.add_scalar(k, float(v), step)
+            self._writer.flush()
 
     def close(self) -> None:
         if not self.enabled:
             return
+        if self._jsonl is not None:
+            self._jsonl.close()
+            self._jsonl = None
         keys: list[str] = ["step"]
         for r in self.rows:
             keys += [k for k in r if k not in keys]
@@ -150,30 +163,65 @@ class MetricsLogger:
                 w.writerow(r)
         if self._writer is not None:
             self._writer.close()
-        if self.rows:
+        if self.rows and self.plots:
             self.plot(self.out_dir / "curves.png")
 
     def plot(self, path: Path) -> None:
-        """Small multiples: one panel per metric key (scales differ by orders of magnitude), sorted by key."""
+        """Small multiples: one panel per metric key (scales differ by orders of magnitude).
+
+        Episode returns, constraint slacks and multipliers come first, each with its unit on the
+        y axis; the x axis is the training iteration.
+        """
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
-        keys = sorted({k for r in self.rows for k in r if k != "step"})
+        keys = sorted({k for r in self.rows for k in r if k != "step"}, key=lambda k: (_plot_rank(k), k))
         cols = 4
         rows = max(1, -(-len(keys) // cols))
-        fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 2.2 * rows), squeeze=False)
+        fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 2.6 * rows), squeeze=False)
         for ax in axes.flat[len(keys) :]:
             ax.axis("off")
         for ax, k in zip(axes.flat, keys, strict=False):
             pts = [(r["step"], r[k]) for r in self.rows if k in r]
             ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="." if len(pts) < 30 else None)
+            if "slack" in k:
+                ax.axhline(0.0, color="grey", lw=0.8, ls="--")
             ax.set_title(k, fontsize=8)
+            ax.set_xlabel("iteration", fontsize=7)
+            ax.set_ylabel(_unit_of(k), fontsize=7)
             ax.tick_params(labelsize=6)
+        fig.suptitle(f"training curves — {self.out_dir.name}", fontsize=10)
         fig.tight_layout()
         fig.savefig(path, dpi=80)
         plt.close(fig)
+
+
+def _plot_rank(key: str) -> int:
+    for i, part in enumerate(("episode_return", "constraint_slack", "multiplier")):
+        if part in key:
+            return i
+    return 3
+
+
+def _unit_of(key: str) -> str:
+    """y-axis label of a metric key (stable key prefixes, STYLE.md)."""
+    if "episode_return" in key:
+        return "signal units / episode"
+    if "episode_length" in key:
+        return "steps / episode"
+    if "constraint_slack" in key:
+        return "slack (signal units / decision)"
+    if "multiplier" in key:
+        return "multiplier λ (main units per constraint unit)"
+    if key.startswith("charts/signal_") or key.startswith("charts/constraint_"):
+        return "signal units / decision"
+    if key.endswith("per_s"):
+        return "transitions / s"
+    if key.startswith("losses/"):
+        return "loss"
+    return "value"
 
 
 def save_checkpoint(path: Path, tensors: Mapping[str, Tensor], metadata: Mapping[str, str] | None = None) -> None:

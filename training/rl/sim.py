@@ -8,7 +8,7 @@
   ground-truth evaluation counts nothing past it, so the learners treat it as
   a termination (no bootstrap) — exactly the finite-horizon objective.
   `pair_rows()` (rank) turns on `RankConfig.paired_rows` for the learners'
-  antithetic episode pairs (`LearnerConfig.advantage = "episode_pairs"`).
+  antithetic episode pairs (`LossConfig.advantage = "episode_pairs"`).
 * `behaviour_rollout` — logged transitions of the simulator's behaviour policy
   with its exact log-densities (BC's data; offline TSCAC's data in benchmarks).
 * `actor_policy` — a numpy policy (obs → action) from a trained actor for
@@ -41,7 +41,7 @@ class BatchedSimPool:
 
     def pair_rows(self) -> None:
         """Rows 2k and 2k+1 simulate the same users with common random numbers from the next reset on
-        (`RankConfig.paired_rows`; `LearnerConfig.advantage = "episode_pairs"` asks for it)."""
+        (`RankConfig.paired_rows`; `LossConfig.advantage = "episode_pairs"` asks for it)."""
         if self.problem != "rank":
             raise ValueError(
                 f"paired rows: only the rank simulator has them (RankConfig.paired_rows), not {self.problem!r}"
@@ -131,7 +131,7 @@ def multi_agent_policy(actor: Actor, problem: str = "rank") -> Callable[[np.ndar
             return torch.cat([agent.mode(x) for agent in actor.agents], dim=1).numpy()  # type: ignore[union-attr]
 
     if n_agents == 0:
-        raise ValueError("multi_agent_policy needs a JointGaussianActor")
+        raise ValueError("multi_agent_policy needs a JointActor")
     return policy
 
 

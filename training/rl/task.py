@@ -62,7 +62,8 @@ class TaskSpec:
     constraints: tuple[Constraint, ...] = ()
     """Per-decision mean of a signal >= / <= a threshold."""
     agents: tuple[AgentSlice, ...] = ()
-    """Multi-agent tasks: agents in order; joint obs/action are their concatenation."""
+    """Multi-agent tasks: agents in order; joint obs/action are their concatenation (box components,
+    or the components of a multi-discrete action: agent k owns the next `action_size` entries of nvec)."""
     name: str = "task"
 
     def __post_init__(self) -> None:
@@ -86,8 +87,17 @@ class TaskSpec:
         if self.agents:
             if sum(a.obs_size for a in self.agents) != self.obs_size:
                 raise ValueError("TaskSpec.agents: agent obs sizes must add up to obs_size")
-            if not isinstance(self.action, BoxAction) or sum(a.action_size for a in self.agents) != self.action.size:
-                raise ValueError("TaskSpec.agents: agents need a BoxAction whose size is the sum of agent action sizes")
+            # An agent's action_size counts box components or discrete components (columns of the stored action).
+            if isinstance(self.action, DiscreteAction):
+                raise ValueError(
+                    "TaskSpec.agents: a joint DiscreteAction has one component; give a MultiDiscreteAction "
+                    "with one component per agent action column instead"
+                )
+            if sum(a.action_size for a in self.agents) != self.action_dim:
+                raise ValueError(
+                    f"TaskSpec.agents: agent action sizes {[a.action_size for a in self.agents]} must add up to "
+                    f"the joint action's {self.action_dim} components"
+                )
 
     # -- views ---------------------------------------------------------------
     @property
@@ -130,6 +140,18 @@ class TaskSpec:
     def constraint_sign(self, c: Constraint) -> float:
         """+1 when more of the signal is better (>=), −1 when less is (<=)."""
         return 1.0 if c.direction == ">=" else -1.0
+
+    def constraint_thresholds(self) -> Any:
+        """Thresholds in constraint order, a float64 tensor (k,)."""
+        import torch
+
+        return torch.as_tensor([c.threshold for c in self.constraints], dtype=torch.float64)
+
+    def constraint_senses(self) -> Any:
+        """+1 (">=") / −1 ("<=") in constraint order, a float64 tensor (k,)."""
+        import torch
+
+        return torch.as_tensor([self.constraint_sign(c) for c in self.constraints], dtype=torch.float64)
 
     def signal_vector(self, reward: float, info: Mapping[str, Any]) -> np.ndarray:
         """The reward vector of one step in `signals` order, read from `info["signals"]`."""
@@ -175,10 +197,17 @@ class TaskSpec:
 
 
 def constraint_report(task: TaskSpec, signal_means: Sequence[float]) -> dict[str, float]:
-    """Per constraint: its value, and its slack (value − threshold, signed so > 0 means satisfied)."""
+    """Per constraint: its value, and its slack (`functional.constraint_slack`: > 0 means satisfied)."""
+    import torch
+
+    from training.rl.functional import constraint_slack
+
     out: dict[str, float] = {}
-    for c, idx in zip(task.constraints, task.constrained_signals, strict=True):
-        v = float(signal_means[idx])
+    if not task.constraints:
+        return out
+    values = torch.as_tensor([float(signal_means[i]) for i in task.constrained_signals], dtype=torch.float64)
+    slack = constraint_slack(values, task.constraint_thresholds(), task.constraint_senses()).tolist()
+    for c, v, s in zip(task.constraints, values.tolist(), slack, strict=True):
         out[f"constraint_{c.signal}"] = v
-        out[f"constraint_slack_{c.signal}"] = task.constraint_sign(c) * (v - c.threshold)
+        out[f"constraint_slack_{c.signal}"] = s
     return out

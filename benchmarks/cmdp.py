@@ -1,0 +1,244 @@
+"""Constrained RL against known answers: random tabular CMDPs, LP optimum, exact evaluation (issue 14).
+
+For each of `--instances` random CMDPs from `training.envs.cmdp.random_cmdp` (states
+4–10, actions 2–4, γ 0.8–0.95; even seeds one constraint, odd seeds two; every
+threshold binds) and each of `--seeds` training seeds, train `main_only`, `rcpo`
+and `tscac` through the generic `training.rl.trainer.train` on `CMDPPool` (the
+instance's dynamics, one-hot states), read the shipped policy's π(a|s) for every
+state and evaluate it exactly (Bellman equations). Metrics:
+
+* cmdp.<algo>.median_gap — median over runs of (J*_main − J_main(π)) / J*_main,
+  J* the LP's constrained optimum (for main_only: the unconstrained optimum);
+  `ci`: 95 % bootstrap over instances (seeds of one instance resampled together).
+  Baseline: the uniform policy's median gap, evaluated exactly in the same run.
+* cmdp.<algo>.feasible_share — share of runs whose every auxiliary value is
+  within 1 % of its threshold or above (for main_only: informative, no goal).
+* cmdp.rcpo.last_iterate.* — the same for RCPO's last iterate instead of its
+  best feasible one (what the paper ships).
+
+Goals (issue 14): rcpo and tscac median gap ≤ 0.03 and feasible share ≥ 0.9;
+main_only within 1 % of the unconstrained optimum.
+
+    python -m benchmarks.cmdp            # 20 instances × 3 seeds, 2 worker processes
+    python -m benchmarks.cmdp --quick    # 4 instances × 1 seed (a smoke run, not a result)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import time
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import yaml
+
+from benchmarks.common import Metric, write_result
+
+ALGORITHMS = ("main_only", "rcpo", "tscac")
+FEASIBILITY_TOLERANCE = 0.01
+GOALS = {"rcpo": 0.03, "tscac": 0.03, "main_only": 0.01}
+
+# One budget for every algorithm: 64 envs × 32 steps × ITERATIONS transitions.
+RUN = {"iterations": 150, "rollout_steps": 32, "n_envs": 64, "device": "cpu"}
+SHARED = {
+    "hidden": [32],
+    "actor_lr": 0.01,
+    "critic_lr": 0.01,
+    "minibatch_size": 1024,
+    "epochs": 4,
+    "gae_lambda": 0.95,
+}
+ALGO_CONFIGS: dict[str, dict[str, Any]] = {
+    "main_only": {},
+    "rcpo": {"margin": 0.01},
+    "tscac": {"margin": 0.01},
+}
+
+
+@dataclass(frozen=True)
+class Job:
+    algorithm: str
+    instance: int
+    seed: int
+    iterations: int
+    algo_config: str
+    """The `algo:` section, as JSON (the job crosses a process boundary)."""
+
+
+def instance(seed: int) -> Any:
+    from training.envs.cmdp import random_cmdp
+
+    return random_cmdp(seed, n_constraints=1 + seed % 2)
+
+
+def run_job(job: Job) -> dict[str, Any]:
+    """Train one algorithm on one instance with one seed; exact values of what it ships."""
+    import torch
+
+    from training.envs.cmdp import CMDPPool, evaluate, meets_constraints, solve_lp, task_spec
+    from training.rl.trainer import OnlineSource, train
+
+    torch.set_num_threads(1)
+    cmdp = instance(job.instance)
+    task = task_spec(cmdp, name=f"cmdp{job.instance}")
+    run = {**RUN, "iterations": job.iterations, "seed": job.seed, "progress": False, "tensorboard": False}
+    run["plots"] = False
+    config = {"run": run, "algo": json.loads(job.algo_config)}
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory() as out:
+        result = train(job.algorithm, task, OnlineSource(lambda n, s: CMDPPool(cmdp, n)), config, out_dir=out)
+    seconds = time.perf_counter() - started
+    loss = result.learner
+    constrained = job.algorithm != "main_only"
+    optimum = solve_lp(cmdp, constrained=constrained).main_value
+    shipped = loss.shipped_actor() if hasattr(loss, "shipped_actor") else loss.actor
+    out: dict[str, Any] = {"algorithm": job.algorithm, "instance": job.instance, "seed": job.seed, "seconds": seconds}
+    for label, actor in (("shipped", shipped), ("last", loss.actor)):
+        with torch.no_grad():
+            policy = actor.log_probs_all(torch.eye(cmdp.n_states)).exp().double().numpy()
+        policy = policy / policy.sum(1, keepdims=True)
+        values = evaluate(cmdp, policy)
+        out[label] = {
+            "gap": float((optimum - values[0]) / optimum),
+            "feasible": meets_constraints(cmdp, values, FEASIBILITY_TOLERANCE),
+            "relative_slack": ((values[1:] - cmdp.thresholds) / np.abs(cmdp.thresholds)).round(5).tolist(),
+        }
+    return out
+
+
+def bootstrap_median_ci(values_by_instance: dict[int, list[float]], draws: int = 2000) -> tuple[float, float]:
+    """95 % CI of the median over runs, resampling instances (with all their seeds)."""
+    rng = np.random.default_rng(0)
+    keys = sorted(values_by_instance)
+    medians = []
+    for _ in range(draws):
+        picked = rng.choice(keys, size=len(keys), replace=True)
+        medians.append(np.median([v for k in picked for v in values_by_instance[k]]))
+    low, high = np.percentile(medians, [2.5, 97.5])
+    return float(low), float(high)
+
+
+def uniform_gaps(instances: Sequence[int]) -> tuple[float, float]:
+    """Median relative gap of the uniform policy to the constrained and to the unconstrained optimum."""
+    from training.envs.cmdp import evaluate, solve_lp
+
+    constrained, free = [], []
+    for i in instances:
+        cmdp = instance(i)
+        main = evaluate(cmdp, np.full((cmdp.n_states, cmdp.n_actions), 1.0 / cmdp.n_actions))[0]
+        constrained.append((solve_lp(cmdp).main_value - main) / solve_lp(cmdp).main_value)
+        free.append((solve_lp(cmdp, False).main_value - main) / solve_lp(cmdp, False).main_value)
+    return float(np.median(constrained)), float(np.median(free))
+
+
+def summarise(rows: list[dict[str, Any]], instances: Sequence[int]) -> list[Metric]:
+    uniform_constrained, uniform_free = uniform_gaps(instances)
+    metrics: list[Metric] = []
+    for algorithm in ALGORITHMS:
+        views = [("shipped", f"cmdp.{algorithm}")]
+        if algorithm == "rcpo":
+            views.append(("last", "cmdp.rcpo.last_iterate"))
+        for view, prefix in views:
+            runs = [r for r in rows if r["algorithm"] == algorithm]
+            if not runs:
+                continue
+            gaps: dict[int, list[float]] = {}
+            feasible: dict[int, list[float]] = {}
+            for r in runs:
+                gaps.setdefault(r["instance"], []).append(r[view]["gap"])
+                feasible.setdefault(r["instance"], []).append(float(r[view]["feasible"]))
+            all_gaps = [g for v in gaps.values() for g in v]
+            goal = GOALS[algorithm] if view == "shipped" else None
+            base = uniform_free if algorithm == "main_only" else uniform_constrained
+            optimum = "unconstrained" if algorithm == "main_only" else "constrained (LP)"
+            metrics.append(
+                Metric(
+                    f"{prefix}.median_gap",
+                    float(np.median(all_gaps)),
+                    "relative gap",
+                    baseline=("cmdp.uniform_policy.median_gap", base),
+                    goal=("<=", goal) if goal is not None else None,
+                    ci=bootstrap_median_ci(gaps),
+                    note=f"{len(runs)} runs; gap to the {optimum} optimum of the exactly evaluated policy",
+                )
+            )
+            share = float(np.mean([f for v in feasible.values() for f in v]))
+            has_goal = algorithm != "main_only" and view == "shipped"
+            metrics.append(
+                Metric(
+                    f"{prefix}.feasible_share",
+                    share,
+                    "share of runs",
+                    goal=(">=", 0.9) if has_goal else None,
+                    note="every constraint met within 1 % of its threshold, exact evaluation",
+                )
+            )
+    return metrics
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--instances", type=int, default=20)
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--iterations", type=int, default=RUN["iterations"])
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--algorithms", default=",".join(ALGORITHMS))
+    parser.add_argument("--first-instance", type=int, default=0, help="instances first … first + instances − 1")
+    parser.add_argument("--set", action="append", default=[], help="algo.field=value override (tuning runs)")
+    parser.add_argument("--quick", action="store_true", help="4 instances × 1 seed; does not write the result file")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.instances, args.seeds = 4, 1
+    algorithms = [a for a in args.algorithms.split(",") if a]
+    unknown = sorted(set(algorithms) - set(ALGORITHMS))
+    if unknown:
+        raise SystemExit(f"--algorithms: unknown {unknown}; choose from {ALGORITHMS}")
+    instances = list(range(args.first_instance, args.first_instance + args.instances))
+    for item in args.set:
+        key, _, value = item.partition("=")
+        algorithm, _, field = key.partition(".")
+        ALGO_CONFIGS[algorithm][field] = yaml.safe_load(value)
+    jobs = [
+        Job(a, i, s, args.iterations, json.dumps({**SHARED, **ALGO_CONFIGS[a]}))
+        for i in instances
+        for s in range(args.seeds)
+        for a in algorithms
+    ]
+    started = time.perf_counter()
+    rows: list[dict[str, Any]] = []
+    with ProcessPoolExecutor(max_workers=args.workers) as pool:
+        for n, row in enumerate(pool.map(run_job, jobs), start=1):
+            rows.append(row)
+            s = row["shipped"]
+            elapsed = time.perf_counter() - started
+            print(
+                f"[{n}/{len(jobs)} {elapsed:.0f}s, eta {elapsed / n * (len(jobs) - n):.0f}s] {row['algorithm']} "
+                f"instance {row['instance']} seed {row['seed']}: gap {s['gap']:+.4f} feasible {s['feasible']} "
+                f"slack {s['relative_slack']} (last: gap {row['last']['gap']:+.4f} {row['last']['feasible']}) "
+                f"{row['seconds']:.0f}s",
+                flush=True,
+            )
+    metrics = summarise(rows, instances)
+    for m in metrics:
+        print(m.to_json())
+    wall = time.perf_counter() - started
+    print(f"wall {wall:.0f}s on {args.workers} workers ({os.cpu_count()} CPUs)")
+    if args.quick:
+        return
+    write_result(
+        "cmdp",
+        metrics,
+        command=f"python -m benchmarks.cmdp --instances {args.instances} --seeds {args.seeds} "
+        f"--iterations {args.iterations} --workers {args.workers}",
+        extra={"wall_s": round(wall, 1), "config": {"run": RUN, "shared": SHARED, "algorithms": ALGO_CONFIGS}},
+    )
+
+
+if __name__ == "__main__":
+    main()

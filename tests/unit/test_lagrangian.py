@@ -1,0 +1,111 @@
+"""PID Lagrange multipliers and the best-feasible-iterate tracker, against hand-computed values."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from training.rl.lagrangian import BestFeasibleTracker, PIDLagrangian, PIDLagrangianConfig, relative_violations
+
+
+def test_relative_violations_signs_and_scale() -> None:
+    # ">=" 0.5 with value 0.4: violated by 0.1/0.5 = 0.2; "<=" 2.0 with value 1.0: satisfied by 1/2 → −0.5;
+    # threshold 0 → absolute: "<=" 0 with value 0.3 → 0.3.
+    got = relative_violations([0.4, 1.0, 0.3], [0.5, 2.0, 0.0], [1.0, -1.0, -1.0])
+    assert got == pytest.approx([0.2, -0.5, 0.3])
+    with pytest.raises(ValueError, match="one entry each"):
+        relative_violations([0.4], [0.5, 1.0], [1.0, 1.0])
+
+
+def test_pure_integral_is_projected_dual_ascent() -> None:
+    pid = PIDLagrangian(1, PIDLagrangianConfig(kp=0.0, ki=0.5, kd=0.0, max_multiplier=10.0))
+    # λ = 0.5 · I, I ← max(0, I + Δ): Δ = 1, 1, −3, 2 → I = 1, 2, 0 (clipped from −1), 2 → λ = .5, 1, 0, 1
+    assert [pid.update([d])[0] for d in (1.0, 1.0, -3.0, 2.0)] == pytest.approx([0.5, 1.0, 0.0, 1.0])
+
+
+def test_pid_terms_by_hand() -> None:
+    cfg = PIDLagrangianConfig(kp=2.0, ki=1.0, kd=4.0, smoothing=0.5, max_multiplier=100.0)
+    pid = PIDLagrangian(2, cfg)
+    # Step 1: Δ = (0.2, −0.1). EMA starts at Δ; no derivative yet. I = (0.2, 0).
+    #   λ = 2·(0.2, −0.1) + 1·(0.2, 0) = (0.6, −0.2) → clipped (0.6, 0).
+    assert pid.update([0.2, -0.1]) == pytest.approx([0.6, 0.0])
+    # Step 2: Δ = (0.4, −0.1). EMA = 0.5·prev + 0.5·Δ = (0.3, −0.1); D = max(0, EMA − prev) = (0.1, 0);
+    #   I = (0.6, 0); λ = 2·(0.3, −0.1) + (0.6, 0) + 4·(0.1, 0) = (1.6, −0.2) → (1.6, 0).
+    assert pid.update([0.4, -0.1]) == pytest.approx([1.6, 0.0])
+    # Step 3: Δ = (0.0, 0.0). EMA = (0.15, −0.05); D = max(0, EMA − prev) = (0, 0.05) (the first
+    #   violation falls: no D term; the second rises, though still satisfied); I = (0.6, 0);
+    #   λ = (2·0.15 + 0.6, 2·(−0.05) + 4·0.05) = (0.9, 0.1).
+    assert pid.update([0.0, 0.0]) == pytest.approx([0.9, 0.1])
+
+
+def test_anti_windup_caps_the_integral() -> None:
+    pid = PIDLagrangian(1, PIDLagrangianConfig(kp=0.0, ki=1.0, max_multiplier=2.0))
+    for _ in range(50):  # a long infeasible stretch
+        pid.update([1.0])
+    assert pid.multipliers[0] == 2.0 and pid.integral[0] == pytest.approx(2.0)
+    # Without the cap the integral would be 50 and take 50 satisfied steps to unwind; with it, 2.
+    pid.update([-1.0])
+    pid.update([-1.0])
+    assert pid.multipliers[0] == pytest.approx(0.0)
+
+
+def test_pid_settles_where_dual_ascent_swings() -> None:
+    """A plant with lag: the constraint value follows λ slowly (like a policy that moves after the
+    multiplier). After 100 steps pure dual ascent still swings around the threshold; with the P term
+    the swing is damped fifty times over."""
+
+    def late_swing(cfg: PIDLagrangianConfig) -> tuple[float, float]:
+        pid, value, history = PIDLagrangian(1, cfg), 0.0, []
+        for _ in range(200):
+            target = 0.2 + 0.6 * np.tanh(pid.multipliers[0])  # the value the policy would reach under λ
+            value += 0.05 * (target - value)  # the policy's lag
+            pid.update(relative_violations([value], [0.5], [1.0]))
+            history.append(value)
+        late = np.asarray(history[100:])
+        return float(np.ptp(late)), float(late.mean())
+
+    swing_integral, _ = late_swing(PIDLagrangianConfig(kp=0.0, ki=1.0))
+    swing_pid, mean_pid = late_swing(PIDLagrangianConfig(kp=3.0, ki=1.0, smoothing=1.0))
+    assert swing_integral > 0.02
+    assert swing_pid < swing_integral / 50 and abs(mean_pid - 0.5) < 0.001
+
+
+def test_state_dict_round_trip() -> None:
+    a = PIDLagrangian(1, PIDLagrangianConfig(kp=1.0, ki=1.0, kd=1.0))
+    a.update([0.3])
+    b = PIDLagrangian(1, a.cfg)
+    b.load_state_dict(a.state_dict())
+    assert a.update([0.5]) == pytest.approx(b.update([0.5]))
+
+
+def test_config_rejects_bad_values() -> None:
+    with pytest.raises(ValueError, match="kp"):
+        PIDLagrangianConfig(kp=-1.0)
+    with pytest.raises(ValueError, match="at least one"):
+        PIDLagrangianConfig(kp=0.0, ki=0.0, kd=0.0)
+    with pytest.raises(ValueError, match="smoothing"):
+        PIDLagrangianConfig(smoothing=0.0)
+    with pytest.raises(ValueError, match="expected 2 violations"):
+        PIDLagrangian(2).update([0.1])
+
+
+def test_tracker_keeps_best_feasible_by_window_mean() -> None:
+    tracker = BestFeasibleTracker(window=2, tolerance=0.01)
+    state = {"w": [1.0]}
+    assert not tracker.offer(0, 1.0, [0.0], state)  # window not full yet
+    # Window (1.0, 0.9), slacks (0, −0.005) → mean slack −0.0025 and own −0.005 ≥ −0.01: feasible, best = 0.95.
+    assert tracker.offer(1, 0.9, [-0.005], state)
+    assert tracker.best is not None and tracker.best.iteration == 1
+    assert tracker.best.main_value == pytest.approx(0.95)
+    state["w"][0] = 2.0  # the kept state is a copy, not a reference
+    assert tracker.best.state == {"w": [1.0]}
+    # Higher main but infeasible: mean slack (−0.005 − 0.02)/2 < −0.01 → rejected.
+    assert not tracker.offer(2, 3.0, [-0.02], state)
+    # Feasible but lower mean main ((3.0 + 0.0)/2 = 1.5 > 0.95 → accepted; then (0 + 0.5)/2 = 0.25 → not).
+    assert tracker.offer(3, 0.0, [0.05], state)
+    assert tracker.best.main_value == pytest.approx(1.5) and tracker.best.state == {"w": [2.0]}
+    assert not tracker.offer(4, 0.5, [0.05], state)
+    assert tracker.best.iteration == 3
+    # Window mean feasible ((0.05 − 0.02)/2 ≥ 0) but the kept iterate's own batch violates: rejected.
+    assert not tracker.offer(5, 9.0, [-0.02], state)
+    assert tracker.best.iteration == 3
