@@ -11,7 +11,17 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
-from models.problems import ACTIVITY_GROUPS, ALLOCATE, PREDICTED_SIGNALS, RANK, SLOT
+from models.problems import (
+    ACTIVITY_GROUPS,
+    ALLOCATE,
+    ALLOCATE_DEFAULT_ENTRY_POINT,
+    ALLOCATE_DEFAULT_HISTORY_LENGTH,
+    ALLOCATE_ENTRY_POINTS,
+    PREDICTED_SIGNALS,
+    RANK,
+    RANK_SESSION_SIGNAL_DEFAULTS,
+    SLOT,
+)
 
 FloatArray = npt.NDArray[np.float32]
 
@@ -40,6 +50,19 @@ def activity_one_hot(group: npt.ArrayLike) -> FloatArray:
     return out
 
 
+def entry_point_one_hot(entry_point: npt.ArrayLike) -> FloatArray:
+    """Entry point index (ALLOCATE_ENTRY_POINTS order), shape (B,) → one-hot (B, 3)."""
+    idx = np.asarray(entry_point, dtype=np.int64)
+    if idx.size and (idx.min() < 0 or idx.max() >= len(ALLOCATE_ENTRY_POINTS)):
+        raise ValueError(
+            f"entry_point: expected integers in [0, {len(ALLOCATE_ENTRY_POINTS)}) "
+            f"({', '.join(ALLOCATE_ENTRY_POINTS)}), got {idx}"
+        )
+    out = np.zeros((idx.shape[0], len(ALLOCATE_ENTRY_POINTS)), dtype=np.float32)
+    out[np.arange(idx.shape[0]), idx] = 1.0
+    return out
+
+
 def hour_features(hour: npt.ArrayLike) -> FloatArray:
     """Hour of day in [0, 24), shape (B,) → (sin, cos), shape (B, 2)."""
     angle = 2.0 * np.pi * np.asarray(hour, dtype=np.float32) / 24.0
@@ -63,9 +86,18 @@ def rank_observation(
     session_depth: npt.ArrayLike,
     hour_of_day: npt.ArrayLike,
     candidate_signals: npt.ArrayLike,
+    session_signals: npt.ArrayLike | None = None,
 ) -> FloatArray:
-    """The `rank` observation (B, 24) of one stage, from its candidate pool (B, N, 6)."""
+    """The `rank` observation (B, 27) of one stage, from its candidate pool (B, N, 6).
+
+    session_signals (B, 3): last pages' completion, skip rate, minutes in session
+    (`models.problems.RANK_SESSION_SIGNAL_DEFAULTS` for every row when absent).
+    """
     mean, std = candidate_stats(candidate_signals)
+    batch = mean.shape[0]
+    if session_signals is None:
+        session_signals = np.broadcast_to(np.asarray(RANK_SESSION_SIGNAL_DEFAULTS, np.float32), (batch, 3))
+    session = _as_batch(session_signals, 3, "session_signals") * _SESSION_SCALE
     obs = np.concatenate(
         [
             activity_one_hot(user_activity_group),
@@ -74,11 +106,16 @@ def rank_observation(
             hour_features(hour_of_day),
             mean,
             std,
+            session,
         ],
         axis=1,
     )
     assert obs.shape[1] == RANK.observation_size
     return obs
+
+
+# session_signals: completion and skip rate as they are, minutes / 10.
+_SESSION_SCALE: FloatArray = np.array([1.0, 1.0, 0.1], dtype=np.float32)
 
 
 def fusion_scores(weights: npt.ArrayLike, candidate_signals: npt.ArrayLike) -> FloatArray:
@@ -136,9 +173,22 @@ def allocate_observation(
     budget_utilisation: npt.ArrayLike,
     hour_of_day: npt.ArrayLike,
     user_activity_group: npt.ArrayLike,
+    user_history_length: npt.ArrayLike | None = None,
+    entry_point: npt.ArrayLike | None = None,
 ) -> FloatArray:
-    """The `allocate` observation (B, 8); request_value in cents, shape (B,)."""
+    """The `allocate` observation (B, 12); request_value in cents, shape (B,).
+
+    user_history_length (past interactions, ≥ 0) and entry_point (index into
+    ALLOCATE_ENTRY_POINTS) are optional: when absent, every row gets the
+    defaults of models/problems.py (callers written before these features existed).
+    """
+    batch = np.asarray(request_value).shape[0] if np.ndim(request_value) else 1
     value = np.log1p(np.maximum(np.asarray(request_value, dtype=np.float32), 0.0)) / 5.0
+    if user_history_length is None:
+        user_history_length = np.full(batch, ALLOCATE_DEFAULT_HISTORY_LENGTH, np.float32)
+    if entry_point is None:
+        entry_point = np.full(batch, ALLOCATE_ENTRY_POINTS.index(ALLOCATE_DEFAULT_ENTRY_POINT), np.int64)
+    history = np.log1p(np.maximum(np.asarray(user_history_length, dtype=np.float32), 0.0)) / 8.0
     obs = np.concatenate(
         [
             _as_batch(value, 1, "request_value"),
@@ -146,6 +196,8 @@ def allocate_observation(
             _as_batch(budget_utilisation, 1, "budget_utilisation"),
             hour_features(hour_of_day),
             activity_one_hot(user_activity_group),
+            _as_batch(history, 1, "user_history_length"),
+            entry_point_one_hot(entry_point),
         ],
         axis=1,
     ).astype(np.float32)
@@ -170,6 +222,10 @@ def allocate_observation(
 _ONE_HOT: tuple[tuple[float, ...], ...] = tuple(
     tuple(1.0 if j == i else 0.0 for j in range(len(ACTIVITY_GROUPS))) for i in range(len(ACTIVITY_GROUPS))
 )
+_ENTRY_ONE_HOT: tuple[tuple[float, ...], ...] = tuple(
+    tuple(1.0 if j == i else 0.0 for j in range(len(ALLOCATE_ENTRY_POINTS))) for i in range(len(ALLOCATE_ENTRY_POINTS))
+)
+_SESSION_SCALE_ONE: tuple[float, ...] = tuple(_SESSION_SCALE.tolist())
 _LIVE_SCALE: tuple[float, ...] = tuple(np.array([1.0 / 60.0, 1.0, 1.0 / 1000.0], dtype=np.float32).tolist())
 
 
@@ -216,8 +272,9 @@ def rank_observation_one(
     session_depth: float,
     hour_of_day: float,
     candidate_signals: npt.ArrayLike,
+    session_signals: npt.ArrayLike | None = None,
 ) -> FloatArray:
-    """`rank_observation` for one request: pool (N, 6) → observation (24,), equal to the batched row."""
+    """`rank_observation` for one request: pool (N, 6) → observation (27,), equal to the batched row."""
     sig = np.asarray(candidate_signals, dtype=np.float32)
     if sig.ndim != 2 or sig.shape[1] != len(PREDICTED_SIGNALS):
         raise ValueError(f"candidate_signals: expected shape (n_candidates, 6), got {sig.shape}")
@@ -231,7 +288,9 @@ def rank_observation_one(
         _depth(session_depth),
         *_hour(hour_of_day),
     ]
-    obs = np.concatenate([np.array(head, dtype=np.float32), mean[0], std[0]])
+    session = _f32(RANK_SESSION_SIGNAL_DEFAULTS if session_signals is None else session_signals, 3, "session_signals")
+    tail = [v * s for v, s in zip(session, _SESSION_SCALE_ONE, strict=True)]
+    obs = np.concatenate([np.array(head, dtype=np.float32), mean[0], std[0], np.array(tail, dtype=np.float32)])
     assert obs.shape[0] == RANK.observation_size
     return obs
 
@@ -268,15 +327,24 @@ def allocate_observation_one(
     budget_utilisation: float,
     hour_of_day: float,
     user_activity_group: int,
+    user_history_length: float = ALLOCATE_DEFAULT_HISTORY_LENGTH,
+    entry_point: int = ALLOCATE_ENTRY_POINTS.index(ALLOCATE_DEFAULT_ENTRY_POINT),
 ) -> FloatArray:
-    """`allocate_observation` for one request → observation (8,), equal to the batched row."""
-    value = np.log1p(np.maximum(np.array([request_value], dtype=np.float32), 0.0))
+    """`allocate_observation` for one request → observation (12,), equal to the batched row."""
+    value = np.log1p(np.maximum(np.array([request_value, user_history_length], dtype=np.float32), 0.0))
+    if not 0 <= int(entry_point) < len(ALLOCATE_ENTRY_POINTS):
+        raise ValueError(
+            f"entry_point: expected integers in [0, {len(ALLOCATE_ENTRY_POINTS)}) "
+            f"({', '.join(ALLOCATE_ENTRY_POINTS)}), got {entry_point}"
+        )
     values = [
         float(value[0]) / 5.0,
         float(np.float32(system_load)),
         float(np.float32(budget_utilisation)),
         *_hour(hour_of_day),
         *_one_hot(int(user_activity_group)),
+        float(value[1]) / 8.0,
+        *_ENTRY_ONE_HOT[int(entry_point)],
     ]
     obs = np.array(values, dtype=np.float32)
     assert obs.shape[0] == ALLOCATE.observation_size

@@ -82,7 +82,7 @@ def _save(graph: Any, path: Path) -> Path:
 
 
 def slot_behaviour_onnx(
-    path: Path, *, threshold: float = 2.3, temperature: float = 0.2, position: int = 3, epsilon: float = 0.1
+    path: Path, *, threshold: float = 5.0, temperature: float = 0.4, position: int = 3, epsilon: float = 0.1
 ) -> Path:
     """Write the `slot` heuristic (module docstring) to `path`: observation → logits (B, 7)."""
     from onnx import TensorProto, helper, numpy_helper

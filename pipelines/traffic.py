@@ -13,7 +13,8 @@ the simulator plays that action and draws the outcome, which goes to
 * `slot` (BatchedSlotSim): the page of K videos and the live stream the live
   recommender picked → the position of the live stream, or none.
 * `allocate` (BatchedAllocateSim, one day of intervals): each request's value,
-  the system load and last interval's budget utilisation → per-stage choices.
+  history length and entry point, last interval's traffic and budget
+  utilisation → per-stage choices.
 
 Departures, marked: for `rank` the API ranks with the single set of predicted
 signals it is sent, while the simulator's stages each see their own (noisier
@@ -40,7 +41,7 @@ from typing import Any
 import numpy as np
 
 from models.errors import TroupeError
-from models.problems import PREDICTED_SIGNALS
+from models.problems import ALLOCATE_ENTRY_POINTS, PREDICTED_SIGNALS
 from pipelines.jobs.loop import require
 
 SIM_OWNER = "the simulators issue (#3): training/envs/ (BatchedRankSim, BatchedSlotSim, BatchedAllocateSim)"
@@ -216,8 +217,13 @@ class RankDay(_UsersDay):
         # The retrieved pool as pre-rank's model sees it, raw units (watch time in seconds), (6, N, R).
         predicted = np.asarray(self.sim._predicted0)
         pool = np.asarray(self.sim._pool)
+        session = np.asarray(self.sim.users.session_signals(), dtype=np.float64)  # (N, 3)
         out = self._user_bodies(step)
         for row, body in out:
+            completion, skip_rate, minutes = session[row].tolist()
+            body["last_pages_completion"] = float(f"{min(max(completion, 0.0), 1.0):.6g}")
+            body["last_pages_skip_rate"] = float(f"{min(max(skip_rate, 0.0), 1.0):.6g}")
+            body["session_minutes"] = float(f"{max(minutes, 0.0):.6g}")
             body["candidates"] = [
                 {
                     "id": f"v{int(item)}",
@@ -303,7 +309,19 @@ class AllocateDay:
             cfg.concurrency, allocate.AllocateConfig(days=1), cfg.seed, autoreset=False
         )
         self.sim.reset(cfg.seed)
-        _checked(self.sim, ("_value", "_load", "_user", "hour", "previous_utilisation", "episode_over"))
+        _checked(
+            self.sim,
+            (
+                "request_value",
+                "observed_load",
+                "user_id",
+                "history_length",
+                "entry_point",
+                "hour",
+                "previous_utilisation",
+                "episode_over",
+            ),
+        )
         self.cfg = cfg
         self.default = np.asarray(require("models.problems", "ALLOCATE", "models/").default_action, dtype=np.int64)
 
@@ -315,14 +333,17 @@ class AllocateDay:
         sim, cfg = self.sim, self.cfg
         out: list[tuple[int, dict[str, Any]]] = []
         for row in range(sim.n):
-            uid = f"{cfg.user_prefix}-{int(sim._user[row])}"
+            uid = f"{cfg.user_prefix}-{int(sim.user_id[row])}"
             body = {
                 "request_id": f"{uid}-s{cfg.seed}-{step}-{row}",  # a user may send two requests in one interval
                 "user_id": uid,
                 "hour_of_day": _hour(sim.hour),
-                "request_value": float(f"{max(float(sim._value[row]), 0.0):.6g}"),
-                "system_load": float(f"{min(max(float(sim._load), 0.0), 100.0):.6g}"),
+                "request_value": float(f"{max(float(sim.request_value[row]), 0.0):.6g}"),
+                # The lagged readings the simulator's own observation shows (last interval's traffic and spend).
+                "system_load": float(f"{min(max(float(sim.observed_load), 0.0), 100.0):.6g}"),
                 "budget_utilisation": float(f"{min(max(float(sim.previous_utilisation), 0.0), 100.0):.6g}"),
+                "user_history_length": float(sim.history_length[row]),
+                "entry_point": ALLOCATE_ENTRY_POINTS[int(sim.entry_point[row])],
             }
             out.append((row, body))
         return out

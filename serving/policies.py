@@ -25,11 +25,15 @@ from models.observations import (
 from models.problems import (
     ALLOCATE,
     ALLOCATE_CHANNELS,
+    ALLOCATE_DEFAULT_ENTRY_POINT,
+    ALLOCATE_DEFAULT_HISTORY_LENGTH,
+    ALLOCATE_ENTRY_POINTS,
     ALLOCATE_MODEL_TIERS,
     ALLOCATE_QUEUE_LENGTHS_PRE_RANK,
     ALLOCATE_QUEUE_LENGTHS_RANK,
     PREDICTED_SIGNALS,
     RANK,
+    RANK_SESSION_SIGNAL_DEFAULTS,
     RANK_STAGES,
     SLOT,
     BoxAction,
@@ -69,6 +73,8 @@ class RankInputs:
     candidate_ids: list[str]
     candidate_signals: FloatArray  # (N, 6), raw units (watch time in seconds)
     keep: Mapping[str, int]  # stage → candidates it keeps
+    session_signals: tuple[float, float, float] = RANK_SESSION_SIGNAL_DEFAULTS
+    """Last pages' completion, skip rate, minutes in session (RankRequest.session_signals)."""
 
 
 def _rank_stage_output(
@@ -113,7 +119,9 @@ async def decide_rank(
     stage_weights: dict[str, list[float]] = {}
     for i, stage in enumerate(RANK_STAGES):
         signals = x.candidate_signals if i == 0 else x.candidate_signals[pool]
-        obs = rank_observation_one(x.user_activity_group, x.user_recent_rates, x.session_depth, x.hour_of_day, signals)
+        obs = rank_observation_one(
+            x.user_activity_group, x.user_recent_rates, x.session_depth, x.hour_of_day, signals, x.session_signals
+        )
         if scorer is None:
             weights = default[i]
         else:
@@ -205,6 +213,9 @@ class AllocateInputs:
     budget_utilisation: float
     hour_of_day: float
     user_activity_group: int
+    user_history_length: float = ALLOCATE_DEFAULT_HISTORY_LENGTH
+    entry_point: int = ALLOCATE_ENTRY_POINTS.index(ALLOCATE_DEFAULT_ENTRY_POINT)
+    """Index into ALLOCATE_ENTRY_POINTS."""
 
 
 def allocation_details(choice: list[int]) -> dict[str, object]:
@@ -227,7 +238,13 @@ async def decide_allocate(
 ) -> Decision:
     assert isinstance(ALLOCATE.action, MultiDiscreteAction)
     obs = allocate_observation_one(
-        x.request_value, x.system_load, x.budget_utilisation, x.hour_of_day, x.user_activity_group
+        x.request_value,
+        x.system_load,
+        x.budget_utilisation,
+        x.hour_of_day,
+        x.user_activity_group,
+        x.user_history_length,
+        x.entry_point,
     )[None, :]
     if scorer is None:
         choice, propensity = [int(a) for a in ALLOCATE.default_action], 1.0

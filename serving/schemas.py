@@ -16,7 +16,14 @@ import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field, with_config
 from typing_extensions import TypedDict
 
-from models.problems import ALLOCATE_CHANNELS, PREDICTED_SIGNALS, SLOT_PAGE_SIZE
+from models.problems import (
+    ALLOCATE_CHANNELS,
+    ALLOCATE_DEFAULT_HISTORY_LENGTH,
+    ALLOCATE_ENTRY_POINTS,
+    PREDICTED_SIGNALS,
+    RANK_SESSION_SIGNAL_DEFAULTS,
+    SLOT_PAGE_SIZE,
+)
 
 MAX_CANDIDATES = 2000
 MAX_LIVE_CANDIDATES = 100
@@ -129,6 +136,21 @@ class CandidateColumns(Sequence[Candidate]):
 
 class RankRequest(_DecideBody):
     session_depth: int = Field(0, ge=0, le=100_000, description="requests already served in this session")
+    # Observable proxies of the session's satisfaction (optional: callers written before they existed
+    # get models.problems.RANK_SESSION_SIGNAL_DEFAULTS, the values of a session with no page served yet).
+    last_pages_completion: float | None = Field(
+        None, ge=0.0, le=1.0, description="mean completion of the videos on the last pages (EMA)"
+    )
+    last_pages_skip_rate: float | None = Field(
+        None, ge=0.0, le=1.0, description="share of skipped videos on the last pages (EMA)"
+    )
+    session_minutes: float | None = Field(None, ge=0.0, le=1e6, description="minutes since the session started")
+
+    def session_signals(self) -> tuple[float, float, float]:
+        """(completion, skip rate, minutes), defaults where the request did not send them."""
+        sent = (self.last_pages_completion, self.last_pages_skip_rate, self.session_minutes)
+        return tuple(d if v is None else v for v, d in zip(sent, RANK_SESSION_SIGNAL_DEFAULTS, strict=True))  # type: ignore[return-value]
+
     # A list of Candidate dicts when pydantic validated the body, CandidateColumns when the fast decoder did.
     candidates: list[Candidate] = Field(min_length=1, max_length=MAX_CANDIDATES)
     keep: StageKeep | None = None
@@ -166,10 +188,24 @@ class SlotRequest(_DecideBody):
     live_candidates: list[LiveCandidate] = Field(min_length=1, max_length=MAX_LIVE_CANDIDATES)
 
 
+# models/problems.py ALLOCATE_ENTRY_POINTS as a type (tests/unit/test_envs_allocate.py checks they agree,
+# and that AllocateRequest.entry_point defaults to ALLOCATE_DEFAULT_ENTRY_POINT).
+EntryPoint = Literal["home_feed", "related", "push"]
+
+
 class AllocateRequest(_DecideBody):
     request_value: float = Field(ge=0.0, le=1e9, description="expected value of the request, cents")
-    system_load: float = Field(ge=0.0, le=100.0, description="current traffic / provisioned capacity")
-    budget_utilisation: float = Field(ge=0.0, le=100.0, description="compute spent this interval / budget")
+    system_load: float = Field(ge=0.0, le=100.0, description="last interval's traffic / the day's mean traffic")
+    budget_utilisation: float = Field(
+        ge=0.0, le=100.0, description="last interval's compute spent / the interval budget"
+    )
+    # Request features (optional: callers written before they existed get the defaults).
+    user_history_length: float = Field(
+        ALLOCATE_DEFAULT_HISTORY_LENGTH, ge=0.0, le=1e9, description="the user's past interactions"
+    )
+    entry_point: EntryPoint = Field(
+        "home_feed", description=f"where the request comes from, one of {list(ALLOCATE_ENTRY_POINTS)}"
+    )
 
 
 class DecisionResponse(BaseModel):

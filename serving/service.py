@@ -21,7 +21,7 @@ import numpy as np
 
 from models.events import DecisionEvent, FeedbackEvent
 from models.logging import log_event
-from models.problems import RANK, get_problem
+from models.problems import ALLOCATE_ENTRY_POINTS, RANK, get_problem
 from serving.decision_log import DecisionLogger
 from serving.errors import BadRequestError, InferenceError, ModelNotLoadedError
 from serving.experiments import CURRENT, ExperimentStore, HookSet
@@ -123,6 +123,7 @@ class DecisionService:
             candidate_ids=candidate_ids,
             candidate_signals=signals,
             keep=keep,
+            session_signals=req.session_signals(),
         )
 
     @staticmethod
@@ -148,6 +149,8 @@ class DecisionService:
             budget_utilisation=req.budget_utilisation,
             hour_of_day=req.hour_of_day,
             user_activity_group=user.activity_group,
+            user_history_length=req.user_history_length,
+            entry_point=ALLOCATE_ENTRY_POINTS.index(req.entry_point),
         )
 
     # -- the decision -------------------------------------------------------

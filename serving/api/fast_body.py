@@ -54,6 +54,9 @@ class _Rank(msgspec.Struct, forbid_unknown_fields=True):
     session_id: Id | None | UnsetType = UNSET
     hour_of_day: Annotated[float, Meta(ge=0.0, lt=24.0)] | UnsetType = UNSET
     session_depth: Annotated[int, Meta(ge=0, le=100_000)] | UnsetType = UNSET
+    last_pages_completion: Annotated[float, Meta(ge=0.0, le=1.0)] | None | UnsetType = UNSET
+    last_pages_skip_rate: Annotated[float, Meta(ge=0.0, le=1.0)] | None | UnsetType = UNSET
+    session_minutes: Annotated[float, Meta(ge=0.0, le=1e6)] | None | UnsetType = UNSET
     # Small nested objects: left as raw JSON and validated by their pydantic models.
     # (msgspec.Raw cannot share a union with None: null arrives as Raw(b"null").)
     user_features: msgspec.Raw | UnsetType = UNSET
@@ -99,6 +102,9 @@ def decode_rank(raw: bytes) -> RankRequest | None:
         "hour_of_day": body.hour_of_day,
         "user_features": user_features,
         "session_depth": body.session_depth,
+        "last_pages_completion": body.last_pages_completion,
+        "last_pages_skip_rate": body.last_pages_skip_rate,
+        "session_minutes": body.session_minutes,
         "candidates": _columns(body.candidates),
         "keep": keep,
     }

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from models.errors import RegistryError
-from models.problems import RANK
+from models.problems import RANK, get_problem
 from models.registry import ModelRegistry
 from models.settings import get_settings
 from pipelines.behaviour_policy import behaviour_onnx, register_behaviour_policy
@@ -103,7 +103,7 @@ def test_slot_and_allocate_behaviour_graphs_serve_the_simulators_heuristics(trou
     np.testing.assert_allclose(probs, SlotBehaviour(epsilon=0.05).action_probabilities(obs), atol=1e-6)
 
     allocate = register_behaviour_policy(registry, problem="allocate", epsilon=0.2)
-    obs = rng.random((8, 8)).astype(np.float32)
+    obs = rng.random((8, get_problem("allocate").observation_size)).astype(np.float32)
     scores = ort.InferenceSession(str(allocate.path / "model.onnx")).run(["action_scores"], {"observation": obs})[0]
     actions = np.array([[1, 1, 0, 1, 1, 1], [0, 1, 1, 3, 0, 2]] * 4)
     per_component = np.split(np.exp(scores), np.cumsum((2, 2, 2, 4, 4))[:], axis=1)

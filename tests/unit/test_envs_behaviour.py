@@ -64,7 +64,7 @@ def test_allocate_behaviour_propensity_is_a_product_over_components() -> None:
 
 
 def test_behaviour_factory_rejects_bad_shapes() -> None:
-    with pytest.raises(ValueError, match=r"shape \(batch, 24\)"):
+    with pytest.raises(ValueError, match=r"shape \(batch, 27\)"):
         behaviour_policy("rank").sample(np.zeros((3, 5)))
     with pytest.raises(ValueError, match="18 weights"):
         RankBehaviour(mean=(0.5,) * 6)

@@ -9,7 +9,8 @@ docs/simulators.md.
 Factories
 ---------
     make_env(problem, view="single" | "multi", seed=0, **overrides)
-        Gymnasium Env (single) or PettingZoo ParallelEnv (multi; `rank` and `allocate`).
+        Gymnasium Env (single) or PettingZoo multi-agent env (multi): `rank` a sequential
+        AECEnv (each stage sees the pool its upstream stages kept), `allocate` a ParallelEnv.
     make_batched(problem, n, seed=0, *, autoreset=True, max_users=None, **overrides)
         The batched numpy simulator.
 `overrides` name fields of the problem's config (RankConfig, SlotConfig,
@@ -47,10 +48,13 @@ Batched interface (what learners, OPE and benchmarks use)
   float64 seconds since the simulation's epoch, "session_end" (N,) bool,
   "experience" (N,) the request's contribution to satisfaction; rank also
   "hate" and "page" (the shown item ids). allocate: "interval", "hour",
-  "load", "utilisation" (scalars for the interval), "served" (N,) bool,
-  "request_value", "user_group", "user_id" (N,).
-* Multi-agent views in batched form: `BatchedRankSim.stage_observations()`
-  gives {stage: (N, 24)}; `join_stage_actions` / `split_stage_actions` and
+  "load", "utilisation", "backlog_in" (scalars for the interval; the
+  observation shows load and utilisation one interval late), "served" (N,)
+  bool (answered in time), "request_value", "user_group", "history_length",
+  "entry_point", "user_id" (N,).
+* Multi-agent views in batched form: `BatchedRankSim.stage_observation(i, positions)`,
+  `run_stage` and `serve_page` step the cascade stage by stage on the real pools;
+  `stage_observations()` gives {stage: (N, 27)} on default-weight preview pools; `join_stage_actions` / `split_stage_actions` and
   `allocate.join_agent_actions` convert between per-agent and joint actions.
 
 Throughput on one core (benchmarks/sim.py): rank ≥ 10⁵ user-steps/s, slot
@@ -65,7 +69,7 @@ from typing import Any
 from models.problems import get_problem
 from training.envs.allocate import AllocateConfig, AllocateEnv, AllocateParallelEnv, BatchedAllocateSim
 from training.envs.behaviour import AllocateBehaviour, RankBehaviour, SlotBehaviour, behaviour_policy, constant_policy
-from training.envs.rank import BatchedRankSim, RankConfig, RankEnv, RankParallelEnv, join_stage_actions
+from training.envs.rank import BatchedRankSim, RankConfig, RankEnv, RankSequentialEnv, join_stage_actions
 from training.envs.slot import BatchedSlotSim, SlotConfig, SlotEnv
 from training.envs.world import WorldConfig, apply_overrides
 
@@ -109,7 +113,7 @@ def make_env(problem: str, view: str = "single", seed: int = 0, **overrides: Any
     config = make_config(spec.name, **overrides)
     if view == "multi":
         if spec.name == "rank":
-            return RankParallelEnv(config, seed)  # type: ignore[arg-type]
+            return RankSequentialEnv(config, seed)  # type: ignore[arg-type]
         if spec.name == "allocate":
             return AllocateParallelEnv(config, seed)  # type: ignore[arg-type]
         raise ValueError(f"make_env: problem {spec.name!r} has a single agent; use view='single'")

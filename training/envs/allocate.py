@@ -4,20 +4,56 @@ Time runs in intervals (`intervals_per_day`, 15 minutes by default). Each
 step is one interval: N requests arrive together (a sample of the interval's
 traffic), each gets an allocation — retrieval channels on/off, pre-rank and
 rank queue lengths, rank model tier — and earns revenue from the quality of
-its final slate. What the interval's requests spend, scaled up by the
-interval's traffic, is compared with the interval's compute budget.
+its final slate if it is answered in time. What the interval's requests
+spend, scaled up by the interval's traffic, is compared with the interval's
+compute budget.
 
-Equations (docs/simulators.md):
+Sources (docs/simulators.md has the equations and plots):
 
-* traffic          load(h) = normalised 1 + s·cos(2π(h − 14)/24) + P·exp(−(h − h_peak)²/(2·1.5²)),
-                   mean 1 over the day, times per-interval noise
-* slate quality    Q = recall^0.7 · (0.4 + 0.6·(1 − e^(−L_pre/s_pre))) · (0.3 + 0.7·(1 − e^(−L_rank/s_rank))) · acc_tier
-                   recall = max(floor, 1 − Π_c (1 − r_c·on_c))
-* cost             C = Σ_c cost_c·on_c + k_pre·L_pre + k_tier·L_rank, × log-normal measurement noise
-* utilisation      u_t = load_t · mean_i C_i / budget_per_request
-* overload (u > 1) a request is served in time with P = 1/u (the rest time out: no revenue),
-                   and served slates lose quality × (1 − degradation·min(1, u − 1))
-* revenue          value_i · Q_i · overload factors · log-normal noise
+* MaRCA (JD, arXiv 2512.24325): diurnal traffic with an evening peak, a
+  compute budget per interval that the revenue–cost multiplier λ must track,
+  a cost that depends on the load it is measured at (AutoBucket load-tests
+  each bucket at a fixed QPS), degradation under overload, the controller's
+  utilisation reading one interval old.
+* RecFlow (Kuaishou): multi-stage cascade logs with the request's context;
+  which retrieval channel contributes the items that survive the cascade
+  depends on the request (the user's history, the page it comes from).
+* Queueing (Kingman's G/G/1 approximation, here its M/M/1 case): time in
+  system T ~ Exp((1 − ρ)/s), so P(T > d) = exp(−(1 − ρ)·d/s) — late answers
+  grow sharply as utilisation ρ of the hardware approaches 1.
+
+Equations (interval t, request i; "ours" where a source gives no formula):
+
+* traffic          ℓ_t = profile(t)·exp(z_t), profile(h) = normalised
+                   1 + s·cos(2π(h − 14)/24) + P·exp(−(h − h_peak)²/(2·1.5²)) (mean 1 over the day);
+                   z_t = φ·z_{t−1} + σ·√(1 − φ²)·ε_t (ours: AR(1) noise, so last interval's reading is informative)
+* request          value v_i (log-normal × group factor), activity group g_i, history length
+                   H_i (log-normal, median per group), entry point e_i ∈ {home_feed, related, push}
+* personalisation  p_i = H_i / (H_i + H_0)
+* channel recall   r_collab = r_cf·p_i² (collaborative filtering needs history),
+                   r_content = r_ct[e_i] (item-to-item pays off on the related page),
+                   r_trend = r_tr[e_i] + r_cold·(1 − p_i)² (popular items serve cold users and push landings);
+                   recall = max(floor, 1 − Π_c (1 − r_c·on_c))                                        (ours)
+* slate quality    Q = recall^0.7 · (0.4 + 0.6·(1 − e^(−L_pre/s_pre))) · (0.3 + 0.7·(1 − e^(−L_rank/s_rank))) · acc
+                   acc = acc_small + (acc_tier − acc_small)·(0.2 + 0.8·p_i) (a bigger model pays off with history; ours)
+* cost             c_i = C(a_i)·(1 + κ·(ℓ_t − 1))·log-normal noise: the cost table C(a) measured at mean
+                   traffic, inflated by contention when traffic is high (ours, after AutoBucket's fixed-load tests)
+* utilisation      u_t = ℓ_t·mean_i c_i / b + B_{t−1}       (b: budget per request at mean traffic; B: backlog)
+* hardware         ρ_t = u_t / K (K: capacity in budget units, above the budget: the budget is what the
+                   operator pays for, K what the cluster can do before queues explode)
+* backlog          B_t = min(max(0, u_t − K), B_max): work beyond capacity waits for the next interval
+                   (and is answered late); the queue rejects beyond B_max (ours)
+* on time          P_i = min(1, K/u_t)·(1 − exp(−(1 − min(ρ_t, ρ_max))·d/s_i)), s_i = c_i
+                   (service time in units of a 1-unit request's; d: the deadline in those units)
+* degradation      over capacity (ρ_t > 1) served slates lose quality × (1 − degradation·min(1, ρ_t − 1))
+* revenue          v_i·Q_i·1[on time]·degradation·log-normal noise
+
+The controller sees ℓ_{t−1} (system_load) and u_{t−1} (budget_utilisation),
+never the current interval's: a λ that only follows last interval's reading
+is late on the evening ramp. Outcome draws (cost noise, lateness, revenue
+noise) come from a stream separate from the arrivals, with the same number of
+draws whatever the actions: two policies run with one seed see the same
+requests and the same noise (common random numbers, paired comparisons).
 """
 
 from __future__ import annotations
@@ -27,12 +63,15 @@ from typing import Any, cast
 
 import gymnasium as gym
 import numpy as np
+import numpy.typing as npt
 from pettingzoo import ParallelEnv
 
 from models.observations import allocate_observation
 from models.problems import (
     ALLOCATE,
     ALLOCATE_AGENTS,
+    ALLOCATE_DEFAULT_HISTORY_LENGTH,
+    ALLOCATE_ENTRY_POINTS,
     ALLOCATE_QUEUE_LENGTHS_PRE_RANK,
     ALLOCATE_QUEUE_LENGTHS_RANK,
     MultiDiscreteAction,
@@ -41,8 +80,10 @@ from training.envs.world import N_GROUPS, BoolArray, EpisodeSeeds, FloatArray, I
 
 ACTION = cast(MultiDiscreteAction, ALLOCATE.action)
 NVEC: tuple[int, ...] = ACTION.nvec
+N_ENTRY_POINTS = len(ALLOCATE_ENTRY_POINTS)
 # Which components of the joint action each agent owns (spec order).
 AGENT_COMPONENTS: dict[str, slice] = {"retrieval": slice(0, 3), "pre_rank": slice(3, 4), "rank": slice(4, 6)}
+Float64Array = npt.NDArray[np.float64]
 
 
 @dataclass(frozen=True)
@@ -64,15 +105,31 @@ class AllocateConfig:
     user_population: int = 1_000_000
     """Requests come from users drawn uniformly from this many ids (for logs and A/B units)."""
     traffic_noise: float = 0.05
-    """σ of the per-interval log-normal traffic noise."""
+    """σ: stationary standard deviation of log traffic around the daily profile."""
+    traffic_noise_persistence: float = 0.7
+    """φ: AR(1) coefficient of the log-traffic noise from one interval to the next."""
     value_median_cents: float = 2.0
     """Median request value in cents (log-normal)."""
     value_sigma: float = 1.0
     """σ of log request value."""
     value_group_factor: tuple[float, ...] = (0.6, 1.0, 1.8)
     """Request value multiplier per activity group (low, medium, high)."""
-    channel_recall: tuple[float, float, float] = (0.55, 0.4, 0.25)
-    """r_c: share of the good items each channel (collaborative, content, trending) finds."""
+    history_median: tuple[float, ...] = (15.0, 80.0, 300.0)
+    """Median user history length (past interactions) per activity group."""
+    history_sigma: float = 1.0
+    """σ of log history length."""
+    personalisation_half_history: float = 60.0
+    """H_0: history length at which personalisation p reaches 1/2."""
+    entry_point_probs: tuple[float, ...] = (0.6, 0.25, 0.15)
+    """P(home_feed), P(related), P(push) of a request's entry point."""
+    collaborative_recall: float = 0.85
+    """r_cf: recall of the collaborative channel for a user with full personalisation (× p)."""
+    content_recall: tuple[float, ...] = (0.08, 0.75, 0.08)
+    """r_ct: recall of the content (item-to-item) channel per entry point."""
+    trending_recall: tuple[float, ...] = (0.05, 0.05, 0.4)
+    """r_tr: recall of the trending channel per entry point."""
+    trending_cold_recall: float = 0.45
+    """r_cold: extra recall of the trending channel for a user without history (× (1 − p))."""
     recall_floor: float = 0.1
     """Recall of the fallback list when every channel is off."""
     pre_rank_scale: float = 250.0
@@ -80,19 +137,29 @@ class AllocateConfig:
     rank_scale: float = 50.0
     """s_rank: rank queue length at which its quality term reaches 1 − 1/e."""
     tier_accuracy: tuple[float, float, float] = (0.7, 0.85, 0.95)
-    """acc_tier: slate quality factor of the small, medium and large rank model."""
-    channel_cost: tuple[float, float, float] = (0.08, 0.065, 0.04)
-    """Compute units per request of each retrieval channel."""
+    """acc_tier: slate quality factor of the small, medium and large rank model for a fully personalised user."""
+    channel_cost: tuple[float, float, float] = (0.13, 0.09, 0.05)
+    """Compute units per request of each retrieval channel (collaborative, content, trending)."""
     pre_rank_cost_per_item: float = 0.00065
     """k_pre: compute units per pre-ranked item."""
     rank_cost_per_item: tuple[float, float, float] = (0.002, 0.0045, 0.006)
     """k_tier: compute units per ranked item with the small, medium and large model."""
+    contention: float = 0.15
+    """κ: relative rise of a request's cost per unit of traffic above the mean."""
     cost_noise: float = 0.1
     """σ of the log-normal measurement noise on cost."""
     budget_per_request: float = ALLOCATE.constraints[0].threshold
-    """Compute units per request the budget affords at mean traffic (the spec's constraint threshold)."""
+    """b: compute units per request the budget affords at mean traffic (the spec's constraint threshold)."""
+    capacity: float = 1.25
+    """K: hardware capacity in units of the interval budget (queues explode at u = K)."""
+    max_backlog: float = 0.5
+    """B_max: most work (budget units) carried into the next interval; the queue rejects the rest."""
+    deadline: float = 30.0
+    """d: answer deadline in service times of a 1-unit request at zero load."""
+    max_queue_utilisation: float = 0.99
+    """ρ_max: the queueing formula's utilisation is capped here (beyond, the min(1, K/u) share takes over)."""
     degradation: float = 0.3
-    """Quality lost by served requests when the interval is 100 % or more over budget."""
+    """Quality lost by served requests when the hardware is 100 % or more over capacity."""
     revenue_noise: float = 0.3
     """σ of the log-normal noise on revenue."""
 
@@ -101,14 +168,37 @@ class AllocateConfig:
             raise ValueError(
                 f"AllocateConfig: days and intervals_per_day must be >= 1, got {self.days}, {self.intervals_per_day}"
             )
-        if len(self.value_group_factor) != N_GROUPS:
-            raise ValueError(f"AllocateConfig.value_group_factor: expected {N_GROUPS} entries")
+        for name, size in (
+            ("value_group_factor", N_GROUPS),
+            ("history_median", N_GROUPS),
+            ("entry_point_probs", N_ENTRY_POINTS),
+            ("content_recall", N_ENTRY_POINTS),
+            ("trending_recall", N_ENTRY_POINTS),
+        ):
+            if len(getattr(self, name)) != size:
+                raise ValueError(f"AllocateConfig.{name}: expected {size} entries, got {getattr(self, name)}")
+        if abs(sum(self.entry_point_probs) - 1.0) > 1e-6 or min(self.entry_point_probs) < 0:
+            raise ValueError(
+                f"AllocateConfig.entry_point_probs: must be non-negative and sum to 1, got {self.entry_point_probs}"
+            )
         if self.budget_per_request <= 0:
             raise ValueError(f"AllocateConfig.budget_per_request: must be > 0, got {self.budget_per_request}")
         if not 0.0 <= self.degradation <= 1.0:
             raise ValueError(f"AllocateConfig.degradation: must be in [0, 1], got {self.degradation}")
         if self.traffic_swing < 0 or self.evening_peak < 0 or self.traffic_swing >= 1:
             raise ValueError("AllocateConfig: traffic_swing must be in [0, 1), evening_peak >= 0")
+        if not 0.0 <= self.traffic_noise_persistence < 1.0:
+            raise ValueError(
+                f"AllocateConfig.traffic_noise_persistence: must be in [0, 1), got {self.traffic_noise_persistence}"
+            )
+        if self.capacity <= 0 or self.max_backlog < 0 or self.deadline <= 0:
+            raise ValueError("AllocateConfig: capacity and deadline must be > 0, max_backlog >= 0")
+        if not 0.0 < self.max_queue_utilisation < 1.0:
+            raise ValueError(
+                f"AllocateConfig.max_queue_utilisation: must be in (0, 1), got {self.max_queue_utilisation}"
+            )
+        if self.contention < 0 or self.personalisation_half_history <= 0:
+            raise ValueError("AllocateConfig: contention must be >= 0 and personalisation_half_history > 0")
 
     def traffic_profile(self) -> FloatArray:
         """Mean traffic per interval relative to the day's mean, (intervals_per_day,)."""
@@ -121,10 +211,38 @@ class AllocateConfig:
         out: FloatArray = (load / load.mean()).astype(np.float32)
         return out
 
-    def slate_quality(self, actions: IntArray) -> FloatArray:
-        """Q of joint actions (N, 6) → (N,)."""
+    # -- the response functions (shared with allocate_oracle.py, so its expectations are exact) --
+    def personalisation(self, history_length: Any) -> Float64Array:
+        """p = H / (H + H_0), (N,)."""
+        h = np.asarray(history_length, np.float64)
+        out: Float64Array = h / (h + self.personalisation_half_history)
+        return out
+
+    def channel_recall(self, history_length: Any, entry_point: Any) -> Float64Array:
+        """r_c per request and channel (collaborative, content, trending), (N, 3)."""
+        p = self.personalisation(history_length)
+        e = np.asarray(entry_point, np.int64)
+        out: Float64Array = np.stack(
+            [
+                self.collaborative_recall * p**2,
+                np.asarray(self.content_recall)[e],
+                np.asarray(self.trending_recall)[e] + self.trending_cold_recall * (1.0 - p) ** 2,
+            ],
+            axis=1,
+        )
+        return out
+
+    def slate_quality(self, actions: IntArray, history_length: Any = None, entry_point: Any = None) -> FloatArray:
+        """Q of joint actions (N, 6) for requests with the given features → (N,).
+
+        Features default to the observation defaults of models/problems.py (a
+        medium-history home-feed request) when not given.
+        """
+        n = actions.shape[0]
+        h = np.full(n, ALLOCATE_DEFAULT_HISTORY_LENGTH) if history_length is None else np.asarray(history_length)
+        e = np.zeros(n, np.int64) if entry_point is None else np.asarray(entry_point, np.int64)
         on = actions[:, :3].astype(np.float64)
-        miss = np.prod(1.0 - np.asarray(self.channel_recall) * on, axis=1)
+        miss = np.prod(1.0 - self.channel_recall(h, e) * on, axis=1)
         recall = np.maximum(self.recall_floor, 1.0 - miss)
         pre = np.asarray(ALLOCATE_QUEUE_LENGTHS_PRE_RANK, dtype=np.float64)[actions[:, 3]]
         rank = np.asarray(ALLOCATE_QUEUE_LENGTHS_RANK, dtype=np.float64)[actions[:, 4]]
@@ -132,13 +250,20 @@ class AllocateConfig:
             recall**0.7
             * (0.4 + 0.6 * (1.0 - np.exp(-pre / self.pre_rank_scale)))
             * (0.3 + 0.7 * (1.0 - np.exp(-rank / self.rank_scale)))
-            * np.asarray(self.tier_accuracy)[actions[:, 5]]
+            * self.model_accuracy(actions[:, 5], h)
         )
         out: FloatArray = quality.astype(np.float32)
         return out
 
+    def model_accuracy(self, tier: Any, history_length: Any) -> Float64Array:
+        """acc_small + (acc_tier − acc_small)·(0.2 + 0.8·p), (N,) for tiers (N,) (or (N, k) with history (N, 1))."""
+        acc = np.asarray(self.tier_accuracy, np.float64)
+        p = self.personalisation(history_length)
+        out: Float64Array = acc[0] + (acc[np.asarray(tier)] - acc[0]) * (0.2 + 0.8 * p)
+        return out
+
     def expected_cost(self, actions: IntArray) -> FloatArray:
-        """Noise-free compute cost of joint actions (N, 6) → (N,): the cost table."""
+        """Noise-free compute cost at mean traffic of joint actions (N, 6) → (N,): the cost table C(a)."""
         pre = np.asarray(ALLOCATE_QUEUE_LENGTHS_PRE_RANK, dtype=np.float64)[actions[:, 3]]
         rank = np.asarray(ALLOCATE_QUEUE_LENGTHS_RANK, dtype=np.float64)[actions[:, 4]]
         cost = (
@@ -148,6 +273,23 @@ class AllocateConfig:
         )
         out: FloatArray = cost.astype(np.float32)
         return out
+
+    def contention_factor(self, traffic: float) -> float:
+        """1 + κ·(ℓ − 1): how much more a request costs at traffic ℓ than at mean traffic (≥ 0)."""
+        return max(0.0, 1.0 + self.contention * (traffic - 1.0))
+
+    def on_time_probability(self, cost: Any, utilisation: float) -> Any:
+        """P(answered before the deadline) of requests costing `cost` in an interval at utilisation u (budget units)."""
+        rho = utilisation / self.capacity
+        served_share = min(1.0, self.capacity / max(utilisation, 1e-9))
+        headroom = 1.0 - min(rho, self.max_queue_utilisation)
+        service = np.maximum(np.asarray(cost, np.float64), 1e-6)
+        return served_share * (1.0 - np.exp(-headroom * self.deadline / service))
+
+    def degradation_factor(self, utilisation: float) -> float:
+        """Quality kept by served slates at utilisation u: 1 − degradation·min(1, ρ − 1) over capacity."""
+        over = max(0.0, utilisation / self.capacity - 1.0)
+        return 1.0 - self.degradation * min(1.0, over)
 
 
 def validate_actions(actions: Any, n: int) -> IntArray:
@@ -181,9 +323,16 @@ def join_agent_actions(actions: dict[str, Any]) -> IntArray:
 class BatchedAllocateSim:
     """N requests per interval of the `allocate` problem, stepped one interval at a time.
 
-    reset(seed) → obs (N, 8); step(actions (N, 6) ints) → (obs, rewards, done, info)
+    reset(seed) → obs (N, 12); step(actions (N, 6) ints) → (obs, rewards, done, info)
     with rewards = {"revenue": (N,), "compute_cost": (N,)} (main: "revenue").
     All rows share the clock, so `done` is all-True at the end of the episode.
+
+    Public state of the current interval (what a request carries, read by
+    pipelines/traffic.py and the oracle): `request_value`, `user_group`,
+    `history_length`, `entry_point`, `user_id` (N,); `observed_load` and
+    `previous_utilisation` (the lagged readings the observation shows);
+    `traffic` and `backlog` (hidden: the current interval's traffic, the work
+    carried in from the last interval).
     """
 
     spec = ALLOCATE
@@ -195,29 +344,43 @@ class BatchedAllocateSim:
         self.config = config or AllocateConfig()
         self.autoreset = autoreset
         self._seed = seed
-        self.rng = np.random.default_rng(seed)
         self._profile = self.config.traffic_profile()
         self._horizon = self.config.days * self.config.intervals_per_day
         self.t = 0
         self.episode_over = False
         self.previous_utilisation = 0.0
-        self._load = 1.0
-        self._value: FloatArray = np.zeros(n, np.float32)
-        self._group: IntArray = np.zeros(n, np.int64)
-        self._user: IntArray = np.zeros(n, np.int64)
+        self.observed_load = 1.0
+        self.traffic = 1.0
+        self.backlog = 0.0
+        self._log_noise = 0.0
+        self.request_value: FloatArray = np.zeros(n, np.float32)
+        self.user_group: IntArray = np.zeros(n, np.int64)
+        self.history_length: FloatArray = np.zeros(n, np.float32)
+        self.entry_point: IntArray = np.zeros(n, np.int64)
+        self.user_id: IntArray = np.zeros(n, np.int64)
+        self._seed_streams(seed)
+
+    def _seed_streams(self, seed: int) -> None:
+        # Two streams: arrivals (traffic, requests) and outcomes (cost, lateness, revenue noise).
+        self._arrival_rng = np.random.default_rng([seed, 0])
+        self._outcome_rng = np.random.default_rng([seed, 1])
 
     def reset(self, seed: int | None = None) -> FloatArray:
         if seed is not None:
             self._seed = seed
-        self.rng = np.random.default_rng(self._seed)
+        self._seed_streams(self._seed)
         self._start_episode()
         return self.observe()
 
     def _start_episode(self) -> None:
+        cfg = self.config
         self.t = 0
         self.episode_over = False
-        # The controller starts from a neutral reading of last interval's utilisation.
-        self.previous_utilisation = 0.0
+        self.previous_utilisation = 0.0  # a neutral reading: nothing was spent before the episode
+        self.backlog = 0.0
+        # Last night's final interval, with the noise drawn from its stationary distribution.
+        self._log_noise = float(cfg.traffic_noise * self._arrival_rng.standard_normal())
+        self.observed_load = float(self._profile[-1] * np.exp(self._log_noise))
         self._arrivals()
 
     @property
@@ -226,50 +389,65 @@ class BatchedAllocateSim:
         return float(((self.t % per_day) + 0.5) * 24.0 / per_day)
 
     def _arrivals(self) -> None:
-        cfg = self.config
-        per_day = cfg.intervals_per_day
-        self._load = float(self._profile[self.t % per_day] * np.exp(cfg.traffic_noise * self.rng.standard_normal()))
-        self._group = self.rng.choice(N_GROUPS, size=self.n, p=np.asarray(cfg.world.activity_group_probs))
-        value = cfg.value_median_cents * np.exp(cfg.value_sigma * self.rng.standard_normal(self.n))
-        self._value = (value * np.asarray(cfg.value_group_factor)[self._group]).astype(np.float32)
-        self._user = self.rng.integers(0, cfg.user_population, size=self.n)
+        cfg, rng, n = self.config, self._arrival_rng, self.n
+        phi = cfg.traffic_noise_persistence
+        self._log_noise = phi * self._log_noise + cfg.traffic_noise * np.sqrt(1.0 - phi**2) * rng.standard_normal()
+        self.traffic = float(self._profile[self.t % cfg.intervals_per_day] * np.exp(self._log_noise))
+        self.user_group = rng.choice(N_GROUPS, size=n, p=np.asarray(cfg.world.activity_group_probs))
+        value = cfg.value_median_cents * np.exp(cfg.value_sigma * rng.standard_normal(n))
+        self.request_value = (value * np.asarray(cfg.value_group_factor)[self.user_group]).astype(np.float32)
+        history = np.asarray(cfg.history_median)[self.user_group] * np.exp(cfg.history_sigma * rng.standard_normal(n))
+        self.history_length = np.floor(history).astype(np.float32)
+        self.entry_point = rng.choice(N_ENTRY_POINTS, size=n, p=np.asarray(cfg.entry_point_probs))
+        self.user_id = rng.integers(0, cfg.user_population, size=n)
 
     def observe(self) -> FloatArray:
-        """(N, 8). budget_utilisation is the previous interval's (the reading a controller has when requests arrive)."""
+        """(N, 12). system_load and budget_utilisation are the previous interval's (what a controller has)."""
         n = self.n
         return allocate_observation(
-            self._value,
-            np.full(n, self._load, np.float32),
+            self.request_value,
+            np.full(n, self.observed_load, np.float32),
             np.full(n, self.previous_utilisation, np.float32),
             np.full(n, self.hour, np.float32),
-            self._group,
+            self.user_group,
+            self.history_length,
+            self.entry_point,
         )
 
     def step(self, actions: Any) -> tuple[FloatArray, dict[str, FloatArray], BoolArray, dict[str, Any]]:
         if self.episode_over:
             raise RuntimeError("BatchedAllocateSim.step: the episode is over (autoreset=False); call reset()")
         a = validate_actions(actions, self.n)
-        cfg, n = self.config, self.n
-        cost = cfg.expected_cost(a) * np.exp(cfg.cost_noise * self.rng.standard_normal(n) - 0.5 * cfg.cost_noise**2)
-        utilisation = self._load * float(cost.mean()) / cfg.budget_per_request
-        over = max(0.0, utilisation - 1.0)
-        served = self.rng.random(n) < min(1.0, 1.0 / max(utilisation, 1e-9))
-        quality = cfg.slate_quality(a) * (1.0 - cfg.degradation * min(1.0, over))
-        noise = np.exp(cfg.revenue_noise * self.rng.standard_normal(n) - 0.5 * cfg.revenue_noise**2)
-        revenue = (self._value * quality * served * noise).astype(np.float32)
+        cfg, n, rng = self.config, self.n, self._outcome_rng
+        cost_noise = np.exp(cfg.cost_noise * rng.standard_normal(n) - 0.5 * cfg.cost_noise**2)
+        lateness_draw = rng.random(n)
+        revenue_noise = np.exp(cfg.revenue_noise * rng.standard_normal(n) - 0.5 * cfg.revenue_noise**2)
+
+        cost = cfg.expected_cost(a) * cfg.contention_factor(self.traffic) * cost_noise
+        backlog_in = self.backlog
+        utilisation = self.traffic * float(cost.mean()) / cfg.budget_per_request + backlog_in
+        on_time = lateness_draw < cfg.on_time_probability(cost, utilisation)
+        quality = cfg.slate_quality(a, self.history_length, self.entry_point) * cfg.degradation_factor(utilisation)
+        revenue = (self.request_value * quality * on_time * revenue_noise).astype(np.float32)
+        self.backlog = min(max(0.0, utilisation - cfg.capacity), cfg.max_backlog)
+
         rewards: dict[str, FloatArray] = {"revenue": revenue, "compute_cost": cost.astype(np.float32)}
         info: dict[str, Any] = {
             "signals": rewards,
             "interval": self.t,
             "hour": self.hour,
-            "load": self._load,
+            "load": self.traffic,
             "utilisation": utilisation,
-            "served": served,
-            "request_value": self._value.copy(),
-            "user_group": self._group.copy(),
-            "user_id": self._user.copy(),
+            "backlog_in": backlog_in,
+            "served": on_time,
+            "request_value": self.request_value.copy(),
+            "user_group": self.user_group.copy(),
+            "history_length": self.history_length.copy(),
+            "entry_point": self.entry_point.copy(),
+            "user_id": self.user_id.copy(),
         }
         self.previous_utilisation = utilisation
+        self.observed_load = self.traffic
         self.t += 1
         done_now = self.t >= self._horizon
         if done_now:
@@ -288,7 +466,7 @@ class AllocateEnv(gym.Env[np.ndarray, np.ndarray]):
     """Single-agent `allocate`: one request per interval (N = 1), one day per episode.
 
     The one request stands for its interval's traffic, so the interval's
-    utilisation is that request's cost × load: noisier than the batched
+    utilisation is that request's cost × traffic: noisier than the batched
     simulator, the same in expectation.
     """
 

@@ -125,9 +125,9 @@ class RankBehaviour:
 class SlotBehaviour:
     """Insert at `position` with probability σ((predicted live watch/60 − threshold)/temperature), ε-uniform mixed."""
 
-    threshold: float = 2.3
+    threshold: float = 5.0
     """Predicted live watch time / 60 s at which the insert probability is ½ (calibrated: docs/simulators.md)."""
-    temperature: float = 0.2
+    temperature: float = 0.4
     """Softness of the threshold, same unit."""
     position: int = 3
     """Where the heuristic inserts."""

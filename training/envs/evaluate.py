@@ -139,6 +139,32 @@ def evaluate_policy(
     if spec.name == "allocate":
         return _evaluate_allocate(policy, n_users, days, seed, overrides)
     names = spec.signal_names
+    per_user_day, act, decisions = _user_days(spec.name, policy, n_users, days, seed, overrides)
+    signals = {s: _estimate(per_user_day[:, :, i].mean(axis=1)) for i, s in enumerate(names)}
+    per_decision = {s: float(per_user_day[:, :, i].sum() / max(decisions, 1)) for i, s in enumerate(names)}
+    return_rate = float((act[:, :-1] & act[:, 1:]).sum() / max(act[:, :-1].sum(), 1)) if days > 1 else None
+    return EvaluationResult(
+        problem=spec.name,
+        unit="user-day",
+        signals=signals,
+        per_decision=per_decision,
+        per_day={s: per_user_day[:, :, i].mean(axis=0).tolist() for i, s in enumerate(names)},
+        constraints=_constraints(spec.name, per_decision),
+        return_rate=return_rate,
+        decisions=decisions,
+    )
+
+
+def _user_days(
+    problem: str, policy: Policy, n_users: int, days: int, seed: int, overrides: dict[str, Any]
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """Run `policy` on users 0 … n_users−1 of `seed`: (signal sums per user and day (U, D, S), active days (U, D),
+    decisions). `rank` draws common random numbers unless the overrides say otherwise, so two policies run on
+    the same seed meet the same users with the same luck (rows of `compare_policies` are paired)."""
+    spec = get_problem(problem)
+    names = spec.signal_names
+    if spec.name == "rank":
+        overrides = {"common_random_numbers": True, **overrides}
     sim = make_batched(spec.name, _rows(n_users), seed, max_users=n_users, days=days, **overrides)
     obs = sim.reset()
     totals = np.zeros((n_users * days, len(names)))
@@ -151,21 +177,95 @@ def evaluate_policy(
         np.add.at(totals, flat, np.stack([rewards[s][live] for s in names], axis=1))
         active_days[flat] = True
         decisions += int(live.sum())
-    per_user_day = totals.reshape(n_users, days, len(names))
-    signals = {s: _estimate(per_user_day[:, :, i].mean(axis=1)) for i, s in enumerate(names)}
-    per_decision = {s: float(per_user_day[:, :, i].sum() / max(decisions, 1)) for i, s in enumerate(names)}
-    act = active_days.reshape(n_users, days)
-    return_rate = float((act[:, :-1] & act[:, 1:]).sum() / max(act[:, :-1].sum(), 1)) if days > 1 else None
-    return EvaluationResult(
-        problem=spec.name,
-        unit="user-day",
-        signals=signals,
-        per_decision=per_decision,
-        per_day={s: per_user_day[:, :, i].mean(axis=0).tolist() for i, s in enumerate(names)},
-        constraints=_constraints(spec.name, per_decision),
-        return_rate=return_rate,
-        decisions=decisions,
-    )
+    return totals.reshape(n_users, days, len(names)), active_days.reshape(n_users, days), decisions
+
+
+@dataclass(frozen=True)
+class PairedComparison:
+    """A policy against a baseline on the same users with common random numbers (`compare_policies`)."""
+
+    policy: str
+    baseline: str
+    mean: float
+    """The policy's main signal per user-day."""
+    baseline_mean: float
+    lift: float
+    """mean / baseline_mean − 1."""
+    ci_low: float
+    ci_high: float
+    """95 % CI of the lift from the paired per-user differences (delta method for a ratio of means)."""
+    n: int
+    per_decision: dict[str, float]
+    constraints_satisfied: bool
+    baseline_constraints_satisfied: bool
+
+    @property
+    def ci_width(self) -> float:
+        return self.ci_high - self.ci_low
+
+
+def paired_lift(values: np.ndarray, baseline: np.ndarray) -> tuple[float, float, float]:
+    """(lift, ci_low, ci_high) of mean(values)/mean(baseline) − 1 over paired units (users), 95 %.
+
+    Delta method: the ratio R = x̄/ȳ has se ≈ sd(x − R·y) / (√n · ȳ); pairing makes x − R·y small
+    where the same user's luck moves both policies alike."""
+    x, y = np.asarray(values, np.float64), np.asarray(baseline, np.float64)
+    if x.shape != y.shape or x.ndim != 1 or x.shape[0] < 2:
+        raise ValueError(f"paired_lift: need two equal 1-d arrays of >= 2 paired units, got {x.shape}, {y.shape}")
+    ratio = x.mean() / y.mean()
+    se = float(np.std(x - ratio * y, ddof=1) / (np.sqrt(x.shape[0]) * abs(y.mean())))
+    return float(ratio - 1.0), float(ratio - 1.0 - Z95 * se), float(ratio - 1.0 + Z95 * se)
+
+
+def compare_policies(
+    problem: str,
+    policies: dict[str, Policy],
+    baseline: str,
+    n_users: int,
+    days: int,
+    seed: int = 0,
+    **overrides: Any,
+) -> dict[str, PairedComparison]:
+    """Every policy against `policies[baseline]` on the same `n_users` users of `seed` (rank, slot).
+
+    For `rank` the simulator draws common random numbers (`RankConfig.common_random_numbers`): user k
+    is the same person with the same luck under every policy, so per-user differences carry only the
+    policies' effect and the paired CI is several times narrower than two independent ones.
+    """
+    spec = get_problem(problem)
+    if spec.name == "allocate":
+        raise ValueError("compare_policies: rank and slot only (allocate has its own paired evaluation)")
+    if baseline not in policies:
+        raise ValueError(f"compare_policies: baseline {baseline!r} is not one of the policies {sorted(policies)}")
+    main = spec.signal_names.index(spec.main_signal)
+    runs = {name: _user_days(spec.name, p, n_users, days, seed, overrides) for name, p in policies.items()}
+
+    def per_decision(run: tuple[np.ndarray, np.ndarray, int]) -> dict[str, float]:
+        totals, _, decisions = run
+        return {s: float(totals[:, :, i].sum() / max(decisions, 1)) for i, s in enumerate(spec.signal_names)}
+
+    base_run = runs[baseline]
+    base_user = base_run[0][:, :, main].mean(axis=1)
+    base_ok = all(c.satisfied for c in _constraints(spec.name, per_decision(base_run)))
+    out = {}
+    for name, run in runs.items():
+        user = run[0][:, :, main].mean(axis=1)
+        lift, lo, hi = paired_lift(user, base_user)
+        pd = per_decision(run)
+        out[name] = PairedComparison(
+            policy=name,
+            baseline=baseline,
+            mean=float(user.mean()),
+            baseline_mean=float(base_user.mean()),
+            lift=lift,
+            ci_low=lo,
+            ci_high=hi,
+            n=n_users,
+            per_decision=pd,
+            constraints_satisfied=all(c.satisfied for c in _constraints(spec.name, pd)),
+            baseline_constraints_satisfied=base_ok,
+        )
+    return out
 
 
 def _evaluate_allocate(policy: Policy, n: int, days: int, seed: int, overrides: dict[str, Any]) -> EvaluationResult:
@@ -325,3 +425,68 @@ def iter_records(logs: dict[str, Any]) -> Iterator[dict[str, Any]]:
             "signals": {s: float(logs["signals"][s][i]) for s in names},
             "session_end": bool(logs["session_end"][i]),
         }
+
+
+# ---------------------------------------------------------------------------
+# allocate with a controller (a policy that keeps state across intervals)
+# ---------------------------------------------------------------------------
+@dataclass(frozen=True)
+class AllocateControlledResult:
+    """Days of `allocate` under one controller, one seed per day (common random numbers across controllers).
+
+    Per-day arrays pair with another controller's result on the same seeds.
+    """
+
+    seeds: list[int]
+    revenue_per_request_by_day: list[float]
+    """Traffic-weighted mean revenue per request of each day, cents."""
+    revenue_per_request: Estimate
+    """Over days (95 % normal interval over the days)."""
+    utilisation: float
+    """Mean over intervals of compute spent / interval budget (MaRCA's μ, against the budget)."""
+    over_utilisation: float
+    """Mean over intervals of max(0, utilisation − 1) (MaRCA's ν)."""
+    over_budget_fraction: float
+    """Share of intervals over budget (issue #15: ≤ 1 %)."""
+    compute_per_request: float
+    """Traffic-weighted mean compute units per request (the spec's constraint: ≤ its threshold)."""
+    utilisation_by_interval: list[list[float]] = field(default_factory=list)
+    """(days, intervals) utilisation, for plots."""
+    lambda_by_interval: list[list[float]] = field(default_factory=list)
+    """(days, intervals) the controller's `lam` attribute after each interval (NaN when it has none)."""
+
+
+def evaluate_allocate_controlled(
+    policy: Any, seeds: list[int], requests_per_interval: int, **overrides: Any
+) -> AllocateControlledResult:
+    """Run an `allocate` controller for one day per seed and report revenue and budget metrics.
+
+    `policy`: obs (N, obs_size) → actions (N, 6), with an optional `reset()`
+    called at the start of each day (controllers such as a λ balancer keep
+    state across intervals) and an optional `lam` attribute (recorded).
+    Each seed fixes the day's requests and noise whatever the actions, so two
+    controllers on the same seeds are paired (training/envs/allocate.py).
+    """
+    from training.envs.allocate import AllocateConfig
+    from training.envs.allocate_oracle import run_days
+    from training.envs.world import apply_overrides
+
+    if requests_per_interval < 1 or not seeds:
+        raise ValueError(
+            f"evaluate_allocate_controlled: need requests_per_interval >= 1 and at least one seed, "
+            f"got {requests_per_interval}, {seeds}"
+        )
+    config = apply_overrides(AllocateConfig(), overrides)
+    runs = run_days(policy, config, requests_per_interval, seeds)
+    by_day = runs.revenue_per_day
+    return AllocateControlledResult(
+        seeds=list(seeds),
+        revenue_per_request_by_day=by_day.tolist(),
+        revenue_per_request=_estimate(by_day),
+        utilisation=float(runs.utilisation.mean()),
+        over_utilisation=float(np.maximum(runs.utilisation - 1.0, 0.0).mean()),
+        over_budget_fraction=runs.over_budget_fraction,
+        compute_per_request=runs.mean_compute,
+        utilisation_by_interval=runs.utilisation.tolist(),
+        lambda_by_interval=runs.lam.tolist(),
+    )

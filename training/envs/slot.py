@@ -2,25 +2,42 @@
 
 Per request the feed has already chosen its page: the re-rank model's top
 `page_size` videos among `page_candidates` retrieved ones. The best-matching
-live stream for the user is the candidate. The action is 0 (no live stream)
-or a position 1..K; the live stream takes that position, the videos below it
-move down one place and the last one drops off the page.
+live stream on air for the user is the candidate. The action is 0 (no live
+stream) or a position 1..K; the live stream takes that position, the videos
+below it move down one place and the last one drops off the page.
 
-Equations (docs/simulators.md):
+Equations (docs/simulators.md, with sources and plots):
 
 * attention        item at position j is looked at with weight a_j = decay^(j−1)
-* short video      watch = Σ_j a_j · ℓ_j · clip(p_completion,j + noise, 0, 1)
-* live entry       P(enter) = a_p · σ(b + β_τ·τ_u + β_x·x_ul + β_q·(q_l − ½) + β_A·log(A_l(h)/A_med))
-                   τ_u the user's live taste, x_ul topic affinity, A_l(h) the audience at this hour
+* short video      watch = Σ_j a_j' · ℓ_j · clip(p_completion,j + noise, 0, 1), a_j' after the shift:
+                   the displacement cost Σ_{j ≥ p} (a_j − a_{j+1})·w_j depends on the page below p
+* live supply      stream l broadcasts in a daily window [s_l, s_l + d_l) (hours); only streams on air
+                   are candidates, so the number and the best quality of candidates vary by hour
+* live entry       P(enter) = a_p · σ(b + c_g + β_τ·τ_u + β_x·x_ul + β_q·(q_l − ½) + β_A·log(A_l(h)/A_med) − β_F·F_u)
+                   τ_u the user's live taste, x_ul topic affinity, A_l(h) the audience at this hour,
+                   c_g the activity group's conversion offset, F_u the user's hidden live fatigue
 * live watch time  = enter · Exp(mean = D·(½ + q_l)·(½ + τ_u))
+* live fatigue     F_u ← F_u + 1 per exposure; F_u ← ρ^Δdays · F_u when the user comes back Δdays later
 * experience       e = κ_c·(mean completion − c_ref) − κ_h·hates
-                        − exposed·ζ·(1 − τ_u)·(1 + κ_E·E_u)·(first-position factor if p = 1)
+                        − exposed·ζ·ζ_g·(1 − τ_u)·(1 + κ_F·F_u)·(first-position factor if p = 1)
                         + entered·ψ·τ_u
-                   E_u the user's recent live exposure ratio (EMA): tolerance wears out.
+
+The live model's prediction in the observation, E[watch | shown on top] =
+D·(½ + q_l)·(½ + τ_u)·σ(logit without −β_F·F_u), knows the user's taste and
+group but not the hidden fatigue (ours: a model trained on long-run logs misses
+the short-run wear). What the prediction leaves out — the group's tolerance
+ζ_g, the fatigue F_u (observed only through the 7-day exposure ratio), the page
+the stream displaces — is what a state-aware policy can learn and a threshold
+on the prediction cannot.
 
 Inserting raises today's live watch time, but each exposure costs the
 (mostly live-averse) user experience, so sessions shorten and fewer users come
-back: greedy allocation looks good on day 1 and bad over 7 days.
+back: greedy allocation looks good on day 1 and bad over 7 days. Group
+parameters, the fatigue and the broadcast windows are ours (PAPERS.md: SL-MGAC
+publishes neither its reward nor its user model); their qualitative shape
+follows KuaiSim (leave and return depend on the user's activity and recent
+experience), RecSim (a hidden state that consumption wears and time restores)
+and KuaiRand (activity groups differ in behaviour rates).
 """
 
 from __future__ import annotations
@@ -35,11 +52,13 @@ from models.observations import slot_observation, top_k
 from models.problems import SLOT
 from training.envs.world import (
     ALL_ROWS,
+    N_GROUPS,
     BatchedUserSim,
     BoolArray,
     EpisodeSeeds,
     FloatArray,
     IntArray,
+    UserRows,
     WorldConfig,
     gather_positions,
     observation_box,
@@ -71,16 +90,33 @@ class SlotConfig:
     """β_q: slope on (stream quality − ½)."""
     live_entry_audience: float = 0.2
     """β_A: slope on log(audience / median audience): crowds attract."""
-    live_duration_mean_s: float = 120.0
+    live_duration_mean_s: float = 300.0
     """D: mean live watch time of an entry, before the quality and taste factors."""
     live_exposure_penalty: float = 0.2
     """ζ: experience lost when a live stream is shown to a user with no taste for it."""
-    live_tolerance_wear: float = 1.0
-    """κ_E: how much the penalty grows with the user's recent live exposure ratio."""
+    group_live_tolerance: tuple[float, float, float] = (2.5, 1.0, 0.4)
+    """ζ_g: the exposure penalty's multiplier per activity group (low, medium, high): occasional users
+    tolerate an interruption least, heavy users most (ours; KuaiSim's leave model depends on activity)."""
+    group_live_conversion: tuple[float, float, float] = (-0.3, 0.0, 0.3)
+    """c_g: live-entry logit offset per activity group (low, medium, high): heavy users enter more (ours)."""
+    live_fatigue_wear: float = 0.25
+    """κ_F: how much the exposure penalty grows per unit of hidden live fatigue F_u."""
+    live_fatigue_conversion: float = 0.15
+    """β_F: how much the live-entry logit falls per unit of live fatigue (the prediction misses it)."""
+    live_fatigue_recovery: float = 0.5
+    """ρ: fraction of the live fatigue left after each day away (tolerance recovers over days)."""
     first_position_factor: float = 1.5
     """The penalty is multiplied by this when the live stream opens the page (position 1)."""
-    live_entry_gain: float = 0.6
+    live_entry_gain: float = 1.0
     """ψ: experience gained by a user of taste τ who enters the stream (ψ·τ)."""
+    broadcast_start_hour: tuple[float, float] = (20.0, 4.0)
+    """Mean and std of the hour a stream's daily broadcast starts (live supply peaks in the evening)."""
+    broadcast_hours: tuple[float, float] = (2.0, 8.0)
+    """Range (uniform) of a stream's daily broadcast length, hours."""
+    paired_users: bool = False
+    """Draw each user from its own random stream keyed by (seed, user number): user k is the same person
+    under every policy, whatever order rows finish in (common random numbers on users, for paired
+    evaluation with autoreset and `max_users`). Off by default: per-user draws make respawns slower."""
 
     def __post_init__(self) -> None:
         if self.days < 1:
@@ -93,10 +129,53 @@ class SlotConfig:
             raise ValueError(f"SlotConfig.position_decay: must be in (0, 1], got {self.position_decay}")
         if self.live_duration_mean_s <= 0:
             raise ValueError(f"SlotConfig.live_duration_mean_s: must be > 0, got {self.live_duration_mean_s}")
-        if self.live_exposure_penalty < 0 or self.live_tolerance_wear < 0 or self.first_position_factor < 1:
+        if self.live_exposure_penalty < 0 or self.live_fatigue_wear < 0 or self.first_position_factor < 1:
             raise ValueError(
-                "SlotConfig: live_exposure_penalty and live_tolerance_wear must be >= 0, first_position_factor >= 1"
+                "SlotConfig: live_exposure_penalty and live_fatigue_wear must be >= 0, first_position_factor >= 1"
             )
+        for name in ("group_live_tolerance", "group_live_conversion"):
+            if len(getattr(self, name)) != N_GROUPS:
+                raise ValueError(f"SlotConfig.{name}: expected {N_GROUPS} entries, got {len(getattr(self, name))}")
+        if min(self.group_live_tolerance) < 0:
+            raise ValueError(f"SlotConfig.group_live_tolerance: each must be >= 0, got {self.group_live_tolerance}")
+        if not 0.0 <= self.live_fatigue_recovery <= 1.0:
+            raise ValueError(f"SlotConfig.live_fatigue_recovery: must be in [0, 1], got {self.live_fatigue_recovery}")
+        low, high = self.broadcast_hours
+        if not 0.0 < low <= high <= 24.0:
+            raise ValueError(f"SlotConfig.broadcast_hours: need 0 < low <= high <= 24, got {self.broadcast_hours}")
+
+
+def broadcast_schedule(cfg: SlotConfig, n_streams: int, rng: np.random.Generator) -> BoolArray:
+    """(24, L) bool: each stream broadcasts daily for `broadcast_hours` from its start hour (wrapping midnight).
+
+    Live supply varies by hour: most streams are on in the evening, few or none
+    at dawn (then there is no candidate: its observed prediction, quality and
+    audience are 0, and a slot shown anyway is empty). Ours: the diurnal shape
+    follows the streams' audience peak (world.py) and MaRCA's evening traffic peak.
+    """
+    mean, std = cfg.broadcast_start_hour
+    start = np.mod(rng.normal(mean, std, n_streams), 24.0)
+    low, high = cfg.broadcast_hours
+    length = rng.uniform(low, high, n_streams)
+    since_start = np.mod(np.arange(24.0)[:, None] + 0.5 - start[None, :], 24.0)
+    on_air: BoolArray = since_start < length[None, :]
+    return on_air
+
+
+class _KeyedSpawn:
+    """`UserRows.spawn` for `SlotConfig.paired_users`: user number k is drawn from the stream (seed, 7, k),
+    not from the simulator's shared generator, so it does not depend on what happened before."""
+
+    def __init__(self, sim: BatchedSlotSim) -> None:
+        self._sim = sim
+        self._spawn = UserRows.spawn.__get__(sim.users)
+
+    def __call__(self, rows: IntArray, rng: np.random.Generator) -> None:
+        users = self._sim.users
+        if users.max_users is not None:
+            rows = rows[: max(0, users.max_users - users.users_drawn)]
+        for row in rows:
+            self._spawn(np.array([row]), np.random.default_rng([self._sim.seed, 7, users.users_drawn]))
 
 
 class BatchedSlotSim(BatchedUserSim):
@@ -128,6 +207,23 @@ class BatchedSlotSim(BatchedUserSim):
         self._live_entry_logit: FloatArray = np.zeros(n, np.float32)
         self._live_duration: FloatArray = np.zeros(n, np.float32)
         self._live_candidate: FloatArray = np.zeros((n, 3), np.float32)
+        self.on_air = broadcast_schedule(self.config, self.catalog.live_quality.shape[0], np.random.default_rng([seed, 3]))
+        """(24, L) bool: stream l is on air at hour h (fixed with the catalog)."""
+        self.live_fatigue: FloatArray = np.zeros(n, np.float32)
+        """(N,) hidden F_u: recent live exposures, recovering by ρ per day away."""
+        if self.config.paired_users:
+            self.users.spawn = _KeyedSpawn(self)  # type: ignore[method-assign]
+        self._group_tolerance = np.asarray(self.config.group_live_tolerance, np.float32)
+        self._group_conversion = np.asarray(self.config.group_live_conversion, np.float32)
+
+    def reset(self, seed: int | None = None) -> FloatArray:
+        self.live_fatigue[:] = 0.0
+        return super().reset(seed)
+
+    @property
+    def seed(self) -> int:
+        """The seed of the users and the dynamics (the constructor's, or the last `reset(seed)`'s)."""
+        return int(self._seed)
 
     def _draw_requests(self) -> None:
         self._next_page()
@@ -147,25 +243,33 @@ class BatchedSlotSim(BatchedUserSim):
         self._page_predicted[sel] = np.take(predicted_watch, flat)
 
         hour = np.minimum(u.hour_of_day(sel).astype(np.int64), 23)
+        on_air = self.on_air[hour]  # (n, L)
         audience = cat.live_audience[hour]  # (n, L)
         log_audience = np.log(audience / world.live_audience_median)
         taste = u.live_taste[sel][:, None]
+        # The live model's logit: everything but the hidden fatigue (added at step time).
         entry_logit = (
             cfg.live_entry_intercept
+            + self._group_conversion[u.group[sel]][:, None]
             + cfg.live_entry_taste * taste
             + cfg.live_entry_affinity * u.live_topic_affinity[sel]
             + cfg.live_entry_quality * (cat.live_quality[None, :] - 0.5)
             + cfg.live_entry_audience * log_audience
         )
         duration = cfg.live_duration_mean_s * (0.5 + cat.live_quality[None, :]) * (0.5 + taste)
-        # The live recommender picks the stream with the highest expected watch time at the top of the page.
-        expected = duration / (1.0 + np.exp(-entry_logit))
+        # The live recommender picks the stream on air with the highest expected watch time at the top of the page.
+        expected = np.where(on_air, duration / (1.0 + np.exp(-entry_logit)), -1.0)
         best = expected.argmax(axis=1)
         r = np.arange(n)
+        any_on_air = on_air[r, best]
         self._live[sel] = best
-        self._live_entry_logit[sel] = entry_logit[r, best]
+        # No stream on air: a shown slot is empty (nobody enters) but still costs the exposure.
+        self._live_entry_logit[sel] = np.where(any_on_air, entry_logit[r, best], -30.0)
         self._live_duration[sel] = duration[r, best]
-        self._live_candidate[sel] = np.stack([expected[r, best], cat.live_quality[best], audience[r, best]], axis=1)
+        self._live_candidate[sel] = np.stack(
+            [np.maximum(expected[r, best], 0.0), cat.live_quality[best] * any_on_air, audience[r, best] * any_on_air],
+            axis=1,
+        )
 
     def observe(self, rows: IntArray | slice = ALL_ROWS) -> FloatArray:
         """The observation (N, 23) of every row (or of `rows`)."""
@@ -212,18 +316,20 @@ class BatchedSlotSim(BatchedUserSim):
         interactions = (self._page_probs[1:6] * attention[None]).sum(axis=2).T  # expected, (N, 5)
         mean_completion = (completion * on_page).sum(axis=1) / on_page.sum(axis=1)
 
+        fatigue = self.live_fatigue
         live_attention = self._attention[np.maximum(position - 1, 0)]
-        p_enter = live_attention / (1.0 + np.exp(-self._live_entry_logit))
+        entry_logit = self._live_entry_logit - cfg.live_fatigue_conversion * fatigue
+        p_enter = live_attention / (1.0 + np.exp(-entry_logit))
         entered = exposed & (self.rng.random(n, dtype=np.float32) < p_enter)
         live_watch = entered * self.rng.exponential(1.0, n).astype(np.float32) * self._live_duration
 
-        wear = 1.0 + cfg.live_tolerance_wear * u.live_rates[:, 1]
+        tolerance = self._group_tolerance[u.group] * (1.0 + cfg.live_fatigue_wear * fatigue)
         first = np.where(position == 1, cfg.first_position_factor, 1.0)
         experience = (
             world.experience_completion_weight * (mean_completion - world.completion_reference)
             + world.experience_interaction_weight * interactions.sum(axis=1)
             - world.experience_hate_weight * hate.sum(axis=1)
-            - exposed * cfg.live_exposure_penalty * (1.0 - u.live_taste) * wear * first
+            - exposed * cfg.live_exposure_penalty * (1.0 - u.live_taste) * tolerance * first
             + entered * cfg.live_entry_gain * u.live_taste
         ).astype(np.float32)
 
@@ -231,7 +337,13 @@ class BatchedSlotSim(BatchedUserSim):
         rates = np.concatenate([(watch / 60.0)[:, None], interactions], axis=1).astype(np.float32)
         live = np.stack([live_watch / 60.0, exposed.astype(np.float32)], axis=1).astype(np.float32)
         duration = watch + live_watch + PAGE_SIZE * world.seconds_between_videos
+        day_before = u.day.copy()
+        self.live_fatigue += exposed & active
         session_end, done = u.after_request(experience, duration, rates, live, self.rng)
+        # Tolerance recovers over days: the fatigue of a user who came back Δ days later shrinks by ρ^Δ.
+        days_away = u.day - day_before
+        if days_away.any():
+            self.live_fatigue *= np.power(cfg.live_fatigue_recovery, days_away).astype(np.float32)
         rewards: dict[str, FloatArray] = {
             "live_watch_time": (live_watch * mask).astype(np.float32),
             "watch_time": (watch * mask).astype(np.float32),
@@ -243,6 +355,7 @@ class BatchedSlotSim(BatchedUserSim):
         final_obs = obs.copy() if done.any() else None
         respawned = u.respawn(done, self.rng)
         if respawned.size:
+            self.live_fatigue[respawned] = 0.0
             self._next_page(respawned)
             obs[respawned] = self.observe(respawned)
         info: dict[str, Any] = {

@@ -267,16 +267,21 @@ def response_probabilities(
     logit_shift: FloatArray,
     items: IntArray,
     responses: int = N_RESPONSES,
+    affinity_offset: FloatArray | None = None,
 ) -> FloatArray:
     """True response probabilities p_j of the first `responses` responses → (responses, N, R), signal-major.
 
     video_affinity (N, M): each row's user × every video (`UserRows.video_affinity`);
     logit_shift (N, 7): ζ_j·log σ_u per user; items (N, R): the candidates.
-    `responses=6` skips hate, which only the shown page needs.
+    `responses=6` skips hate, which only the shown page needs. affinity_offset
+    (N, R), optional: added to the affinity x of each candidate (the `rank`
+    world's within-session satiation and followed creators move it).
     """
     n, m = items.shape[0], catalog.video_topic.shape[0]
     # np.take on flat indices is 3-4× faster than fancy indexing for these shapes.
     affinity = np.take(video_affinity, items + (np.arange(n) * m)[:, None])  # (N, R)
+    if affinity_offset is not None:
+        affinity += affinity_offset
     logits: FloatArray = np.take(catalog.video_logit_bias[:responses], items, axis=1)  # (responses, N, R)
     slope = np.asarray(cfg.response_affinity[:responses], dtype=np.float32)
     logits += affinity[None, :, :] * slope[:, None, None]
@@ -446,15 +451,26 @@ class UserRows:
         """
         cfg = self.cfg
         act = self.active
-        decay = cfg.recent_rate_decay
+        self.record_request(duration_s, rates, live)
+        self.satisfaction += np.where(act, experience - cfg.fatigue_per_request, 0.0).astype(np.float32)
+        self.day_experience += np.where(act, experience, 0.0).astype(np.float32)
+        session_end = act & ((self.satisfaction <= 0.0) | (self.session_depth >= cfg.max_session_requests))
+        return self.close_sessions(session_end, rng)
+
+    def record_request(self, duration_s: FloatArray, rates: FloatArray, live: FloatArray) -> None:
+        """The bookkeeping every served request does: the 7-day rates, session depth, clock and day count."""
+        act = self.active
+        decay = self.cfg.recent_rate_decay
         self.recent_rates[act] += decay * (rates[act] - self.recent_rates[act])
         self.live_rates[act] += decay * (live[act] - self.live_rates[act])
-        self.satisfaction += np.where(act, experience - cfg.fatigue_per_request, 0.0).astype(np.float32)
         self.session_depth += act
         self.clock += np.where(act, duration_s, 0.0)
-        self.day_experience += np.where(act, experience, 0.0).astype(np.float32)
         self.day_requests += act
-        session_end = act & ((self.satisfaction <= 0.0) | (self.session_depth >= cfg.max_session_requests))
+
+    def close_sessions(self, session_end: BoolArray, rng: np.random.Generator) -> tuple[BoolArray, BoolArray]:
+        """End the sessions of the rows in `session_end`: the next session of the day, or the next day's
+        return draw after the day's last one. Returns (session_end, done) as `after_request`."""
+        cfg = self.cfg
         done = np.zeros(self.n, np.bool_)
         if not session_end.any():
             return session_end, done
@@ -472,11 +488,7 @@ class UserRows:
     def _next_day(self, rows: IntArray, rng: np.random.Generator) -> IntArray:
         """Draw the next day each user in `rows` returns on; returns the rows whose horizon ended."""
         cfg = self.cfg
-        mean_exp = self.day_experience[rows] / np.maximum(self.day_requests[rows], 1)
-        logit = np.asarray(cfg.return_logit)[self.group[rows]] + cfg.return_experience_slope * (
-            mean_exp - cfg.experience_reference
-        )
-        p_return = 1.0 / (1.0 + np.exp(-logit))
+        p_return = self.return_probability(rows)
         day = self.day[rows] + 1
         returned = np.zeros(rows.shape[0], np.bool_)
         # A user who skipped a day comes back with the group's base rate: the
@@ -496,6 +508,16 @@ class UserRows:
         finished = rows[~returned]
         self.active[finished] = False
         return finished
+
+    def return_probability(self, rows: IntArray) -> npt.NDArray[np.float64]:
+        """P(the users in `rows` come back tomorrow), from the day that just ended (module docstring)."""
+        cfg = self.cfg
+        mean_exp = self.day_experience[rows] / np.maximum(self.day_requests[rows], 1)
+        logit = np.asarray(cfg.return_logit)[self.group[rows]] + cfg.return_experience_slope * (
+            mean_exp - cfg.experience_reference
+        )
+        out: npt.NDArray[np.float64] = 1.0 / (1.0 + np.exp(-logit))
+        return out
 
     def respawn(self, done: BoolArray, rng: np.random.Generator) -> IntArray:
         """With autoreset, fresh users in the rows that are done (within `max_users`); returns those rows."""
