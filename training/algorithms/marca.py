@@ -358,27 +358,33 @@ class MarcaLearner(nn.Module):
 
     def loss(self, obs: Tensor, agent_actions: Tensor, reward: Tensor) -> tuple[Tensor, dict[str, float]]:
         """Team TD loss (γ = 0: target = reward / reward_scale), heads weighted by η, plus the credit loss."""
-        target = reward / self.reward_scale
+        target = reward / self.reward_unit(obs)
         chosen = self.chosen_q(obs, agent_actions)  # (B, K, N)
         team = self.mix(chosen, obs)  # (B, K)
         head_losses = ((team - target[:, None]) ** 2).mean(dim=0)  # (K,)
         eta = head_weights(head_losses)
         total = (eta * head_losses).sum()
-        logs = {"td_loss": float(head_losses.mean()), "head_weight_max": float(eta.max())}
+        logs = {"td_loss": float(head_losses.detach().mean()), "head_weight_max": float(eta.max())}
         if self.refinements.variance_guided and self.cfg.credit_weight > 0:
             shares = torch.as_tensor(credit_shares(self.credit.means()), dtype=obs.dtype, device=obs.device)
             local = chosen.mean(dim=1)  # (B, N): heads' mean, as at serving
             credit_loss = ((local - shares[None, :] * target[:, None]) ** 2).mean()
             total = total + self.cfg.credit_weight * credit_loss
-            logs["credit_loss"] = float(credit_loss)
+            logs["credit_loss"] = float(credit_loss.detach())
             logs.update({f"credit_share_{n}": float(s) for n, s in zip(self.split.names, shares, strict=True)})
         return total, logs
+
+    def reward_unit(self, obs: Tensor) -> Tensor:
+        """(B,): cents per unit of Q — request value v × `reward_scale` (ours: the agents learn revenue per unit
+        of request value, the part their choice controls; the value multiplies it back at decision time)."""
+        value = torch.expm1(obs[:, _VALUE] * 5.0).clamp_min(1e-6)  # models/observations.py: log1p(v)/5
+        return value * self.reward_scale
 
     # -- serving-side views (CTDE: these use the agents only, plus the mixer's slope) --
     @torch.no_grad()
     def serving_q(self, obs: Tensor) -> list[Tensor]:
-        """Per agent Q (B, A_k) in cents: the heads' plain mean (serving rule), scaled back from reward units."""
-        return [q.mean(dim=1) * self.reward_scale for q in self.agent_q(obs)]
+        """Per agent Q (B, A_k) in Q units: the heads' plain mean (serving rule); × `reward_unit` gives cents."""
+        return [q.mean(dim=1) for q in self.agent_q(obs)]
 
     def mixer_slopes(self, chosen: Tensor, obs: Tensor) -> Tensor:
         """w_k(s) = ∂Q_tot/∂q_k at the agents' chosen Q (B, N) → (B, N), ≥ 0 by monotonicity."""
@@ -398,7 +404,7 @@ class MarcaLearner(nn.Module):
         b = obs.shape[0]
         chosen = torch.stack([q[:, idx[:, i]] for i, q in enumerate(qs)], dim=2)  # (B, 384, N)
         team = self.mixer(chosen.reshape(b * idx.shape[0], -1), obs.repeat_interleave(idx.shape[0], dim=0))
-        return team.reshape(b, idx.shape[0]) * self.reward_scale
+        return team.reshape(b, idx.shape[0]) * self.reward_unit(obs)[:, None]
 
 
 class QmixLearner(MarcaLearner):
@@ -491,10 +497,11 @@ class MarcaPolicy:
         costs = self.cost.at_load(float(obs[0, _LOAD]))
         obs_t = torch.as_tensor(np.asarray(obs, np.float32))
         qs = self.learner.serving_q(obs_t)
+        unit = self.learner.reward_unit(obs_t)[:, None]  # cents per Q unit, (N, 1)
         choice = torch.stack([q.argmax(dim=1) for q in qs], dim=1)  # the λ = 0 choice
         for _ in range(self.slope_iterations):
             chosen = torch.stack([q.gather(1, choice[:, i : i + 1]).squeeze(1) for i, q in enumerate(qs)], dim=1)
-            slopes = self.learner.mixer_slopes(chosen / self.learner.reward_scale, obs_t)
+            slopes = self.learner.mixer_slopes(chosen, obs_t) * unit
             choice = torch.stack(
                 [
                     (slopes[:, i : i + 1] * q - lam * torch.as_tensor(c, dtype=q.dtype)[None, :]).argmax(dim=1)
@@ -575,10 +582,10 @@ def train(
         agent_actions = policy.agent_actions(obs)
         next_obs, rewards, done, info = sim.step(learner.split.to_joint(agent_actions))
         revenue = rewards["revenue"]
-        if interval == 0:  # ours: a fixed reward scale from the first (random-action) interval
-            learner.reward_scale.fill_(max(float(revenue.mean()), 1e-3))
-        replay.add(obs, agent_actions, revenue)
         value = np.maximum(np.asarray(info["request_value"], np.float64), 1e-6)
+        if interval == 0:  # ours: a fixed reward scale from the first (random-action) interval
+            learner.reward_scale.fill_(max(float((revenue / value).mean()), 1e-3))
+        replay.add(obs, agent_actions, revenue)
         learner.credit.update(agent_actions, revenue / value)
         if done.all():
             policy.reset()
