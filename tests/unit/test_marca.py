@@ -149,3 +149,19 @@ def test_registered_and_config_errors_name_the_field() -> None:
         M.MarcaConfig(num_heads=0)
     with pytest.raises(ValueError, match="variant"):
         M.train(TINY, "maddpg")
+
+
+def test_onnx_agent_steps_chained_along_the_cascade_match_torch(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import onnxruntime as ort
+
+    torch.manual_seed(2)
+    learner = M.MarcaLearner(TINY)
+    errors = M.export_agents(learner, tmp_path)
+    assert set(errors) == {"retrieval", "pre_rank", "rank"} and max(errors.values()) < 1e-5
+    obs = _obs(32).astype(np.float32)
+    state = np.zeros((32, TINY.hidden_size), np.float32)
+    expected = learner.serving_q(torch.as_tensor(obs))
+    for name, want in zip(learner.split.names, expected, strict=True):
+        session = ort.InferenceSession(str(tmp_path / f"{name}.onnx"), providers=["CPUExecutionProvider"])
+        q, state = session.run(["q_values", "next_hidden_state"], {"observation": obs, "hidden_state": state})
+        assert np.allclose(q, want.numpy(), atol=1e-5)
