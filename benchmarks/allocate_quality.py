@@ -345,13 +345,29 @@ def main(argv: list[str] | None = None) -> None:
         seeds, intervals, n = seeds[:2], 32, 128
     start = time.perf_counter()
     jobs = [(s, intervals, n, args.target) for s in seeds]
+    rows: list[dict[str, Any]] = []
     with get_context("spawn").Pool(min(args.workers, len(jobs))) as pool:
-        rows = pool.map(evaluate_seed, jobs)
-    metrics = summarise(rows, args.target)
-    seconds = time.perf_counter() - start
-    command = "python -m benchmarks.allocate_quality " + " ".join(argv if argv is not None else [])
+        # results are rewritten after every finished seed: an interrupted run leaves an honest partial file
+        for row in pool.imap_unordered(evaluate_seed, jobs):
+            rows.append(row)
+            write_summary(rows, seeds, intervals, n, args, argv, time.perf_counter() - start)
+
+
+def write_summary(
+    rows: list[dict[str, Any]],
+    seeds: list[int],
+    intervals: int,
+    n: int,
+    args: argparse.Namespace,
+    argv: list[str] | None,
+    seconds: float,
+) -> None:
+    done = sorted(r["seed"] for r in rows)
+    metrics = summarise(sorted(rows, key=lambda r: r["seed"]), args.target)
+    command = ("python -m benchmarks.allocate_quality " + " ".join(argv if argv is not None else [])).strip()
     extra = {
         "seeds": seeds,
+        "seeds_completed": done,
         "train_intervals": intervals,
         "requests_per_interval": n,
         "quick": args.quick,
@@ -359,14 +375,14 @@ def main(argv: list[str] | None = None) -> None:
         "seconds": seconds,
         "train_seconds": {v: float(np.mean([r[f"{v}_train_s"] for r in rows])) for v in VARIANTS},
     }
-    path = write_result("allocate_quality", metrics, command=command.strip(), extra=extra)
+    path = write_result("allocate_quality", metrics, command=command, extra=extra)
     header = (
-        f"# allocate quality (MaRCA) — {len(seeds)} seeds{' (--quick)' if args.quick else ''}, "
-        f"{intervals} training intervals, {n} requests/interval\n\n`{command.strip()}`"
+        f"# allocate quality (MaRCA) — {len(done)} of {len(seeds)} seeds done {done}"
+        f"{' (--quick)' if args.quick else ''}, {intervals} training intervals, {n} requests/interval\n\n`{command}`"
     )
     Path(path).with_suffix(".md").write_text(markdown(metrics, header))
-    print(markdown(metrics, header))
-    print(f"wrote {path} in {seconds:.0f} s")
+    print(markdown(metrics, header), flush=True)
+    print(f"wrote {path} after {seconds:.0f} s", flush=True)
 
 
 if __name__ == "__main__":
