@@ -29,6 +29,7 @@ BUILTIN_MODULES: tuple[str, ...] = (
     "training.algorithms.fixed_fusion",
     "training.algorithms.dqn",
     "training.algorithms.ddpg",
+    "training.algorithms.marca",
 )
 
 

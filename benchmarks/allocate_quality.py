@@ -1,0 +1,389 @@
+"""MaRCA on `allocate` (issue #16's check): revenue vs static and the best rule, Return % and Spearman of the
+AWRQ-Mixer and its QMIX/VDN/DQN baselines against the oracle, and the MPC balancer vs feedback.
+
+Per seed s (paired: every policy sees the same evaluation day, common random numbers):
+* each variant (marca, qmix, vdn, dqn) of training/algorithms/marca.py is trained online in the simulator
+  (seed s, `--intervals` intervals) and evaluated on day 1000 + s with the feedback λ controller of the
+  best one-parameter rule (u* = 0.8, g = 1.5: benchmarks/results/headroom_allocate.json's winner), so the
+  learned policies and the rule run at the same compute target;
+* the best static allocation and the best rule (feedback λ over v·Q̂(a) − λ·C(a)) of allocate_oracle.py,
+  and the oracle: the reference planner (exact expectations, foresight of the traffic curve, u* = 0.82);
+* Return % = revenue / the oracle's revenue on the same day; Spearman = per request, the rank correlation
+  of the learned Q_tot(s, a) over the 384 joint actions with the oracle's exact E[revenue | s, a] at the
+  interval's realised traffic and utilisation (every 8th interval, 64 requests), averaged;
+* MPC vs feedback (serving/balancer.py): MaRCA's agents with λ from `MPCBalancer` (load model fitted on two
+  simulated history days run under a λ-perturbed feedback controller; the diurnal forecast warmed on them)
+  or from `FeedbackBalancer` (the PI fallback), both aiming at `--target` (0.95 of budget, as the issue asks).
+  Utilisation μ = mean over intervals of compute used / budget; over-utilisation ν = share of intervals over
+  budget (and the mean excess beside it).
+
+Lifts are ratios of mean revenue per request − 1 with 95 % t-intervals over the paired per-day lifts.
+`--quick`: 2 seeds, fewer training intervals and requests (say so when quoting it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from scipy.stats import spearmanr
+
+from benchmarks.common import Metric, write_result
+from serving.balancer import DiurnalTrafficForecast, FeedbackBalancer, LoadModel, MPCBalancer
+from training.algorithms import marca as M
+from training.envs import allocate_oracle as O
+from training.envs.allocate import AllocateConfig, BatchedAllocateSim
+
+VARIANTS = ("marca", "qmix", "vdn", "dqn")
+STATIC_ACTION = (1, 1, 1, 1, 2, 0)  # headroom_allocate's best static allocation
+RULE_TARGET, RULE_GAIN = 0.8, 1.5  # headroom_allocate's best rule: feedback λ (u*, g)
+ORACLE_TARGET = 0.82  # headroom_allocate's reference planner u*
+T_975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
+_LOAD, _UTIL = 1, 2
+PI_GAINS = (0.3, 0.05)  # (k_p, k_i) of the feedback balancer, scaled to this world's λ (see `pi`)
+LAMBDA_MAX = 5.0
+
+
+@dataclass(frozen=True)
+class Day:
+    """One evaluation day of one policy: per interval mean revenue per request, traffic, utilisation; Spearman."""
+
+    revenue: np.ndarray
+    traffic: np.ndarray
+    utilisation: np.ndarray
+    spearman: float
+
+    @property
+    def revenue_per_day(self) -> float:
+        return float((self.revenue * self.traffic).sum() / self.traffic.sum())
+
+
+def run_day(
+    policy: Callable[[np.ndarray], np.ndarray],
+    config: AllocateConfig,
+    n: int,
+    seed: int,
+    learner: M.MarcaLearner | None = None,
+    sample_every: int = 8,
+    sample_requests: int = 64,
+) -> Day:
+    sim = BatchedAllocateSim(n, config, seed, autoreset=False)
+    obs = sim.reset(seed)
+    reset = getattr(policy, "reset", None)
+    if reset is not None:
+        reset()
+    revenue, traffic, utilisation, rhos = [], [], [], []
+    t = 0
+    while True:
+        next_obs, rewards, done, info = sim.step(policy(obs))
+        revenue.append(float(rewards["revenue"].mean()))
+        traffic.append(info["load"])
+        utilisation.append(info["utilisation"])
+        if learner is not None and t % sample_every == 0:
+            rows = obs[:sample_requests]
+            truth = O.expected_revenue(config, O.Requests.from_observation(rows), info["load"], info["utilisation"])
+            predicted = learner.joint_action_values(torch.as_tensor(rows)).numpy()
+            rhos += [spearmanr(p, q).statistic for p, q in zip(predicted, truth, strict=True)]
+        obs, t = next_obs, t + 1
+        if done.all():
+            break
+    return Day(
+        np.asarray(revenue),
+        np.asarray(traffic),
+        np.asarray(utilisation),
+        float(np.nanmean(rhos)) if rhos else float("nan"),
+    )
+
+
+class BalancerLambda:
+    """λ controller for MarcaPolicy driven by a serving/balancer.py balancer (MPC or feedback), one call per interval."""
+
+    def __init__(
+        self,
+        make: Callable[[], MPCBalancer | FeedbackBalancer],
+        forecast: DiurnalTrafficForecast,
+        intervals_per_day: int,
+        initial: float = 1.0,
+    ) -> None:
+        self.make, self.forecast, self.per_day, self.initial = make, forecast, intervals_per_day, initial
+        self.reset()
+
+    def reset(self) -> None:
+        self.balancer, self.lam, self._first = self.make(), self.initial, True
+
+    def __call__(self, obs: np.ndarray) -> float:
+        slot = O.interval_of(obs, self.per_day)
+        if not self._first:  # the first reading of a day is the neutral 0
+            measured, load = float(obs[0, _UTIL]), float(obs[0, _LOAD])
+            self.forecast.observe((slot - 1) % self.per_day, load)
+            if isinstance(self.balancer, MPCBalancer):
+                horizon = self.balancer.horizon
+                self.lam = self.balancer.update(measured, self.forecast.forecast(slot, horizon), self.lam)
+            else:
+                self.lam = self.balancer.update(measured, self.lam)
+        self._first = False
+        return self.lam
+
+
+class PerturbedFeedback(M.FeedbackLambda):
+    """The feedback λ with multiplicative noise: excitation for fitting the load model on history days."""
+
+    def __init__(self, target: float, gain: float, noise: float, seed: int) -> None:
+        super().__init__(target, gain)
+        self.noise, self.rng = noise, np.random.default_rng(seed)
+
+    def __call__(self, obs: np.ndarray) -> float:
+        return super().__call__(obs) * float(np.exp(self.noise * self.rng.standard_normal()))
+
+
+def history_for_load_model(
+    learner: M.MarcaLearner, cost: M.CostTable, config: AllocateConfig, n: int, seeds: Sequence[int], target: float
+) -> tuple[LoadModel, DiurnalTrafficForecast]:
+    controller = PerturbedFeedback(target, RULE_GAIN, 0.4, seeds[0])
+    policy = M.MarcaPolicy(learner, cost, controller)
+    forecast = DiurnalTrafficForecast(config.intervals_per_day)
+    u, q, lam = [], [], []
+    for seed in seeds:
+        sim = BatchedAllocateSim(n, config, seed, autoreset=False)
+        obs = sim.reset(seed)
+        policy.reset()
+        while True:
+            obs, _, done, info = sim.step(policy(obs))
+            u.append(info["utilisation"])
+            q.append(info["load"])
+            lam.append(policy.lam)
+            forecast.observe(int(info["interval"]) % config.intervals_per_day, info["load"])
+            if done.all():
+                break
+    return LoadModel.fit(np.asarray(u), np.asarray(q), np.asarray(lam)), forecast
+
+
+def pi(target: float) -> FeedbackBalancer:
+    """serving/balancer.py's PI controller with gains in this world's λ units (cents per compute unit, λ ~ 0.1–1;
+    the defaults k_p = 2, k_i = 0.5 swing λ across its whole range in one interval here)."""
+    return FeedbackBalancer(target_utilisation=target, k_p=PI_GAINS[0], k_i=PI_GAINS[1], lambda_max=LAMBDA_MAX)
+
+
+def evaluate_seed(job: tuple[int, int, int, float]) -> dict[str, Any]:
+    """Train every variant on seed s and evaluate all policies on day 1000 + s."""
+    seed, intervals, n, target = job
+    torch.set_num_threads(1)
+    config = AllocateConfig()
+    day = 1000 + seed
+    out: dict[str, Any] = {"seed": seed}
+    out["static"] = run_day(O.StaticRule(STATIC_ACTION), config, n, day)
+    rule = O.ValueCostRule(O.rule_quality_table(config), O.cost_table(config), "feedback", RULE_TARGET, gain=RULE_GAIN)
+    out["rule"] = run_day(rule, config, n, day)
+    out["oracle"] = run_day(O.ReferencePlanner(config, ORACLE_TARGET), config, n, day)
+    cfg = M.MarcaConfig(seed=seed, train_intervals=intervals, requests_per_interval=n)
+    learners = {}
+    for variant in VARIANTS:
+        started = time.perf_counter()
+        learner = M.train(cfg, variant, config).learner
+        learners[variant] = learner
+        cost = M.CostTable.from_simulator(config, learner.split)
+        policy = M.MarcaPolicy(learner, cost, M.FeedbackLambda(RULE_TARGET, RULE_GAIN))
+        out[variant] = run_day(policy, config, n, day, learner=learner)
+        out[f"{variant}_train_s"] = time.perf_counter() - started
+    # MPC vs feedback balancer, both driving MaRCA's agents at the issue's target
+    learner = learners["marca"]
+    cost = M.CostTable.from_simulator(config, learner.split)
+    model, forecast = history_for_load_model(learner, cost, config, n, [500 + seed, 600 + seed], target)
+    out["load_model_rmse"] = model.rmse
+    mpc = BalancerLambda(
+        lambda: MPCBalancer(target_utilisation=target, model=model, lambda_max=LAMBDA_MAX, fallback=pi(target)),
+        forecast,
+        config.intervals_per_day,
+    )
+    out["mpc"] = run_day(M.MarcaPolicy(learner, cost, mpc), config, n, day)
+    feedback = BalancerLambda(
+        lambda: pi(target),
+        DiurnalTrafficForecast(config.intervals_per_day),
+        config.intervals_per_day,
+    )
+    out["feedback"] = run_day(M.MarcaPolicy(learner, cost, feedback), config, n, day)
+    print(
+        f"seed {seed}: " + ", ".join(f"{k} {v.revenue_per_day:.3f}" for k, v in out.items() if isinstance(v, Day)),
+        flush=True,
+    )
+    return out
+
+
+def paired(new: Sequence[Day], base: Sequence[Day]) -> tuple[float, tuple[float, float] | None]:
+    a = np.asarray([d.revenue_per_day for d in new])
+    b = np.asarray([d.revenue_per_day for d in base])
+    per_day = a / b - 1.0
+    lift = float(a.mean() / b.mean() - 1.0)
+    if per_day.size < 2:
+        return lift, None
+    half = T_975.get(per_day.size - 1, 1.96) * float(per_day.std(ddof=1)) / np.sqrt(per_day.size)
+    return lift, (float(per_day.mean() - half), float(per_day.mean() + half))
+
+
+def mean_ci(values: Sequence[float]) -> tuple[float, tuple[float, float] | None]:
+    x = np.asarray(values, np.float64)
+    if x.size < 2:
+        return float(x.mean()), None
+    half = T_975.get(x.size - 1, 1.96) * float(x.std(ddof=1)) / np.sqrt(x.size)
+    return float(x.mean()), (float(x.mean() - half), float(x.mean() + half))
+
+
+def summarise(rows: list[dict[str, Any]], target: float) -> list[Metric]:
+    days = {k: [r[k] for r in rows] for k in ("static", "rule", "oracle", *VARIANTS, "mpc", "feedback")}
+    metrics: list[Metric] = []
+    lift, ci = paired(days["marca"], days["static"])
+    metrics.append(Metric("allocate.marca.revenue_lift_vs_static", lift, "ratio", goal=(">=", 0.15), ci=ci))
+    lift, ci = paired(days["marca"], days["rule"])
+    metrics.append(
+        Metric(
+            "allocate.marca.revenue_lift_vs_rule",
+            lift,
+            "ratio",
+            goal=(">=", 0.03),
+            ci=ci,
+            note="rule: feedback λ over v·Q̂(a) − λ·C(a), u* = 0.8 (headroom_allocate's best)",
+        )
+    )
+    lift, ci = paired(days["oracle"], days["rule"])
+    metrics.append(Metric("allocate.oracle.revenue_lift_vs_rule", lift, "ratio", ci=ci, note="the world's ceiling"))
+    for name in ("static", "rule", *VARIANTS):
+        value, ci = mean_ci(
+            [d.revenue_per_day / o.revenue_per_day for d, o in zip(days[name], days["oracle"], strict=True)]
+        )
+        metrics.append(
+            Metric(
+                f"allocate.{name}.return_pct", 100.0 * value, "%", ci=None if ci is None else (100 * ci[0], 100 * ci[1])
+            )
+        )
+    for name in VARIANTS:
+        value, ci = mean_ci([d.spearman for d in days[name]])
+        metrics.append(Metric(f"allocate.{name}.spearman", value, "", ci=ci))
+        if name != "marca":
+            lift, ci = paired(days["marca"], days[name])
+            metrics.append(Metric(f"allocate.marca.revenue_lift_vs_{name}", lift, "ratio", ci=ci))
+    for name in ("static", "rule", "oracle", *VARIANTS):
+        metrics.append(
+            Metric(
+                f"allocate.{name}.mean_utilisation",
+                float(np.mean([d.utilisation.mean() for d in days[name]])),
+                "budget",
+            )
+        )
+        metrics.append(
+            Metric(
+                f"allocate.{name}.revenue_per_request", float(np.mean([d.revenue_per_day for d in days[name]])), "cents"
+            )
+        )
+    for name in ("mpc", "feedback"):
+        util = float(np.mean([d.utilisation.mean() for d in days[name]]))
+        over = float(np.mean([(d.utilisation > 1.0).mean() for d in days[name]]))
+        excess = float(np.mean([np.maximum(d.utilisation - 1.0, 0.0).mean() for d in days[name]]))
+        base = None if name == "feedback" else "allocate.feedback"
+        metrics.append(
+            Metric(
+                f"allocate.{name}.utilisation",
+                util,
+                "budget",
+                goal=(">=", 0.95) if name == "mpc" else None,
+                baseline=None
+                if base is None
+                else (f"{base}.utilisation", float(np.mean([d.utilisation.mean() for d in days["feedback"]]))),
+            )
+        )
+        metrics.append(
+            Metric(
+                f"allocate.{name}.over_utilisation",
+                over,
+                "share of intervals",
+                goal=("<=", 0.01) if name == "mpc" else None,
+            )
+        )
+        metrics.append(Metric(f"allocate.{name}.mean_excess_utilisation", excess, "budget"))
+        metrics.append(
+            Metric(
+                f"allocate.{name}.revenue_per_request",
+                float(np.mean([d.revenue_per_day for d in days[name]])),
+                "cents",
+                note=f"MaRCA agents, balancer target {target}",
+            )
+        )
+    value, _ = mean_ci([r["load_model_rmse"] for r in rows])
+    metrics.append(Metric("allocate.mpc.load_model_rmse", value, "budget"))
+    return metrics
+
+
+def markdown(metrics: list[Metric], header: str) -> str:
+    lines = [header, "", "| metric | value | 95 % CI | goal | met |", "|---|---|---|---|---|"]
+    for m in metrics:
+        j = m.to_json()
+        ci = f"[{m.ci[0]:.4f}, {m.ci[1]:.4f}]" if m.ci else ""
+        goal = f"{m.goal[0]} {m.goal[1]}" if m.goal else ""
+        met = "" if "met" not in j else ("yes" if j["met"] else "**no**")
+        lines.append(f"| `{m.name}` | {m.value:.4f} {m.unit} | {ci} | {goal} | {met} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    p.add_argument("--seeds", default="0,1,2,3,4", help="training seeds; evaluation day = 1000 + seed")
+    p.add_argument("--intervals", type=int, default=96, help="training intervals per variant (96 = one day)")
+    p.add_argument("--requests", type=int, default=256, help="requests per interval")
+    p.add_argument("--target", type=float, default=0.95, help="utilisation target of the MPC and feedback balancers")
+    p.add_argument("--workers", type=int, default=2, help="processes (one seed each)")
+    p.add_argument("--quick", action="store_true", help="2 seeds, 32 training intervals, 128 requests")
+    args = p.parse_args(argv)
+    seeds = [int(s) for s in args.seeds.split(",")]
+    intervals, n = args.intervals, args.requests
+    if args.quick:
+        seeds, intervals, n = seeds[:2], 32, 128
+    start = time.perf_counter()
+    jobs = [(s, intervals, n, args.target) for s in seeds]
+    rows: list[dict[str, Any]] = []
+    with get_context("spawn").Pool(min(args.workers, len(jobs))) as pool:
+        # results are rewritten after every finished seed: an interrupted run leaves an honest partial file
+        for row in pool.imap_unordered(evaluate_seed, jobs):
+            rows.append(row)
+            write_summary(rows, seeds, intervals, n, args, argv, time.perf_counter() - start)
+
+
+def write_summary(
+    rows: list[dict[str, Any]],
+    seeds: list[int],
+    intervals: int,
+    n: int,
+    args: argparse.Namespace,
+    argv: list[str] | None,
+    seconds: float,
+) -> None:
+    done = sorted(r["seed"] for r in rows)
+    metrics = summarise(sorted(rows, key=lambda r: r["seed"]), args.target)
+    command = ("python -m benchmarks.allocate_quality " + " ".join(argv if argv is not None else [])).strip()
+    extra = {
+        "seeds": seeds,
+        "seeds_completed": done,
+        "train_intervals": intervals,
+        "requests_per_interval": n,
+        "quick": args.quick,
+        "balancer_target": args.target,
+        "seconds": seconds,
+        "train_seconds": {v: float(np.mean([r[f"{v}_train_s"] for r in rows])) for v in VARIANTS},
+    }
+    path = write_result("allocate_quality", metrics, command=command, extra=extra)
+    header = (
+        f"# allocate quality (MaRCA) — {len(done)} of {len(seeds)} seeds done {done}"
+        f"{' (--quick)' if args.quick else ''}, {intervals} training intervals, {n} requests/interval\n\n`{command}`"
+    )
+    Path(path).with_suffix(".md").write_text(markdown(metrics, header))
+    print(markdown(metrics, header), flush=True)
+    print(f"wrote {path} after {seconds:.0f} s", flush=True)
+
+
+if __name__ == "__main__":
+    main()
