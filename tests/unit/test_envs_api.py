@@ -323,4 +323,7 @@ def test_rank_paired_rows_reduce_the_spread_of_paired_episode_returns() -> None:
             ]
         )
 
-    assert paired_differences(True).std() < 0.3 * paired_differences(False).std()
+    # World 2.0's leave hazard and satiation let the two rows of a pair drift apart once their
+    # pages differ, so pairing removes less than in the old world (~3x here, was > 3.3x); the
+    # per-user common-random-numbers check lives in test_envs_tradeoffs.py.
+    assert paired_differences(True).std() < 0.5 * paired_differences(False).std()
