@@ -1,6 +1,7 @@
 """Issue 15's check: learnable headroom and a binding constraint in every world.
 
     python -m benchmarks.headroom [--quick] [--problems rank,slot,allocate] [--seeds 0,1,2,3,4]
+    python -m benchmarks.headroom --from-results   # gather the per-problem full runs already measured
 
 For each problem, `benchmarks.headroom_<problem>.run(seeds, quick)` compares a
 state-aware reference policy (built with knowledge of the simulator) with the
@@ -21,12 +22,15 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import time
+from pathlib import Path
 from typing import Any
 
 from benchmarks.common import Metric, write_result
 
 PROBLEMS = ("rank", "slot", "allocate")
+RESULTS = Path(__file__).resolve().parent / "results"
 GOALS: dict[str, tuple[str, float]] = {
     "headroom.rank.lift": (">=", 0.05),
     "headroom.slot.lift": (">=", 0.05),
@@ -69,6 +73,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--quick", action="store_true", help="each module's quick mode (recorded rules / fewer users)")
     p.add_argument("--problems", default=",".join(PROBLEMS))
     p.add_argument("--seeds", default="", help="evaluation seeds for every problem (default: each module's own)")
+    p.add_argument(
+        "--from-results",
+        action="store_true",
+        help="do not rerun: gather benchmarks/results/headroom_<problem>.json (each module's own full run; "
+        "a full run of all three takes ~30 min on 2 cores)",
+    )
     a = p.parse_args(argv)
     problems = [x for x in a.problems.split(",") if x]
     unknown = sorted(set(problems) - set(PROBLEMS))
@@ -76,7 +86,17 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"--problems: unknown {unknown}; known: {list(PROBLEMS)}")
     metrics: list[Metric] = []
     seconds: dict[str, float] = {}
+    sources: dict[str, str] = {}
     for problem in problems:
+        if a.from_results:
+            own = json.loads((RESULTS / f"headroom_{problem}.json").read_text())
+            values = {m["name"]: m["value"] for m in own["metrics"]}
+            for m in own["metrics"]:
+                if m.get("ci"):
+                    values[f"{m['name']}_ci_low"], values[f"{m['name']}_ci_high"] = m["ci"]
+            sources[problem] = f"{own['command']} (commit {own.get('git_commit', '?')}, {own.get('timestamp', '?')})"
+            metrics += _metrics(problem, values)
+            continue
         module: Any = importlib.import_module(f"benchmarks.headroom_{problem}")
         seeds = [int(s) for s in a.seeds.split(",")] if a.seeds else list(module.EVAL_SEEDS)
         t0 = time.monotonic()
@@ -90,10 +110,11 @@ def main(argv: list[str] | None = None) -> None:
         "headroom",
         metrics,
         command="python -m benchmarks.headroom"
+        + (" --from-results" if a.from_results else "")
         + (" --quick" if a.quick else "")
         + (f" --problems {a.problems}" if a.problems != ",".join(PROBLEMS) else "")
         + (f" --seeds {a.seeds}" if a.seeds else ""),
-        extra={"markdown": table, "seconds": seconds},
+        extra={"markdown": table, "seconds": seconds, "gathered_from": sources},
     )
     print(table)
     print(f"wrote {path}")
