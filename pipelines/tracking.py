@@ -83,6 +83,10 @@ def log_step(
     uri = tracking_uri()
     if uri is None:
         return None
+    # mlflow.set_tracking_uri also writes MLFLOW_TRACKING_URI into this process's environment, which
+    # tracking_uri() reads as the user's choice: put back what was there, so one TROUPE_HOME's store
+    # does not leak into the next step run from another home in the same process (tests, `troupe loop`).
+    user_choice = os.environ.get("MLFLOW_TRACKING_URI")
     try:
         import mlflow
 
@@ -110,6 +114,11 @@ def log_step(
         log.warning("MLflow tracking of %s %s failed (%s: %s); the run folder keeps the results",
                     problem, step, type(exc).__name__, exc)  # fmt: skip
         return None
+    finally:
+        if user_choice is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = user_choice
 
 
 def _log_curves(mlflow: Any, path: Path) -> int:

@@ -10,6 +10,7 @@ import pytest
 
 from infra.broker import EmbeddedBroker, create_topics
 from models.events import to_json
+from models.problems import RANK
 from pipelines.jobs.dataset import DatasetConfig, build_dataset, read_transitions, transition_columns
 from pipelines.jobs.ingest import IngestConfig, commit_events
 from tests.integration._events import T0, decision, feedback
@@ -18,7 +19,7 @@ S = dt.timedelta(seconds=1)
 
 
 def obs(v: float) -> list[float]:
-    return [v] * 24
+    return [v] * RANK.observation_size
 
 
 @pytest.fixture
@@ -71,7 +72,7 @@ def test_join_sessions_and_counts_with_known_delays(lake: Path) -> None:
     assert (r4["reward_watch_time"], r4["reward_click"], r4["reward_like"]) == (30.0, 1.0, 1.0)
     # Trajectory of session s1: d1 → d2 (d2 itself dropped later), d4 ends the session.
     assert r1["next_observation"] == obs(0.2) and r1["done"] is False and r1["session_id"] == "s1"
-    assert r4["done"] is True and r4["next_observation"] == [0.0] * 24
+    assert r4["done"] is True and r4["next_observation"] == [0.0] * RANK.observation_size
     # user-b has no session ids: session_end after d5, then a 4000 s gap after d6.
     r5, r6, r7 = rows["req-rank-5"], rows["req-rank-6"], rows["req-rank-7"]
     assert r5["done"] and r6["done"] and r7["done"]

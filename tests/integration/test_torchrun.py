@@ -32,14 +32,14 @@ def _dataset(path: Path) -> None:
     task = TaskSpec.from_problem(RANK)
     g = torch.Generator().manual_seed(0)
     n = 512
-    obs = torch.rand(n, 24, generator=g)
+    obs = torch.rand(n, task.obs_size, generator=g)
     action = torch.rand(n, 18, generator=g)
     rewards = torch.rand(n, 6, generator=g) * torch.tensor([300.0, 2, 1, 0.2, 0.3, 0.2])
     batch = TransitionBatch(
         obs,
         action,
         rewards,
-        torch.rand(n, 24, generator=g),
+        torch.rand(n, task.obs_size, generator=g),
         (torch.rand(n, generator=g) < 0.1).float(),
         torch.full((n,), -5.0),
     )
