@@ -150,7 +150,8 @@ TSCAC's stage two (which imitates the better episode of each pair) moves the wei
 (re-rank click weight 0.3 → 0.43 in 20 iterations, where the constant optimum has 1.0).
 
 Fifth round (2026-11-22): is there anything for a learned policy to find? A policy beats the best constant
-weights only where different contexts want different weights. `benchmarks/rank_headroom.py` looks for
+weights only where different contexts want different weights. `benchmarks/rank_headroom.py` (the old
+world's check, since replaced by `benchmarks/headroom_rank.py` on simulators 2.0) looked for
 such contexts without any learning: per context, a table of weights (one row per context value) starts
 at the best constant and is improved by two coordinate sweeps with the fixed-fusion rule on the search
 users, then is compared with the constant on this table's five evaluation seeds
