@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
+from training.rl.functional import n_step_targets
 from training.rl.offpolicy_functional import (
     clipped_double_q_targets,
     dqn_targets,
-    n_step_returns,
     target_policy_smoothing,
 )
 
@@ -18,7 +18,7 @@ def test_n_step_returns_two_steps_hand_computed() -> None:
     r = torch.tensor([1.0, 2.0, 3.0])
     v_next = torch.tensor([4.0, 8.0, 16.0])  # V(s1), V(s2), V(s3)
     d = torch.zeros(3)
-    g = n_step_returns(r, v_next, d, 0.5, 2)
+    g = n_step_targets(r, v_next, d, 0.5, 2)
     assert g[0].item() == pytest.approx(1 + 0.5 * 2 + 0.25 * 8)
     assert g[1].item() == pytest.approx(2 + 0.5 * 3 + 0.25 * 16)
     # last step: the sequence runs out → one reward, bootstrapped from its own s'
@@ -29,13 +29,13 @@ def test_n_step_returns_stops_at_termination_and_bootstraps_truncation() -> None
     r = torch.tensor([1.0, 2.0, 3.0, 4.0])
     v_next = torch.tensor([10.0, 20.0, 30.0, 40.0])
     done = torch.tensor([0.0, 1.0, 0.0, 0.0])  # terminal after step 1
-    g = n_step_returns(r, v_next, done, 0.9, 3)
+    g = n_step_targets(r, v_next, done, 0.9, 3)
     assert g[0].item() == pytest.approx(1 + 0.9 * 2)  # no bootstrap past the terminal
     assert g[1].item() == pytest.approx(2.0)
     assert g[2].item() == pytest.approx(3 + 0.9 * 4 + 0.81 * 40)
     # truncation after step 0: cut there, but bootstrap from V(s1)
     ends = torch.tensor([1.0, 0.0, 0.0, 0.0])
-    g2 = n_step_returns(r, v_next, torch.zeros(4), 0.9, 3, ends=ends)
+    g2 = n_step_targets(r, v_next, torch.zeros(4), 0.9, 3, ends=ends)
     assert g2[0].item() == pytest.approx(1 + 0.9 * 10)
 
 
@@ -43,10 +43,10 @@ def test_n_step_one_equals_td_target_and_gamma_per_signal() -> None:
     r = torch.tensor([[1.0, 2.0], [3.0, 4.0]])
     v = torch.tensor([[5.0, 6.0], [7.0, 8.0]])
     d = torch.zeros(2, 2)
-    g = n_step_returns(r, v, d, torch.tensor([0.5, 0.0]), 1)
+    g = n_step_targets(r, v, d, torch.tensor([0.5, 0.0]), 1)
     assert torch.allclose(g, torch.tensor([[1 + 2.5, 2.0], [3 + 3.5, 4.0]]))
     with pytest.raises(ValueError, match="n must be"):
-        n_step_returns(r, v, d, 0.9, 0)
+        n_step_targets(r, v, d, 0.9, 0)
 
 
 def test_dqn_and_double_dqn_targets() -> None:
@@ -89,16 +89,3 @@ def test_target_policy_smoothing_clips_noise_and_action() -> None:
     # the same generator seed reproduces ε exactly: out = clip(a + clip(σ·z, −c, c))
     z = torch.randn(4000, 3, generator=torch.Generator().manual_seed(0))
     assert torch.allclose(out, torch.clamp(a + torch.clamp(z, -0.5, 0.5), -1.0, 1.0))
-
-
-def test_n_step_returns_agree_with_the_core_n_step_targets() -> None:
-    """Two independent implementations (ours vectorised over t, core's looped) on random episodes."""
-    from training.rl.functional import n_step_targets
-
-    g = torch.Generator().manual_seed(0)
-    r, v = torch.randn(12, 4, generator=g), torch.randn(12, 4, generator=g)
-    done = (torch.rand(12, 4, generator=g) < 0.15).float()
-    ends = torch.maximum(done, (torch.rand(12, 4, generator=g) < 0.1).float())
-    for n in (1, 3, 5):
-        ours = n_step_returns(r, v, done, 0.8, n, ends=ends)
-        assert torch.allclose(ours, n_step_targets(r, v, done, 0.8, n, ends=ends), atol=1e-6)

@@ -39,8 +39,8 @@ from torch import Tensor, nn
 
 from models.problems import DiscreteAction, MultiDiscreteAction
 from training.rl.discrete import components_to_joint, epsilon_greedy, joint_to_components, linear_epsilon, masked_argmax
-from training.rl.functional import soft_update
-from training.rl.offpolicy_functional import dqn_targets, n_step_returns
+from training.rl.functional import n_step_targets, soft_update
+from training.rl.offpolicy_functional import dqn_targets
 from training.rl.recurrent import RecurrentQNetwork, unroll_with_burn_in
 from training.rl.registry import AlgorithmSpec, register_algorithm
 from training.rl.replay import NStepWriter, ReplayBuffer, SequenceReplay, SequenceWriter
@@ -318,7 +318,7 @@ class RecurrentDQNLoss(DQNLoss):
             mask = batch["mask"][burn:]
             expand = (*mask.shape, k)
             ends = (batch["terminated"][burn:] | batch["truncated"][burn:]) | (mask == 0)
-            target = n_step_returns(
+            target = n_step_targets(
                 batch["reward"][burn:].unsqueeze(-1).expand(expand),
                 next_value,
                 batch["terminated"][burn:].unsqueeze(-1).expand(expand).float(),

@@ -166,25 +166,28 @@ def n_step_targets(
     if rewards.shape != next_values.shape or dones.shape != rewards.shape:
         raise ValueError("n_step_targets: rewards, next_values and dones must have the same shape (T, ...)")
     g = _as_tensor(gamma, rewards)
-    d = dones.to(rewards)
-    e = d if ends is None else ends.to(rewards)
-    horizon = rewards.shape[0]
-    out = torch.empty_like(rewards)
-    for t in range(horizon):
-        total = torch.zeros_like(rewards[0])
-        discount = torch.ones_like(rewards[0])
-        alive = torch.ones_like(rewards[0])  # 1 until the episode ended inside the window
-        bootstrap = torch.zeros_like(rewards[0])
-        last = min(t + n, horizon) - 1
-        for i in range(t, last + 1):
-            total = total + alive * discount * rewards[i]
-            # This step is the window's last one for rows still alive that end here or reach the window's end.
-            stop_here = alive * (e[i] if i < last else torch.ones_like(e[i]))
-            bootstrap = bootstrap + stop_here * discount * g * (1.0 - d[i]) * next_values[i]
-            alive = alive * (1.0 - e[i])
-            discount = discount * g
-        out[t] = total + bootstrap
-    return out
+    done = dones.to(rewards)
+    end = done if ends is None else torch.maximum(ends.to(rewards), done)  # a termination is always an end
+
+    def shifted(x: Tensor, k: int) -> Tensor:
+        """x[t + k] for every t, zero past the rollout's end."""
+        return torch.cat([x[k:], torch.zeros_like(x[:k])]) if k else x
+
+    # One pass per look-ahead step k over all t at once (n passes, not T·n): row t sums rewards while
+    # `active`, and bootstraps at the step where its window stops (episode end, n-th step, rollout end).
+    ones = torch.ones_like(rewards)
+    total = torch.zeros_like(rewards)
+    discount = torch.ones_like(rewards)
+    active = torch.ones_like(rewards)
+    for k in range(n):
+        live = active * shifted(ones, k)  # t + k inside the rollout
+        total = total + live * discount * shifted(rewards, k)
+        is_last_step = (shifted(ones, k + 1) == 0).to(rewards)  # t + k is the rollout's last step
+        stop = live * torch.clamp(shifted(end, k) + float(k == n - 1) + is_last_step, max=1.0)
+        total = total + stop * discount * g * (1.0 - shifted(done, k)) * shifted(next_values, k)
+        discount = discount * g
+        active = live * (1.0 - stop)
+    return total
 
 
 def constraint_slack(values: Tensor, thresholds: Tensor, senses: Tensor, relative: bool = False) -> Tensor:

@@ -10,7 +10,8 @@ Termination vs truncation, everywhere: `dones` (terminated) stops
 bootstrapping; `ends` (terminated or truncated — an episode boundary) only cuts
 a multi-step sum. A time limit is an end, not a done.
 
-* `n_step_returns`        — G_t^(n) over a time-major sequence (R2D2 sequences, the n-step writer).
+n-step returns over a time-major sequence (R2D2 sequences, the n-step writer) are
+`training.rl.functional.n_step_targets`.
 * `dqn_targets`           — y = r + γ max_a Q'(s', a) (Mnih 2015) or, given the online net's
                              next Q-values, double DQN y = r + γ Q'(s', argmax_a Q(s', a))
                              (van Hasselt 2016).
@@ -26,57 +27,6 @@ from torch import Tensor
 
 def _as_tensor(x: float | Tensor, like: Tensor) -> Tensor:
     return x.to(like) if isinstance(x, Tensor) else torch.as_tensor(x, dtype=like.dtype, device=like.device)
-
-
-def n_step_returns(
-    rewards: Tensor,
-    next_values: Tensor,
-    dones: Tensor,
-    gamma: float | Tensor,
-    n: int,
-    ends: Tensor | None = None,
-) -> Tensor:
-    """n-step bootstrapped returns over a time-major sequence.
-
-    rewards, next_values, dones, ends: (T, ...). `next_values[t]` is the
-    bootstrap value of s_{t+1} for the transition at t (e.g. max_a Q'(s_{t+1}, a)).
-    For each t, with k* the first step ≥ t where an episode ends (or the
-    sequence runs out) and m = min(n, k* − t + 1) steps summed:
-
-        G_t = Σ_{k<m} γ^k r_{t+k} + γ^m (1 − done_{t+m−1}) V(s_{t+m})
-
-    so a terminal step contributes its reward and no bootstrap, a truncation
-    bootstraps from its own s', and the last steps of the sequence use fewer
-    than n rewards (as R2D2's sequence ends do). Returns (T, ...).
-    """
-    if n < 1:
-        raise ValueError(f"n_step_returns: n must be ≥ 1, got {n}")
-    if rewards.shape != next_values.shape or rewards.shape != dones.shape:
-        raise ValueError(
-            f"n_step_returns: rewards {tuple(rewards.shape)}, next_values {tuple(next_values.shape)} and "
-            f"dones {tuple(dones.shape)} must have the same shape (T, ...)"
-        )
-    g = _as_tensor(gamma, rewards)
-    done = dones.to(rewards)
-    end = done if ends is None else torch.maximum(ends.to(rewards), done)
-
-    def shifted(x: Tensor, k: int) -> Tensor:
-        """x[t + k] for every t, zero past the sequence end."""
-        return torch.cat([x[k:], torch.zeros_like(x[:k])]) if k else x
-
-    ones = torch.ones_like(rewards)
-    total = torch.zeros_like(rewards)
-    discount = torch.ones_like(rewards)
-    active = torch.ones_like(rewards)  # 1 while row t is still summing rewards
-    for k in range(n):
-        live = active * shifted(ones, k)  # t + k inside the sequence
-        total = total + live * discount * shifted(rewards, k)
-        is_last_step = shifted(ones, k + 1) == 0  # t + k is the sequence's last step
-        stop = live * torch.clamp(shifted(end, k) + float(k == n - 1) + is_last_step.to(rewards), max=1.0)
-        total = total + stop * discount * g * (1.0 - shifted(done, k)) * shifted(next_values, k)
-        discount = discount * g
-        active = live * (1.0 - stop)
-    return total
 
 
 def dqn_targets(
