@@ -211,6 +211,20 @@ def spool_drained(home: Path, timeout_s: float) -> bool:
     return False
 
 
+def settled_metrics(base: str, name: str, want: float, timeout_s: float) -> str:
+    """/metrics once `name` reads `want`, or the last scrape at the timeout.
+
+    Each worker writes its live gauges from a refresh loop once a second (serving/metrics.py), so a
+    scrape taken the instant the spool empties on disk may still show the other worker's last value.
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        text = httpx.get(f"{base}/metrics", timeout=10).text
+        if _metric(text, name) == want or time.monotonic() > deadline:
+            return text
+        time.sleep(0.25)
+
+
 def _metric(text: str, name: str) -> float:
     for line in text.splitlines():
         if line.startswith(name + " ") or line.startswith(name + "{"):
@@ -267,7 +281,7 @@ def two_workers_broker_freeze(work: Path, freeze_s: float, rate: float, cycles: 
 
                 asyncio.run(run())
             counts.notes["spool_drained"] = spool_drained(home, 60.0)
-            metrics = httpx.get(f"{base}/metrics", timeout=10).text
+            metrics = settled_metrics(base, "troupe_spool_size", 0.0, timeout_s=10.0)
             counts.notes["spool_gauge_after"] = _metric(metrics, "troupe_spool_size")
             counts.notes["http_requests_counted"] = sum(
                 float(line.rsplit(" ", 1)[1])
