@@ -22,7 +22,8 @@ from fastapi_offline import FastAPIOffline
 
 from models.logging import log_event
 from models.registry import ModelRegistry
-from serving.api import admin, decide, health
+from serving.allocate_balancer import AllocateLambda
+from serving.api import admin, allocate_admin, decide, health
 from serving.api.body import add_body_schemas
 from serving.api.deps import AppState
 from serving.api.fast_decide import FastDecide
@@ -128,8 +129,11 @@ def create_app(
                 temperature=s.exploration_temperature, epsilon=s.exploration_epsilon, std_scale=s.exploration_std_scale
             ),
         )
+        allocate_lambda = AllocateLambda(state)
+        service.allocate_lambda = allocate_lambda.current
+        app.state.troupe_allocate = allocate_lambda
         metrics.add_callback(
-            lambda: _live_gauges(service, prod),
+            lambda: _live_gauges(service, prod, allocate_lambda),
             {
                 "troupe_producer_events": ["outcome"],
                 "troupe_breaker_open": ["problem"],
@@ -183,6 +187,7 @@ def create_app(
     add_body_schemas(app, decide.BODY_MODELS)
     app.include_router(decide.router)
     app.include_router(admin.router)
+    app.include_router(allocate_admin.router)
     app.include_router(health.router)
     # Starlette tries routes in order and FastAPI puts its docs routes first: the decide
     # routes, nearly all the traffic, go to the front (each miss is a regex match and
@@ -211,12 +216,19 @@ def create_app(
     return app
 
 
-def _live_gauges(service: DecisionService, producer: EventProducer) -> dict[str, dict[tuple[str, ...], float]]:
+def _live_gauges(
+    service: DecisionService, producer: EventProducer, allocate_lambda: AllocateLambda | None = None
+) -> dict[str, dict[tuple[str, ...], float]]:
     out: dict[str, dict[tuple[str, ...], float]] = {
         "troupe_spool_size": {(): float(producer.spool_size())},
         "troupe_breaker_open": {(p,): float(b.state != "closed") for p, b in service.breakers.items()},
         "troupe_model_loaded": {(p,): float(ok) for p, ok in service.models.ready().items()},
     }
+    if allocate_lambda is not None and "allocate" in service.models.problems:
+        out["troupe_allocate_lambda"] = {(): allocate_lambda.current()}
+        utilisation = allocate_lambda.state().get("utilisation")
+        if utilisation is not None:
+            out["troupe_allocate_utilisation"] = {(): float(utilisation)}
     counters = getattr(producer, "counters", None)
     if callable(counters):
         out["troupe_producer_events"] = {(k,): float(v) for k, v in counters().items()}

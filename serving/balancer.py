@@ -160,6 +160,28 @@ class LoadModel:
         assert best is not None
         return best
 
+    def to_dict(self) -> dict[str, object]:
+        """JSON form shipped in a registry version as load_model.json (serving/allocate_balancer.py reads it)."""
+        return {
+            "kind": "marca_load_model",
+            "theta": list(self.theta),
+            "lambda_scale": self.lambda_scale,
+            "rmse": self.rmse,
+        }
+
+    @classmethod
+    def from_dict(cls, data: object) -> LoadModel:
+        if not isinstance(data, dict) or data.get("kind") != "marca_load_model":
+            raise BalancerError("load model: kind must be 'marca_load_model'")
+        theta = [_finite("load model theta", t) for t in data.get("theta", [])]
+        if len(theta) != 4:
+            raise BalancerError(f"load model theta: 4 numbers expected, got {len(theta)}")
+        scale = _finite("load model lambda_scale", data.get("lambda_scale", float("nan")))
+        if scale <= 0:
+            raise BalancerError(f"load model lambda_scale must be > 0, got {scale}")
+        rmse = _finite("load model rmse", data.get("rmse", float("nan")))
+        return cls(theta=(theta[0], theta[1], theta[2], theta[3]), lambda_scale=scale, rmse=rmse)
+
     def z(self, lam: FloatArray | float) -> FloatArray:
         return np.exp(-np.asarray(lam, dtype=np.float64) / self.lambda_scale)
 

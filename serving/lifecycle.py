@@ -13,10 +13,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
@@ -40,6 +41,8 @@ class LoadedPolicy:
     spec: ProblemSpec
     manifest: ArtifactManifest
     backends: dict[str | None, InferenceBackend]  # None = the joint model.onnx; else an agent name
+    extras: dict[str, Any] = field(default_factory=dict)
+    """Verified side files a policy decides with (allocate/MaRCA: `cost_table`, `load_model`)."""
 
     @property
     def version(self) -> str:
@@ -73,6 +76,24 @@ class LoadedPolicy:
     async def close(self) -> None:
         for b in self.backends.values():
             await b.close()
+
+
+def _side_files(problem: str, loaded: LoadedVersion) -> dict[str, Any]:
+    """MaRCA's cost table and load model, when the version ships them (sha256-checked by registry.load)."""
+    from serving.allocate_marca import COST_FILE, LOAD_MODEL_FILE, MarcaCostTable
+    from serving.balancer import BalancerError, LoadModel
+
+    files = loaded.manifest.files
+    extras: dict[str, Any] = {}
+    if problem != "allocate" or COST_FILE not in files:
+        return extras
+    extras["cost_table"] = MarcaCostTable.load(loaded.file(COST_FILE))
+    if LOAD_MODEL_FILE in files:
+        try:
+            extras["load_model"] = LoadModel.from_dict(json.loads(loaded.file(LOAD_MODEL_FILE).read_text()))
+        except (ValueError, BalancerError) as exc:
+            raise RegistryError(f"{loaded.manifest.version}/{LOAD_MODEL_FILE}: {exc}") from None
+    return extras
 
 
 BackendFactory = Callable[[ProblemSpec, LoadedVersion, str | None], InferenceBackend]
@@ -159,7 +180,7 @@ class ModelManager:
                 f"{problem}/{version}: the {self._backend_name()} backend cannot load it: "
                 f"{type(exc).__name__}: {str(exc)[:300]}"
             ) from None
-        return LoadedPolicy(spec, loaded.manifest, backends)
+        return LoadedPolicy(spec, loaded.manifest, backends, _side_files(problem, loaded))
 
     def _backend_name(self) -> str:
         return getattr(self.backend_factory, "__qualname__", "inference").split(".")[0]

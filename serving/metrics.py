@@ -104,6 +104,18 @@ class ServingMetrics:
                 registry=r,
                 multiprocess_mode="livemin",
             ),
+            "troupe_allocate_lambda": Gauge(
+                "troupe_allocate_lambda",
+                "allocate's revenue/cost multiplier λ in use (shared by every worker through the state store)",
+                registry=r,
+                multiprocess_mode="livemax",
+            ),
+            "troupe_allocate_utilisation": Gauge(
+                "troupe_allocate_utilisation",
+                "last reported compute utilisation (used / budget) the allocate balancer stepped on",
+                registry=r,
+                multiprocess_mode="livemax",
+            ),
             "troupe_producer_events": Counter(
                 "troupe_producer_events",
                 "decision-log events by outcome (sent, spooled, replayed, dropped, corrupt)",

@@ -84,6 +84,8 @@ EXAMPLES: dict[str, dict[str, Any]] = {
             {"name": "treatment", "weight": 0.5, "version": "current", "exploration": {"temperature": 0.5}},
         ],
     },
+    "LambdaUpdate": {"value": 1.5},
+    "BalancerReading": {"utilisation": 0.97, "traffic": 1.12, "slot": 76},
 }
 """One valid example per request body model (name = the schema's name in components)."""
 
@@ -111,7 +113,7 @@ def _codes(path: str, method: str, has_body: bool) -> list[str]:
     if path.startswith("/v1/"):
         codes += ["401", "503"]
         admin = path.startswith(("/v1/models", "/v1/experiments"))
-        if admin:
+        if admin or path.startswith("/v1/allocate/"):
             codes.append("403")
             if method != "get":
                 codes.append("409")

@@ -240,6 +240,10 @@ class AllocateResponse(DecisionResponse):
     rank_queue: int
     rank_model_tier: str
     estimated_cost: float = Field(description="compute units (serving-side estimate)")
+    # "lambda" is a Python keyword: the field is documented under its JSON name.
+    lambda_: float | None = Field(
+        None, alias="lambda", description="MaRCA versions: the revenue/cost multiplier λ this decision used"
+    )
 
 
 class FeedbackAccepted(BaseModel):

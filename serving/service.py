@@ -22,6 +22,7 @@ import numpy as np
 from models.events import DecisionEvent, FeedbackEvent
 from models.logging import log_event
 from models.problems import ALLOCATE_ENTRY_POINTS, RANK, get_problem
+from serving.allocate_marca import MarcaCostTable, decide_allocate_marca
 from serving.decision_log import DecisionLogger
 from serving.errors import BadRequestError, InferenceError, ModelNotLoadedError
 from serving.experiments import CURRENT, ExperimentStore, HookSet
@@ -98,6 +99,8 @@ class DecisionService:
     rng: np.random.Generator
     default_exploration: ExplorationConfig = field(default_factory=ExplorationConfig)
     breakers: dict[str, CircuitBreaker] = field(default_factory=dict)
+    allocate_lambda: Callable[[], float] = field(default=lambda: 1.0)
+    """λ of allocate's MaRCA rule, read per decision (serving/allocate_balancer.py `AllocateLambda.current`)."""
     _ids: random.Random = field(default_factory=random.Random)
 
     def breaker(self, problem: str) -> CircuitBreaker:
@@ -163,6 +166,7 @@ class DecisionService:
         user = await self.features.get(problem, req.user_id, overrides)
 
         run: Callable[[Scorer | None, ExplorationConfig], Awaitable[Decision]]
+        cost_table: list[MarcaCostTable | None] = [None]
         if isinstance(req, RankRequest):
             rank_inputs = self._rank_inputs(req, user)
             per_agent_flag = [False]
@@ -178,6 +182,9 @@ class DecisionService:
             alloc_inputs = self._allocate_inputs(req, user)
 
             def run(scorer: Scorer | None, cfg: ExplorationConfig) -> Awaitable[Decision]:
+                table = cost_table[0]
+                if scorer is not None and table is not None:  # a MaRCA version: argmax S_k − λ·C_k
+                    return decide_allocate_marca(alloc_inputs, scorer, table, self.allocate_lambda(), cfg, self.rng)
                 return decide_allocate(alloc_inputs, scorer, cfg, self.rng)
 
         experiment = self.experiments.running_for(problem)
@@ -201,6 +208,7 @@ class DecisionService:
             else:
                 if isinstance(req, RankRequest):
                     per_agent_flag[0] = policy.per_agent
+                cost_table[0] = policy.extras.get("cost_table")
                 deadline_s = self.settings.inference_deadline_ms / 1000.0
                 start = time.perf_counter()
                 try:
@@ -294,6 +302,9 @@ class DecisionService:
             "allocate": lambda sc, _: decide_allocate(
                 AllocateInputs(10.0, 0.5, 0.5, 12.0, 1), sc, self.default_exploration, rng
             ),
+            "allocate_marca": lambda sc, table: decide_allocate_marca(
+                AllocateInputs(10.0, 0.5, 0.5, 12.0, 1), sc, table, self.allocate_lambda(), self.default_exploration, rng
+            ),
         }
         for problem in self.settings.problems:
             try:
@@ -301,8 +312,12 @@ class DecisionService:
             except ModelNotLoadedError:
                 policy = None
             scorers: list[Scorer | None] = [None] if policy is None else [policy.score, None]
+            table = policy.extras.get("cost_table") if policy is not None else None
             for scorer in scorers:
                 try:
+                    if scorer is not None and table is not None:
+                        await inputs["allocate_marca"](scorer, table)
+                        continue
                     await inputs[problem](scorer, policy.per_agent if policy is not None else False)
                 except InferenceError as exc:
                     log_event(log, "decide.warm_up_error", logging.WARNING, problem=problem, error=str(exc))

@@ -10,6 +10,7 @@ import pytest
 from pydantic import BaseModel
 
 from models.events import FeedbackEvent
+from serving.api.allocate_admin import BalancerReading, LambdaUpdate
 from serving.app import create_app
 from serving.experiments import Experiment
 from serving.json_guard import MAX_JSON_DEPTH, json_depth, too_deep
@@ -25,6 +26,8 @@ MODELS: dict[str, type[BaseModel]] = {
     "PromoteRequest": PromoteRequest,
     "WeightsUpdate": WeightsUpdate,
     "Experiment": Experiment,
+    "LambdaUpdate": LambdaUpdate,
+    "BalancerReading": BalancerReading,
 }
 
 
