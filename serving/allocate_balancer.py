@@ -26,7 +26,14 @@ from typing import Any
 
 import numpy as np
 
-from serving.balancer import BalancerError, DiurnalTrafficForecast, FeedbackBalancer, LoadModel, MPCBalancer
+from serving.balancer import (
+    BalancerError,
+    CurveLoadModel,
+    DiurnalTrafficForecast,
+    FeedbackBalancer,
+    LoadModel,
+    MPCBalancer,
+)
 from serving.state_store import LAMBDA_NAMESPACE, StateStore
 
 PROBLEM = "allocate"
@@ -49,7 +56,7 @@ def step_state(
     utilisation: float,
     traffic: float,
     slot: int,
-    load_model: LoadModel | None,
+    load_model: LoadModel | CurveLoadModel | None,
     cfg: BalancerSettings,
 ) -> dict[str, Any]:
     """One balancer interval on the JSON state: returns the new state (its `lambda` is the λ to apply)."""
@@ -70,7 +77,8 @@ def step_state(
         fallback=feedback,
         model=load_model,
     )
-    lam = mpc.update(utilisation, forecast.forecast((slot + 1) % cfg.slots_per_day, cfg.horizon), current_lambda)
+    next_slot = (slot + 1) % cfg.slots_per_day
+    lam = mpc.update(utilisation, forecast.forecast(next_slot, cfg.horizon), current_lambda, next_slot)
     return {
         "profile": forecast.profile.tolist(),
         "seen": forecast.seen.tolist(),
@@ -140,7 +148,9 @@ class AllocateLambda:
             self.store.set_lambda(PROBLEM, float(value))
         return self.status()
 
-    def observe(self, utilisation: float, traffic: float, slot: int, load_model: LoadModel | None) -> dict[str, Any]:
+    def observe(
+        self, utilisation: float, traffic: float, slot: int, load_model: LoadModel | CurveLoadModel | None
+    ) -> dict[str, Any]:
         """Step the balancer with last interval's reading; publishes and returns the new λ. Blocking (Redis)."""
         if self.store is None:
             with self._lock:

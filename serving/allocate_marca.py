@@ -49,6 +49,7 @@ def _agent_sizes() -> tuple[tuple[int, ...], ...]:
 AGENT_NAMES = tuple(a.name for a in ALLOCATE.agents)
 AGENT_SIZES = _agent_sizes()
 AGENT_ACTIONS = tuple(int(np.prod(s)) for s in AGENT_SIZES)
+_N_SCORES = sum(AGENT_ACTIONS)
 assert isinstance(ALLOCATE.action, MultiDiscreteAction)
 
 
@@ -60,6 +61,12 @@ class MarcaCostTable:
     per_agent: tuple[np.ndarray, ...]  # agent k: (bins, A_k)
     base_cost: float
     contention: float
+
+    def __post_init__(self) -> None:
+        # Per value bin, every agent's costs concatenated as one Python list: the request path does a
+        # handful of float operations per action, where numpy's per-call overhead would dominate.
+        flat = [[float(c) for t in self.per_agent for c in t[b]] for b in range(len(self.value_bin_edges) + 1)]
+        object.__setattr__(self, "_flat", flat)
 
     @classmethod
     def from_json(cls, data: Any, source: str = COST_FILE) -> MarcaCostTable:
@@ -92,26 +99,48 @@ class MarcaCostTable:
             raise RegistryError(f"{path}: cannot read the cost table: {exc}") from None
         return cls.from_json(data, str(path))
 
-    def costs(self, request_value: float, system_load: float) -> list[list[float]]:
-        """C_k(bin(v), ·) × contention factor, per agent, as Python floats (the request path)."""
+    def flat_costs(self, request_value: float) -> list[float]:
+        """C_k(bin(v), ·) of every agent, concatenated in cascade order, at mean traffic (no contention)."""
         b = 0
         for edge in self.value_bin_edges:  # a handful of edges: a loop beats np.searchsorted per call
             if request_value >= edge:
                 b += 1
-        factor = max(0.0, 1.0 + self.contention * (system_load - 1.0))
-        return [(t[b] * factor).tolist() for t in self.per_agent]
+        flat: list[float] = self._flat[b]  # type: ignore[attr-defined]
+        return flat
+
+    def contention_factor(self, system_load: float) -> float:
+        return max(0.0, 1.0 + self.contention * (system_load - 1.0))
+
+    def costs(self, request_value: float, system_load: float) -> list[list[float]]:
+        """C_k(bin(v), ·) × contention factor, per agent."""
+        flat, factor = self.flat_costs(request_value), self.contention_factor(system_load)
+        out, start = [], 0
+        for n in AGENT_ACTIONS:
+            out.append([c * factor for c in flat[start : start + n]])
+            start += n
+        return out
 
     def joint_cost(self, agent_actions: list[int], request_value: float, system_load: float) -> float:
-        c = self.costs(request_value, system_load)
-        factor = max(0.0, 1.0 + self.contention * (system_load - 1.0))
-        return self.base_cost * factor + sum(c[k][a] for k, a in enumerate(agent_actions))
+        """Ĉ(s, a): base + Σ_k C_k(a_k), times the contention factor."""
+        flat, total, start = self.flat_costs(request_value), self.base_cost, 0
+        for n, a in zip(AGENT_ACTIONS, agent_actions, strict=True):
+            total += flat[start + a]
+            start += n
+        return total * self.contention_factor(system_load)
+
+
+# Agent action → its components of the joint action (mixed radix), precomputed for the request path.
+_COMPONENTS: tuple[tuple[tuple[int, ...], ...], ...] = tuple(
+    tuple(tuple(int(x) for x in np.unravel_index(a, sizes)) for a in range(int(np.prod(sizes))))
+    for sizes in AGENT_SIZES
+)
 
 
 def to_joint(agent_actions: list[int]) -> list[int]:
     """Agent action indices (mixed radix, cascade order) → the joint action's 6 components."""
     out: list[int] = []
-    for a, sizes in zip(agent_actions, AGENT_SIZES, strict=True):
-        out.extend(int(x) for x in np.unravel_index(a, sizes))
+    for k, a in enumerate(agent_actions):
+        out.extend(_COMPONENTS[k][a])
     return out
 
 
@@ -133,13 +162,13 @@ async def decide_allocate_marca(
         x.entry_point,
     )[None, :]
     scores = (await scorer(None, obs))["action_scores"][0]
-    if scores.shape[0] != sum(AGENT_ACTIONS):
-        raise InferenceError(
-            f"allocate/marca: action_scores has {scores.shape[0]} entries, expected {sum(AGENT_ACTIONS)}"
-        )
-    costs = table.costs(x.request_value, x.system_load)
-    flat = scores.astype(np.float64) - lam * np.concatenate([np.asarray(c) for c in costs])
-    agent_actions, propensity = sample_multi_discrete(flat, AGENT_ACTIONS, cfg, rng)
+    if scores.shape[0] != _N_SCORES:
+        raise InferenceError(f"allocate/marca: action_scores has {scores.shape[0]} entries, expected {_N_SCORES}")
+    scale = lam * table.contention_factor(x.system_load)
+    adjusted = np.asarray(
+        [s - scale * c for s, c in zip(scores.tolist(), table.flat_costs(x.request_value), strict=True)]
+    )
+    agent_actions, propensity = sample_multi_discrete(adjusted, AGENT_ACTIONS, cfg, rng)
     choice = to_joint(agent_actions)
     details = allocation_details(choice)
     details["estimated_cost"] = round(table.joint_cost(agent_actions, x.request_value, x.system_load), 6)

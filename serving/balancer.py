@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import numpy as np
 import numpy.typing as npt
@@ -206,6 +207,184 @@ class LoadModel:
         return offset, gain
 
 
+@dataclass(frozen=True)
+class CurveLoadModel:
+    """Ĉ_{t+1} = θ₀ + θ₁·Ĉ_t + m(q_{t+1})·(θ₂ + θ₃·z(λ_t) + θ₄·sin h_{t+1} + θ₅·cos h_{t+1}) — ours, see `fit`.
+
+    m(q) = q·(1 + κ(q − 1)): requests × the contention the cost table measured; z(λ) ∈ [0, 1] a monotone
+    non-increasing curve of log λ (piecewise linear on knots), fitted to the history rather than assumed;
+    h the interval's hour angle (the request mix and the agents' own reading of the hour change compute
+    per request over the day). Ĉ is affine in z for a known traffic and slot path, so the MPC solves the
+    same bounded least squares as with `LoadModel`.
+    """
+
+    theta: tuple[float, float, float, float, float, float]
+    contention: float
+    knots_log_lambda: tuple[float, ...]
+    knots_z: tuple[float, ...]
+    slots_per_day: int
+    rmse: float
+
+    LAMBDA_FLOOR: ClassVar[float] = 1e-3
+
+    @staticmethod
+    def fit(
+        utilisation: FloatArray,
+        traffic: FloatArray,
+        lambdas: FloatArray,
+        slots: npt.NDArray[np.int64],
+        slots_per_day: int,
+        knots: int = 16,
+        contentions: tuple[float, ...] = (0.0, 0.1, 0.2, 0.3),
+    ) -> CurveLoadModel:
+        """Fit from one series (same alignment as `LoadModel.fit`; slots[t] = interval t's slot of the day).
+
+        Per κ on a grid: the implied compute per request y_t = u_t / m(q_t) is regressed on log λ_t by a
+        non-increasing isotonic fit, averaged onto `knots` quantile knots and scaled to z ∈ [0, 1]; then θ by
+        least squares; κ by residual. `rmse` is the one-step error on the fitted series.
+        """
+        u, q, lam = (np.asarray(a, dtype=np.float64) for a in (utilisation, traffic, lambdas))
+        sl = np.asarray(slots, dtype=np.int64)
+        if not (u.shape == q.shape == lam.shape == sl.shape) or u.ndim != 1:
+            raise BalancerError("utilisation, traffic, lambdas and slots must be 1-d and of one length")
+        if u.size < 16:
+            raise BalancerError(f"fitting the curve load model needs at least 16 intervals, got {u.size}")
+        if not (np.isfinite(u).all() and np.isfinite(q).all() and np.isfinite(lam).all()) or (q <= 0).any():
+            raise BalancerError("utilisation, traffic and lambdas must be finite, traffic > 0")
+        x = np.log(np.maximum(lam, CurveLoadModel.LAMBDA_FLOOR))
+        order = np.argsort(x, kind="stable")
+        edges = np.quantile(x, np.linspace(0.0, 1.0, knots + 1))
+        best: CurveLoadModel | None = None
+        for kappa in contentions:
+            m = q * (1.0 + kappa * (q - 1.0))
+            fitted = -_isotonic_increasing(-(u / m)[order])  # non-increasing in log λ
+            kx, ky = [], []
+            for lo, hi in zip(edges[:-1], edges[1:], strict=True):
+                sel = (x[order] >= lo) & (x[order] <= hi)
+                if sel.any():
+                    kx.append(float(x[order][sel].mean()))
+                    ky.append(float(fitted[sel].mean()))
+            ky_arr = np.asarray(ky)
+            span = float(ky_arr.max() - ky_arr.min())
+            if len(kx) < 2 or span <= 0:
+                continue  # λ never moved compute in this history: nothing to control with
+            # strictly decreasing (the inverse must exist): a vanishing tilt breaks the isotonic ties
+            kz = (ky_arr - ky_arr.min()) / span - 1e-6 * np.arange(len(kx))
+            model = CurveLoadModel((0.0,) * 6, kappa, tuple(kx), tuple(float(v) for v in kz), slots_per_day, 0.0)
+            design = model._design(u[:-1], q[1:], lam[1:], sl[1:])
+            theta, *_ = np.linalg.lstsq(design, u[1:], rcond=None)
+            rmse = float(np.sqrt(np.mean((design @ theta - u[1:]) ** 2)))
+            if best is None or rmse < best.rmse:
+                best = CurveLoadModel(
+                    tuple(float(t) for t in theta),  # type: ignore[arg-type]
+                    kappa,
+                    tuple(kx),
+                    tuple(float(v) for v in kz),
+                    slots_per_day,
+                    rmse,
+                )
+        if best is None:
+            raise BalancerError("lambdas: the history never moved compute per request; vary λ to fit a load model")
+        return best
+
+    def _hour(self, slots: npt.NDArray[np.int64]) -> tuple[FloatArray, FloatArray]:
+        angle = 2.0 * np.pi * (np.asarray(slots) % self.slots_per_day) / self.slots_per_day
+        return np.sin(angle), np.cos(angle)
+
+    def _design(self, prev_u: FloatArray, q: FloatArray, lam: FloatArray, slots: npt.NDArray[np.int64]) -> FloatArray:
+        m = q * (1.0 + self.contention * (q - 1.0))
+        sin, cos = self._hour(slots)
+        return np.column_stack([np.ones(prev_u.size), prev_u, m, m * self.z(lam), m * sin, m * cos])
+
+    def predict(self, prev_u: FloatArray, q: FloatArray, lam: FloatArray, slots: npt.NDArray[np.int64]) -> FloatArray:
+        return self._design(prev_u, q, lam, slots) @ np.asarray(self.theta)
+
+    @property
+    def gain_sign(self) -> float:
+        return self.theta[3]
+
+    def z(self, lam: FloatArray | float) -> FloatArray:
+        x = np.log(np.maximum(np.asarray(lam, dtype=np.float64), self.LAMBDA_FLOOR))
+        return np.interp(x, self.knots_log_lambda, self.knots_z)
+
+    def lam(self, z: FloatArray) -> FloatArray:
+        # knots_z falls as log λ rises: interpolate on the reversed (increasing) arrays
+        x = np.interp(np.asarray(z, dtype=np.float64), self.knots_z[::-1], self.knots_log_lambda[::-1])
+        return np.exp(x)
+
+    def rollout_affine(
+        self, current: float, traffic: FloatArray, next_slot: int | None = None
+    ) -> tuple[FloatArray, FloatArray]:
+        """F, G with Ĉ_{t+1..t+N} = F + G·z (as `LoadModel.rollout_affine`); without `next_slot` the hour
+        terms are left out (their mean over a day is ~0)."""
+        th0, th1, th2, th3, th4, th5 = self.theta
+        n = traffic.size
+        m = traffic * (1.0 + self.contention * (traffic - 1.0))
+        if next_slot is None:
+            sin, cos = np.zeros(n), np.zeros(n)
+        else:
+            sin, cos = self._hour(np.arange(next_slot, next_slot + n))
+        offset, gain = np.empty(n), np.zeros((n, n))
+        prev_offset, prev_gain = current, np.zeros(n)
+        for i in range(n):
+            offset[i] = th0 + th1 * prev_offset + m[i] * (th2 + th4 * sin[i] + th5 * cos[i])
+            gain[i] = th1 * prev_gain
+            gain[i, i] += m[i] * th3
+            prev_offset, prev_gain = offset[i], gain[i]
+        return offset, gain
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "kind": "marca_load_model_curve",
+            "theta": list(self.theta),
+            "contention": self.contention,
+            "knots_log_lambda": list(self.knots_log_lambda),
+            "knots_z": list(self.knots_z),
+            "slots_per_day": self.slots_per_day,
+            "rmse": self.rmse,
+        }
+
+
+def load_model_from_dict(data: object) -> LoadModel | CurveLoadModel:
+    """Either model from its JSON form (load_model.json in a MaRCA registry version); errors name the field."""
+    if isinstance(data, dict) and data.get("kind") == "marca_load_model_curve":
+        theta = [_finite("load model theta", t) for t in data.get("theta", [])]
+        kx = [_finite("load model knots_log_lambda", v) for v in data.get("knots_log_lambda", [])]
+        kz = [_finite("load model knots_z", v) for v in data.get("knots_z", [])]
+        if len(theta) != 6:
+            raise BalancerError(f"load model theta: 6 numbers expected, got {len(theta)}")
+        if len(kx) < 2 or len(kx) != len(kz) or np.any(np.diff(kx) < 0) or np.any(np.diff(kz) > 0):
+            raise BalancerError("load model knots: ≥ 2 knots, log λ non-decreasing, z non-increasing")
+        slots = int(data.get("slots_per_day", 0))
+        if slots < 1:
+            raise BalancerError(f"load model slots_per_day must be ≥ 1, got {slots}")
+        return CurveLoadModel(
+            (theta[0], theta[1], theta[2], theta[3], theta[4], theta[5]),
+            _finite("load model contention", data.get("contention", float("nan"))),
+            tuple(kx),
+            tuple(kz),
+            slots,
+            _finite("load model rmse", data.get("rmse", float("nan"))),
+        )
+    return LoadModel.from_dict(data)
+
+
+def _isotonic_increasing(y: FloatArray) -> FloatArray:
+    """Least-squares non-decreasing fit (pool adjacent violators, unit weights)."""
+    values: list[float] = []
+    counts: list[int] = []
+    for v in np.asarray(y, dtype=np.float64):
+        values.append(float(v))
+        counts.append(1)
+        while len(values) > 1 and values[-2] > values[-1]:
+            c = counts[-2] + counts[-1]
+            values[-2] = (values[-2] * counts[-2] + values[-1] * counts[-1]) / c
+            counts[-2] = c
+            values.pop()
+            counts.pop()
+    return np.repeat(values, counts)
+
+
 # --------------------------------------------------------------------------- controllers
 
 
@@ -222,7 +401,7 @@ class MPCBalancer:
     max_rmse: float = 0.1
     """A load model whose one-step error exceeds this is not trusted: the feedback fallback decides."""
     fallback: FeedbackBalancer | None = None
-    model: LoadModel | None = None
+    model: LoadModel | CurveLoadModel | None = None
     last_plan: FloatArray | None = field(default=None, init=False)
     last_reason: str = field(default="init", init=False)
 
@@ -242,8 +421,15 @@ class MPCBalancer:
                 target_utilisation=self.target_utilisation, lambda_min=self.lambda_min, lambda_max=self.lambda_max
             )
 
-    def update(self, measured_utilisation: float, traffic_forecast: FloatArray, current_lambda: float) -> float:
-        """λ for the coming interval, from last interval's utilisation and the next `horizon` traffic forecasts."""
+    def update(
+        self,
+        measured_utilisation: float,
+        traffic_forecast: FloatArray,
+        current_lambda: float,
+        next_slot: int | None = None,
+    ) -> float:
+        """λ for the coming interval, from last interval's utilisation and the next `horizon` traffic forecasts
+        (`next_slot`: the coming interval's slot of the day, read by a `CurveLoadModel` with hour terms)."""
         measured = _finite("measured_utilisation", measured_utilisation)
         current_lambda = _finite("current_lambda", current_lambda)
         forecast = np.asarray(traffic_forecast, dtype=np.float64)
@@ -255,15 +441,18 @@ class MPCBalancer:
             # θ₃ ≤ 0 would mean a higher λ buys more compute: the fit is wrong, do not optimise on it.
             self.last_reason = "fallback: no trusted load model"
             return fallback_lambda
-        self.last_plan = self.plan(measured, forecast)
+        self.last_plan = self.plan(measured, forecast, next_slot)
         self.last_reason = "mpc"
         self.fallback.reset(float(self.last_plan[0]))
         return float(self.last_plan[0])
 
-    def plan(self, measured: float, forecast: FloatArray) -> FloatArray:
-        """λ_t … λ_{t+N−1} minimising J, by projected gradient on z = exp(−λ/λ_scale) in its box."""
+    def plan(self, measured: float, forecast: FloatArray, next_slot: int | None = None) -> FloatArray:
+        """λ_t … λ_{t+N−1} minimising J, by projected gradient on z (the model's transformed λ) in its box."""
         assert self.model is not None
-        offset, gain = self.model.rollout_affine(measured, forecast)
+        if isinstance(self.model, CurveLoadModel):
+            offset, gain = self.model.rollout_affine(measured, forecast, next_slot)
+        else:
+            offset, gain = self.model.rollout_affine(measured, forecast)
         weights = self.alpha ** np.arange(1, self.horizon + 1)
         # Tracking residuals: √w (F + G z − C_m). Smoothing residuals: √(βw) (Ĉ_i − Ĉ_{i−1}), Ĉ_0 = measured.
         diff_offset = offset - np.concatenate([[measured], offset[:-1]])

@@ -81,7 +81,7 @@ class LoadedPolicy:
 def _side_files(problem: str, loaded: LoadedVersion) -> dict[str, Any]:
     """MaRCA's cost table and load model, when the version ships them (sha256-checked by registry.load)."""
     from serving.allocate_marca import COST_FILE, LOAD_MODEL_FILE, MarcaCostTable
-    from serving.balancer import BalancerError, LoadModel
+    from serving.balancer import BalancerError, load_model_from_dict
 
     files = loaded.manifest.files
     extras: dict[str, Any] = {}
@@ -90,7 +90,7 @@ def _side_files(problem: str, loaded: LoadedVersion) -> dict[str, Any]:
     extras["cost_table"] = MarcaCostTable.load(loaded.file(COST_FILE))
     if LOAD_MODEL_FILE in files:
         try:
-            extras["load_model"] = LoadModel.from_dict(json.loads(loaded.file(LOAD_MODEL_FILE).read_text()))
+            extras["load_model"] = load_model_from_dict(json.loads(loaded.file(LOAD_MODEL_FILE).read_text()))
         except (ValueError, BalancerError) as exc:
             raise RegistryError(f"{loaded.manifest.version}/{LOAD_MODEL_FILE}: {exc}") from None
     return extras

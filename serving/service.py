@@ -303,7 +303,12 @@ class DecisionService:
                 AllocateInputs(10.0, 0.5, 0.5, 12.0, 1), sc, self.default_exploration, rng
             ),
             "allocate_marca": lambda sc, table: decide_allocate_marca(
-                AllocateInputs(10.0, 0.5, 0.5, 12.0, 1), sc, table, self.allocate_lambda(), self.default_exploration, rng
+                AllocateInputs(10.0, 0.5, 0.5, 12.0, 1),
+                sc,
+                table,
+                self.allocate_lambda(),
+                self.default_exploration,
+                rng,
             ),
         }
         for problem in self.settings.problems:

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from serving.allocate_balancer import AllocateLambda, BalancerSettings
 from serving.api.deps import AdminDep, ServiceDep
-from serving.balancer import BalancerError, LoadModel
+from serving.balancer import BalancerError, CurveLoadModel, LoadModel
 from serving.errors import ModelNotLoadedError
 
 router = APIRouter(prefix="/v1/allocate", tags=["admin"], dependencies=[AdminDep])
@@ -58,12 +58,12 @@ def _controller(request: Request) -> AllocateLambda:
     return ctl
 
 
-def _load_model(service: ServiceDep) -> LoadModel | None:
+def _load_model(service: ServiceDep) -> LoadModel | CurveLoadModel | None:
     try:
         model = service.models.get("allocate").extras.get("load_model")
     except ModelNotLoadedError:
         return None
-    return model if isinstance(model, LoadModel) else None
+    return model if isinstance(model, LoadModel | CurveLoadModel) else None
 
 
 @router.get("/lambda", response_model=LambdaStatus)
