@@ -442,6 +442,13 @@ class MPCBalancer:
             self.last_reason = "fallback: no trusted load model"
             return fallback_lambda
         self.last_plan = self.plan(measured, forecast, next_slot)
+        if measured > 1.0 and self.last_plan[0] < current_lambda:
+            # Over budget, and the plan buys *more* compute: with β = 8 the smoothing term anchors the plan at
+            # the measurement, and a reading the model cannot reach (a runaway backlog) pulls λ down — a
+            # positive feedback loop (seen: allocate_balancer seed 2, utilisation 3.3 at λ_min). Ours: the
+            # feedback controller answers an over-budget reading instead.
+            self.last_reason = "fallback: over budget, the plan lowered λ"
+            return fallback_lambda
         self.last_reason = "mpc"
         self.fallback.reset(float(self.last_plan[0]))
         return float(self.last_plan[0])

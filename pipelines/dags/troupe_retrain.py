@@ -43,8 +43,10 @@ PERIOD = dt.timedelta(days=1)
 # categorical action (the "<=" live-exposure constraint flips the stage-one
 # advantage) until SL-MGAC lands; `allocate` uses TSCAC on its multi-discrete
 # action (a factorised categorical actor, the "<=" compute budget as its
-# constraint) until MaRCA lands.
-DEFAULT_ALGOS = {"rank": "tscac", "slot": "tscac", "allocate": "tscac"}
+# constraint) when asked (`algo: tscac`); by default `allocate` trains MaRCA
+# offline from the trajectories and refits its cost and load models
+# (pipelines/jobs/marca_retrain.py), shipped with the policy.
+DEFAULT_ALGOS = {"rank": "tscac", "slot": "tscac", "allocate": "marca"}
 
 
 def build_retrain_dag(problem: str) -> DAG:
@@ -92,14 +94,21 @@ def build_retrain_dag(problem: str) -> DAG:
                 from pipelines.tracking import log_train
 
                 params = get_current_context()["params"]
-                trained = run_train(
-                    problem,
-                    data["dataset"],
-                    data["run_dir"],
-                    algo=str(params["algo"]),
-                    config=dict(params["train_config"]),
-                    seed=int(params["seed"]),
-                )
+                if problem == "allocate" and str(params["algo"]) == "marca":
+                    from pipelines.jobs.marca_retrain import run_train_marca
+
+                    trained = run_train_marca(
+                        data["dataset"], data["run_dir"], config=dict(params["train_config"]), seed=int(params["seed"])
+                    )
+                else:
+                    trained = run_train(
+                        problem,
+                        data["dataset"],
+                        data["run_dir"],
+                        algo=str(params["algo"]),
+                        config=dict(params["train_config"]),
+                        seed=int(params["seed"]),
+                    )
                 log_train(
                     problem, data, trained, {"seed": int(params["seed"]), "train_config": dict(params["train_config"])}
                 )
@@ -149,6 +158,10 @@ def build_retrain_dag(problem: str) -> DAG:
             with fail_fast():
                 from pipelines.jobs.export import run_export
 
+                if trained["algorithm"] == "marca":
+                    from pipelines.jobs.marca_retrain import run_export_marca
+
+                    return run_export_marca(trained)
                 return run_export(problem, trained)
 
         @task(execution_timeout=dt.timedelta(minutes=10))

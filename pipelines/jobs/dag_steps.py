@@ -111,6 +111,42 @@ def dataset_step(problem: str, start: str, end: str) -> dict[str, Any]:
 # ---------------------------------------------------------------------------
 # OPE and A/B
 # ---------------------------------------------------------------------------
+def _marca_policy(
+    problem: str,
+    registry: Any,
+    version: str,
+    candidate_name: str,
+    trained: dict[str, Any],
+    data: dict[str, Any],
+    exploration: dict[str, Any],
+) -> Any:
+    """A MaRCA candidate or registered MaRCA version as an OPE policy (pipelines/jobs/marca_ope.py); else None.
+
+    The candidate is scored at the λ its train step calibrated; a registered MaRCA version at the λ that
+    spends the budget on this run's logged requests (the same calibration)."""
+    if problem != "allocate":
+        return None
+    from pipelines.jobs.marca_ope import MarcaOnnxPolicy
+    from serving.allocate_marca import COST_FILE
+    from training.ope.policies import PRODUCTION, Exploration
+
+    explore = Exploration(**exploration)
+    if version == candidate_name:
+        if trained.get("algorithm") != "marca":
+            return None
+        side = trained["side_files"]
+        return MarcaOnnxPolicy.from_files(Path(trained["onnx"]), Path(side[COST_FILE]), trained["lambda_eval"], explore)
+    loaded = registry.current(problem) if version == PRODUCTION else registry.load(problem, version)
+    if COST_FILE not in loaded.manifest.files:
+        return None
+    from models.problems import ALLOCATE
+    from pipelines.jobs.evaluate import read_transitions
+
+    policy = MarcaOnnxPolicy.from_registry_version(registry, version)
+    policy.calibrate_lambda(read_transitions(Path(data["dataset"]), ALLOCATE).observation, 1.0)
+    return policy
+
+
 def evaluate_step(
     problem: str,
     data: dict[str, Any],
@@ -144,6 +180,9 @@ def evaluate_step(
     spec = get_problem(problem)
 
     def load(version: str) -> Any:
+        marca = _marca_policy(problem, registry, version, candidate_name, trained, data, exploration)
+        if marca is not None:
+            return marca
         if version == candidate_name:
             agents = {k: Path(v) for k, v in (trained.get("agents") or {}).items()}
             model = Path(trained["onnx"]) if trained.get("onnx") else None

@@ -251,8 +251,12 @@ def _policy_view(policy: Any, spec: ProblemSpec, t: Transitions, cfg: EvaluateCo
     next_tables = policy.action_probabilities(t.next_observation)
     a = np.rint(t.action).astype(np.int64)
     target = np.ones(a.shape[0])
-    for k, tab in enumerate(tables):
-        target = target * tab[np.arange(a.shape[0]), a[:, k]]
+    joint = getattr(policy, "joint_probability", None)
+    if joint is not None:  # components chosen jointly (MaRCA's retrieval agent): not a product of marginals
+        target = joint(t.observation, t.action)
+    else:
+        for k, tab in enumerate(tables):
+            target = target * tab[np.arange(a.shape[0]), a[:, k]]
     return _PolicyView(
         target=target,
         expected_phi=categorical_expected_features(t.observation, tables),

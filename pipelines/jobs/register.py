@@ -98,6 +98,10 @@ def run_register(
         fname = f"{agent}.onnx"
         files[fname] = Path(path)
         agents[agent] = fname
+    # Side files a policy decides with (MaRCA: cost_table.json, load_model.json), registered and sha256-checked
+    # with the model.
+    for name, path in (exported.get("side_files") or {}).items():
+        files[name] = Path(path)
     if MODEL_FILE not in files:
         raise RegistryError(
             f"the export of {problem} has no {MODEL_FILE}; the registry needs one (multi-agent exports add per-agent files)"

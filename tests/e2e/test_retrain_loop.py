@@ -171,7 +171,10 @@ def test_retrain_dag_refuses_then_deploys_a_canary(loop_env: dict[str, Any]) -> 
 
 
 # The other problems' DAGs, each on its own small simulated day through the API: slot's live-stream
-# position (categorical) and allocate's per-stage choices (multi-discrete, factorised categorical actor).
+# position (categorical) and allocate's per-stage choices (MaRCA, trained offline from the day's
+# trajectories, its cost table and load model refitted and registered with it).
+MARCA_TRAINING = {"offline_steps": 60, "batch_size": 128, "load_model_days": 1, "load_model_requests": 64}
+TRAIN_CONFIG = {"slot": TINY_TRAINING, "allocate": MARCA_TRAINING}
 OTHER_PROBLEMS = {
     # problem: (main signal, constrained signals, traffic for the first day)
     "slot": ("live_watch_time", ["live_exposure"], {"users": 16, "concurrency": 16, "max_requests": 300}),
@@ -193,7 +196,7 @@ def test_other_problems_retrain_dags_refuse_then_deploy_a_canary(
         registry = ModelRegistry(settings.registry_dir)
         interval, _ = _first_day_in_the_lake(settings, TrafficConfig(api.url, problem=problem, seed=3, **traffic))
 
-        base = {**interval, "train_config": TINY_TRAINING, "canary_share": 0.5,
+        base = {**interval, "train_config": TRAIN_CONFIG[problem], "canary_share": 0.5,
                 "evaluate_overrides": {"sequential": False}}  # fmt: skip
         refused = run_dag(f"troupe_retrain_{problem}", conf={**base, "min_lift": 1e9})
         assert refused.task_states["refused"] == "success"
@@ -214,6 +217,11 @@ def test_other_problems_retrain_dags_refuse_then_deploy_a_canary(
         assert all(passed.task_states[t] == "success" for t in ("gate", "export", "register", "deploy_canary"))
         version = passed.task_returns["register"]["version"]
         assert registry.current_version(problem) == "behaviour-v1"  # a canary is not a promotion
+        if problem == "allocate":  # MaRCA ships its cost table and load model, sha256-checked with the model
+            assert version.startswith("marca-")
+            files = registry.load(problem, version).manifest.files
+            assert {"model.onnx", "cost_table.json", "load_model.json"} <= set(files)
+            assert passed.task_returns["train"]["lambda_eval"] >= 0.0
         deployed = passed.task_returns["deploy_canary"]
         assert deployed["started_on_server"] is True and deployed["ope"]["signal"] == main_signal
 

@@ -30,9 +30,11 @@ def register_marca(
     reward_scale: float = 0.05,
     load_model: LoadModel | None = LOAD_MODEL,
     promote: bool = False,
+    config: M.MarcaConfig = SMALL,
 ) -> LoadedVersion:
+    """`config`: the network sizes (benchmarks pass the default MarcaConfig, the size a trained version has)."""
     torch.manual_seed(seed)
-    learner = M.MarcaLearner(SMALL).eval()
+    learner = M.MarcaLearner(config).eval()
     learner.reward_scale.fill_(reward_scale)
     with tempfile.TemporaryDirectory() as tmp:
         files = X.export_policy(

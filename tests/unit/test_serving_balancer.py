@@ -208,3 +208,12 @@ def test_mpc_on_the_curve_model_tracks_the_budget_better_than_on_the_exp_model()
     # the paper's β = 8 damps every move of utilisation, towards the target too: it settles below the
     # target on this plant (a measured property, docs/marca.md), a light damping does not
     assert 0.85 < np.mean(_log_plant_day(curve, 8.0)) < np.mean(_log_plant_day(curve, 1.0)) < 0.98
+
+
+def test_an_over_budget_reading_never_buys_more_compute() -> None:
+    # a model whose reachable utilisation is far below the reading (a runaway backlog it never saw): the
+    # smoothing term alone would hold the plan near the reading, i.e. at λ_min
+    model = LoadModel(theta=(0.3, 0.2, 0.0, 0.6), lambda_scale=1.0, rmse=0.05)
+    mpc = MPCBalancer(model=model)
+    lam = mpc.update(3.0, np.ones(10), 1.0)
+    assert lam > 1.0 and mpc.last_reason.startswith("fallback: over budget")

@@ -614,6 +614,56 @@ def train(
     return MarcaResult(learner, history, time.monotonic() - started)
 
 
+def train_offline(
+    cfg: MarcaConfig,
+    observations: np.ndarray,
+    joint_actions: np.ndarray,
+    revenue: np.ndarray,
+    steps: int,
+    variant: str = "marca",
+) -> MarcaResult:
+    """Train from logged rows (the data plane's trajectories): obs (N, 12), joint actions (N, 6), revenue (N,).
+
+    Same loss as online (γ = 0: a request's revenue is known once answered); `steps` Adam steps on
+    minibatches drawn from the rows; reward_scale = mean revenue per unit of request value in the log (ours:
+    online training takes it from the first random interval, the log's behaviour policy stands in for it).
+    """
+    if variant not in VARIANTS:
+        raise ValueError(f"marca.train_offline: variant must be one of {sorted(VARIANTS)}, got {variant!r}")
+    obs = np.asarray(observations, np.float32)
+    joint = np.rint(np.asarray(joint_actions, np.float64)).astype(np.int64)
+    rev = np.asarray(revenue, np.float32)
+    if obs.ndim != 2 or obs.shape[1] != OBS_SIZE:
+        raise ValueError(f"observation: expected shape (N, {OBS_SIZE}), got {obs.shape}")
+    if joint.shape != (obs.shape[0], len(NVEC)) or (joint < 0).any() or (joint >= np.asarray(NVEC)).any():
+        raise ValueError(f"action: expected (N, {len(NVEC)}) components within {NVEC}, got shape {joint.shape}")
+    if rev.shape != (obs.shape[0],) or not np.isfinite(rev).all():
+        raise ValueError(f"revenue: expected {obs.shape[0]} finite values, got shape {rev.shape}")
+    if obs.shape[0] < 2 or steps < 1:
+        raise ValueError(f"train_offline: need ≥ 2 rows and ≥ 1 step, got {obs.shape[0]} rows, {steps} steps")
+    torch.manual_seed(cfg.seed)
+    rng = np.random.default_rng([cfg.seed, 11])
+    learner = VARIANTS[variant](cfg)
+    value = np.maximum(np.expm1(obs[:, _VALUE].astype(np.float64) * 5.0), 1e-6)
+    learner.reward_scale.fill_(max(float((rev / value).mean()), 1e-3))
+    agent_actions = learner.split.to_agent_actions(joint)
+    learner.credit.update(agent_actions, rev / value)
+    optimiser = torch.optim.Adam(learner.parameters(), lr=cfg.learning_rate)
+    obs_t, act_t, rev_t = torch.as_tensor(obs), torch.as_tensor(agent_actions), torch.as_tensor(rev)
+    history: list[dict[str, float]] = []
+    started = time.monotonic()
+    for step in range(steps):
+        idx = torch.as_tensor(rng.integers(0, obs.shape[0], min(cfg.batch_size, obs.shape[0])))
+        loss, logs = learner.loss(obs_t[idx], act_t[idx], rev_t[idx])
+        optimiser.zero_grad()
+        loss.backward()
+        nn.utils.clip_grad_norm_(learner.parameters(), 10.0)
+        optimiser.step()
+        history.append({"step": float(step), **logs})
+    learner.eval()
+    return MarcaResult(learner, history, time.monotonic() - started)
+
+
 # ---------------------------------------------------------------------------
 # Export: one ONNX step per agent (the serving side chains them along the cascade)
 # ---------------------------------------------------------------------------

@@ -1,0 +1,199 @@
+"""The allocate balancer study (#16 item "MPC meeting its goal"): load models, then MPC vs feedback side by side.
+
+    python -m benchmarks.allocate_balancer [--seeds 0,1,2,3,4] [--target 0.95] [--workers 2]
+
+Per seed s: MaRCA's agents are trained online (96 intervals, as in allocate_quality); two history days
+(500 + s, 600 + s) are run under a perturbed feedback λ (excitation for the fit, as in allocate_quality);
+both load models are fitted on them and their one-step RMSE measured on a third, held-out day (700 + s):
+* `exp`   — serving/balancer.LoadModel: Ĉ' = θ₀ + θ₁Ĉ + q(θ₂ + θ₃·exp(−λ/s)) (last session's);
+* `curve` — serving/balancer.CurveLoadModel: z(λ) a monotone curve of log λ fitted to the history,
+            traffic × contention, hour terms (ours, this session).
+Then the evaluation day 1000 + s is run four times, MaRCA's agents each time, λ from:
+  MPC on `exp` as shipped (falls back to PI when its RMSE > max_rmse 0.1), MPC on `exp` forced (no
+  fallback), MPC on `curve`, and the PI feedback controller alone.
+Reported per controller: mean utilisation μ, share of intervals over budget ν (u > 1), mean excess over
+budget, revenue per request; each the mean over seeds with a 95 % t interval. Goal (issue #16):
+μ ≥ 0.95 with ν ≤ 0.01 for the MPC.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import time
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from benchmarks.allocate_quality import (
+    LAMBDA_MAX,
+    RULE_GAIN,
+    PerturbedFeedback,
+    mean_ci,
+    pi,
+    run_day,
+)
+from benchmarks.common import Metric, write_result
+from serving.balancer import CurveLoadModel, DiurnalTrafficForecast, LoadModel, MPCBalancer
+from training.algorithms import marca as M
+from training.envs import allocate_oracle as O
+from training.envs.allocate import AllocateConfig, BatchedAllocateSim
+
+CONTROLLERS = ("mpc_exp_shipped", "mpc_exp_forced", "mpc_curve", "feedback")
+_LOAD, _UTIL = 1, 2
+
+
+class Controller:
+    """λ per interval for MarcaPolicy from an MPC (with the next slot, for the curve model's hour terms) or PI."""
+
+    def __init__(self, make: Any, forecast: DiurnalTrafficForecast, per_day: int) -> None:
+        self.make, self.forecast, self.per_day = make, forecast, per_day
+        self.reset()
+
+    def reset(self) -> None:
+        self.balancer, self.lam, self._first, self.mpc_steps = self.make(), 1.0, True, 0
+
+    def __call__(self, obs: np.ndarray) -> float:
+        slot = O.interval_of(obs, self.per_day)
+        if not self._first:
+            measured = float(obs[0, _UTIL])
+            self.forecast.observe((slot - 1) % self.per_day, float(obs[0, _LOAD]))
+            if isinstance(self.balancer, MPCBalancer):
+                horizon = self.balancer.horizon
+                self.lam = self.balancer.update(measured, self.forecast.forecast(slot, horizon), self.lam, slot)
+                self.mpc_steps += self.balancer.last_reason == "mpc"
+            else:
+                self.lam = self.balancer.update(measured, self.lam)
+        self._first = False
+        return self.lam
+
+
+def history(
+    learner: M.MarcaLearner, cost: M.CostTable, config: AllocateConfig, days: list[int], target: float
+) -> dict[str, np.ndarray]:
+    policy = M.MarcaPolicy(learner, cost, PerturbedFeedback(target, RULE_GAIN, 0.4, days[0]))
+    rows: list[tuple[float, float, float, float]] = []
+    for day in days:
+        sim = BatchedAllocateSim(256, config, day, autoreset=False)
+        obs = sim.reset(day)
+        policy.reset()
+        while True:
+            obs, _, done, info = sim.step(policy(obs))
+            rows.append((info["utilisation"], info["load"], policy.lam, info["interval"] % config.intervals_per_day))
+            if done.all():
+                break
+    u, q, lam, slot = np.asarray(rows).T
+    return {"u": u, "q": q, "lam": lam, "slot": slot.astype(np.int64)}
+
+
+def evaluate_seed(job: tuple[int, int, float]) -> dict[str, Any]:
+    seed, intervals, target = job
+    torch.set_num_threads(1)
+    config = AllocateConfig()
+    per_day = config.intervals_per_day
+    learner = M.train(M.MarcaConfig(seed=seed, train_intervals=intervals), "marca", config).learner
+    cost = M.CostTable.from_simulator(config, learner.split)
+    fit = history(learner, cost, config, [500 + seed, 600 + seed], target)
+    held = history(learner, cost, config, [700 + seed], target)
+    exp_model = LoadModel.fit(fit["u"], fit["q"], fit["lam"])
+    curve = CurveLoadModel.fit(fit["u"], fit["q"], fit["lam"], fit["slot"], per_day)
+    th = exp_model.theta
+    exp_pred = th[0] + th[1] * held["u"][:-1] + held["q"][1:] * (th[2] + th[3] * exp_model.z(held["lam"][1:]))
+    curve_pred = curve.predict(held["u"][:-1], held["q"][1:], held["lam"][1:], held["slot"][1:])
+    out: dict[str, Any] = {
+        "seed": seed,
+        "rmse_exp_fit": exp_model.rmse,
+        "rmse_curve_fit": curve.rmse,
+        "rmse_exp_held_out": float(np.sqrt(np.mean((exp_pred - held["u"][1:]) ** 2))),
+        "rmse_curve_held_out": float(np.sqrt(np.mean((curve_pred - held["u"][1:]) ** 2))),
+    }
+    # the diurnal forecast learns the traffic profile from the history days, as a serving balancer would
+    forecast_days = [*zip(fit["slot"], fit["q"], strict=True)]
+
+    def new_forecast() -> DiurnalTrafficForecast:
+        f = DiurnalTrafficForecast(per_day)
+        for s, q in forecast_days:
+            f.observe(int(s), float(q))
+        return f
+
+    def mpc(model: LoadModel | CurveLoadModel, max_rmse: float) -> MPCBalancer:
+        return MPCBalancer(
+            target_utilisation=target, model=model, lambda_max=LAMBDA_MAX, fallback=pi(target), max_rmse=max_rmse
+        )
+
+    makers = {
+        "mpc_exp_shipped": lambda: mpc(exp_model, 0.1),
+        "mpc_exp_forced": lambda: mpc(exp_model, math.inf),
+        "mpc_curve": lambda: mpc(curve, 0.1),
+        "feedback": lambda: pi(target),
+    }
+    for name in CONTROLLERS:
+        ctl = Controller(makers[name], new_forecast(), per_day)
+        day = run_day(M.MarcaPolicy(learner, cost, ctl), config, 256, 1000 + seed)
+        out[name] = {
+            "utilisation": float(day.utilisation.mean()),
+            "over": float((day.utilisation > 1.0).mean()),
+            "excess": float(np.maximum(day.utilisation - 1.0, 0.0).mean()),
+            "revenue": day.revenue_per_day,
+            "mpc_share": ctl.mpc_steps / max(1, per_day - 1),
+        }
+    print(f"seed {seed}: " + ", ".join(f"{k} {v}" for k, v in out.items()), flush=True)
+    return out
+
+
+def summarise(rows: list[dict[str, Any]]) -> list[Metric]:
+    metrics: list[Metric] = []
+    for key in ("rmse_exp_fit", "rmse_exp_held_out", "rmse_curve_fit", "rmse_curve_held_out"):
+        value, ci = mean_ci([r[key] for r in rows])
+        metrics.append(Metric(f"allocate.load_model.{key}", value, "budget", ci=ci))
+    for name in CONTROLLERS:
+        is_goal = name == "mpc_curve"
+        for field, unit, goal in (
+            ("utilisation", "budget", (">=", 0.95) if is_goal else None),
+            ("over", "share of intervals", ("<=", 0.01) if is_goal else None),
+            ("excess", "budget", None),
+            ("revenue", "cents", None),
+            ("mpc_share", "share of intervals", None),
+        ):
+            if field == "mpc_share" and name == "feedback":
+                continue
+            value, ci = mean_ci([r[name][field] for r in rows])
+            metric = "over_utilisation" if field == "over" else field
+            metrics.append(Metric(f"allocate.balancer.{name}.{metric}", value, unit, goal=goal, ci=ci))
+    return metrics
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    p.add_argument("--seeds", default="0,1,2,3,4")
+    p.add_argument("--intervals", type=int, default=96, help="MaRCA training intervals")
+    p.add_argument("--target", type=float, default=0.95, help="utilisation target of every controller")
+    p.add_argument("--workers", type=int, default=2)
+    args = p.parse_args(argv)
+    seeds = [int(s) for s in args.seeds.split(",")]
+    started = time.perf_counter()
+    rows: list[dict[str, Any]] = []
+    command = ("python -m benchmarks.allocate_balancer " + " ".join(argv or [])).strip()
+    with get_context("spawn").Pool(min(args.workers, len(seeds))) as pool:
+        for row in pool.imap_unordered(evaluate_seed, [(s, args.intervals, args.target) for s in seeds]):
+            rows.append(row)
+            rows.sort(key=lambda r: r["seed"])
+            metrics = summarise(rows)
+            extra = {"seeds": seeds, "seeds_completed": [r["seed"] for r in rows], "target": args.target,
+                     "train_intervals": args.intervals, "seconds": time.perf_counter() - started, "rows": rows}  # fmt: skip
+            path = write_result("allocate_balancer", metrics, command=command, extra=extra)
+            lines = [f"# allocate balancer — {len(rows)} of {len(seeds)} seeds, target {args.target}", "",
+                     f"`{command}`", "", "| metric | value | 95 % CI | goal |", "|---|---|---|---|"]  # fmt: skip
+            for m in metrics:
+                ci = f"[{m.ci[0]:.4f}, {m.ci[1]:.4f}]" if m.ci else ""
+                goal = f"{m.goal[0]} {m.goal[1]}" if m.goal else ""
+                lines.append(f"| `{m.name}` | {m.value:.4f} {m.unit} | {ci} | {goal} |")
+            Path(path).with_suffix(".md").write_text("\n".join(lines) + "\n")
+            print(f"wrote {path}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
