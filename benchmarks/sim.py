@@ -214,16 +214,35 @@ def _plots(rank: dict[str, Any], slot: dict[str, Any], alloc: dict[str, Any], in
     fig.savefig(DOCS_IMG / "sim_rank_tradeoff.png", dpi=110)
     plt.close(fig)
 
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.8))
+    from models.problems import SLOT
+
+    cap = SLOT.constraints[0].threshold
+    fig, axes = plt.subplots(1, 3, figsize=(14, 4))
     for name, r in slot.items():
         days = np.arange(1, len(r.per_day["watch_time"]) + 1)
         axes[0].plot(days, r.per_day["live_watch_time"], marker="o", label=name)
         total = np.asarray(r.per_day["watch_time"]) + np.asarray(r.per_day["live_watch_time"])
         axes[1].plot(days, total, marker="o", label=name)
-    axes[0].set(title="live watch time per user", xlabel="day", ylabel="seconds")
-    axes[1].set(title="total watch time (video + live) per user", xlabel="day", ylabel="seconds")
+        week = float(np.mean(total))
+        axes[2].scatter(100 * r.per_decision["live_exposure"], week, s=50, label=name)
+        axes[2].annotate(
+            name, (100 * r.per_decision["live_exposure"], week), fontsize=7, xytext=(4, 4), textcoords="offset points"
+        )
+    # per_day: the mean over every user drawn of that day's seconds (a user who has left counts 0).
+    axes[0].set(title="live watch time", xlabel="day of the week", ylabel="live watch time (s per user-day)")
+    axes[1].set(title="total watch time (video + live)", xlabel="day of the week", ylabel="watch time (s per user-day)")
+    axes[2].axvline(100 * cap, color="k", ls="--", lw=1, label=f"exposure cap {100 * cap:.0f} %")
+    axes[2].set(
+        title="the week: total watch time against live exposure",
+        xlabel="live exposure (% of requests showing a live stream)",
+        ylabel="total watch time, 7-day mean (s per user-day)",
+    )
     axes[1].legend(fontsize=7)
-    fig.suptitle("slot: greedy insertion wins day 1, loses the week")
+    axes[2].legend(fontsize=7, loc="lower right")
+    fig.suptitle(
+        f"slot ({len(next(iter(slot.values())).per_day['watch_time'])} days): inserting a live stream everywhere "
+        "wins live watch time and loses the week"
+    )
     fig.tight_layout()
     fig.savefig(DOCS_IMG / "sim_slot_tradeoff.png", dpi=110)
     plt.close(fig)
