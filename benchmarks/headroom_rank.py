@@ -1,6 +1,7 @@
 """Learnable headroom in the `rank` world: a state-aware rule against the best constant fusion weights.
 
-    python -m benchmarks.headroom_rank [--quick] [--plot] [--search-users 1000] [--users 2000]
+    python -m benchmarks.headroom_rank --keep-unconstrained [--plot]   # the recorded run, ~35 min on 2 loaded cores
+    python -m benchmarks.headroom_rank --quick                         # evaluate the recorded rules
 
 Issue 15 asks whether a policy that reads the observation can beat the best
 one-line rule by ≥ 5 % of watch time per user-day (returns included, every
@@ -9,9 +10,9 @@ breaks a constraint. No learning here; every rule is found by the same search
 (`cem`), on users (seed `SEARCH_SEED`) separate from the evaluation users:
 
 1. the best constant: one weight vector (6 numbers) at every stage;
-2. the unconstrained optimum: the same search on watch time alone;
-   `unconstrained_violations` counts the constraints it breaks on the
-   evaluation users;
+2. the unconstrained optimum: the same search on watch time alone (or, with
+   `--keep-unconstrained`, the recorded one); `unconstrained_violations`
+   counts the constraints it breaks on the evaluation users;
 3. the state-aware reference: a table of weights with one row per (activity
    group × session fatigue bin), 9 × 6 numbers. The fatigue is φ_g × minutes
    in the session (the group's fatigue per minute, simulator knowledge, times
