@@ -128,13 +128,7 @@ def tradeoffs(n_users: int, plots: bool) -> dict[str, Any]:
         "constraints_satisfied": {k: v.constraints_satisfied for k, v in rank.items()},
     }
 
-    slot_policies: dict[str, Any] = {
-        "none": constant_policy("slot", [0]),
-        "behaviour": behaviour_policy("slot", seed=0),
-        "always position 3": constant_policy("slot", [3]),
-        "always position 1": constant_policy("slot", [1]),
-    }
-    slot = {name: evaluate_policy("slot", p, n_users, 7, seed=0) for name, p in slot_policies.items()}
+    slot = slot_runs(n_users)
 
     def total(r: Any) -> float:
         return float(r.signals["watch_time"].mean + r.signals["live_watch_time"].mean)
@@ -151,6 +145,20 @@ def tradeoffs(n_users: int, plots: bool) -> dict[str, Any]:
     if plots:
         _plots(rank, slot, alloc, interactions)
     return res
+
+
+def slot_runs(n_users: int) -> dict[str, Any]:
+    """The slot policies of the trade-off over 7 days (seed 0): {name: EvaluationResult}."""
+    from training.envs import behaviour_policy, constant_policy
+    from training.envs.evaluate import evaluate_policy
+
+    slot_policies: dict[str, Any] = {
+        "none": constant_policy("slot", [0]),
+        "behaviour": behaviour_policy("slot", seed=0),
+        "always position 3": constant_policy("slot", [3]),
+        "always position 1": constant_policy("slot", [1]),
+    }
+    return {name: evaluate_policy("slot", p, n_users, 7, seed=0) for name, p in slot_policies.items()}
 
 
 def allocate_tradeoffs() -> tuple[dict[str, Any], dict[str, Any]]:
@@ -214,22 +222,49 @@ def _plots(rank: dict[str, Any], slot: dict[str, Any], alloc: dict[str, Any], in
     fig.savefig(DOCS_IMG / "sim_rank_tradeoff.png", dpi=110)
     plt.close(fig)
 
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.8))
+    _plot_slot(slot)
+    _plot_allocate(alloc)
+    print(f"plots written to {DOCS_IMG}")
+
+
+def _plot_slot(slot: dict[str, Any]) -> None:
+    """Per-day live and total watch time, and the week against live exposure (docs/img/sim_slot_tradeoff.png)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from models.problems import SLOT
+
+    cap = SLOT.constraints[0].threshold
+    fig, axes = plt.subplots(1, 3, figsize=(14, 4))
     for name, r in slot.items():
         days = np.arange(1, len(r.per_day["watch_time"]) + 1)
         axes[0].plot(days, r.per_day["live_watch_time"], marker="o", label=name)
         total = np.asarray(r.per_day["watch_time"]) + np.asarray(r.per_day["live_watch_time"])
         axes[1].plot(days, total, marker="o", label=name)
-    axes[0].set(title="live watch time per user", xlabel="day", ylabel="seconds")
-    axes[1].set(title="total watch time (video + live) per user", xlabel="day", ylabel="seconds")
+        week = float(np.mean(total))
+        axes[2].scatter(100 * r.per_decision["live_exposure"], week, s=50, label=name)
+    # per_day: the mean over every user drawn of that day's seconds (a user who has left counts 0).
+    axes[0].set(title="live watch time", xlabel="day of the week", ylabel="live watch time (s per user-day)")
+    axes[1].set(title="total watch time (video + live)", xlabel="day of the week", ylabel="watch time (s per user-day)")
+    axes[2].axvline(100 * cap, color="k", ls="--", lw=1, label=f"exposure cap {100 * cap:.0f} %")
+    axes[2].set(
+        title="the week: total watch time against live exposure",
+        xlabel="live exposure (% of requests showing a live stream)",
+        ylabel="total watch time, 7-day mean (s per user-day)",
+    )
     axes[1].legend(fontsize=7)
-    fig.suptitle("slot: greedy insertion wins day 1, loses the week")
+    axes[2].set_xlim(-5, 105)
+    axes[2].legend(fontsize=7, loc="upper right")
+    fig.suptitle(
+        f"slot ({len(next(iter(slot.values())).per_day['watch_time'])} days): inserting a live stream everywhere "
+        "wins live watch time and loses the week"
+    )
     fig.tight_layout()
     fig.savefig(DOCS_IMG / "sim_slot_tradeoff.png", dpi=110)
     plt.close(fig)
-
-    _plot_allocate(alloc)
-    print(f"plots written to {DOCS_IMG}")
 
 
 def _plot_allocate(alloc: dict[str, Any]) -> None:
@@ -270,10 +305,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--users", type=int, default=3000, help="users per trade-off evaluation")
     parser.add_argument("--plots", action="store_true", help="redraw docs/img/sim_*.png")
     parser.add_argument("--allocate-plot", action="store_true", help="only redraw docs/img/sim_allocate_tradeoff.png")
+    parser.add_argument("--slot-plot", action="store_true", help="only redraw docs/img/sim_slot_tradeoff.png")
     args = parser.parse_args(argv)
     _one_core()
     if args.allocate_plot:
         _plot_allocate(allocate_tradeoffs()[1])
+        return 0
+    if args.slot_plot:
+        _plot_slot(slot_runs(args.users))
         return 0
 
     from benchmarks.common import Metric, write_result

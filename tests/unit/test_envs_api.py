@@ -170,7 +170,7 @@ def test_rank_stage_weights_change_the_page() -> None:
 def test_rank_multi_view_local_observations() -> None:
     sim = BatchedRankSim(32, seed=1)
     obs = sim.reset()
-    local = sim.stage_observations()
+    local = sim.stage_observations(np.tile(np.asarray(RANK.default_action, np.float32), (32, 1)))
     assert list(local) == list(RANK_STAGES)
     # Pre-rank's local observation is the single view's: both describe the retrieved pool.
     np.testing.assert_allclose(local["pre_rank"], obs)

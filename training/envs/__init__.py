@@ -54,7 +54,7 @@ Batched interface (what learners, OPE and benchmarks use)
   "entry_point", "user_id" (N,).
 * Multi-agent views in batched form: `BatchedRankSim.stage_observation(i, positions)`,
   `run_stage` and `serve_page` step the cascade stage by stage on the real pools;
-  `stage_observations()` gives {stage: (N, 27)} on default-weight preview pools; `join_stage_actions` / `split_stage_actions` and
+  `stage_observations(actions)` gives {stage: (N, 27)} on the pools given joint actions produce; `join_stage_actions` / `split_stage_actions` and
   `allocate.join_agent_actions` convert between per-agent and joint actions.
 
 Throughput on one core (benchmarks/sim.py): rank ≥ 10⁵ user-steps/s, slot

@@ -15,8 +15,7 @@ Views:
              turn on every request, each a Box(6) on its own local observation of the pool the
              upstream stages actually kept (RecFlow's cascade); shared team reward. (The former
              parallel view showed rank / re-rank a "preview" pool ranked with default upstream
-             weights; that departure is gone. `BatchedRankSim.stage_observations()` still offers
-             the preview for batched learners that need every stage's input at once.)
+             weights; that departure is gone, in the batched learners' pool too.)
 * batched    (`BatchedRankSim`): N users at once, numpy, the interface the learners and
              benchmarks use (see training/envs/__init__.py); `stage_observation` / `run_stage` /
              `serve_page` step it stage by stage.
@@ -53,7 +52,6 @@ from models.observations import fusion_scores, rank_observation, top_k
 from models.problems import (
     PREDICTED_SIGNALS,
     RANK,
-    RANK_DEFAULT_STAGE_WEIGHTS,
     RANK_SESSION_SIGNAL_DEFAULTS,
     RANK_STAGES,
     BoxAction,
@@ -538,9 +536,6 @@ class BatchedRankSim(BatchedUserSim):
         self.catalog, self.rank_catalog = make_rank_catalog(cfg, self.catalog, np.random.default_rng([seed, 3]))
         self.users = RankUserRows(cfg, self.catalog, self.rank_catalog, n, max_users, autoreset, self._keyed)
         self._rows = np.arange(n)
-        self._default_stage_weights = np.broadcast_to(
-            np.asarray(RANK_DEFAULT_STAGE_WEIGHTS, dtype=np.float32), (n, N_SIGNALS)
-        )
         r = cfg.retrieval_size
         self._pool: IntArray = np.zeros((n, r), np.int64)
         # True probabilities of the six predicted signals' responses, signal-major (see world.Catalog).
@@ -623,16 +618,17 @@ class BatchedRankSim(BatchedUserSim):
         """Single-view observation (N, 27) (or of `rows`): the retrieved pool as pre-rank's model sees it."""
         return self._observation(self._predicted0[:, rows], rows)
 
-    def stage_observations(self) -> dict[str, FloatArray]:
-        """Every stage's local observation at once {stage: (N, 27)}, on the pool that would reach it if the
-        upstream stages played the spec's default weights (a preview, for learners that need all stages'
-        inputs before any acts; exact with default upstream weights). The sequential view
-        (`stage_observation` / `run_stage` / `serve_page`, `RankSequentialEnv`) shows each stage its real pool."""
+    def stage_observations(self, actions: Any) -> dict[str, FloatArray]:
+        """Every stage's local observation {stage: (N, 27)} on the pool the upstream stages produce with
+        `actions` (N, 18) — what `stage_observation` / `run_stage` show each stage when it acts, for
+        joint actions already chosen (e.g. logged ones). A learner that acts stage by stage uses the
+        sequential calls (`training.rl.sim.BatchedSimPool.act_in_turn`)."""
+        weights = split_stage_actions(self.check_actions(actions, self.n))
         out: dict[str, FloatArray] = {}
         positions: IntArray | None = None
         for stage_index, stage in enumerate(RANK_STAGES):
             out[stage] = self.stage_observation(stage_index, positions)
-            positions = self.run_stage(stage_index, self._default_stage_weights, positions)
+            positions = self.run_stage(stage_index, weights[stage], positions)
         return out
 
     def stage_observation(self, stage_index: int, positions: IntArray | None) -> FloatArray:

@@ -326,6 +326,13 @@ class RolloutCollector:
             self._running[row] = 0.0
             self._steps[row] = 0
 
+    @staticmethod
+    def _continue_next_obs(buf: dict[str, list[Any]], obs_t: Tensor) -> None:
+        """The previous step's next_obs of the rows whose episode goes on is this step's observation."""
+        if buf["next_obs"]:
+            going_on = buf["ends"][-1] == 0
+            buf["next_obs"][-1][going_on] = obs_t[going_on]
+
     @torch.no_grad()
     def collect(
         self,
@@ -339,9 +346,17 @@ class RolloutCollector:
         `on_ends(ended, generator)`, when given, is told after every step which rows' episodes ended
         (terminated or truncated) — e.g. to redraw per-episode exploration noise."""
         buf: dict[str, list[Any]] = {k: [] for k in ("obs", "action", "rewards", "next_obs", "term", "ends", "logp")}
+        # A pool whose agents act in turn (training.rl.sim.BatchedSimPool, rank multi-agent) builds the joint
+        # observation while they act: later agents' blocks exist only once the earlier ones have acted.
+        in_turn = getattr(self.pool, "act_in_turn", None) if getattr(self.pool, "multi_agent", False) else None
         for _ in range(steps):
-            obs_t = torch.from_numpy(self.obs)
-            action, logp = act(obs_t, self.generator)
+            if in_turn is None:
+                obs_t = torch.from_numpy(self.obs)
+                action, logp = act(obs_t, self.generator)
+            else:
+                joint, action, logp = in_turn(act, self.generator)
+                obs_t = torch.from_numpy(joint)
+                self._continue_next_obs(buf, obs_t)
             action = action.cpu()
             step = self.pool.step(action.numpy())
             buf["obs"].append(obs_t)
@@ -355,6 +370,11 @@ class RolloutCollector:
             self._track(step.rewards, step.terminated | step.truncated)
             if on_ends is not None:
                 on_ends(buf["ends"][-1] > 0, self.generator)
+        if in_turn is not None and steps:
+            # The last step's successor: the joint observation the next call's first step will build (from a
+            # copy of the generator, so the next call draws the same; the actor may have changed by then).
+            peek = torch.Generator().set_state(self.generator.get_state())
+            self._continue_next_obs(buf, torch.from_numpy(in_turn(act, peek)[0]))
         self.transitions += steps * self.pool.n_envs
         return Rollout(
             obs=torch.stack(buf["obs"]).to(device),

@@ -3,7 +3,11 @@
 * `BatchedSimPool` — an `EnvPool` over `make_batched(problem, n)`; single view
   (observation (N, obs)) or, for `rank`, the multi-agent view (joint
   observation = the three stages' local observations concatenated, (N, 72);
-  the joint action is the same (N, 18) vector in stage order).
+  the joint action is the same (N, 18) vector in stage order). In the
+  multi-agent view the stages act in turn (`act_in_turn`, which
+  `RolloutCollector` calls when a pool has it): each stage observes the pool
+  the upstream stages actually kept with the actions they just took, as in
+  `RankSequentialEnv` and serving — no preview pool.
   The simulator's `done` is the end of a user's `days`-day horizon; the
   ground-truth evaluation counts nothing past it, so the learners treat it as
   a termination (no bootstrap) — exactly the finite-horizon objective.
@@ -49,10 +53,49 @@ class BatchedSimPool:
         self.overrides = {**self.overrides, "paired_rows": True}
 
     def _observe(self, obs: np.ndarray) -> np.ndarray:
+        """The single view's observation; multi-agent: the joint observation before any stage has acted —
+        pre-rank's real block, and pre-rank's observation again in the later stages' blocks as
+        placeholders that `act_in_turn` replaces with what those stages really see."""
         if not self.multi_agent:
             return np.asarray(obs, np.float32)
-        stages = self.sim.stage_observations()
-        return np.concatenate([stages[a.name] for a in self.task.agents], axis=1).astype(np.float32)
+        return np.tile(np.asarray(obs, np.float32), (1, len(self.task.agents)))
+
+    def act_in_turn(
+        self,
+        act: Callable[[torch.Tensor, torch.Generator], tuple[torch.Tensor, torch.Tensor]],
+        generator: torch.Generator,
+    ) -> tuple[np.ndarray, torch.Tensor, torch.Tensor]:
+        """Multi-agent rank: the stages act in turn on the current request; (joint observation, action, log_prob).
+
+        Stage k observes the pool stages < k kept with the actions they just sampled. `act` is the joint
+        actor's sampler, in which agent k's action columns depend only on observation block k and on the
+        generator's draws: it is called once per stage from the same generator state on the joint
+        observation known so far, and stage k's columns are taken from call k. The last call sees every
+        block as it really is, so its (action, log_prob) are the joint ones (the pool's `step` re-runs
+        the cascade with that action and keeps the same pools: the stages are deterministic)."""
+        if not self.multi_agent:
+            raise ValueError("act_in_turn: the multi-agent view only (BatchedSimPool(..., multi_agent=True))")
+        from models.problems import RANK_STAGES
+        from training.envs.rank import N_SIGNALS
+
+        names = [a.name for a in self.task.agents]
+        if self.problem != "rank" or names != list(RANK_STAGES):
+            raise ValueError(f"act_in_turn: the rank cascade's stages {list(RANK_STAGES)} in order, got {names}")
+        d = self.sim.stage_observation(0, None).shape[1]
+        joint = self._observe(self.sim.stage_observation(0, None))
+        state = generator.get_state()
+        positions = None
+        for k in range(len(names)):
+            if k > 0:
+                joint[:, k * d : (k + 1) * d] = self.sim.stage_observation(k, positions)
+            generator.set_state(state)
+            action, logp = act(torch.from_numpy(joint), generator)
+            if k < len(names) - 1:
+                weights = self.sim.check_actions(action.cpu().numpy(), self.n_envs)[
+                    :, k * N_SIGNALS : (k + 1) * N_SIGNALS
+                ]
+                positions = self.sim.run_stage(k, weights, positions)
+        return joint, action, logp
 
     def reset(self, seed: int) -> np.ndarray:
         from training.envs import make_batched
@@ -145,6 +188,7 @@ def evaluate_multi_agent(actor: Actor, n_users: int, days: int, seed: int = 0, *
     from models.problems import RANK
     from training.envs import make_batched
     from training.envs.evaluate import _rows  # the same row count as evaluate_policy
+    from training.envs.rank import RANK_BOX
 
     actor = actor.cpu().eval()
     names = RANK.signal_names
@@ -153,11 +197,14 @@ def evaluate_multi_agent(actor: Actor, n_users: int, days: int, seed: int = 0, *
     totals = np.zeros((n_users * days, len(names)))
     decisions = 0
     while not sim.all_done:
-        stages = sim.stage_observations()
-        x = torch.as_tensor(np.concatenate([stages[a.name] for a in RANK.agents], axis=1))
-        with torch.no_grad():
-            act = actor.mode(x).numpy()
-        _, rewards, _, info = sim.step(act)
+        # The stages act in turn: each observes the pool the upstream stages kept (as serving does).
+        positions = None
+        for k, agent in enumerate(actor.agents):  # type: ignore[union-attr]
+            x = torch.as_tensor(sim.stage_observation(k, positions))
+            with torch.no_grad():
+                weights = np.clip(agent.mode(x).numpy().astype(np.float32), RANK_BOX.low, RANK_BOX.high)
+            positions = sim.run_stage(k, weights, positions)
+        _, rewards, _, info = sim.serve_page(positions)
         live = info["active"]
         flat = info["user_id"][live] * days + info["day"][live]
         np.add.at(totals, flat, np.stack([rewards[s][live] for s in names], axis=1))
