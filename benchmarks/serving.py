@@ -69,6 +69,14 @@ async def constant(problem: str) -> dict[str, object]:
 """
 
 
+NO_LOG_APP = """
+from serving.app import create_app
+from tests.support.serving import NullProducer
+
+app = create_app(producer=NullProducer())
+"""
+
+
 def _run_async(coro: Coroutine[Any, Any, T]) -> T:
     """Run one measurement of the load generator, on uvloop when installed (uvicorn[standard]
     brings it: less CPU per request than asyncio's own loop, so the generator's core is less of
@@ -249,7 +257,13 @@ def _cpu_seconds(pids: list[int]) -> float:
 
 
 def measure_app(
-    port: int, problems: list[str], bodies: dict[str, list[bytes]], duration: float, repeats: int, pids: list[int]
+    port: int,
+    problems: list[str],
+    bodies: dict[str, list[bytes]],
+    duration: float,
+    repeats: int,
+    pids: list[int],
+    warm_up_s: float = WARM_UP_S,
 ) -> dict[str, dict[str, float]]:
     out: dict[str, dict[str, float]] = {}
     # A fresh server spends more CPU per request for its first half minute or so (measured: slot
@@ -259,7 +273,7 @@ def measure_app(
     # server serves in.
     requests = {problem: build_requests(port, f"/v1/decide/{problem}", bodies[problem]) for problem in problems}
     for reqs in requests.values():
-        _run_async(closed_loop(port, reqs, WARM_UP_S))
+        _run_async(closed_loop(port, reqs, warm_up_s))
     for problem, reqs in requests.items():
         _run_async(closed_loop(port, reqs, 1.0))
         tput, p50, p99, cpu, bad = [], [], [], [], 0
@@ -313,8 +327,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--no-wal-cost",
         action="store_true",
-        help="skip the slot rows that price the write-ahead spool (answers not waiting for it) and two workers",
+        help="skip the slot rows that price the write-ahead spool (no decision log; answers awaiting the "
+        "fdatasync) and two workers",
     )
+    ap.add_argument("--warm-up", type=float, default=WARM_UP_S, help="seconds each problem is exercised first")
     args = ap.parse_args(argv)
     _pin(LOAD_CORE)
     # Other processes on the host inflate every figure here; record how busy it was.
@@ -381,22 +397,37 @@ def main(argv: list[str] | None = None) -> int:
                 str(home),
             ]
             with server_process(const_cmd, base_env, port, "/docs") as proc:
-                results["constant"] = measure_app(port, ["constant"], bodies, args.duration, args.repeats, [proc.pid])
+                results["constant"] = measure_app(
+                    port, ["constant"], bodies, args.duration, args.repeats, [proc.pid], args.warm_up
+                )
 
             port = _free_port()
             print("in-process onnxruntime ...", flush=True)
             with server_process([*serve, "--port", str(port)], base_env, port, "/readyz") as proc:
-                results["onnxruntime"] = measure_app(port, problems, bodies, args.duration, args.repeats, [proc.pid])
+                results["onnxruntime"] = measure_app(
+                    port, problems, bodies, args.duration, args.repeats, [proc.pid], args.warm_up
+                )
 
             if not args.no_wal_cost and "slot" in problems:
-                # What the write-ahead spool costs: the same server answering before the event is on
-                # disk (it is still written, a few ms later), and two workers sharing core 0.
+                # What the write-ahead spool costs: the same server with the decision log dropped
+                # (no spool, no Kafka), the same server answering only after each event's group is
+                # fdatasynced, and two workers sharing core 0.
                 port = _free_port()
-                print("slot, answers not waiting for the write-ahead spool ...", flush=True)
-                env = {**base_env, "TROUPE_DECISION_LOG_DURABLE": "false"}
+                print("slot, decision log dropped (no spool, no Kafka) ...", flush=True)
+                app_file = home / "no_log_app.py"
+                app_file.write_text(NO_LOG_APP)
+                no_log = [sys.executable, "-m", "uvicorn", "no_log_app:app", "--port", str(port)]
+                no_log += ["--log-level", "warning", "--no-access-log", "--app-dir", str(home)]
+                with server_process(no_log, base_env, port, "/readyz") as proc:
+                    results["no_log"] = measure_app(
+                        port, ["slot"], bodies, args.duration, args.repeats, [proc.pid], args.warm_up
+                    )
+                port = _free_port()
+                print("slot, answers awaiting the fdatasync ...", flush=True)
+                env = {**base_env, "TROUPE_DECISION_LOG_WAIT_FSYNC": "true"}
                 with server_process([*serve, "--port", str(port)], env, port, "/readyz") as proc:
-                    results["no_wal_wait"] = measure_app(
-                        port, ["slot"], bodies, args.duration, args.repeats, [proc.pid]
+                    results["fsync_wait"] = measure_app(
+                        port, ["slot"], bodies, args.duration, args.repeats, [proc.pid], args.warm_up
                     )
                 port = _free_port()
                 print("slot, two uvicorn workers ...", flush=True)
@@ -409,7 +440,9 @@ def main(argv: list[str] | None = None) -> int:
                 with server_process(two, shared, port, "/readyz") as proc:
                     time.sleep(3.0)  # both workers up (readiness answered by the first one)
                     pids = [proc.pid, *_children(proc.pid)]
-                    results["two_workers"] = measure_app(port, ["slot"], bodies, args.duration, args.repeats, pids)
+                    results["two_workers"] = measure_app(
+                        port, ["slot"], bodies, args.duration, args.repeats, pids, args.warm_up
+                    )
 
             if not args.no_triton:
                 from infra.triton.server import TritonServer
@@ -433,7 +466,9 @@ def main(argv: list[str] | None = None) -> int:
                     }
                     with server_process([*serve, "--port", str(port)], env, port, "/readyz") as proc:
                         pids = [proc.pid, triton.process.pid, *_children(triton.process.pid)]
-                        results["triton"] = measure_app(port, problems, bodies, args.duration, args.repeats, pids)
+                        results["triton"] = measure_app(
+                            port, problems, bodies, args.duration, args.repeats, pids, args.warm_up
+                        )
                 finally:
                     triton.stop()
         finally:
@@ -489,23 +524,43 @@ def main(argv: list[str] | None = None) -> int:
                     baseline=("fastapi.constant.cpu_ms_per_request", const_cpu),
                 ),
             ]
-    if "no_wal_wait" in results and "slot" in results.get("onnxruntime", {}):
+    if "no_log" in results and "slot" in results.get("onnxruntime", {}):
         with_wal = results["onnxruntime"]["slot"]
-        without = results["no_wal_wait"]["slot"]
+        no_log = results["no_log"]["slot"]
+        wait = results["fsync_wait"]["slot"]
         metrics += [
             Metric(
-                "serving.slot.throughput_without_wal_wait",
-                without["throughput"],
+                "serving.slot.throughput_no_log",
+                no_log["throughput"],
                 "req/s",
-                baseline=("serving.slot.throughput", with_wal["throughput"]),
-                note="answers sent before the event's group commit is on disk (TROUPE_DECISION_LOG_DURABLE=false); "
-                "ratio = this / the durable default, so (ratio - 1) is what waiting for the spool costs",
+                baseline=("fastapi.constant.throughput", const),
+                note="the same server with the decision log dropped (no spool, no Kafka)",
             ),
             Metric(
-                "serving.slot.cpu_ms_per_request_without_wal_wait",
-                without["cpu_ms"],
+                "serving.slot.cpu_ms_per_request_no_log",
+                no_log["cpu_ms"],
                 "ms",
                 baseline=("serving.slot.cpu_ms_per_request", with_wal["cpu_ms"]),
+                note="ratio = share of the default's CPU left without the spool and Kafka",
+            ),
+            Metric(
+                "serving.slot.throughput_fsync_wait",
+                wait["throughput"],
+                "req/s",
+                baseline=("serving.slot.throughput", with_wal["throughput"]),
+                note="each answer awaits its group's fdatasync (TROUPE_DECISION_LOG_WAIT_FSYNC=true): with "
+                f"{CONCURRENCY} connections capped near {CONCURRENCY} / fdatasync latency",
+            ),
+            Metric(
+                "serving.slot.cpu_ms_per_request_fsync_wait",
+                wait["cpu_ms"],
+                "ms",
+                baseline=("serving.slot.cpu_ms_per_request", with_wal["cpu_ms"]),
+            ),
+            Metric(
+                "serving.slot.p99_ms_at_1000rps_fsync_wait",
+                wait["p99_ms"],
+                "ms",
             ),
         ]
     if "two_workers" in results:
