@@ -891,6 +891,8 @@ class EventProducer:
                     # Java/kafka-python's key hashing, so a user's events land in the same
                     # partition whichever client wrote them (ingest dedups per partition).
                     "partitioner": "murmur2_random",
+                    # Failures only unless someone asked for every report (see _deliver).
+                    "delivery.report.only.error": self.on_delivery is None,
                     "queue.buffering.max.messages": 2 * max(c.batch_size, c.replay_chunk) + 1000,
                     # librdkafka's log lines go through this process's logging, not stderr.
                     "logger": logging.getLogger("troupe.producer.librdkafka"),
@@ -899,7 +901,14 @@ class EventProducer:
         return self._kafka
 
     def _deliver(self, records: list[_Record]) -> tuple[list[tuple[int, int]], int]:
-        """Send and wait for acks. Returns ((partition, offset) of the acknowledged prefix, index of first failure)."""
+        """Send and wait for acks. Returns ((partition, offset) of the acknowledged prefix, index of first failure).
+
+        Without an `on_delivery` hook the client reports failures only
+        (`delivery.report.only.error`): each delivery callback takes the GIL
+        from the event loop's thread, and one per event cost the decision API
+        more CPU than the spool. Then a message with no failure report once
+        `flush` has nothing left is delivered (partition and offset -1: unknown).
+        """
         # Filled by librdkafka's delivery callbacks (run inside flush/poll on this thread).
         # A report for a message of an earlier, timed-out call lands in that call's list.
         outcome: list[tuple[int, int] | str | None] = [None] * len(records)
@@ -908,6 +917,7 @@ class EventProducer:
             outcome[i] = str(err) if err is not None else (msg.partition(), msg.offset())
 
         timeout_s = self.config.delivery_timeout_ms / 1000
+        produced, left = 0, -1
         try:
             kafka = self._producer()
             for i, r in enumerate(records):
@@ -918,10 +928,15 @@ class EventProducer:
                     except BufferError:  # librdkafka's own queue is full: let it drain
                         if kafka.poll(0.1) == 0 and kafka.flush(timeout_s) > 0:
                             raise
+                produced = i + 1
             # librdkafka checks message timeouts about once a second: allow for that.
-            kafka.flush(timeout_s + 2.0)
+            left = kafka.flush(timeout_s + 2.0)
         except Exception as exc:  # noqa: BLE001 — unusable client or full buffer: the rest is replayed
             log_event(log, "producer.send_failed", logging.WARNING, error=f"{type(exc).__name__}: {exc}")
+        if self.on_delivery is None and left == 0:
+            for i in range(produced):
+                if outcome[i] is None:
+                    outcome[i] = (-1, -1)
         done_prefix: list[tuple[int, int]] = []
         for res in outcome:
             if not isinstance(res, tuple):
