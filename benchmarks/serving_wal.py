@@ -218,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
         ),
     ]
     cmd = "python -m benchmarks.serving_wal " + " ".join(argv if argv is not None else sys.argv[1:])
-    extra = {
+    extra: dict[str, object] = {
         "setup": {
             "harness": f"ASGI app called in-process by {args.concurrency} concurrent callers (uvloop); "
             "real EventProducer with fdatasync'd spool and Tansu; features from memory",

@@ -64,13 +64,13 @@ Counters: `sent` (acknowledged on first try), `spooled` (left to the replay
 because the direct send failed or spooling was on), `replayed` (acknowledged
 from the spool), `dropped` (refused: too many awaiting fdatasync, spool full,
 a failed write, or the producer closed), `corrupt` (spool records skipped for
-a bad checksum). `healthy()`
-and `spool_size()` (records written and not yet acknowledged) feed /readyz
-and /metrics.
+a bad checksum). `healthy()` and `spool_size()` (records written and not yet
+acknowledged) feed /readyz and /metrics.
 """
 
 from __future__ import annotations
 
+import builtins
 import collections
 import contextlib
 import fcntl
@@ -115,8 +115,10 @@ class ProducerConfig:
     """How long one produce request may wait for the broker before it counts as failed."""
     delivery_timeout_ms: int = 10_000
     """How long an event may wait in the client's own buffer (librdkafka `message.timeout.ms`) before it is failed."""
-    linger_ms: int = 5
-    """Client batching delay; the dispatcher also waits this long between direct deliveries to batch them."""
+    linger_ms: int = 20
+    """Client batching delay; the dispatcher also waits this long between direct deliveries to batch them.
+    Fewer, larger produce requests wake fewer threads on the API's core: 5 -> 20 ms cut the slot API's CPU per
+    decision from ~0.30 to ~0.26 ms and Tansu's from 0.030 to 0.011 ms (benchmarks/serving.py host, loaded)."""
     retry_interval_s: float = 1.0
     """How often spooling mode tries to replay the spool to the broker."""
     replay_chunk: int = 1_000
@@ -389,7 +391,7 @@ class DiskSpool:
         return scan_segment(seg.path, start, stop)
 
     # -- writing ------------------------------------------------------------------
-    def write(self, rec: _Record, blob: bytes | None = None) -> bool:
+    def write(self, rec: _Record, blob: builtins.bytes | None = None) -> bool:
         """Append one record (`blob` = its `encode_record`) with one write(2); False when the spool is full.
 
         In the page cache on return, so a `kill -9` from here on loses nothing;
@@ -496,7 +498,7 @@ class DiskSpool:
             self._unsynced_dir = True  # its directory entry is made stable by the next sync
         return active
 
-    def _write_locked(self, data: bytes) -> None:
+    def _write_locked(self, data: builtins.bytes) -> None:
         assert self._active_fd is not None and self._active is not None
         view = memoryview(data)
         try:
