@@ -74,7 +74,9 @@ NO_LOG_APP = """
 from serving.app import create_app
 from tests.support.serving import NullProducer
 
-app = create_app(producer=NullProducer())
+
+def create():
+    return create_app(producer=NullProducer())
 """
 
 
@@ -420,7 +422,7 @@ def main(argv: list[str] | None = None) -> int:
                 print("slot, decision log dropped (no spool, no Kafka) ...", flush=True)
                 app_file = home / "no_log_app.py"
                 app_file.write_text(NO_LOG_APP)
-                no_log = [sys.executable, "-m", "uvicorn", "no_log_app:app", "--port", str(port)]
+                no_log = [sys.executable, "-m", "uvicorn", "no_log_app:create", "--factory", "--port", str(port)]
                 no_log += ["--log-level", "warning", "--no-access-log", "--app-dir", str(home)]
                 with server_process(no_log, base_env, port, "/readyz") as proc:
                     results["no_log"] = measure_app(
@@ -553,7 +555,9 @@ def main(argv: list[str] | None = None) -> int:
                 no_log["throughput"],
                 "req/s",
                 baseline=("fastapi.constant.throughput", const),
-                note="the same server with the decision log dropped (no spool, no Kafka)",
+                note="the same server with the decision log dropped (no spool, no Kafka); on a loaded host this "
+                "single-threaded server got far less of core 0 than the default (1,100-2,000 req/s with a quarter of "
+                "a core busy, not understood): compare CPU per request",
             ),
             Metric(
                 "serving.slot.cpu_ms_per_request_no_log",
