@@ -45,6 +45,16 @@ class Signals(_Strict):
     compute_cost: float = Field(0.0, ge=0, description="compute units")
     session_end: float = Field(0.0, ge=0, le=1, description="1 when the session ended after this decision")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _no_booleans(cls, data: object) -> object:
+        # pydantic's lax mode reads `true` as 1.0; the event schema says number (schemathesis ST201).
+        if isinstance(data, dict):
+            for name, value in data.items():
+                if isinstance(value, bool):
+                    raise ValueError(f"{name}: expected a number, got {str(value).lower()}")
+        return data
+
 
 class DecisionEvent(_Strict):
     """What the decision service decided for one request, with everything OPE needs."""
