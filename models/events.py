@@ -77,6 +77,14 @@ class DecisionEvent(_Strict):
     candidate_ids: list[str] | None = Field(None, description="final ordering / chosen items where relevant")
     fallback: bool = False
 
+    @field_validator("timestamp", mode="before")
+    @classmethod
+    def _text(cls, v: object) -> object:
+        # pydantic's lax mode reads a number as Unix seconds; the schema says an ISO 8601 string.
+        if isinstance(v, int | float):
+            raise ValueError("timestamp must be an ISO 8601 string with a timezone, not a number")
+        return v
+
     @field_validator("timestamp")
     @classmethod
     def _aware(cls, v: dt.datetime) -> dt.datetime:
@@ -103,6 +111,14 @@ class FeedbackEvent(_Strict):
     user_id: str = Field(min_length=1, max_length=128)
     problem: str | None = Field(None, max_length=32)
     signals: Signals
+
+    @field_validator("timestamp", mode="before")
+    @classmethod
+    def _text(cls, v: object) -> object:
+        # pydantic's lax mode reads a number as Unix seconds; the schema says an ISO 8601 string.
+        if isinstance(v, int | float):
+            raise ValueError("timestamp must be an ISO 8601 string with a timezone, not a number")
+        return v
 
     @field_validator("timestamp")
     @classmethod

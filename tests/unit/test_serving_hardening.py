@@ -184,3 +184,10 @@ def test_405_lists_every_method_of_the_path(client: tuple[TestClient, Path]) -> 
     r = c.request("OPTIONS", "/v1/experiments", headers=ADMIN)
     assert r.status_code == 405
     assert {m.strip() for m in r.headers["allow"].split(",")} >= {"GET", "POST"}, r.headers
+
+
+def test_a_timestamp_must_be_text_not_unix_seconds(client: tuple[TestClient, Path]) -> None:
+    c, _ = client
+    body = {"request_id": "r-ts", "timestamp": 0, "user_id": "u", "signals": {"click": 1.0}}
+    r = c.post("/v1/feedback", json=body)
+    assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "timestamp"], r.text
