@@ -21,7 +21,10 @@ minimum over interleaved rounds is the least disturbed by the host. The ratio
 the requests per second one idle core would serve (in-process: the HTTP
 server's own share comes on top). The harness's own calls
 cost the same in every variant. benchmarks/serving.py measures the real server
-(uvicorn, load generator, Feast) and is the one behind `serving.slot.throughput`.
+(uvicorn, load generator, Feast) and is the one behind `serving.slot.throughput`:
+
+    python -m benchmarks.serving --problems slot --no-triton --result serving_wal   # ~8 min
+    ... --duration 2 --repeats 1 --warm-up 3                                        # ~2 min, rougher
 """
 
 from __future__ import annotations
