@@ -394,14 +394,7 @@ ALLOCATE = ProblemSpec(
     description="computation per request: retrieval channels, pre-rank and rank queue lengths, model tier",
     observation=_ALLOCATE_OBSERVATION,
     action=MultiDiscreteAction(
-        nvec=(
-            2,
-            2,
-            2,
-            len(ALLOCATE_QUEUE_LENGTHS_PRE_RANK),
-            len(ALLOCATE_QUEUE_LENGTHS_RANK),
-            len(ALLOCATE_MODEL_TIERS),
-        ),
+        nvec=(2, 2, 2, len(ALLOCATE_QUEUE_LENGTHS_PRE_RANK), len(ALLOCATE_QUEUE_LENGTHS_RANK), len(ALLOCATE_MODEL_TIERS)),
         names=(*ALLOCATE_CHANNELS, "pre_rank_queue", "rank_queue", "rank_model_tier"),
     ),
     signals=(
