@@ -58,6 +58,7 @@ GOAL_THROUGHPUT = 3000.0
 CONCURRENCY = 16
 TRITON_DEADLINE_MS = 1000
 WARM_UP_S = 10.0
+SIDE_PIDS: list[int] = []  # the broker: shares core 0 with the server
 
 CONSTANT_APP = """
 from fastapi import FastAPI
@@ -66,6 +67,16 @@ app = FastAPI()
 @app.post("/v1/decide/{problem}")
 async def constant(problem: str) -> dict[str, object]:
     return {"action": [0.0], "propensity": 1.0, "fallback": False}
+"""
+
+
+NO_LOG_APP = """
+from serving.app import create_app
+from tests.support.serving import NullProducer
+
+
+def create():
+    return create_app(producer=NullProducer())
 """
 
 
@@ -249,7 +260,13 @@ def _cpu_seconds(pids: list[int]) -> float:
 
 
 def measure_app(
-    port: int, problems: list[str], bodies: dict[str, list[bytes]], duration: float, repeats: int, pids: list[int]
+    port: int,
+    problems: list[str],
+    bodies: dict[str, list[bytes]],
+    duration: float,
+    repeats: int,
+    pids: list[int],
+    warm_up_s: float = WARM_UP_S,
 ) -> dict[str, dict[str, float]]:
     out: dict[str, dict[str, float]] = {}
     # A fresh server spends more CPU per request for its first half minute or so (measured: slot
@@ -259,16 +276,17 @@ def measure_app(
     # server serves in.
     requests = {problem: build_requests(port, f"/v1/decide/{problem}", bodies[problem]) for problem in problems}
     for reqs in requests.values():
-        _run_async(closed_loop(port, reqs, WARM_UP_S))
+        _run_async(closed_loop(port, reqs, warm_up_s))
     for problem, reqs in requests.items():
         _run_async(closed_loop(port, reqs, 1.0))
-        tput, p50, p99, cpu, bad = [], [], [], [], 0
+        tput, p50, p99, cpu, side, bad = [], [], [], [], [], 0
         fb0 = _fallbacks(port) if problem != "constant" else 0.0
         total = 0.0
         for _ in range(repeats):
-            cpu0 = _cpu_seconds(pids)
+            cpu0, side0 = _cpu_seconds(pids), _cpu_seconds(SIDE_PIDS)
             rps, n_done, b1 = _run_async(closed_loop(port, reqs, duration))
             cpu.append((_cpu_seconds(pids) - cpu0) / n_done * 1000)
+            side.append((_cpu_seconds(SIDE_PIDS) - side0) / n_done * 1000)
             lat, b2 = _run_async(open_loop(port, reqs, RATES.get(problem, 1000), duration))
             tput.append(rps)
             p50.append(float(np.percentile(lat, 50)) * 1000)
@@ -295,6 +313,7 @@ def measure_app(
             "p99_ms": median(p99),
             "non_200": bad,
             "cpu_ms": median(cpu),
+            "broker_cpu_ms": median(side),
             "fallback_fraction": fallback_fraction,
         }
         print(f"  {problem}: {out[problem]}", flush=True)
@@ -313,8 +332,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--no-wal-cost",
         action="store_true",
-        help="skip the slot rows that price the write-ahead spool (answers not waiting for it) and two workers",
+        help="skip the slot rows that price the write-ahead spool (no decision log; answers awaiting the "
+        "fdatasync) and two workers",
     )
+    ap.add_argument("--warm-up", type=float, default=WARM_UP_S, help="seconds each problem is exercised first")
     args = ap.parse_args(argv)
     _pin(LOAD_CORE)
     # Other processes on the host inflate every figure here; record how busy it was.
@@ -348,6 +369,7 @@ def main(argv: list[str] | None = None) -> int:
         broker = EmbeddedBroker(log_path=home / "tansu.log")
         broker.start()
         assert broker.process is not None
+        SIDE_PIDS.append(broker.process.pid)  # its CPU per request is recorded beside the server's
         with contextlib.suppress(OSError):
             os.sched_setaffinity(broker.process.pid, {SERVER_CORE})
         try:
@@ -381,22 +403,37 @@ def main(argv: list[str] | None = None) -> int:
                 str(home),
             ]
             with server_process(const_cmd, base_env, port, "/docs") as proc:
-                results["constant"] = measure_app(port, ["constant"], bodies, args.duration, args.repeats, [proc.pid])
+                results["constant"] = measure_app(
+                    port, ["constant"], bodies, args.duration, args.repeats, [proc.pid], args.warm_up
+                )
 
             port = _free_port()
             print("in-process onnxruntime ...", flush=True)
             with server_process([*serve, "--port", str(port)], base_env, port, "/readyz") as proc:
-                results["onnxruntime"] = measure_app(port, problems, bodies, args.duration, args.repeats, [proc.pid])
+                results["onnxruntime"] = measure_app(
+                    port, problems, bodies, args.duration, args.repeats, [proc.pid], args.warm_up
+                )
 
             if not args.no_wal_cost and "slot" in problems:
-                # What the write-ahead spool costs: the same server answering before the event is on
-                # disk (it is still written, a few ms later), and two workers sharing core 0.
+                # What the write-ahead spool costs: the same server with the decision log dropped
+                # (no spool, no Kafka), the same server answering only after each event's group is
+                # fdatasynced, and two workers sharing core 0.
                 port = _free_port()
-                print("slot, answers not waiting for the write-ahead spool ...", flush=True)
-                env = {**base_env, "TROUPE_DECISION_LOG_DURABLE": "false"}
+                print("slot, decision log dropped (no spool, no Kafka) ...", flush=True)
+                app_file = home / "no_log_app.py"
+                app_file.write_text(NO_LOG_APP)
+                no_log = [sys.executable, "-m", "uvicorn", "no_log_app:create", "--factory", "--port", str(port)]
+                no_log += ["--log-level", "warning", "--no-access-log", "--app-dir", str(home)]
+                with server_process(no_log, base_env, port, "/readyz") as proc:
+                    results["no_log"] = measure_app(
+                        port, ["slot"], bodies, args.duration, args.repeats, [proc.pid], args.warm_up
+                    )
+                port = _free_port()
+                print("slot, answers awaiting the fdatasync ...", flush=True)
+                env = {**base_env, "TROUPE_DECISION_LOG_WAIT_FSYNC": "true"}
                 with server_process([*serve, "--port", str(port)], env, port, "/readyz") as proc:
-                    results["no_wal_wait"] = measure_app(
-                        port, ["slot"], bodies, args.duration, args.repeats, [proc.pid]
+                    results["fsync_wait"] = measure_app(
+                        port, ["slot"], bodies, args.duration, args.repeats, [proc.pid], args.warm_up
                     )
                 port = _free_port()
                 print("slot, two uvicorn workers ...", flush=True)
@@ -409,7 +446,9 @@ def main(argv: list[str] | None = None) -> int:
                 with server_process(two, shared, port, "/readyz") as proc:
                     time.sleep(3.0)  # both workers up (readiness answered by the first one)
                     pids = [proc.pid, *_children(proc.pid)]
-                    results["two_workers"] = measure_app(port, ["slot"], bodies, args.duration, args.repeats, pids)
+                    results["two_workers"] = measure_app(
+                        port, ["slot"], bodies, args.duration, args.repeats, pids, args.warm_up
+                    )
 
             if not args.no_triton:
                 from infra.triton.server import TritonServer
@@ -433,7 +472,9 @@ def main(argv: list[str] | None = None) -> int:
                     }
                     with server_process([*serve, "--port", str(port)], env, port, "/readyz") as proc:
                         pids = [proc.pid, triton.process.pid, *_children(triton.process.pid)]
-                        results["triton"] = measure_app(port, problems, bodies, args.duration, args.repeats, pids)
+                        results["triton"] = measure_app(
+                            port, problems, bodies, args.duration, args.repeats, pids, args.warm_up
+                        )
                 finally:
                     triton.stop()
         finally:
@@ -489,23 +530,60 @@ def main(argv: list[str] | None = None) -> int:
                     baseline=("fastapi.constant.cpu_ms_per_request", const_cpu),
                 ),
             ]
-    if "no_wal_wait" in results and "slot" in results.get("onnxruntime", {}):
+    if "no_log" in results and "slot" in results.get("onnxruntime", {}):
         with_wal = results["onnxruntime"]["slot"]
-        without = results["no_wal_wait"]["slot"]
+        no_log = results["no_log"]["slot"]
+        wait = results["fsync_wait"]["slot"]
+        core0_ms = with_wal["cpu_ms"] + with_wal["broker_cpu_ms"]
         metrics += [
             Metric(
-                "serving.slot.throughput_without_wal_wait",
-                without["throughput"],
-                "req/s",
-                baseline=("serving.slot.throughput", with_wal["throughput"]),
-                note="answers sent before the event's group commit is on disk (TROUPE_DECISION_LOG_DURABLE=false); "
-                "ratio = this / the durable default, so (ratio - 1) is what waiting for the spool costs",
+                "serving.slot.broker_cpu_ms_per_request",
+                with_wal["broker_cpu_ms"],
+                "ms",
+                note="Tansu's CPU per decision; it shares core 0 with the server",
             ),
             Metric(
-                "serving.slot.cpu_ms_per_request_without_wal_wait",
-                without["cpu_ms"],
+                "serving.slot.expected_throughput",
+                1000.0 / core0_ms,
+                "req/s",
+                baseline=("serving.slot.throughput", with_wal["throughput"]),
+                note="what core 0 serves when nothing else runs on it: 1000 / (server + broker CPU ms per "
+                "request); load-insensitive, unlike the measured throughput on a busy host",
+            ),
+            Metric(
+                "serving.slot.throughput_no_log",
+                no_log["throughput"],
+                "req/s",
+                baseline=("fastapi.constant.throughput", const),
+                note="the same server with the decision log dropped (no spool, no Kafka); on a loaded host this "
+                "single-threaded server got far less of core 0 than the default (1,100-2,000 req/s with a quarter of "
+                "a core busy, not understood): compare CPU per request",
+            ),
+            Metric(
+                "serving.slot.cpu_ms_per_request_no_log",
+                no_log["cpu_ms"],
                 "ms",
                 baseline=("serving.slot.cpu_ms_per_request", with_wal["cpu_ms"]),
+                note="ratio = share of the default's CPU left without the spool and Kafka",
+            ),
+            Metric(
+                "serving.slot.throughput_fsync_wait",
+                wait["throughput"],
+                "req/s",
+                baseline=("serving.slot.throughput", with_wal["throughput"]),
+                note="each answer awaits its group's fdatasync (TROUPE_DECISION_LOG_WAIT_FSYNC=true): with "
+                f"{CONCURRENCY} connections capped near {CONCURRENCY} / fdatasync latency",
+            ),
+            Metric(
+                "serving.slot.cpu_ms_per_request_fsync_wait",
+                wait["cpu_ms"],
+                "ms",
+                baseline=("serving.slot.cpu_ms_per_request", with_wal["cpu_ms"]),
+            ),
+            Metric(
+                "serving.slot.p99_ms_at_1000rps_fsync_wait",
+                wait["p99_ms"],
+                "ms",
             ),
         ]
     if "two_workers" in results:

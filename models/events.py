@@ -45,6 +45,16 @@ class Signals(_Strict):
     compute_cost: float = Field(0.0, ge=0, description="compute units")
     session_end: float = Field(0.0, ge=0, le=1, description="1 when the session ended after this decision")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _no_booleans(cls, data: object) -> object:
+        # pydantic's lax mode reads `true` as 1.0; the event schema says number (schemathesis ST201).
+        if isinstance(data, dict):
+            for name, value in data.items():
+                if isinstance(value, bool):
+                    raise ValueError(f"{name}: expected a number, got {str(value).lower()}")
+        return data
+
 
 class DecisionEvent(_Strict):
     """What the decision service decided for one request, with everything OPE needs."""
@@ -66,6 +76,14 @@ class DecisionEvent(_Strict):
     log_density: float | None = Field(None, description="log-density of the action (continuous)")
     candidate_ids: list[str] | None = Field(None, description="final ordering / chosen items where relevant")
     fallback: bool = False
+
+    @field_validator("timestamp", mode="before")
+    @classmethod
+    def _text(cls, v: object) -> object:
+        # pydantic's lax mode reads a number as Unix seconds; the schema says an ISO 8601 string.
+        if isinstance(v, int | float):
+            raise ValueError("timestamp must be an ISO 8601 string with a timezone, not a number")
+        return v
 
     @field_validator("timestamp")
     @classmethod
@@ -93,6 +111,14 @@ class FeedbackEvent(_Strict):
     user_id: str = Field(min_length=1, max_length=128)
     problem: str | None = Field(None, max_length=32)
     signals: Signals
+
+    @field_validator("timestamp", mode="before")
+    @classmethod
+    def _text(cls, v: object) -> object:
+        # pydantic's lax mode reads a number as Unix seconds; the schema says an ISO 8601 string.
+        if isinstance(v, int | float):
+            raise ValueError("timestamp must be an ISO 8601 string with a timezone, not a number")
+        return v
 
     @field_validator("timestamp")
     @classmethod

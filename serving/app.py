@@ -121,7 +121,7 @@ def create_app(
                 s.feedback_topic,
                 on_error=lambda topic: metrics.log_errors.labels(topic).inc(),
                 batch_interval_s=s.decision_log_batch_ms / 1000.0,
-                durable=s.decision_log_durable,
+                wait_fsync=s.decision_log_wait_fsync,
             ),
             metrics=metrics,
             rng=np.random.default_rng(s.exploration_seed),

@@ -48,7 +48,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from models.events import DecisionEvent, FeedbackEvent
 from models.logging import log_event
 from models.problems import problem_names
-from models.registry import validate_name
+from models.registry import NAME_RE, validate_name
 from serving.errors import ExperimentError, UnknownExperimentError
 from serving.exploration import ExplorationConfig
 
@@ -68,7 +68,8 @@ def bucket(salt: str, unit_id: str) -> int:
 class Arm(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    name: str = Field(description="arm name, logged on every decision")
+    # The registry's name rule in the schema too (the validator below stays the authority: it also refuses '..').
+    name: str = Field(pattern=NAME_RE.pattern, description="arm name, logged on every decision")
     weight: float = Field(ge=0.0, description="share of traffic, relative to the other arms")
     version: str = Field(CURRENT, description="registry version of the policy, or 'current' for the promoted one")
     exploration: ExplorationConfig = Field(default_factory=ExplorationConfig)

@@ -142,17 +142,33 @@ class JsonGuard:
         await self.app(scope, replay, send)
 
 
+def _allowed_methods(request: Any) -> str:
+    """Every method some route takes at this path (Starlette's 405 names only the first route's)."""
+    from starlette.routing import Match
+
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        match, _ = route.matches({**request.scope, "method": "GET"})
+        route_methods = getattr(route, "methods", None)
+        if match != Match.NONE and route_methods:
+            methods |= set(route_methods)
+    return ", ".join(sorted(methods))
+
+
 def add_error_shape(app: Any) -> None:
     """HTTPException (401, 403, 404, 405, 409, 503 …) and unexpected errors answered in `error_body`'s shape."""
     from fastapi.responses import JSONResponse
     from starlette.exceptions import HTTPException as StarletteHTTPException
     from starlette.requests import Request
 
-    async def on_http(_: Request, exc: Exception) -> JSONResponse:
+    async def on_http(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)
         message = str(exc.detail)
+        headers = exc.headers
+        if exc.status_code == 405:
+            headers = {**(headers or {}), "Allow": _allowed_methods(request)}
         return JSONResponse(
-            error_body(message, [], f"http_{exc.status_code}"), status_code=exc.status_code, headers=exc.headers
+            error_body(message, [], f"http_{exc.status_code}"), status_code=exc.status_code, headers=headers
         )
 
     async def on_unexpected(_: Request, exc: Exception) -> JSONResponse:

@@ -169,7 +169,7 @@ def add_openapi_details(app: FastAPI) -> None:
                 if "422" in op["responses"]:
                     codes.append("422")  # FastAPI's own 422 has another body shape
                 if path == "/readyz":
-                    codes.append("503")
+                    codes += ["404", "503"]  # 404: ?problem= names a problem this instance does not serve
                 for code in codes:
                     op["responses"][code] = _error(code)
                 if path.startswith(("/v1/models", "/v1/experiments")):

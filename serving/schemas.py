@@ -13,7 +13,7 @@ from typing import Annotated, Literal, overload
 
 import numpy as np
 import numpy.typing as npt
-from pydantic import BaseModel, ConfigDict, Field, field_validator, with_config
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, with_config
 from typing_extensions import TypedDict
 
 from models.problems import (
@@ -31,7 +31,19 @@ MAX_LIVE_CANDIDATES = 100
 # Candidate signals → a tuple in the spec's order (the request's key order is the caller's).
 _SIGNALS_OF = operator.itemgetter(*PREDICTED_SIGNALS)
 Id = Annotated[str, Field(min_length=1, max_length=128)]
-Probability = Annotated[float, Field(ge=0.0, le=1.0)]
+# Numbers in request bodies are JSON Schema's: pydantic's lax mode takes `false` for 0, `true` for 1 and
+# "3" for 3, which the OpenAPI schema (and msgspec's rank decoder) refuse. Floats are strict (an integer
+# is still a number); integers refuse booleans and strings but take 3.0, an integer to JSON Schema.
+
+
+def _json_integer(v: object) -> object:
+    if isinstance(v, bool) or not isinstance(v, int | float):
+        raise ValueError("Input should be a valid integer")
+    return v
+
+
+JsonInt = Annotated[int, BeforeValidator(_json_integer)]
+Probability = Annotated[float, Field(ge=0.0, le=1.0, strict=True)]
 
 
 class _Body(BaseModel):
@@ -42,13 +54,13 @@ class UserFeatureOverrides(_Body):
     """User features sent with the request; each one set here replaces the stored value."""
 
     user_activity_group: Literal["low", "medium", "high"] | None = None
-    user_recent_rates: list[Annotated[float, Field(ge=0.0, le=1e6)]] | None = Field(
+    user_recent_rates: list[Annotated[float, Field(ge=0.0, le=1e6, strict=True)]] | None = Field(
         None,
         min_length=6,
         max_length=6,
         description="7-day mean per request: watch_time/60 s, click, like, follow, comment, share",
     )
-    user_live_affinity: list[Annotated[float, Field(ge=0.0, le=1e6)]] | None = Field(
+    user_live_affinity: list[Annotated[float, Field(ge=0.0, le=1e6, strict=True)]] | None = Field(
         None, min_length=2, max_length=2, description="live watch time per request / 60 s, live exposure ratio"
     )
 
@@ -57,7 +69,7 @@ class _DecideBody(_Body):
     request_id: Id | None = Field(None, description="the caller's id for this decision; generated when absent")
     user_id: Id = Field(description="the unit of A/B assignment and the Feast entity")
     session_id: Id | None = None
-    hour_of_day: float = Field(12.0, ge=0.0, lt=24.0, description="local hour of the request, [0, 24)")
+    hour_of_day: float = Field(12.0, ge=0.0, lt=24.0, description="local hour of the request, [0, 24)", strict=True)
     user_features: UserFeatureOverrides | None = None
 
 
@@ -71,7 +83,7 @@ _STRICT = ConfigDict(extra="forbid", allow_inf_nan=False)
 class PredictedSignals(TypedDict):
     """A candidate's predicted signals from the ranking stack (models/problems.py PREDICTED_SIGNALS order)."""
 
-    watch_time: Annotated[float, Field(ge=0.0, le=86_400.0, description="predicted seconds watched")]
+    watch_time: Annotated[float, Field(ge=0.0, le=86_400.0, description="predicted seconds watched", strict=True)]
     click: Probability
     like: Probability
     follow: Probability
@@ -88,9 +100,9 @@ class Candidate(TypedDict):
 class StageKeep(_Body):
     """Candidates kept by each cascade stage; defaults come from the rank spec (50, 20, 6)."""
 
-    pre_rank: int = Field(50, ge=1, le=MAX_CANDIDATES)
-    rank: int = Field(20, ge=1, le=MAX_CANDIDATES)
-    re_rank: int = Field(6, ge=1, le=MAX_CANDIDATES)
+    pre_rank: JsonInt = Field(50, ge=1, le=MAX_CANDIDATES)
+    rank: JsonInt = Field(20, ge=1, le=MAX_CANDIDATES)
+    re_rank: JsonInt = Field(6, ge=1, le=MAX_CANDIDATES)
 
 
 class CandidateColumns(Sequence[Candidate]):
@@ -136,16 +148,18 @@ class CandidateColumns(Sequence[Candidate]):
 
 
 class RankRequest(_DecideBody):
-    session_depth: int = Field(0, ge=0, le=100_000, description="requests already served in this session")
+    session_depth: JsonInt = Field(0, ge=0, le=100_000, description="requests already served in this session")
     # Observable proxies of the session's satisfaction (optional: callers written before they existed
     # get models.problems.RANK_SESSION_SIGNAL_DEFAULTS, the values of a session with no page served yet).
     last_pages_completion: float | None = Field(
-        None, ge=0.0, le=1.0, description="mean completion of the videos on the last pages (EMA)"
+        None, ge=0.0, le=1.0, description="mean completion of the videos on the last pages (EMA)", strict=True
     )
     last_pages_skip_rate: float | None = Field(
-        None, ge=0.0, le=1.0, description="share of skipped videos on the last pages (EMA)"
+        None, ge=0.0, le=1.0, description="share of skipped videos on the last pages (EMA)", strict=True
     )
-    session_minutes: float | None = Field(None, ge=0.0, le=1e6, description="minutes since the session started")
+    session_minutes: float | None = Field(
+        None, ge=0.0, le=1e6, description="minutes since the session started", strict=True
+    )
 
     def session_signals(self) -> tuple[float, float, float]:
         """(completion, skip rate, minutes), defaults where the request did not send them."""
@@ -173,18 +187,18 @@ class RankRequest(_DecideBody):
 
 class PageVideo(_Body):
     id: Id
-    predicted_watch_time: float = Field(ge=0.0, le=86_400.0, description="seconds")
+    predicted_watch_time: float = Field(ge=0.0, le=86_400.0, description="seconds", strict=True)
 
 
 class LiveCandidate(_Body):
     id: Id
-    predicted_watch_time: float = Field(ge=0.0, le=86_400.0, description="predicted live seconds watched")
+    predicted_watch_time: float = Field(ge=0.0, le=86_400.0, description="predicted live seconds watched", strict=True)
     quality: Probability
-    audience: float = Field(ge=0.0, le=1e9, description="current viewers")
+    audience: float = Field(ge=0.0, le=1e9, description="current viewers", strict=True)
 
 
 class SlotRequest(_DecideBody):
-    session_depth: int = Field(0, ge=0, le=100_000)
+    session_depth: JsonInt = Field(0, ge=0, le=100_000)
     page: list[PageVideo] = Field(min_length=SLOT_PAGE_SIZE, max_length=SLOT_PAGE_SIZE)
     live_candidates: list[LiveCandidate] = Field(min_length=1, max_length=MAX_LIVE_CANDIDATES)
 
@@ -195,14 +209,16 @@ EntryPoint = Literal["home_feed", "related", "push"]
 
 
 class AllocateRequest(_DecideBody):
-    request_value: float = Field(ge=0.0, le=1e9, description="expected value of the request, cents")
-    system_load: float = Field(ge=0.0, le=100.0, description="last interval's traffic / the day's mean traffic")
+    request_value: float = Field(ge=0.0, le=1e9, description="expected value of the request, cents", strict=True)
+    system_load: float = Field(
+        ge=0.0, le=100.0, description="last interval's traffic / the day's mean traffic", strict=True
+    )
     budget_utilisation: float = Field(
-        ge=0.0, le=100.0, description="last interval's compute spent / the interval budget"
+        ge=0.0, le=100.0, description="last interval's compute spent / the interval budget", strict=True
     )
     # Request features (optional: callers written before they existed get the defaults).
     user_history_length: float = Field(
-        ALLOCATE_DEFAULT_HISTORY_LENGTH, ge=0.0, le=1e9, description="the user's past interactions"
+        ALLOCATE_DEFAULT_HISTORY_LENGTH, ge=0.0, le=1e9, description="the user's past interactions", strict=True
     )
     entry_point: EntryPoint = Field(
         "home_feed", description=f"where the request comes from, one of {list(ALLOCATE_ENTRY_POINTS)}"
@@ -268,4 +284,6 @@ class ModelStatus(BaseModel):
 
 
 class WeightsUpdate(_Body):
-    weights: dict[str, Annotated[float, Field(ge=0.0)]] = Field(min_length=1, description="arm name → new weight")
+    weights: dict[str, Annotated[float, Field(ge=0.0, strict=True)]] = Field(
+        min_length=1, description="arm name → new weight"
+    )

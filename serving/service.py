@@ -257,7 +257,7 @@ class DecisionService:
         )
         written = self._log(outcome, req.user_id, req.session_id)
         if written is not None:
-            await written  # durable: answer only once the decision is in the write-ahead spool
+            await written  # wait_fsync: answer only once the decision's group is fdatasynced
         self.metrics.observe_decision(problem, arm_name or NO_ARM, fallback, latency_ms / 1000.0)
         return outcome
 
@@ -352,7 +352,7 @@ class DecisionService:
         return written
 
     async def feedback(self, event: FeedbackEvent) -> None:
-        """Log feedback; returns once it is in the write-ahead spool when the logger is durable."""
+        """Log feedback (in the write-ahead spool on return; fdatasynced first with wait_fsync)."""
         written = self.logger.feedback(event)
         self.hooks.on_feedback(event)
         self.metrics.feedback.inc()

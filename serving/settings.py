@@ -83,9 +83,11 @@ class ServingSettings(TroupeSettings):
         10_000, ge=1, description="how long an event may wait for Kafka before the producer falls back to the spool"
     )
     producer_retry_interval_s: float = Field(1.0, gt=0, description="how often the spool is replayed in an outage")
-    decision_log_durable: bool = Field(
-        True,
-        description="answer a decision only once its event is in the producer's write-ahead spool (kill -9 safe)",
+    decision_log_wait_fsync: bool = Field(
+        False,
+        description="answer a decision only once its event's group is fdatasynced (power-loss safe; throughput then "
+        "capped near concurrency / fdatasync latency); default: written to the spool before the answer (kill -9 "
+        "safe) and fdatasynced by group commit within a few ms",
     )
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=1, le=65535)

@@ -37,10 +37,16 @@ def test_spool_respects_its_byte_limit(tmp_path: Path) -> None:
 
 
 def test_a_full_buffer_drops_and_counts_instead_of_blocking(tmp_path: Path) -> None:
-    producer = EventProducer(ProducerConfig("127.0.0.1:1", tmp_path, buffer_size=5))  # not started: nothing drains
-    results = [producer.send("t", b"v") for _ in range(8)]
-    assert results == [True] * 5 + [False] * 3
-    assert producer.counters()["dropped"] == 3 and not producer.healthy()
+    idle = EventProducer(ProducerConfig("127.0.0.1:1", tmp_path / "idle"))  # not started: no spool to write to
+    assert not idle.send("t", b"v") and idle.counters()["dropped"] == 1
+    producer = EventProducer(ProducerConfig("127.0.0.1:1", tmp_path / "busy", buffer_size=5)).start()
+    try:
+        with producer._sync_wake:  # the writer cannot take a group: written events wait for their fdatasync
+            results = [producer.send("t", b"v") for _ in range(8)]
+        assert results == [True] * 5 + [False] * 3
+        assert producer.counters()["dropped"] == 3 and producer.spool_size() == 5
+    finally:
+        producer.close()
 
 
 @pytest.mark.parametrize(

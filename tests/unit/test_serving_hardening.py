@@ -135,3 +135,59 @@ def test_readiness_per_configured_problem(tmp_path: Path) -> None:
     only_slot = settings.model_copy(update={"problems": ["slot"]})
     with TestClient(create_app(only_slot, producer=NullProducer(), feature_reader=None)) as c:
         assert c.get("/readyz").status_code == 200, "problems not configured do not count"
+
+
+def _slot_with(audience: object = None, **top: object) -> dict:  # type: ignore[type-arg]
+    body = {**slot_body("u-types"), **top}
+    if audience is not None:
+        body["live_candidates"][0]["audience"] = audience
+    return body
+
+
+@pytest.mark.parametrize(
+    ("body", "loc"),
+    [
+        (_slot_with(session_depth=True), ["body", "session_depth"]),
+        (_slot_with(session_depth="3"), ["body", "session_depth"]),
+        (_slot_with(hour_of_day=False), ["body", "hour_of_day"]),
+        (_slot_with(audience=False), ["body", "live_candidates", 0, "audience"]),
+    ],
+)
+def test_booleans_and_strings_are_not_numbers(client: tuple[TestClient, Path], body: dict, loc: list) -> None:  # type: ignore[type-arg]
+    c, _ = client
+    r = c.post("/v1/decide/slot", json=body)
+    assert r.status_code == 422, r.text
+    _shape(r.json())
+    assert r.json()["detail"][0]["loc"] == loc, r.json()
+
+
+def test_integers_may_be_written_as_whole_floats(client: tuple[TestClient, Path]) -> None:
+    c, _ = client
+    r = c.post("/v1/decide/slot", json=_slot_with(session_depth=3.0))
+    assert r.status_code == 200, r.text
+
+
+def test_feedback_signals_refuse_booleans(client: tuple[TestClient, Path]) -> None:
+    c, _ = client
+    body = {
+        "request_id": "r-bool",
+        "timestamp": "2026-12-04T10:00:00Z",
+        "user_id": "u",
+        "signals": {"watch_time": 3.0, "session_end": True},
+    }
+    r = c.post("/v1/feedback", json=body)
+    assert r.status_code == 422 and "session_end" in r.json()["message"], r.text
+
+
+def test_405_lists_every_method_of_the_path(client: tuple[TestClient, Path]) -> None:
+    c, _ = client
+    r = c.request("OPTIONS", "/v1/experiments", headers=ADMIN)
+    assert r.status_code == 405
+    assert {m.strip() for m in r.headers["allow"].split(",")} >= {"GET", "POST"}, r.headers
+
+
+def test_a_timestamp_must_be_text_not_unix_seconds(client: tuple[TestClient, Path]) -> None:
+    c, _ = client
+    body = {"request_id": "r-ts", "timestamp": 0, "user_id": "u", "signals": {"click": 1.0}}
+    r = c.post("/v1/feedback", json=body)
+    assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "timestamp"], r.text
