@@ -67,6 +67,14 @@ def one_run(k: int, root: Path, timeout_s: float, demo_args: list[str]) -> dict[
     return result
 
 
+REFUSAL_KINDS = {"overlap": "effective sample size", "lower_bound": "lower bound of", "constraint": "constraint "}
+
+
+def refusal_counts(results: list[dict[str, Any]]) -> dict[str, int]:
+    """How many refused runs named each kind of gate reason (a run may name several)."""
+    return {kind: sum(marker in r["refused"] for r in results) for kind, marker in REFUSAL_KINDS.items()}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=10)
@@ -93,6 +101,10 @@ def main(argv: list[str] | None = None) -> int:
         Metric("demo.whole_loop_within_300s_runs", within, f"runs of {args.runs}", goal=(">=", 0.9 * args.runs)),
         Metric("demo.seconds_median", statistics.median(seconds), "s", goal=("<=", LIMIT_S)),
         Metric("demo.seconds_max", max(seconds), "s"),
+        *(
+            Metric(f"demo.refused_{kind}_runs", n, f"runs of {args.runs}")
+            for kind, n in refusal_counts(results).items()
+        ),
     ]
     name = "demo_reliability_seeds" if args.vary_seed else "demo_reliability"
     write_result(
