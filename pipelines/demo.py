@@ -58,9 +58,9 @@ DEFAULT_TRAIN_CONFIG: dict[str, Any] = {
 # Printed when the gate refuses, one remedy per kind of reason: the gate is never loosened, so the remedies
 # are more evidence, a candidate trained differently, or a day-one rule that keeps its own constraints.
 HINT_LOWER_BOUND = (
-    "the lift's interval still reaches zero: give it more evidence (`--users 400`: twice the decisions, an "
-    "interval about 1.4x narrower) or another day (`--seed 1`); if the estimate itself is near zero the "
-    'candidate is genuinely no better, train it longer (`--train-config \'{"run": {"iterations": 10}}\'`)'
+    "the lift's interval still reaches zero: give it more evidence (`--users 200`: twice the decisions, an "
+    "interval about 1.4x narrower) or another day (`--seed 4`); if the estimate itself is near zero the "
+    "candidate is genuinely no better than production: another learner (`--algo tscac`) or another day"
 )
 HINT_CONSTRAINT = (
     "the candidate gives up a constraint: aim the constrained learner further inside the thresholds "
@@ -76,7 +76,7 @@ HINT_OVERLAP = (
 HINT_DAY_BELOW = (
     "production itself logged {signals} below the threshold on this day: the constraint has less slack than one "
     "simulated day varies (README: comments per decision move by about ±0.07 from day to day), so no candidate "
-    "close to production can show it; run another day (`--seed 1`) or log more users"
+    "close to production can show it; run another day (`--seed 4`; more users do not help, the day's world sets the level)"
 )
 
 

@@ -43,3 +43,14 @@ def test_a_constraint_production_broke_too_is_blamed_on_the_day() -> None:
     # A constraint production kept is the candidate's doing.
     hint = what_to_try([CONSTRAINT], "/g", {**production, "comment": 1.2})
     assert HINT_CONSTRAINT in hint
+
+
+def test_the_reliability_benchmark_counts_each_kind_of_refusal() -> None:
+    from benchmarks.demo_reliability import refusal_counts
+
+    runs = [
+        {"refused": f"gate REFUSED: {LOWER}; {OVERLAP}"},
+        {"refused": f"gate REFUSED: {CONSTRAINT}"},
+        {"refused": ""},  # the gate passed
+    ]
+    assert refusal_counts(runs) == {"overlap": 1, "lower_bound": 1, "constraint": 1}
