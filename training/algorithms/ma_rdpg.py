@@ -79,6 +79,8 @@ class MARDPGConfig:
     """H: the message h (the LSTM's hidden state; the carried state is [h; c], 2H)."""
     cell: str = "lstm"
     """Message cell: "lstm" (the paper) or "gru" (ours)."""
+    message: bool = True
+    """False: the ablation without communication — every actor and the critic read a zero message."""
     actor_lr: float = 3e-4
     critic_lr: float = 1e-3
     tau: float = 0.01
@@ -220,7 +222,8 @@ class MARDPG(nn.Module):
         self.register_buffer("has_best_feasible", torch.zeros((), dtype=torch.bool))
 
     def message(self, state: Tensor) -> Tensor:
-        return state[..., : self.cfg.message_size]
+        h = state[..., : self.cfg.message_size]
+        return h if self.cfg.message else torch.zeros_like(h)
 
     def set_multipliers(self, multipliers: np.ndarray) -> None:
         mix = torch.zeros_like(self.mix)
@@ -408,12 +411,16 @@ def train(
 # ---------------------------------------------------------------- sequential evaluation
 
 
-def message_policy(actors: Sequence[MessageActor]) -> Callable[[int, np.ndarray, np.ndarray], tuple[Any, Any]]:
-    """A stage policy for `training.rl.sim.evaluate_sequential`: (stage, obs, state) → (weights, next state)."""
+def message_policy(
+    actors: Sequence[MessageActor], message: bool = True
+) -> Callable[[int, np.ndarray, np.ndarray], tuple[Any, Any]]:
+    """A stage policy for `training.rl.sim.evaluate_sequential`: (stage, obs, state) → (weights, next state).
+    `message=False` (the no-communication ablation) hands every stage a zero message."""
 
     def policy(stage: int, obs: np.ndarray, state: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         with torch.no_grad():
-            a, s = actors[stage](torch.as_tensor(obs), torch.as_tensor(state))
+            h = torch.as_tensor(state) if message else torch.zeros(state.shape)
+            a, s = actors[stage](torch.as_tensor(obs), h)
         return a.numpy(), s.numpy()
 
     return policy
