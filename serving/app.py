@@ -36,6 +36,7 @@ from serving.lifecycle import BackendFactory, ModelManager, default_backend_fact
 from serving.metrics import RequestCounter, ServingMetrics
 from serving.middleware import BodySizeLimit
 from serving.openapi_doc import add_openapi_details
+from serving.rank_messages import SessionMessages
 from serving.service import DecisionService
 from serving.settings import ServingSettings, get_settings
 from serving.state_store import open_state_store
@@ -124,6 +125,7 @@ def create_app(
             ),
             metrics=metrics,
             rng=np.random.default_rng(s.exploration_seed),
+            messages=SessionMessages(state),
             default_exploration=ExplorationConfig(
                 temperature=s.exploration_temperature, epsilon=s.exploration_epsilon, std_scale=s.exploration_std_scale
             ),

@@ -443,6 +443,72 @@ def export_stage(actor: MessageActor, path: Path) -> float:
     )
 
 
+SERVING_OUTPUTS = ("action_mean", "action_log_std", "next_message")
+
+
+class ServingStage(nn.Module):
+    """One stage in serving's contract: (observation, message) → (action_mean, action_log_std, next_message).
+
+    action_mean is the deterministic action μ(o, h); action_log_std the training exploration σ (constant),
+    so serving's Gaussian exploration logs a density of the same family; the state is the last output."""
+
+    def __init__(self, actor: MessageActor, log_std: Tensor) -> None:
+        super().__init__()
+        self.actor = actor
+        self.register_buffer("log_std", log_std)
+
+    def forward(self, observation: Tensor, message: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        action, state = self.actor(observation, message)
+        return action, self.log_std.expand_as(action), state
+
+
+class ServingCascade(nn.Module):
+    """Every stage on the same observation, the message chained stage to stage, actions concatenated: the
+    registry's model.onnx (serving's joint path; the per-stage files are what a per-agent rank policy runs)."""
+
+    def __init__(self, stages: Sequence[ServingStage]) -> None:
+        super().__init__()
+        self.stages = nn.ModuleList(stages)
+
+    def forward(self, observation: Tensor, message: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        means, stds = [], []
+        for stage in self.stages:
+            mean, log_std, message = stage(observation, message)
+            means.append(mean)
+            stds.append(log_std)
+        return torch.cat(means, dim=-1), torch.cat(stds, dim=-1), message
+
+
+def export_for_serving(module: MARDPG, out_dir: Path) -> dict[str, Any]:
+    """`<stage>.onnx` per stage (the shipped actors) and model.onnx, each with the message as the extra
+    input and output, parity-checked over chained steps; returns {file name: ExportedFile} for
+    `training.export.register_policy`."""
+    from models.registry import TensorSpec
+    from training.export import ExportedFile
+    from training.rl.recurrent import export_recurrent_step
+
+    actors: Sequence[MessageActor] = list(module.shipped_actors())  # type: ignore[arg-type]
+    half_width = (actors[0].policy.high - actors[0].policy.low) / 2.0
+    log_std = torch.log(torch.clamp(module.cfg.exploration_std * half_width, min=1e-3))
+    stages = [ServingStage(copy.deepcopy(a), log_std) for a in actors]
+    obs, state = module.obs_size, module.state_size
+    inputs = [TensorSpec(name="observation", shape=["batch", obs]), TensorSpec(name="message", shape=["batch", state])]
+    files: dict[str, Any] = {}
+    for name, net, width in [
+        *[(f"{agent.name}.onnx", s, module.action_size) for agent, s in zip(module.task.agents, stages, strict=True)],
+        ("model.onnx", ServingCascade(stages), module.action_size * N_STAGES),
+    ]:
+        path = out_dir / name
+        diff = export_recurrent_step(net, [obs, state], ("observation", "message"), SERVING_OUTPUTS, path)
+        outputs = [
+            TensorSpec(name="action_mean", shape=["batch", width]),
+            TensorSpec(name="action_log_std", shape=["batch", width]),
+            TensorSpec(name="next_message", shape=["batch", state]),
+        ]
+        files[name] = ExportedFile(path, inputs, outputs, diff)
+    return files
+
+
 # ---------------------------------------------------------------- registry
 
 
