@@ -167,6 +167,7 @@ def create_app(
             metrics.close()
             await service.logger.close()
             await models.close()
+            await service.messages.close()
             if own_producer:
                 prod.close()
             if state is not None:

@@ -21,6 +21,7 @@ Spec (ours):
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -30,6 +31,7 @@ import numpy as np
 import numpy.typing as npt
 
 from models.logging import log_event
+from serving.state_store import DEFAULT_SESSION_TTL_S, SESSION_NAMESPACE
 
 log = logging.getLogger("troupe.serving.rank_messages")
 
@@ -39,38 +41,66 @@ MESSAGE_KEY = "rank_message"
 
 @dataclass
 class SessionMessages:
-    """Load and store the rank message of a session (module docstring)."""
+    """Load and store the rank message of a session (module docstring).
+
+    The request path talks to Redis through an asyncio client (made on first use, in the serving loop):
+    a blocking call would hold the event loop for a network round trip per read and per write. The keys
+    and the JSON are `StateStore.get_session` / `set_session`'s, so either side reads what the other wrote.
+    """
 
     store: Any | None
     """A started `serving.state_store.StateStore`, or None (every request starts from a zero message)."""
-    ttl_s: float = 1800.0
+    ttl_s: float = DEFAULT_SESSION_TTL_S
+    _client: Any = None
 
-    def load(self, session_id: str | None, version: str, size: int) -> tuple[FloatArray, bool]:
+    def _key(self, session_id: str) -> str:
+        assert self.store is not None
+        return str(self.store.key(SESSION_NAMESPACE, self.store._session_name(session_id)))
+
+    def _redis(self) -> Any:
+        if self._client is None:
+            import redis.asyncio
+
+            assert self.store is not None
+            self._client = redis.asyncio.Redis.from_url(self.store.url, socket_timeout=5.0)
+        return self._client
+
+    async def load(self, session_id: str | None, version: str, size: int) -> tuple[FloatArray, bool]:
         """(message (1, size), whether it came from the store) — zeros when there is none to carry."""
         zero = np.zeros((1, size), np.float32)
         if session_id is None or self.store is None:
             return zero, False
         try:
-            state = self.store.get_session(session_id)
-        except Exception as exc:  # noqa: BLE001 — Redis down: serve from a zero message, say so in the log
+            raw = await self._redis().get(self._key(session_id))
+            state = json.loads(raw) if raw is not None else None
+        except Exception as exc:  # noqa: BLE001 — Redis down or a bad value: serve from a zero message, say so
             log_event(log, "rank_message.read_error", logging.WARNING, error=str(exc))
             return zero, False
-        if not state or state.get("version") != version:
+        if not isinstance(state, dict) or state.get("version") != version:
             return zero, False
         values = state.get(MESSAGE_KEY)
         if not isinstance(values, list) or len(values) != size:
             return zero, False
-        message = np.asarray(values, np.float32).reshape(1, size)
+        try:
+            message = np.asarray(values, np.float32).reshape(1, size)
+        except (TypeError, ValueError):
+            return zero, False
         return (message, True) if np.isfinite(message).all() else (zero, False)
 
-    def save(self, session_id: str | None, version: str, message: FloatArray) -> None:
+    async def save(self, session_id: str | None, version: str, message: FloatArray) -> None:
         if session_id is None or self.store is None:
             return
-        state = {MESSAGE_KEY: [float(v) for v in np.asarray(message, np.float32).reshape(-1)], "version": version}
+        state = {MESSAGE_KEY: np.asarray(message, np.float32).reshape(-1).tolist(), "version": version}
+        data = json.dumps(state, separators=(",", ":"), sort_keys=True)
         try:
-            self.store.set_session(session_id, state, ttl_s=self.ttl_s)
+            await self._redis().set(self._key(session_id), data, px=int(self.ttl_s * 1000))
         except Exception as exc:  # noqa: BLE001 — the decision stands; the next request starts from zero
             log_event(log, "rank_message.write_error", logging.WARNING, error=str(exc))
+
+    async def close(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
 
 
 def chained_scorer(

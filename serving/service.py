@@ -211,7 +211,7 @@ class DecisionService:
                     scorer: Scorer = policy.score
                     if isinstance(req, RankRequest) and policy.message_size:
                         # MA-RDPG: the stages pass a message along, carried across the session's requests.
-                        carried, _ = self.messages.load(req.session_id, policy.version, policy.message_size)
+                        carried, _ = await self.messages.load(req.session_id, policy.version, policy.message_size)
                         scorer, message = chained_scorer(policy.score, carried)
                     if policy.in_process:
                         # Inline inference never suspends, so asyncio.timeout could not fire:
@@ -235,7 +235,7 @@ class DecisionService:
                 else:
                     breaker.record_success()
                     if message is not None:
-                        self.messages.save(req.session_id, policy.version, message[0])
+                        await self.messages.save(req.session_id, policy.version, message[0])
         fallback = decision is None
         if decision is None:
             decision = await run(None, cfg)

@@ -2,8 +2,9 @@
 
 Paper: Feng et al., "Learning to Collaborate: Multi-Scenario Ranking via Multi-Agent Reinforcement
 Learning" (WWW 2018; ../shared/PAPERS.md). Reads top to bottom: config, networks, the loss (critic,
-actor, targets), the collect-and-learn loop on `BatchedRankSim`'s sequential view, the sequential
-evaluator, export, registry.
+actor, targets), the collect-and-learn loop on `BatchedRankSim`'s sequential view, the stage policy for
+`training.rl.sim.evaluate_sequential`, export (per stage, for serving: serving/rank_messages.py), registry.
+Train: `troupe train rank --algo ma_rdpg --sim --config configs/rank/ma_rdpg.yaml`.
 
 The cascade as the paper's agents (its scenarios are search, recommendation and ads; ours are the three
 rank stages, which act in turn on every request):
@@ -32,9 +33,18 @@ when one was found (as RCPO and TSCAC ship).
 DEPARTURES from the paper, marked:
 * One LSTM cell per stage (each stage's `MessageActor` owns its message update), not one shared cell:
   each stage's actor then exports and serves on its own with the message as an extra input and output.
-* The message is trained by one hop of backpropagation through time: the stored state h is fixed and
-  LSTM_k(h, [o; a]) is differentiated through the next agent's action and the critic's value of it
-  (the paper unrolls the whole episode). The critic reads the stored h (not differentiated).
+* Replay items are requests (the message state at the request's start, the three stages' observations
+  and played actions, the page's reward): the messages inside a request are recomputed from the stored
+  start state at every update (truncated backpropagation through time over the request's three stages;
+  the start state itself is the one stored at collection, as R2D2's stored state without burn-in — the
+  paper unrolls whole episodes).
+* Who trains the message: the critic's loss (the cells are in the critic's optimiser, so h learns to
+  carry what predicts the team's value downstream); the actor loss trains the policy heads on fixed
+  messages. Our choice, tested on a relay where only the message can carry what the first stage saw
+  (tests/unit/test_ma_rdpg.py); with the actor loss training the cells instead, that relay was not
+  learned in the same budget.
+* Serving runs the deterministic actions, and the message follows them; in training the message
+  follows the played (noisy) actions.
 * Reward shaping: the team reward vector of the problem spec replaces the paper's purchase / click /
   exit shaping, and the constrained scheme above is ours.
 * Gaussian exploration noise per stage and request (σ a fraction of the box's half-width), not OU.
