@@ -199,3 +199,17 @@ def test_the_sequential_evaluator_carries_the_state_within_a_session_only() -> N
     assert 1.0 < max(longest) <= 40.0  # a session ends at 40 requests at the latest; the count restarts
     b = evaluate_sequential(counting, 1, n_users=20, days=1, seed=3)
     assert a["per_decision"] == b["per_decision"]  # common random numbers: the same users, the same luck
+
+
+def test_trains_in_the_rank_simulator_and_exports_and_registers_through_the_cli_path(tmp_path: Path) -> None:
+    from models.registry import ModelRegistry
+    from training.train import export_and_register, train_problem
+
+    run = {"seed": 0, "iterations": 2, "rollout_steps": 4, "n_envs": 8, "out_dir": str(tmp_path / "run")}
+    run |= {"progress": False, "tensorboard": False, "plots": False}
+    res = train_problem("rank", "ma_rdpg", sim=True, config={"run": run, "algo": {"batch_size": 16, "message_size": 4}})
+    assert len(res.history) == 2 and "charts/multiplier_comment" in res.history[-1]
+    out = export_and_register(res, "rank", "ma_rdpg", tmp_path / "onnx", str(tmp_path / "registry"), "t1")
+    assert set(out["exported"]) == {"pre_rank.onnx", "rank.onnx", "re_rank.onnx", "model.onnx"}
+    assert out["registered"] == "rank/t1"
+    ModelRegistry(tmp_path / "registry").promote("rank", "t1")  # every file loads and runs in onnxruntime

@@ -301,6 +301,10 @@ class MARDPG(nn.Module):
         soft_update(self.target_actors, self.actors, self.cfg.tau)
         soft_update(self.target_critic, self.critic, self.cfg.tau)
 
+    def export_for_serving(self, out_dir: Path) -> dict[str, Any]:
+        """Per-stage ONNX with the message in and out, and model.onnx (`export_for_serving` below)."""
+        return export_for_serving(self, out_dir)
+
     def shipped_actors(self) -> nn.ModuleList:
         """The best feasible iterate when one was found, else the last iterate."""
         return self.best_actors if bool(self.has_best_feasible) else self.actors
