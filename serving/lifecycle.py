@@ -171,7 +171,12 @@ class ModelManager:
                 f"{problem}/{version}: the {self._backend_name()} backend cannot load it: "
                 f"{type(exc).__name__}: {str(exc)[:300]}"
             ) from None
-        return LoadedPolicy(spec, loaded.manifest, backends)
+        policy = LoadedPolicy(spec, loaded.manifest, backends)
+        try:
+            policy.message_size  # noqa: B018 — refuse a version whose models disagree on the message here
+        except InferenceError as exc:
+            raise RegistryError(str(exc)) from None
+        return policy
 
     def _backend_name(self) -> str:
         return getattr(self.backend_factory, "__qualname__", "inference").split(".")[0]

@@ -205,14 +205,15 @@ class DecisionService:
             else:
                 if isinstance(req, RankRequest):
                     per_agent_flag[0] = policy.per_agent
+                scorer: Scorer = policy.score
+                if isinstance(req, RankRequest) and policy.message_size:
+                    # MA-RDPG: the stages pass a message along, carried across the session's requests. Read
+                    # before the deadline's clock starts: the store's round trip is not inference.
+                    carried, _ = await self.messages.load(req.session_id, policy.version, policy.message_size)
+                    scorer, message = chained_scorer(policy.score, carried)
                 deadline_s = self.settings.inference_deadline_ms / 1000.0
                 start = time.perf_counter()
                 try:
-                    scorer: Scorer = policy.score
-                    if isinstance(req, RankRequest) and policy.message_size:
-                        # MA-RDPG: the stages pass a message along, carried across the session's requests.
-                        carried, _ = await self.messages.load(req.session_id, policy.version, policy.message_size)
-                        scorer, message = chained_scorer(policy.score, carried)
                     if policy.in_process:
                         # Inline inference never suspends, so asyncio.timeout could not fire:
                         # skip its timer (a measurable share per request); the check below
@@ -234,8 +235,8 @@ class DecisionService:
                     breaker.record_failure()
                 else:
                     breaker.record_success()
-                    if message is not None:
-                        await self.messages.save(req.session_id, policy.version, message[0])
+        if decision is not None and message is not None and policy is not None:
+            await self.messages.save(req.session_id, policy.version, message[0])
         fallback = decision is None
         if decision is None:
             decision = await run(None, cfg)
