@@ -15,7 +15,7 @@ Goal (issue 5): TSCAC and the MA cascade beat BC and the best fixed fusion on
 watch time by ≥ 3% with every constraint satisfied; main-only violates ≥ 1.
 Written honestly whether met or not.
 
-    python -m benchmarks.rank_quality [--seeds 5] [--iterations 40] [--n-envs 128] [--users 1000]
+    python -m benchmarks.rank_quality [--seeds 5] [--iterations 8] [--rdpg-iterations 30] [--n-envs 64] [--users 200] [--jobs 3]
 """
 
 from __future__ import annotations
@@ -352,13 +352,13 @@ def main(argv: list[str] | None = None) -> None:
     # Sized for ≤ 25 min on the shared 2-core host (issue 18); the on-policy learners cost ~2.6 s CPU per
     # iteration, MA-RDPG ~0.6 s — see NOTES, sixth round.
     p.add_argument("--iterations", type=int, default=8, help="on-policy learners: iterations × n_envs × 32 steps")
-    p.add_argument("--rdpg-iterations", type=int, default=40, help="MA-RDPG: iterations × n_envs × 32 requests")
-    p.add_argument("--n-envs", type=int, default=128, help="simulator rows per online iteration (× 32 steps)")
-    p.add_argument("--users", type=int, default=500)
+    p.add_argument("--rdpg-iterations", type=int, default=30, help="MA-RDPG: iterations × n_envs × 32 requests")
+    p.add_argument("--n-envs", type=int, default=64, help="simulator rows per online iteration (× 32 steps)")
+    p.add_argument("--users", type=int, default=200)
     p.add_argument("--days", type=int, default=3)
     p.add_argument("--lam", type=float, default=None, help="override λ of configs/rank/{tscac,ma_cascade}.yaml")
     p.add_argument("--algos", default=",".join(ALGOS))
-    p.add_argument("--jobs", type=int, default=2, help="(algorithm, seed) runs in parallel processes")
+    p.add_argument("--jobs", type=int, default=3, help="(algorithm, seed) runs in parallel processes")
     a = p.parse_args(argv)
     from concurrent.futures import ProcessPoolExecutor
 
