@@ -336,7 +336,16 @@ def main(argv: list[str] | None = None) -> int:
         "fdatasync) and two workers",
     )
     ap.add_argument("--warm-up", type=float, default=WARM_UP_S, help="seconds each problem is exercised first")
+    ap.add_argument(
+        "--rank-policy",
+        choices=("gaussian", "ma_rdpg"),
+        default="gaussian",
+        help="ma_rdpg: rank is served by MA-RDPG stage models (message in and out), each request of a session "
+        "reading and writing its message in Redis (onnxruntime only: implies --no-triton)",
+    )
     args = ap.parse_args(argv)
+    if args.rank_policy == "ma_rdpg":
+        args.no_triton = True
     _pin(LOAD_CORE)
     # Other processes on the host inflate every figure here; record how busy it was.
     load_before = os.getloadavg()
@@ -356,13 +365,21 @@ def main(argv: list[str] | None = None) -> int:
         "allocate": [json.dumps(allocate_body(f"user-{i}", seed=i)).encode() for i in range(64)],
         "rank": [json.dumps(rank_body(f"user-{i}", 200, seed=i)).encode() for i in range(16)],
     }
+    if args.rank_policy == "ma_rdpg":  # one session per body: every request carries a stored message
+        bodies["rank"] = [
+            json.dumps({**rank_body(f"user-{i}", 200, seed=i), "session_id": f"session-{i}"}).encode()
+            for i in range(16)
+        ]
     bodies["constant"] = bodies["slot"]
     results: dict[str, dict[str, dict[str, float]]] = {}
     with tempfile.TemporaryDirectory(prefix="troupe-bench-") as tmp:
         home = Path(tmp)
         registry = ModelRegistry(home / "registry")
         for p in problems:
-            register_policy(registry, p, "v1", promote=True)
+            if p == "rank" and args.rank_policy == "ma_rdpg":
+                _register_ma_rdpg(registry, home / "ma_rdpg")
+            else:
+                register_policy(registry, p, "v1", promote=True)
         users = {f"user-{i}": (i % 3, [0.5, 0.3, 0.05, 0.01, 0.02, 0.01], [0.2, 0.1]) for i in range(N_USERS)}
         print("building the Feast store ...", flush=True)
         feast_repo = build_feast_store(home / "feast", users)
@@ -383,6 +400,9 @@ def main(argv: list[str] | None = None) -> int:
                 "TROUPE_PROBLEMS": ",".join(problems),  # /readyz waits for these only
                 "PYTHONPATH": str(REPO),
             }
+            if args.rank_policy == "ma_rdpg":  # the session messages live in Redis
+                base_env["TROUPE_STATE_STORE_URL"] = "redis://127.0.0.1:6379/7"
+                base_env["TROUPE_STATE_STORE_PREFIX"] = f"bench-ma-rdpg-{os.getpid()}"
             serve = [sys.executable, "-c", "from pipelines.cli import main; main()", "serve", "--workers", "1"]
 
             port = _free_port()
@@ -608,6 +628,12 @@ def main(argv: list[str] | None = None) -> int:
                 "server": "troupe serve, 1 uvicorn worker, pinned to core 0 with Tansu (decision log) and Triton",
                 "load": f"asyncio (uvloop) raw HTTP/1.1 on core 1; closed loop {CONCURRENCY} connections; open loop fixed rate",
                 "rank_candidates": 200,
+                "rank_policy": args.rank_policy
+                + (
+                    " (3 stage models + a 32-float session message read and written in Redis per request)"
+                    if args.rank_policy == "ma_rdpg"
+                    else ""
+                ),
                 "duration_s": args.duration,
                 "repeats": args.repeats,
                 "statistic": "median over repeats",
@@ -624,6 +650,19 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(f"wrote {path}")
     return 0
+
+
+def _register_ma_rdpg(registry: Any, out_dir: Path) -> None:
+    """rank/v1: MA-RDPG's three stage models and model.onnx (untrained, the shipped sizes: 64×64 actors,
+    a 16-wide LSTM message) — what serving pays per request does not depend on the weights."""
+    from models.problems import RANK
+    from training.algorithms import ma_rdpg
+    from training.export import register_policy as register_exported
+    from training.rl.task import TaskSpec
+
+    module = ma_rdpg.MARDPG(TaskSpec.from_problem(RANK, multi_agent=True), ma_rdpg.MARDPGConfig())
+    register_exported(registry, RANK, "ma_rdpg", "v1", ma_rdpg.export_for_serving(module, out_dir))
+    registry.promote("rank", "v1")
 
 
 def _children(pid: int) -> list[int]:

@@ -37,6 +37,7 @@ from serving.lifecycle import BackendFactory, ModelManager, default_backend_fact
 from serving.metrics import RequestCounter, ServingMetrics
 from serving.middleware import BodySizeLimit
 from serving.openapi_doc import add_openapi_details
+from serving.rank_messages import SessionMessages
 from serving.service import DecisionService
 from serving.settings import ServingSettings, get_settings
 from serving.state_store import open_state_store
@@ -125,6 +126,7 @@ def create_app(
             ),
             metrics=metrics,
             rng=np.random.default_rng(s.exploration_seed),
+            messages=SessionMessages(state),
             default_exploration=ExplorationConfig(
                 temperature=s.exploration_temperature, epsilon=s.exploration_epsilon, std_scale=s.exploration_std_scale
             ),
@@ -169,6 +171,7 @@ def create_app(
             metrics.close()
             await service.logger.close()
             await models.close()
+            await service.messages.close()
             if own_producer:
                 prod.close()
             if state is not None:

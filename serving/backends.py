@@ -74,6 +74,12 @@ class OnnxRuntimeBackend:
         opts.log_severity_level = 3
         self.session = ort.InferenceSession(str(model_path), sess_options=opts, providers=ort_providers(cuda))
         self.output_names = list(output_names)
+        # A stage model with a recurrent message (MA-RDPG, serving/rank_messages.py): input "message"
+        # (batch, S), output "next_message" — fetched with the spec's outputs.
+        message = [i for i in self.session.get_inputs() if i.name == "message"]
+        self.message_size = int(message[0].shape[1]) if message else 0
+        if self.message_size and "next_message" not in self.output_names:
+            self.output_names.append("next_message")
         have = {o.name for o in self.session.get_outputs()}
         missing = [n for n in self.output_names if n not in have]
         if missing:

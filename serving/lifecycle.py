@@ -63,11 +63,23 @@ class LoadedPolicy:
         """Rank serves one file per stage when the manifest lists all three stages."""
         return self.spec.name == "rank" and all(a.name in self.backends for a in self.spec.agents)
 
-    async def score(self, agent: str | None, observation: FloatArray) -> dict[str, FloatArray]:
+    @functools.cached_property
+    def message_size(self) -> int:
+        """S of the recurrent message every model of this version takes (MA-RDPG; serving/rank_messages.py);
+        0 = no message. Only the onnxruntime backend reads it from the model."""
+        sizes = {int(getattr(b, "message_size", 0)) for b in self.backends.values()}
+        if len(sizes) != 1:
+            raise InferenceError(f"{self.spec.name}/{self.version}: its models disagree on the message size {sizes}")
+        return sizes.pop()
+
+    async def score(
+        self, agent: str | None, observation: FloatArray, message: FloatArray | None = None
+    ) -> dict[str, FloatArray]:
         backend = self.backends.get(agent if self.per_agent else None)
         if backend is None:
             raise InferenceError(f"{self.spec.name}/{self.version} has no model for agent {agent!r}")
-        out = await backend.score({"observation": observation})
+        inputs = {"observation": observation} if message is None else {"observation": observation, "message": message}
+        out = await backend.score(inputs)
         for name, arr in out.items():
             if not np.isfinite(arr).all():
                 raise InferenceError(f"{self.spec.name}/{self.version}: output {name!r} is not finite")
@@ -180,7 +192,12 @@ class ModelManager:
                 f"{problem}/{version}: the {self._backend_name()} backend cannot load it: "
                 f"{type(exc).__name__}: {str(exc)[:300]}"
             ) from None
-        return LoadedPolicy(spec, loaded.manifest, backends, _side_files(problem, loaded))
+        policy = LoadedPolicy(spec, loaded.manifest, backends, _side_files(problem, loaded))
+        try:
+            policy.message_size  # noqa: B018 — refuse a version whose models disagree on the message here
+        except InferenceError as exc:
+            raise RegistryError(str(exc)) from None
+        return policy
 
     def _backend_name(self) -> str:
         return getattr(self.backend_factory, "__qualname__", "inference").split(".")[0]
@@ -188,9 +205,10 @@ class ModelManager:
     async def _warm(self, policy: LoadedPolicy) -> None:
         obs = np.zeros((1, policy.spec.observation_size), dtype=np.float32)
         agents = [a.name for a in policy.spec.agents] if policy.per_agent else [None]
+        message = np.zeros((1, policy.message_size), dtype=np.float32) if policy.message_size else None
         for _ in range(WARMUP_CALLS):
             for agent in agents:
-                out = await policy.score(agent, obs)
+                out = await policy.score(agent, obs, message)
                 for name in policy.spec.onnx_outputs:
                     if name not in out or not np.all(np.isfinite(out[name])):
                         raise InferenceError(

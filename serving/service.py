@@ -41,6 +41,7 @@ from serving.policies import (
     decide_rank,
     decide_slot,
 )
+from serving.rank_messages import FloatArray, SessionMessages, chained_scorer
 from serving.schemas import AllocateRequest, RankRequest, SlotRequest
 from serving.settings import ServingSettings
 
@@ -98,6 +99,8 @@ class DecisionService:
     metrics: ServingMetrics
     rng: np.random.Generator
     default_exploration: ExplorationConfig = field(default_factory=ExplorationConfig)
+    messages: SessionMessages = field(default_factory=lambda: SessionMessages(None))
+    """Rank's per-session MA-RDPG message (serving/rank_messages.py); no store = a zero message per request."""
     breakers: dict[str, CircuitBreaker] = field(default_factory=dict)
     allocate_lambda: Callable[[], float] = field(default=lambda: 1.0)
     """λ of allocate's MaRCA rule, read per decision (serving/allocate_balancer.py `AllocateLambda.current`)."""
@@ -196,6 +199,7 @@ class DecisionService:
 
         decision: Decision | None = None
         reason: str | None = None
+        message: list[FloatArray] | None = None  # the rank message after re-rank (MA-RDPG policies)
         policy: LoadedPolicy | None = None
         try:
             policy = self.models.get(problem, version)
@@ -209,6 +213,12 @@ class DecisionService:
                 if isinstance(req, RankRequest):
                     per_agent_flag[0] = policy.per_agent
                 cost_table[0] = policy.extras.get("cost_table")
+                scorer: Scorer = policy.score
+                if isinstance(req, RankRequest) and policy.message_size:
+                    # MA-RDPG: the stages pass a message along, carried across the session's requests. Read
+                    # before the deadline's clock starts: the store's round trip is not inference.
+                    carried, _ = await self.messages.load(req.session_id, policy.version, policy.message_size)
+                    scorer, message = chained_scorer(policy.score, carried)
                 deadline_s = self.settings.inference_deadline_ms / 1000.0
                 start = time.perf_counter()
                 try:
@@ -216,10 +226,10 @@ class DecisionService:
                         # Inline inference never suspends, so asyncio.timeout could not fire:
                         # skip its timer (a measurable share per request); the check below
                         # still turns a late answer into a deadline miss.
-                        decision = await run(policy.score, cfg)
+                        decision = await run(scorer, cfg)
                     else:
                         async with asyncio.timeout(deadline_s):
-                            decision = await run(policy.score, cfg)
+                            decision = await run(scorer, cfg)
                     # In-process inference cannot be interrupted; a late answer still
                     # counts as a miss so the breaker sees a slow model.
                     if time.perf_counter() - start > deadline_s:
@@ -233,6 +243,8 @@ class DecisionService:
                     breaker.record_failure()
                 else:
                     breaker.record_success()
+        if decision is not None and message is not None and policy is not None:
+            await self.messages.save(req.session_id, policy.version, message[0])
         fallback = decision is None
         if decision is None:
             decision = await run(None, cfg)
@@ -318,6 +330,9 @@ class DecisionService:
                 policy = None
             scorers: list[Scorer | None] = [None] if policy is None else [policy.score, None]
             table = policy.extras.get("cost_table") if policy is not None else None
+            if policy is not None and policy.message_size:  # MA-RDPG: from a session's zero message
+                zero = np.zeros((1, policy.message_size), dtype=np.float32)
+                scorers[0] = chained_scorer(policy.score, zero)[0]
             for scorer in scorers:
                 try:
                     if scorer is not None and table is not None:

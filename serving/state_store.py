@@ -293,7 +293,10 @@ class StateStore:
         """Store session state; it expires `ttl_s` seconds after the last write."""
         if ttl_s <= 0:
             raise ValueError(f"set_session: ttl_s must be > 0, got {ttl_s}")
-        self.set(SESSION_NAMESPACE, self._session_name(session_id), state, ttl_s=ttl_s)
+        # One plain SET, no change message: sessions are never cached or watched, and rank writes one
+        # per decision (a MULTI with PUBLISH woke every process's listener for nothing).
+        data = json.dumps(state, separators=(",", ":"), sort_keys=True)
+        self._redis.set(self.key(SESSION_NAMESPACE, self._session_name(session_id)), data, px=int(ttl_s * 1000))
 
 
 def open_state_store(settings: Any) -> StateStore | None:

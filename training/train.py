@@ -243,7 +243,10 @@ def export_and_register(
     from training.export import export_policy, register_policy
 
     spec = get_problem(problem)
-    files = export_policy(result.learner.actor, spec, export_dir)
+    learner: Any = result.learner
+    # A learner with its own serving export (MA-RDPG: stage models with a message input and output).
+    own = getattr(learner, "export_for_serving", None)
+    files = own(export_dir) if own is not None else export_policy(learner.actor, spec, export_dir)
     out: dict[str, Any] = {
         "exported": {k: str(v.path) for k, v in files.items()},
         "parity_max_abs_diff": max(f.max_abs_diff for f in files.values()),

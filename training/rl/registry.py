@@ -26,6 +26,7 @@ BUILTIN_MODULES: tuple[str, ...] = (
     "training.algorithms.rcpo",
     "training.algorithms.tscac",
     "training.algorithms.ma_cascade",
+    "training.algorithms.ma_rdpg",
     "training.algorithms.fixed_fusion",
     "training.algorithms.dqn",
     "training.algorithms.ddpg",

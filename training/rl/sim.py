@@ -212,3 +212,56 @@ def evaluate_multi_agent(actor: Actor, n_users: int, days: int, seed: int = 0, *
     per_user = totals.reshape(n_users, days, len(names)).mean(axis=1)
     per_decision = {s: float(totals[:, i].sum() / max(decisions, 1)) for i, s in enumerate(names)}
     return {"per_user_day": {s: per_user[:, i] for i, s in enumerate(names)}, "per_decision": per_decision}
+
+
+StagePolicy = Callable[[int, np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
+"""(stage index, stage observation (N, O), message state (N, S)) → (stage weights (N, 6), next state (N, S))."""
+
+
+def evaluate_sequential(
+    policy: StagePolicy, state_size: int, n_users: int, days: int, seed: int = 0, **overrides: Any
+) -> dict[str, Any]:
+    """Ground truth for stage agents in the `rank` sequential view: each stage acts on the pool the upstream
+    stages actually kept, and a per-row state (MA-RDPG's message; size 0 for stateless agents) is passed
+    stage to stage and carried across a session's requests, zeroed when a session ends.
+
+    Same report as `evaluate_multi_agent` and `training.envs.evaluate.evaluate_policy`, with the same
+    common random numbers as `evaluate_policy` (user k of a seed is the same person under every policy).
+    """
+    from models.problems import RANK
+    from training.envs import make_batched
+    from training.envs.evaluate import _rows
+
+    names = RANK.signal_names
+    overrides = {"common_random_numbers": True, **overrides}
+    sim: Any = make_batched("rank", _rows(n_users), seed, max_users=n_users, days=days, **overrides)
+    sim.reset()
+    state = np.zeros((sim.n, state_size), np.float32)
+    totals = np.zeros((n_users * days, len(names)))
+    decisions = 0
+    while not sim.all_done:
+        positions = None
+        for k in range(len(RANK.agents)):
+            weights, state = policy(k, sim.stage_observation(k, positions), state)
+            positions = sim.run_stage(k, np.clip(np.asarray(weights, np.float32), 0.0, 1.0), positions)
+        _, rewards, done, info = sim.serve_page(positions)
+        state = np.where((np.asarray(done, bool) | np.asarray(info["session_end"], bool))[:, None], 0.0, state)
+        state = state.astype(np.float32)
+        live = info["active"]
+        flat = info["user_id"][live] * days + info["day"][live]
+        np.add.at(totals, flat, np.stack([rewards[s][live] for s in names], axis=1))
+        decisions += int(live.sum())
+    per_user = totals.reshape(n_users, days, len(names)).mean(axis=1)
+    per_decision = {s: float(totals[:, i].sum() / max(decisions, 1)) for i, s in enumerate(names)}
+    return {"per_user_day": {s: per_user[:, i] for i, s in enumerate(names)}, "per_decision": per_decision}
+
+
+def joint_actor_stage_policy(actor: Actor) -> StagePolicy:
+    """A stateless stage policy from a `JointActor` (the MA cascade): stage k's agent, deterministic."""
+    actor = actor.cpu().eval()
+
+    def policy(stage: int, obs: np.ndarray, state: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        with torch.no_grad():
+            return actor.agents[stage].mode(torch.as_tensor(obs)).numpy(), state  # type: ignore[index]
+
+    return policy

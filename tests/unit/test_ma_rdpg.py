@@ -1,0 +1,215 @@
+"""MA-RDPG: the Bellman chain over the stages, the message, the constrained scheme, export, registry."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from models.problems import RANK, BoxAction, Constraint
+from training.algorithms import ma_rdpg
+from training.rl.task import AgentSlice, TaskSignal, TaskSpec
+
+
+def relay_task(threshold: float = 0.6) -> TaskSpec:
+    return TaskSpec(
+        obs_size=9,
+        action=BoxAction(size=3, low=0.0, high=1.0),
+        signals=(TaskSignal("main", 0.5), TaskSignal("safety", 0.5)),
+        constraints=(Constraint("safety", ">=", threshold),),
+        agents=tuple(AgentSlice(name, 3, 1) for name in ("first", "second", "third")),
+        name="relay",
+    )
+
+
+class RelaySim:
+    """Three stages act in turn (the `BatchedRankSim` sequential interface, `positions` = the actions so far).
+
+    Only the first stage sees the request's sign x ∈ {−1, +1}; the team's main reward is
+    1 − (a_third − (0.5 + 0.4x))², so the third stage can only earn more than 0.84 (its best
+    constant) through the message. The safety signal is 1 − a_third, constrained ≥ 0.6: the unconstrained
+    optimum (mean a_third 0.5) violates it; the constrained one plays a_third ≈ 0.8 / 0.0 for x = ±1.
+    A session is 4 requests, the user's horizon 8.
+    """
+
+    def __init__(self, n: int, seed: int = 0) -> None:
+        self.n, self.rng = n, np.random.default_rng(seed)
+        self.request = np.zeros(n, np.int64)
+        self._draw()
+
+    def _draw(self) -> None:
+        self.x = self.rng.choice([-1.0, 1.0], size=self.n).astype(np.float32)
+
+    def stage_observation(self, k: int, positions: Any) -> np.ndarray:
+        obs = np.zeros((self.n, 3), np.float32)
+        obs[:, 0] = self.x if k == 0 else 0.0
+        obs[:, 1 + min(k, 1)] = 1.0
+        return obs
+
+    def run_stage(self, k: int, weights: np.ndarray, positions: Any) -> list[np.ndarray]:
+        return [*(positions or []), np.asarray(weights)[:, 0]]
+
+    def serve_page(self, actions: list[np.ndarray]) -> tuple[Any, dict[str, np.ndarray], np.ndarray, dict[str, Any]]:
+        main = 1.0 - (actions[2] - (0.5 + 0.4 * self.x)) ** 2
+        rewards = {"main": main.astype(np.float32), "safety": (1.0 - actions[2]).astype(np.float32)}
+        self.request += 1
+        session_end = self.request % 4 == 0
+        done = self.request % 8 == 0
+        self._draw()
+        return None, rewards, done, {"active": np.ones(self.n, bool), "session_end": session_end}
+
+
+def _train(requests: int, **overrides: Any) -> tuple[ma_rdpg.MARDPG, list[dict[str, float]]]:
+    cfg = ma_rdpg.MARDPGConfig(
+        hidden_sizes=(32,), message_size=8, batch_size=128, actor_lr=1e-3, updates_per_request=3, **overrides
+    )
+    rows: list[dict[str, float]] = []
+    module = ma_rdpg.train(cfg, relay_task(), RelaySim(32), requests, 20, rows.append)
+    return module, rows
+
+
+def _greedy(actors: Any, x: float) -> list[float]:
+    """The deterministic actions of one request whose sign is x, from a zero message."""
+    sim = RelaySim(1)
+    sim.x[:] = x
+    state = torch.zeros(1, actors[0].state_size)
+    actions = []
+    with torch.no_grad():
+        for k, actor in enumerate(actors):
+            a, state = actor(torch.as_tensor(sim.stage_observation(k, None)), state)
+            actions.append(float(a[0, 0]))
+    return actions
+
+
+def test_the_last_stage_acts_on_what_the_first_saw_through_the_message_and_the_constraint_holds() -> None:
+    module, rows = _train(400)
+    assert bool(module.has_best_feasible)
+    shipped = module.shipped_actors()
+    plus, minus = _greedy(shipped, 1.0), _greedy(shipped, -1.0)
+    # x reaches the third stage only through the message: its action follows x
+    assert plus[2] - minus[2] > 0.3
+    main = 1.0 - ((plus[2] - 0.9) ** 2 + (minus[2] - 0.1) ** 2) / 2
+    assert main > 0.9  # the best any policy without the message can do is 0.84
+    # the multiplier rose while the constraint was violated, and the shipped iterate meets it
+    assert max(r["charts/multiplier_safety"] for r in rows) > 0.3
+    assert 1.0 - (plus[2] + minus[2]) / 2 >= 0.6 - 0.03
+
+
+def _requests(module: ma_rdpg.MARDPG, reset: float, terminal: float) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(int(reset * 2 + terminal))
+    b = 4
+    return {
+        "state": torch.randn(b, module.state_size, generator=g),
+        "obs": torch.randn(b, 3, 3, generator=g),
+        "action": torch.rand(b, 3, 1, generator=g),
+        "reward": torch.randn(b, 2, generator=g),
+        "discount": torch.full((b, 2), 0.5 * (1.0 - terminal)),
+        "reset": torch.full((b,), reset),
+        "next_obs": torch.randn(b, 3, generator=g),
+    }
+
+
+@pytest.mark.parametrize(("reset", "terminal"), [(0.0, 0.0), (1.0, 0.0), (1.0, 1.0)])
+def test_the_critic_target_hands_over_stage_to_stage_on_the_message_sent(reset: float, terminal: float) -> None:
+    module = ma_rdpg.MARDPG(relay_task(), ma_rdpg.MARDPGConfig(hidden_sizes=(16,), message_size=4))
+    batch = _requests(module, reset, terminal)
+    expected = 0.0
+    with torch.no_grad():
+        h, h_target = batch["state"], batch["state"]
+        for k in range(3):
+            o, a = batch["obs"][:, k], batch["action"][:, k]
+            stage = torch.full((4,), k)
+            q = module.critic(stage, h[:, :4], o, a)
+            h = module.actors[k].cell(torch.cat([o, a], -1), h)
+            h_target = module.target_actors[k].cell(torch.cat([o, a], -1), h_target)
+            if k < 2:  # the next stage of the same request: no reward, discount 1
+                nxt, o2, r, d = k + 1, batch["obs"][:, k + 1], 0.0, 1.0
+            else:  # the next request's pre-rank, on a message that restarts after a session end
+                h, h_target = h * (1 - reset), h_target * (1 - reset)
+                nxt, o2, r, d = 0, batch["next_obs"], batch["reward"], batch["discount"]
+            a2 = module.target_actors[nxt].policy(torch.cat([o2, h_target[:, :4]], -1))
+            y = r + d * module.target_critic(torch.full((4,), nxt), h_target[:, :4], o2, a2)
+            expected += float(((q - y) ** 2).mean())
+    assert module.critic_loss(batch)["critic_loss"].item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_the_critic_loss_trains_the_message_cells_and_the_actor_loss_the_policy_heads() -> None:
+    module = ma_rdpg.MARDPG(relay_task(), ma_rdpg.MARDPGConfig(hidden_sizes=(16,), message_size=4))
+    batch = _requests(module, 0.0, 0.0)
+    module.critic_loss(batch)["critic_loss"].backward()
+    assert module.actors[0].cell.input_to_gates.weight.grad is not None
+    assert module.actors[0].policy.body[0].weight.grad is None
+    module.zero_grad(set_to_none=True)
+    module.actor_loss(batch)["actor_loss"].backward()
+    assert module.actors[2].policy.body[0].weight.grad is not None
+    assert module.actors[0].cell.input_to_gates.weight.grad is None
+
+
+def test_the_mixed_value_weights_the_constraint_by_its_multiplier() -> None:
+    module = ma_rdpg.MARDPG(relay_task(), ma_rdpg.MARDPGConfig(hidden_sizes=(16,)))
+    module.set_multipliers(np.array([3.0]))
+    assert module.mix.tolist() == pytest.approx([0.25, 0.75])
+
+
+def test_each_stage_exports_with_the_message_as_input_and_output(tmp_path: Path) -> None:
+    import onnxruntime as ort
+
+    module = ma_rdpg.MARDPG(TaskSpec.from_problem(RANK, multi_agent=True), ma_rdpg.MARDPGConfig(message_size=8))
+    actor = module.actors[1]
+    assert ma_rdpg.export_stage(actor, tmp_path / "rank.onnx") <= 1e-5
+    session = ort.InferenceSession(str(tmp_path / "rank.onnx"), providers=["CPUExecutionProvider"])
+    assert [i.name for i in session.get_inputs()] == ["observation", "message"]
+    assert [o.name for o in session.get_outputs()] == ["action", "next_message"]
+    # starts at the spec's default stage weights whatever it observes
+    obs = np.random.default_rng(0).normal(size=(5, RANK.observation_size)).astype(np.float32)
+    action, _ = session.run(None, {"observation": obs, "message": np.zeros((5, 16), np.float32)})
+    assert np.allclose(action, np.clip((1.0, 0.3, 0.3, 0.3, 0.3, 0.3), 0.03, 0.97), atol=0.05)
+
+
+def test_registered_online_multi_agent_and_bad_config_names_the_field() -> None:
+    from training.rl.registry import get_algorithm
+
+    spec = get_algorithm("ma_rdpg")
+    assert spec.multi_agent and spec.fit is not None and spec.data == "online"
+    with pytest.raises(ValueError, match="unknown field"):
+        ma_rdpg.MARDPGConfig.from_dict({"message_sise": 8})
+    with pytest.raises(ValueError, match="cell"):
+        ma_rdpg.MARDPGConfig(cell="rnn")
+    with pytest.raises(ValueError, match="discounts"):
+        ma_rdpg.MARDPGConfig(discounts=(1.0,))
+    with pytest.raises(ValueError, match="3 box agents"):
+        ma_rdpg.MARDPG(TaskSpec.from_problem(RANK), ma_rdpg.MARDPGConfig())
+
+
+def test_the_sequential_evaluator_carries_the_state_within_a_session_only() -> None:
+    from training.rl.sim import evaluate_sequential
+
+    longest: list[float] = []
+
+    def counting(stage: int, obs: np.ndarray, state: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if stage == 0:
+            state = state + 1.0  # requests seen in this session
+            longest.append(float(state.max()))
+        return np.tile(np.float32([0.1, 0.0, 0.1, 1.0, 0.1, 0.3]), (obs.shape[0], 1)), state
+
+    a = evaluate_sequential(counting, 1, n_users=20, days=1, seed=3)
+    assert 1.0 < max(longest) <= 40.0  # a session ends at 40 requests at the latest; the count restarts
+    b = evaluate_sequential(counting, 1, n_users=20, days=1, seed=3)
+    assert a["per_decision"] == b["per_decision"]  # common random numbers: the same users, the same luck
+
+
+def test_trains_in_the_rank_simulator_and_exports_and_registers_through_the_cli_path(tmp_path: Path) -> None:
+    from models.registry import ModelRegistry
+    from training.train import export_and_register, train_problem
+
+    run = {"seed": 0, "iterations": 2, "rollout_steps": 4, "n_envs": 8, "out_dir": str(tmp_path / "run")}
+    run |= {"progress": False, "tensorboard": False, "plots": False}
+    res = train_problem("rank", "ma_rdpg", sim=True, config={"run": run, "algo": {"batch_size": 16, "message_size": 4}})
+    assert len(res.history) == 2 and "charts/multiplier_comment" in res.history[-1]
+    out = export_and_register(res, "rank", "ma_rdpg", tmp_path / "onnx", str(tmp_path / "registry"), "t1")
+    assert set(out["exported"]) == {"pre_rank.onnx", "rank.onnx", "re_rank.onnx", "model.onnx"}
+    assert out["registered"] == "rank/t1"
+    ModelRegistry(tmp_path / "registry").promote("rank", "t1")  # every file loads and runs in onnxruntime

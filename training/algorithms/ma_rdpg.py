@@ -1,0 +1,569 @@
+"""MA-RDPG on the sequential rank cascade: stage agents that cooperate through a recurrent message.
+
+Paper: Feng et al., "Learning to Collaborate: Multi-Scenario Ranking via Multi-Agent Reinforcement
+Learning" (WWW 2018; ../shared/PAPERS.md). Reads top to bottom: config, networks, the loss (critic,
+actor, targets), the collect-and-learn loop on `BatchedRankSim`'s sequential view, the stage policy for
+`training.rl.sim.evaluate_sequential`, export (per stage, for serving: serving/rank_messages.py), registry.
+Train: `troupe train rank --algo ma_rdpg --sim --config configs/rank/ma_rdpg.yaml`.
+
+The cascade as the paper's agents (its scenarios are search, recommendation and ads; ours are the three
+rank stages, which act in turn on every request):
+* agent k ∈ {pre_rank, rank, re_rank} is a deterministic actor a_k = μ_k(o_k, h) on its local
+  observation o_k — the pool the upstream stages actually kept — and the message h;
+* the message state is h ← LSTM_k(h, [o_k; a_k]) after every stage: passed stage to stage within a
+  request and carried across the requests of a user's session (zero at a session's start);
+* one centralised critic Q(k, h, o_k, a_k) → one value per signal of the team's reward vector (the
+  page's watch time, clicks, likes, follows, comments, shares — every stage receives the team reward);
+* DDPG updates from replay with target networks (Polyak τ).
+
+The Bellman chain (ours: the paper's scenarios act at different times of a session, here three stages
+make one decision together, so the request is cut into three agent steps): stage k < 2 gets no reward
+and hands over to stage k+1 of the same request with discount 1; re-rank's step carries the page's
+reward vector r and hands over to pre-rank of the next request with discount γ_i (0 at the end of the
+user's horizon):
+    y_i = r_i·[k = 2] + d_i · Q'_i(k', h', o', μ'_k'(o', h'))      h' = LSTM'_k(h, [o; a]), zeroed at a session end
+
+The constrained scheme (RCPO's, ours on DDPG): the actors ascend the mixed value
+    Q_mix = (Q̃_main + Σ_j ν_j s_j Q̃_j) / (1 + Σ_j ν_j)          s_j = +1 for ">=", −1 for "<="
+with Q̃_i the critic on rewards scaled by 1/mean|r_i| (measured on the warm-up data, then fixed), and the
+PID multipliers ν_j (`training.rl.lagrangian.ConstraintController`) updated once per iteration from the
+measured per-request mean of every constrained signal; the shipped actors are the best feasible iterate
+when one was found (as RCPO and TSCAC ship).
+
+DEPARTURES from the paper, marked:
+* One LSTM cell per stage (each stage's `MessageActor` owns its message update), not one shared cell:
+  each stage's actor then exports and serves on its own with the message as an extra input and output.
+* Replay items are requests (the message state at the request's start, the three stages' observations
+  and played actions, the page's reward): the messages inside a request are recomputed from the stored
+  start state at every update (truncated backpropagation through time over the request's three stages;
+  the start state itself is the one stored at collection, as R2D2's stored state without burn-in — the
+  paper unrolls whole episodes).
+* Who trains the message: the critic's loss (the cells are in the critic's optimiser, so h learns to
+  carry what predicts the team's value downstream); the actor loss trains the policy heads on fixed
+  messages. Our choice, tested on a relay where only the message can carry what the first stage saw
+  (tests/unit/test_ma_rdpg.py); with the actor loss training the cells instead, that relay was not
+  learned in the same budget.
+* Serving runs the deterministic actions, and the message follows them; in training the message
+  follows the played (noisy) actions.
+* Reward shaping: the team reward vector of the problem spec replaces the paper's purchase / click /
+  exit shaping, and the constrained scheme above is ours.
+* Gaussian exploration noise per stage and request (σ a fraction of the box's half-width), not OU.
+* Actors start at the spec's default stage weights (the last layer's bias; small last-layer weights),
+  as the other rank learners start from the production default.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from models.problems import RANK, RANK_DEFAULT_STAGE_WEIGHTS, RANK_STAGES, BoxAction
+from training.algorithms.ddpg import MessageActor, _mlp
+from training.rl.functional import soft_update
+from training.rl.lagrangian import ConstraintController, PIDLagrangianConfig
+from training.rl.registry import AlgorithmSpec, register_algorithm
+from training.rl.replay import ReplayBuffer
+from training.rl.task import TaskSpec
+
+if TYPE_CHECKING:
+    from training.rl.trainer import RunConfig, RunResult
+
+N_STAGES = len(RANK_STAGES)
+
+
+@dataclass(frozen=True)
+class MARDPGConfig:
+    hidden_sizes: tuple[int, ...] = (64, 64)
+    """ReLU MLP widths of every actor and the critic."""
+    message_size: int = 16
+    """H: the message h (the LSTM's hidden state; the carried state is [h; c], 2H)."""
+    cell: str = "lstm"
+    """Message cell: "lstm" (the paper) or "gru" (ours)."""
+    message: bool = True
+    """False: the ablation without communication — every actor and the critic read a zero message."""
+    actor_lr: float = 3e-4
+    critic_lr: float = 1e-3
+    tau: float = 0.01
+    """Polyak rate of the target actors, cells and critic."""
+    batch_size: int = 256
+    """Requests (three agent steps each) per gradient step."""
+    buffer_capacity: int = 100_000
+    """Replay capacity in requests (of one row each)."""
+    learning_starts: int = 4
+    """Requests (× n_envs rows) collected before the first gradient step; the reward scales are measured on them."""
+    updates_per_request: int = 2
+    """Gradient steps per request of all rows."""
+    exploration_std: float = 0.2
+    """σ of the Gaussian exploration noise as a fraction of the box's half-width (0.2 → ±0.1 in weight units)."""
+    discounts: tuple[float, ...] | None = None
+    """γ per signal (spec order); None = the task's."""
+    init_at_default: bool = True
+    """On the rank task: start every stage's actor at the spec's default stage weights (ours; module docstring)."""
+    dual_lr: float = 0.5
+    """K_I of the PID multipliers (per iteration, on the relative violation)."""
+    multiplier_kp: float = 3.0
+    """K_P of the PID multipliers."""
+    multiplier_smoothing: float = 1.0
+    """α of the violation's EMA the P term reads (1 = this iteration's violation, as RCPO's config)."""
+    max_multiplier: float = 20.0
+    margin: float = 0.03
+    """Relative margin the multipliers aim inside every threshold (the measured values are the noisy policy's)."""
+    best_feasible_window: int = 3
+    """Iterations averaged to judge an iterate for the best feasible one."""
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("message_size", "batch_size", "buffer_capacity", "updates_per_request", "best_feasible_window"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"MARDPGConfig.{name}: must be >= 1, got {getattr(self, name)}")
+        if self.learning_starts < 1:
+            raise ValueError(
+                f"MARDPGConfig.learning_starts: must be >= 1 (the reward scales), got {self.learning_starts}"
+            )
+        if self.cell not in ("lstm", "gru"):
+            raise ValueError(f"MARDPGConfig.cell: must be 'lstm' or 'gru', got {self.cell!r}")
+        if not 0.0 < self.tau <= 1.0:
+            raise ValueError(f"MARDPGConfig.tau: must be in (0, 1], got {self.tau}")
+        if self.actor_lr <= 0 or self.critic_lr <= 0:
+            raise ValueError("MARDPGConfig.actor_lr and critic_lr: must be > 0")
+        if self.exploration_std < 0 or self.margin < 0:
+            raise ValueError("MARDPGConfig.exploration_std and margin: must be >= 0")
+        if self.discounts is not None and not all(0.0 <= g < 1.0 for g in self.discounts):
+            raise ValueError(f"MARDPGConfig.discounts: every γ must be in [0, 1), got {self.discounts}")
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> MARDPGConfig:
+        from training.rl.offpolicy_runner import config_from_dict
+
+        return config_from_dict(cls, data)  # type: ignore[no-any-return]
+
+    def pid_config(self) -> PIDLagrangianConfig:
+        return PIDLagrangianConfig(
+            kp=self.multiplier_kp,
+            ki=self.dual_lr,
+            smoothing=self.multiplier_smoothing,
+            max_multiplier=self.max_multiplier,
+        )
+
+
+# ---------------------------------------------------------------- networks
+
+
+def message_update(actor: MessageActor, obs: Tensor, action: Tensor, state: Tensor) -> Tensor:
+    """The next message state after stage `actor` played `action` (the played, noisy one when exploring)."""
+    return actor.cell(torch.cat([obs, action], dim=-1), state)
+
+
+def _start_at(actor: MessageActor, weights: Sequence[float]) -> None:
+    """Set the last layer so μ ≈ `weights` for any input: bias = atanh of the box position, small weights."""
+    last = actor.policy.body[-1]
+    assert isinstance(last, nn.Linear)
+    span = actor.policy.high - actor.policy.low
+    pos = (torch.as_tensor(weights, dtype=torch.float32) - actor.policy.low) / span
+    with torch.no_grad():
+        last.bias.copy_(torch.atanh(2.0 * pos.clamp(0.03, 0.97) - 1.0))
+        last.weight.mul_(0.01)
+
+
+class CentralCritic(nn.Module):
+    """Q(k, h, o_k, a_k) → (B, n_signals): one network for every stage (stage one-hot), one head per signal."""
+
+    def __init__(self, obs_size: int, action_size: int, message_size: int, n_signals: int, hidden: Sequence[int]):
+        super().__init__()
+        self.body = _mlp(N_STAGES + message_size + obs_size + action_size, n_signals, hidden)
+
+    def forward(self, stage: Tensor, message: Tensor, obs: Tensor, action: Tensor) -> Tensor:
+        one_hot = F.one_hot(stage, N_STAGES).to(obs.dtype)
+        out: Tensor = self.body(torch.cat([one_hot, message, obs, action], dim=-1))
+        return out
+
+
+class MARDPG(nn.Module):
+    """The stage actors, the centralised critic, their targets and the losses on replayed requests.
+
+    A replay item is one request of one row: state (B, S) the message state at the request's start,
+    obs (B, 3, O) and action (B, 3, d) of the three stages (the played, noisy actions), reward (B, n)
+    scaled, discount (B, n), reset (B,) 1 where the message restarts after the request (a session or
+    the user's horizon ended), next_obs (B, O) pre-rank's observation of the next request.
+    """
+
+    def __init__(self, task: TaskSpec, cfg: MARDPGConfig) -> None:
+        super().__init__()
+        if len(task.agents) != N_STAGES or not isinstance(task.action, BoxAction):
+            raise ValueError(
+                f"ma_rdpg needs the rank cascade's multi-agent task (3 box agents), got agents "
+                f"{[a.name for a in task.agents]}"
+            )
+        torch.manual_seed(cfg.seed)
+        self.cfg, self.task = cfg, task
+        agent = task.agents[0]
+        self.obs_size, self.action_size = agent.obs_size, agent.action_size
+        box = task.action
+        # the joint box's first agent's share (the stages' boxes are the same, [0, 1] per weight)
+        low = box.low if isinstance(box.low, float | int) else box.low[: self.action_size]
+        high = box.high if isinstance(box.high, float | int) else box.high[: self.action_size]
+        self.actors = nn.ModuleList(
+            MessageActor(self.obs_size, self.action_size, cfg.hidden_sizes, low, high, cfg.message_size, cfg.cell)
+            for _ in range(N_STAGES)
+        )
+        if cfg.init_at_default and task.name == RANK.name:
+            for actor in self.actors:
+                _start_at(actor, RANK_DEFAULT_STAGE_WEIGHTS)  # type: ignore[arg-type]
+        self.state_size = self.actors[0].state_size
+        n = len(task.signals)
+        self.critic = CentralCritic(self.obs_size, self.action_size, cfg.message_size, n, cfg.hidden_sizes)
+        self.target_actors = copy.deepcopy(self.actors).requires_grad_(False)
+        self.target_critic = copy.deepcopy(self.critic).requires_grad_(False)
+        # Q_mix weights: main, then ν_j s_j on each constrained signal (set by the controller).
+        self.register_buffer("mix", torch.zeros(n))
+        self.mix[0] = 1.0
+        self.register_buffer("reward_scale", torch.ones(n))
+        self.best_actors = copy.deepcopy(self.actors).requires_grad_(False)
+        self.register_buffer("has_best_feasible", torch.zeros((), dtype=torch.bool))
+
+    def message(self, state: Tensor) -> Tensor:
+        h = state[..., : self.cfg.message_size]
+        return h if self.cfg.message else torch.zeros_like(h)
+
+    def set_multipliers(self, multipliers: np.ndarray) -> None:
+        mix = torch.zeros_like(self.mix)
+        mix[0] = 1.0
+        for nu, c, idx in zip(multipliers, self.task.constraints, self.task.constrained_signals, strict=True):
+            mix[idx] = float(nu) * self.task.constraint_sign(c)
+        self.mix.copy_(mix / (1.0 + float(np.sum(multipliers))))
+
+    def messages(self, actors: nn.ModuleList, batch: dict[str, Tensor]) -> list[Tensor]:
+        """The message states h_0 (the request's start), h_1, h_2 read by the three stages and h_3 handed to
+        the next request (zeroed where it restarts), through `actors`' cells with the played actions."""
+        states = [batch["state"]]
+        for k, actor in enumerate(actors):
+            states.append(message_update(actor, batch["obs"][:, k], batch["action"][:, k], states[-1]))
+        states[-1] = states[-1] * (1.0 - batch["reset"])[:, None]
+        return states
+
+    def _q(self, critic: nn.Module, k: int, state: Tensor, obs: Tensor, action: Tensor) -> Tensor:
+        stage = torch.full((obs.shape[0],), k, dtype=torch.long)
+        out: Tensor = critic(stage, self.message(state), obs, action)
+        return out
+
+    def critic_loss(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        """Σ_k mean (Q(k, h_k, o_k, a_k) − y_k)²: stage k hands over to k + 1 (discount 1, no reward);
+        re-rank to the next request's pre-rank (the page's reward, discount γ_i or 0)."""
+        h = self.messages(self.actors, batch)  # with gradient: the critic's loss trains the message cells
+        with torch.no_grad():
+            h_target = self.messages(self.target_actors, batch)
+            targets = []
+            for k in range(N_STAGES):
+                last = k == N_STAGES - 1
+                o2 = batch["next_obs"] if last else batch["obs"][:, k + 1]
+                k2 = 0 if last else k + 1
+                h2 = h_target[k + 1]
+                a2 = self.target_actors[k2].policy(torch.cat([o2, self.message(h2)], dim=-1))
+                q2 = self._q(self.target_critic, k2, h2, o2, a2)
+                targets.append(batch["reward"] + batch["discount"] * q2 if last else q2)
+        losses, q_main = [], None
+        for k in range(N_STAGES):
+            q = self._q(self.critic, k, h[k], batch["obs"][:, k], batch["action"][:, k])
+            losses.append(F.mse_loss(q, targets[k]))
+            q_main = q[:, 0].mean().detach() if k == 0 else q_main
+        assert q_main is not None
+        return {"critic_loss": sum(losses, torch.zeros(())), "q_main": q_main}
+
+    def actor_loss(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        """−Σ_k Q_mix(k, h_k, o_k, μ_k(o_k, h_k)) on the messages of the played actions (fixed here: the
+        actors' policy heads learn to read the message, the critic's loss learns what it carries)."""
+        with torch.no_grad():
+            h = self.messages(self.actors, batch)
+        total = torch.zeros(())
+        for k, actor in enumerate(self.actors):
+            o = batch["obs"][:, k]
+            a = actor.policy(torch.cat([o, self.message(h[k])], dim=-1))
+            total = total - (self._q(self.critic, k, h[k], o, a) @ self.mix).mean()
+        return {"actor_loss": total}
+
+    def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
+        """The actors' policy heads (actor loss); the critic and the message cells (critic loss)."""
+        heads = [p for a in self.actors for p in a.policy.parameters()]
+        cells = [p for a in self.actors for p in a.cell.parameters()]
+        return {"actor": heads, "critic": [*self.critic.parameters(), *cells]}
+
+    def update_targets(self) -> None:
+        soft_update(self.target_actors, self.actors, self.cfg.tau)
+        soft_update(self.target_critic, self.critic, self.cfg.tau)
+
+    def export_for_serving(self, out_dir: Path) -> dict[str, Any]:
+        """Per-stage ONNX with the message in and out, and model.onnx (`export_for_serving` below)."""
+        return export_for_serving(self, out_dir)
+
+    def shipped_actors(self) -> nn.ModuleList:
+        """The best feasible iterate when one was found, else the last iterate."""
+        return self.best_actors if bool(self.has_best_feasible) else self.actors
+
+
+# ---------------------------------------------------------------- collect and learn
+
+
+def _discounts(task: TaskSpec, cfg: MARDPGConfig) -> Tensor:
+    gammas = cfg.discounts if cfg.discounts is not None else task.discounts
+    if len(gammas) != len(task.signals):
+        raise ValueError(f"MARDPGConfig.discounts: {len(task.signals)} values expected (one per signal), got {gammas}")
+    return torch.as_tensor(gammas, dtype=torch.float32)
+
+
+def train(
+    cfg: MARDPGConfig,
+    task: TaskSpec,
+    sim: Any,
+    requests: int,
+    per_iteration: int,
+    on_log: Callable[[dict[str, float]], None] | None = None,
+) -> MARDPG:
+    """`requests` requests of every row of `sim` (a reset `BatchedRankSim`, or anything with its sequential
+    interface: n, stage_observation, run_stage, serve_page); a metrics row and a multiplier update every
+    `per_iteration` requests."""
+    module = MARDPG(task, cfg)
+    groups = module.parameter_groups()
+    actor_opt = torch.optim.Adam(groups["actor"], lr=cfg.actor_lr)
+    critic_opt = torch.optim.Adam(groups["critic"], lr=cfg.critic_lr)
+    controller = ConstraintController(task, cfg.pid_config(), cfg.best_feasible_window, cfg.margin)
+    gammas = _discounts(task, cfg)
+    generator = torch.Generator().manual_seed(cfg.seed + 1)
+    replay = ReplayBuffer(cfg.buffer_capacity, cfg.seed)
+    n, names = sim.n, task.signal_names
+    actors: Sequence[MessageActor] = list(module.actors)  # type: ignore[arg-type]
+    low, high = actors[0].policy.low, actors[0].policy.high
+    noise_std = cfg.exploration_std * (high - low) / 2.0
+    state = torch.zeros(n, module.state_size)
+    obs = torch.as_tensor(sim.stage_observation(0, None))
+    window_rewards: list[np.ndarray] = []
+    losses: list[dict[str, Tensor]] = []
+    started = time.monotonic()
+    for request in range(requests):
+        start_state, observations, actions, positions = state, [], [], None
+        for k in range(N_STAGES):
+            with torch.no_grad():
+                mean = actors[k].policy(torch.cat([obs, module.message(state)], dim=-1))
+                action = torch.clamp(mean + torch.randn(mean.shape, generator=generator) * noise_std, low, high)
+                state = message_update(actors[k], obs, action, state)
+            positions = sim.run_stage(k, action.numpy(), positions)
+            observations.append(obs)
+            actions.append(action)
+            if k < N_STAGES - 1:
+                obs = torch.as_tensor(sim.stage_observation(k + 1, positions))
+        _, rewards, done, info = sim.serve_page(positions)
+        r = np.stack([np.asarray(rewards[s], np.float32) for s in names], axis=1)
+        window_rewards.append(r[info["active"]])
+        restart = torch.as_tensor(np.asarray(done, bool) | np.asarray(info["session_end"], bool))
+        state = state * (~restart)[:, None].float()
+        obs = torch.as_tensor(sim.stage_observation(0, None))
+        terminal = torch.as_tensor(np.asarray(done, bool))[:, None].float()
+        replay.add(
+            {
+                "state": start_state,
+                "obs": torch.stack(observations, dim=1),
+                "action": torch.stack(actions, dim=1),
+                "reward": torch.as_tensor(r),
+                "discount": gammas * (1.0 - terminal),
+                "reset": restart.float(),
+                "next_obs": obs,
+            }
+        )
+        if request + 1 == cfg.learning_starts:
+            # Reward scales from the warm-up requests (ours): every signal's Q on a comparable scale.
+            warm = torch.as_tensor(np.concatenate(window_rewards))
+            module.reward_scale.copy_(1.0 / warm.abs().mean(0).clamp_min(1e-6))
+        if request + 1 >= cfg.learning_starts:
+            for _ in range(cfg.updates_per_request):
+                batch = replay.sample(cfg.batch_size)
+                batch["reward"] = batch["reward"] * module.reward_scale
+                out = module.critic_loss(batch)
+                critic_opt.zero_grad(set_to_none=True)
+                out["critic_loss"].backward()
+                critic_opt.step()
+                out.update(module.actor_loss(batch))
+                actor_opt.zero_grad(set_to_none=True)
+                out["actor_loss"].backward()
+                actor_opt.step()
+                module.update_targets()
+                losses.append({k: v.detach() for k, v in out.items()})
+        if (request + 1) % per_iteration == 0 or request + 1 == requests:
+            means = np.concatenate(window_rewards).mean(0) if window_rewards else np.zeros(len(names))
+            values = means[list(task.constrained_signals)]
+            multipliers, metrics, improved = controller.step(values, float(means[0]), module.actors.state_dict())
+            if request + 1 >= cfg.learning_starts:
+                module.set_multipliers(multipliers)
+            if improved and controller.tracker.best is not None:
+                module.best_actors.load_state_dict(controller.tracker.best.state)
+                module.has_best_feasible.fill_(True)
+            row = {
+                "requests": float(request + 1),
+                "env_steps": float((request + 1) * n),
+                "steps_per_s": (request + 1) * n / max(time.monotonic() - started, 1e-9),
+                **{f"per_request_{s}": float(v) for s, v in zip(names, means, strict=True)},
+                **metrics,
+            }
+            for key in ("critic_loss", "actor_loss", "q_main"):
+                vals = [w[key] for w in losses if key in w]
+                if vals:
+                    row[key] = float(torch.stack(vals).mean())
+            if on_log is not None:
+                on_log(row)
+            window_rewards, losses = [], []
+    return module
+
+
+# ---------------------------------------------------------------- sequential evaluation
+
+
+def message_policy(
+    actors: Sequence[MessageActor], message: bool = True
+) -> Callable[[int, np.ndarray, np.ndarray], tuple[Any, Any]]:
+    """A stage policy for `training.rl.sim.evaluate_sequential`: (stage, obs, state) → (weights, next state).
+    `message=False` (the no-communication ablation) hands every stage a zero message."""
+
+    def policy(stage: int, obs: np.ndarray, state: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        with torch.no_grad():
+            h = torch.as_tensor(state) if message else torch.zeros(state.shape)
+            a, s = actors[stage](torch.as_tensor(obs), h)
+        return a.numpy(), s.numpy()
+
+    return policy
+
+
+# ---------------------------------------------------------------- export
+
+
+def export_stage(actor: MessageActor, path: Path) -> float:
+    """ONNX of one stage: inputs "observation" (B, O), "message" (B, S) → outputs "action" (B, d),
+    "next_message" (B, S); parity over 3 chained steps ≤ 1e-5. Returns max |torch − onnxruntime|."""
+    from training.rl.recurrent import export_recurrent_step
+
+    return export_recurrent_step(
+        actor.cpu().eval(),
+        [actor.policy.obs_size - actor.message_size, actor.state_size],
+        ("observation", "message"),
+        ("action", "next_message"),
+        path,
+    )
+
+
+SERVING_OUTPUTS = ("action_mean", "action_log_std", "next_message")
+
+
+class ServingStage(nn.Module):
+    """One stage in serving's contract: (observation, message) → (action_mean, action_log_std, next_message).
+
+    action_mean is the deterministic action μ(o, h); action_log_std the training exploration σ (constant),
+    so serving's Gaussian exploration logs a density of the same family; the state is the last output."""
+
+    def __init__(self, actor: MessageActor, log_std: Tensor) -> None:
+        super().__init__()
+        self.actor = actor
+        self.register_buffer("log_std", log_std)
+
+    def forward(self, observation: Tensor, message: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        action, state = self.actor(observation, message)
+        return action, self.log_std.expand_as(action), state
+
+
+class ServingCascade(nn.Module):
+    """Every stage on the same observation, the message chained stage to stage, actions concatenated: the
+    registry's model.onnx (serving's joint path; the per-stage files are what a per-agent rank policy runs)."""
+
+    def __init__(self, stages: Sequence[ServingStage]) -> None:
+        super().__init__()
+        self.stages = nn.ModuleList(stages)
+
+    def forward(self, observation: Tensor, message: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        means, stds = [], []
+        for stage in self.stages:
+            mean, log_std, message = stage(observation, message)
+            means.append(mean)
+            stds.append(log_std)
+        return torch.cat(means, dim=-1), torch.cat(stds, dim=-1), message
+
+
+def export_for_serving(module: MARDPG, out_dir: Path) -> dict[str, Any]:
+    """`<stage>.onnx` per stage (the shipped actors) and model.onnx, each with the message as the extra
+    input and output, parity-checked over chained steps; returns {file name: ExportedFile} for
+    `training.export.register_policy`."""
+    from models.registry import TensorSpec
+    from training.export import ExportedFile
+    from training.rl.recurrent import export_recurrent_step
+
+    actors: Sequence[MessageActor] = list(module.shipped_actors())  # type: ignore[arg-type]
+    half_width = (actors[0].policy.high - actors[0].policy.low) / 2.0
+    log_std = torch.log(torch.clamp(module.cfg.exploration_std * half_width, min=1e-3))
+    stages = [ServingStage(copy.deepcopy(a), log_std) for a in actors]
+    obs, state = module.obs_size, module.state_size
+    inputs = [TensorSpec(name="observation", shape=["batch", obs]), TensorSpec(name="message", shape=["batch", state])]
+    files: dict[str, Any] = {}
+    for name, net, width in [
+        *[(f"{agent.name}.onnx", s, module.action_size) for agent, s in zip(module.task.agents, stages, strict=True)],
+        ("model.onnx", ServingCascade(stages), module.action_size * N_STAGES),
+    ]:
+        path = out_dir / name
+        diff = export_recurrent_step(net, [obs, state], ("observation", "message"), SERVING_OUTPUTS, path)
+        outputs = [
+            TensorSpec(name="action_mean", shape=["batch", width]),
+            TensorSpec(name="action_log_std", shape=["batch", width]),
+            TensorSpec(name="next_message", shape=["batch", state]),
+        ]
+        files[name] = ExportedFile(path, inputs, outputs, diff)
+    return files
+
+
+# ---------------------------------------------------------------- registry
+
+
+def fit(task: TaskSpec, source: Any, cfg: MARDPGConfig, run_cfg: RunConfig) -> RunResult:
+    """The generic `train`'s entry: iterations × rollout_steps requests of run.n_envs simulator rows."""
+    from training.rl.runtime import MetricsLogger, save_checkpoint
+    from training.rl.trainer import OnlineSource, RunResult, default_out_dir
+
+    if not isinstance(source, OnlineSource):
+        raise ValueError("ma_rdpg learns online in the rank simulator's sequential view; got logged transitions")
+    if task.name != RANK.name:
+        raise ValueError(f"ma_rdpg: the rank cascade's task is needed, got {task.name!r}")
+    torch.set_num_threads(run_cfg.cpu_threads)
+    cfg = replace(cfg, seed=run_cfg.seed)
+    pool = source.make_pool(run_cfg.n_envs, run_cfg.seed)
+    pool.reset(run_cfg.seed)
+    sim = pool.sim
+    out_dir = Path(run_cfg.out_dir) if run_cfg.out_dir else default_out_dir(task.name, "ma_rdpg")
+    logger = MetricsLogger(out_dir, tensorboard=run_cfg.tensorboard, plots=run_cfg.plots)
+    history: list[dict[str, float]] = []
+
+    def on_log(row: dict[str, float]) -> None:
+        metrics = {k if k.startswith("charts/") else f"losses/{k}": v for k, v in row.items()}
+        metrics["charts/env_steps"] = row["env_steps"]
+        metrics[f"charts/episode_return_{task.main_signal}"] = math.nan
+        logger.log(len(history), metrics)
+        history.append({"iteration": float(len(history)), **metrics})
+
+    started = time.monotonic()
+    try:
+        module = train(cfg, task, sim, run_cfg.iterations * run_cfg.rollout_steps, run_cfg.rollout_steps, on_log)
+    finally:
+        logger.close()
+    save_checkpoint(out_dir / "checkpoint.safetensors", module.state_dict(), {"algorithm": "ma_rdpg"})
+    return RunResult(
+        learner=module,  # type: ignore[arg-type]
+        history=history,
+        out_dir=out_dir,
+        transitions=run_cfg.iterations * run_cfg.rollout_steps * run_cfg.n_envs,
+        seconds=time.monotonic() - started,
+    )
+
+
+register_algorithm(AlgorithmSpec("ma_rdpg", MARDPGConfig, loss=None, multi_agent=True, data="online", fit=fit))
