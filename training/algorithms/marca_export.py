@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor, nn
+from torch.nn import functional as F
 
 from training.algorithms.marca import _VALUE, OBS_SIZE, MarcaLearner
 from training.algorithms.marca_cost import AutoBucketCostModel
@@ -75,14 +76,108 @@ class ServingScores(nn.Module):
         return torch.cat([q * (slopes[:, i : i + 1] * unit) for i, q in enumerate(qs)], dim=1)
 
 
+def _linear(weight: Tensor, bias: Tensor) -> nn.Linear:
+    layer = nn.Linear(weight.shape[1], weight.shape[0])
+    with torch.no_grad():
+        layer.weight.copy_(weight)
+        layer.bias.copy_(bias)
+    return layer
+
+
+class FoldedServingScores(nn.Module):
+    """`ServingScores` with exact algebraic folds done once at export (ours; the outputs equal `ServingScores`'
+    up to float rounding — `tests/unit/test_marca_export.py` and benchmarks/allocate_graph.py check it):
+
+    * the K heads' plain mean: mean_k (W_k h + b_k) = (mean_k W_k) h + mean_k b_k — one (A, H) layer per agent
+      instead of a (K·A, H) layer, a reshape and a ReduceMean;
+    * each GRU's gate layers split per gate (r, z, n) at export, so the graph has no chunking Slices, and the
+      hidden-side biases of r and z added into the input-side ones (σ(W x + b_i + U h + b_h));
+    * the first agent's GRU starts from the zero state: U·0 = 0 and z ⊙ 0 = 0, so its hidden-to-gates MatMuls
+      and the update's state term leave the graph (only b_hn stays, inside the candidate);
+    * the mixer's hypernetwork W₁ split per agent, so the analytic slope w_k = Σ_e W₁[k,e]·w₂[e]·elu'(h_e) is
+      computed without batched matmuls and reshapes.
+    The mixer's slope itself stays: it depends on the state (the hypernetwork reads s), so folding it into
+    the agents' weights would change the decisions at λ > 0.
+    """
+
+    def __init__(self, learner: MarcaLearner) -> None:
+        super().__init__()
+        from training.rl.recurrent import GRUCell
+
+        self.reward_scale = float(learner.reward_scale)
+        self.encoders, self.heads = nn.ModuleList(), nn.ModuleList()
+        self.x_gates, self.h_gates = nn.ModuleList(), nn.ModuleList()  # per agent: ModuleList of 3 (r, z, n)
+        self.hidden_n_bias = nn.ParameterList()
+        for k, net in enumerate(learner.agents):
+            if not isinstance(net.cell, GRUCell):
+                raise ValueError(f"FoldedServingScores: agent {k} has a {type(net.cell).__name__}, GRU expected")
+            heads, a = net.num_heads, net.num_actions
+            w = net.heads.weight.detach()
+            self.heads.append(
+                _linear(w.reshape(heads, a, -1).mean(dim=0), net.heads.bias.detach().reshape(heads, a).mean(dim=0))
+            )
+            self.encoders.append(net.encoder)
+            wi, bi = net.cell.input_to_gates.weight.detach().chunk(3), net.cell.input_to_gates.bias.detach().chunk(3)
+            wh, bh = net.cell.hidden_to_gates.weight.detach().chunk(3), net.cell.hidden_to_gates.bias.detach().chunk(3)
+            self.x_gates.append(
+                nn.ModuleList([_linear(wi[0], bi[0] + bh[0]), _linear(wi[1], bi[1] + bh[1]), _linear(wi[2], bi[2])])
+            )
+            zero = torch.zeros_like(bh[0])
+            self.h_gates.append(nn.ModuleList([_linear(wh[0], zero), _linear(wh[1], zero), _linear(wh[2], bh[2])]))
+            self.hidden_n_bias.append(nn.Parameter(bh[2].clone(), requires_grad=False))
+        mixer = learner.mixer
+        self.monotone = isinstance(mixer, MonotoneMixer)
+        if self.monotone:
+            n, e = mixer.num_agents, mixer.embed_size
+            w1 = mixer.hyper_w1.weight.detach().reshape(n, e, -1)
+            b1 = mixer.hyper_w1.bias.detach().reshape(n, e)
+            self.hyper_w1 = nn.ModuleList([_linear(w1[k], b1[k]) for k in range(n)])
+            self.hyper_b1, self.hyper_w2 = mixer.hyper_b1, mixer.hyper_w2
+        elif not isinstance(mixer, SumMixer):
+            raise ValueError(f"FoldedServingScores: no analytic slope for mixer {type(mixer).__name__}")
+
+    def forward(self, observation: Tensor) -> Tensor:
+        state: Tensor | None = None
+        qs = []
+        for k, head in enumerate(self.heads):
+            x = self.encoders[k](observation)
+            xg, hg = self.x_gates[k], self.h_gates[k]
+            if state is None:  # zero state: U·0 = 0
+                reset = torch.sigmoid(xg[0](x))
+                update = torch.sigmoid(xg[1](x))
+                state = (1.0 - update) * torch.tanh(xg[2](x) + reset * self.hidden_n_bias[k])
+            else:
+                reset = torch.sigmoid(xg[0](x) + hg[0](state))
+                update = torch.sigmoid(xg[1](x) + hg[1](state))
+                candidate = torch.tanh(xg[2](x) + reset * hg[2](state))
+                state = (1.0 - update) * candidate + update * state
+            qs.append(head(state))
+        value = (torch.exp(observation[:, _VALUE : _VALUE + 1] * 5.0) - 1.0).clamp_min(1e-6)
+        unit = value * self.reward_scale  # (B, 1) cents per Q unit
+        if not self.monotone:  # VDN: every slope is 1
+            return torch.cat(qs, dim=1) * unit
+        chosen = [q.max(dim=1, keepdim=True).values for q in qs]  # the λ = 0 choice's Q, (B, 1) each
+        w1 = [F.softplus(layer(observation)) for layer in self.hyper_w1]  # (B, E) per agent
+        hidden = self.hyper_b1(observation)
+        for c, w in zip(chosen, w1, strict=True):
+            hidden = hidden + c * w
+        # elu'(h) = 1 for h > 0, exp(h) otherwise (α = 1); exp(min(h, 0)) equals both.
+        d = F.softplus(self.hyper_w2(observation)) * torch.exp(torch.clamp(hidden, max=0.0)) * unit
+        return torch.cat([q * (w * d).sum(dim=1, keepdim=True) for q, w in zip(qs, w1, strict=True)], dim=1)
+
+
 def export_serving_graph(
-    learner: MarcaLearner, path: Path, parity_samples: int = 256, tolerance: float = 1e-3
+    learner: MarcaLearner, path: Path, parity_samples: int = 256, tolerance: float = 1e-3, folded: bool = True
 ) -> float:
     """Write the graph to `path`; returns max |torch − onnxruntime| (relative to the score scale), raises above
-    `tolerance`. Parity rows are realistic observations (value bins spread over 0 … 1000 cents)."""
+    `tolerance`. Parity rows are realistic observations (value bins spread over 0 … 1000 cents); the reference is
+    the un-folded `ServingScores` either way. `folded=False` writes the un-folded graph (benchmarks/allocate_graph's
+    baseline)."""
     import onnxruntime as ort
 
-    module = ServingScores(learner.cpu().eval()).eval()
+    learner = learner.cpu().eval()
+    reference = ServingScores(learner).eval()
+    module = FoldedServingScores(learner).eval() if folded else reference
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.onnx.export(
@@ -99,7 +194,7 @@ def export_serving_graph(
     obs = torch.rand(parity_samples, OBS_SIZE, generator=gen)
     obs[:, _VALUE] = torch.log1p(torch.rand(parity_samples, generator=gen) * 1000.0) / 5.0
     with torch.no_grad():
-        expected = module(obs).numpy()
+        expected = reference(obs).numpy()
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     got = session.run([OUTPUT], {"observation": obs.numpy()})[0]
     err = float(np.max(np.abs(got - expected)) / max(1.0, float(np.max(np.abs(expected)))))
