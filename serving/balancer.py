@@ -209,7 +209,8 @@ class LoadModel:
 
 @dataclass(frozen=True)
 class CurveLoadModel:
-    """Ĉ_{t+1} = θ₀ + θ₁·Ĉ_t + m(q_{t+1})·(θ₂ + θ₃·z(λ_t) + θ₄·sin h_{t+1} + θ₅·cos h_{t+1}) — ours, see `fit`.
+    """Ĉ_{t+1} = θ₀ + θ₁·Ĉ_t + m(q_{t+1})·(θ₂ + θ₃·z(λ_t) + θ₄·sin h_{t+1} + θ₅·cos h_{t+1}) [+ θ_B·max(0, Ĉ_t − K)]
+    — ours, see `fit`.
 
     m(q) = q·(1 + κ(q − 1)): requests × the contention the cost table measured; z(λ) ∈ [0, 1] a monotone
     non-increasing curve of log λ (piecewise linear on knots), fitted to the history rather than assumed;
@@ -224,8 +225,14 @@ class CurveLoadModel:
     knots_z: tuple[float, ...]
     slots_per_day: int
     rmse: float
+    backlog_capacity: float = math.inf
+    """K of the backlog term θ_B·max(0, Ĉ_t − K) (ours): work above the hardware's capacity waits for the next
+    interval and is spent there (the simulator's and a real queue's carry-over). ∞: no backlog term."""
+    theta_backlog: float = 0.0
 
     LAMBDA_FLOOR: ClassVar[float] = 1e-3
+    BACKLOG_CAPACITIES: ClassVar[tuple[float, ...]] = (math.inf, 1.0, 1.1, 1.2, 1.25, 1.3, 1.4, 1.5)
+    """K tried when fitting (ours): the capacity is a property of the cluster an operator could also set."""
 
     @staticmethod
     def fit(
@@ -236,6 +243,7 @@ class CurveLoadModel:
         slots_per_day: int,
         knots: int = 16,
         contentions: tuple[float, ...] = (0.0, 0.1, 0.2, 0.3),
+        backlog_capacities: tuple[float, ...] = BACKLOG_CAPACITIES,
     ) -> CurveLoadModel:
         """Fit from one series (same alignment as `LoadModel.fit`; slots[t] = interval t's slot of the day).
 
@@ -270,19 +278,28 @@ class CurveLoadModel:
                 continue  # λ never moved compute in this history: nothing to control with
             # strictly decreasing (the inverse must exist): a vanishing tilt breaks the isotonic ties
             kz = (ky_arr - ky_arr.min()) / span - 1e-6 * np.arange(len(kx))
-            model = CurveLoadModel((0.0,) * 6, kappa, tuple(kx), tuple(float(v) for v in kz), slots_per_day, 0.0)
-            design = model._design(u[:-1], q[1:], lam[1:], sl[1:])
-            theta, *_ = np.linalg.lstsq(design, u[1:], rcond=None)
-            rmse = float(np.sqrt(np.mean((design @ theta - u[1:]) ** 2)))
-            if best is None or rmse < best.rmse:
-                best = CurveLoadModel(
-                    tuple(float(t) for t in theta),  # type: ignore[arg-type]
-                    kappa,
-                    tuple(kx),
-                    tuple(float(v) for v in kz),
-                    slots_per_day,
-                    rmse,
+            for capacity in backlog_capacities:
+                model = CurveLoadModel(
+                    (0.0,) * 6, kappa, tuple(kx), tuple(float(v) for v in kz), slots_per_day, 0.0, capacity
                 )
+                design = model._design(u[:-1], q[1:], lam[1:], sl[1:])
+                if math.isfinite(capacity):
+                    if not (u[:-1] > capacity).any():
+                        continue  # no interval above K in the history: the term cannot be fitted
+                    design = np.column_stack([design, np.maximum(u[:-1] - capacity, 0.0)])
+                theta, *_ = np.linalg.lstsq(design, u[1:], rcond=None)
+                rmse = float(np.sqrt(np.mean((design @ theta - u[1:]) ** 2)))
+                if best is None or rmse < best.rmse:
+                    best = CurveLoadModel(
+                        tuple(float(t) for t in theta[:6]),  # type: ignore[arg-type]
+                        kappa,
+                        tuple(kx),
+                        tuple(float(v) for v in kz),
+                        slots_per_day,
+                        rmse,
+                        capacity,
+                        float(theta[6]) if theta.size > 6 else 0.0,
+                    )
         if best is None:
             raise BalancerError("lambdas: the history never moved compute per request; vary λ to fit a load model")
         return best
@@ -297,7 +314,13 @@ class CurveLoadModel:
         return np.column_stack([np.ones(prev_u.size), prev_u, m, m * self.z(lam), m * sin, m * cos])
 
     def predict(self, prev_u: FloatArray, q: FloatArray, lam: FloatArray, slots: npt.NDArray[np.int64]) -> FloatArray:
-        return self._design(prev_u, q, lam, slots) @ np.asarray(self.theta)
+        return self._design(prev_u, q, lam, slots) @ np.asarray(self.theta) + self.backlog(prev_u)
+
+    def backlog(self, prev_u: FloatArray | float) -> FloatArray:
+        """θ_B·max(0, Ĉ_t − K): the carried-over work's share of the next interval's utilisation (0 without K)."""
+        if not math.isfinite(self.backlog_capacity):
+            return np.zeros_like(np.asarray(prev_u, dtype=np.float64))
+        return self.theta_backlog * np.maximum(np.asarray(prev_u, dtype=np.float64) - self.backlog_capacity, 0.0)
 
     @property
     def gain_sign(self) -> float:
@@ -316,7 +339,9 @@ class CurveLoadModel:
         self, current: float, traffic: FloatArray, next_slot: int | None = None
     ) -> tuple[FloatArray, FloatArray]:
         """F, G with Ĉ_{t+1..t+N} = F + G·z (as `LoadModel.rollout_affine`); without `next_slot` the hour
-        terms are left out (their mean over a day is ~0)."""
+        terms are left out (their mean over a day is ~0). The backlog term is exact for the first step (the
+        measured Ĉ_t); for later steps it is read at the z-free part of the rollout, F (ours: it keeps the
+        plan affine in z; the plan keeps Ĉ near a target below K, where the term is 0 anyway)."""
         th0, th1, th2, th3, th4, th5 = self.theta
         n = traffic.size
         m = traffic * (1.0 + self.contention * (traffic - 1.0))
@@ -327,7 +352,8 @@ class CurveLoadModel:
         offset, gain = np.empty(n), np.zeros((n, n))
         prev_offset, prev_gain = current, np.zeros(n)
         for i in range(n):
-            offset[i] = th0 + th1 * prev_offset + m[i] * (th2 + th4 * sin[i] + th5 * cos[i])
+            carried = float(self.backlog(prev_offset))
+            offset[i] = th0 + th1 * prev_offset + m[i] * (th2 + th4 * sin[i] + th5 * cos[i]) + carried
             gain[i] = th1 * prev_gain
             gain[i, i] += m[i] * th3
             prev_offset, prev_gain = offset[i], gain[i]
@@ -342,6 +368,8 @@ class CurveLoadModel:
             "knots_z": list(self.knots_z),
             "slots_per_day": self.slots_per_day,
             "rmse": self.rmse,
+            "backlog_capacity": self.backlog_capacity if math.isfinite(self.backlog_capacity) else None,
+            "theta_backlog": self.theta_backlog,
         }
 
 
@@ -365,8 +393,20 @@ def load_model_from_dict(data: object) -> LoadModel | CurveLoadModel:
             tuple(kz),
             slots,
             _finite("load model rmse", data.get("rmse", float("nan"))),
+            *_backlog_fields(data),
         )
     return LoadModel.from_dict(data)
+
+
+def _backlog_fields(data: dict[str, object]) -> tuple[float, float]:
+    """(backlog_capacity, theta_backlog) of a curve model's JSON; absent (older versions) or null K: no term."""
+    capacity = data.get("backlog_capacity")
+    if capacity is None:
+        return math.inf, 0.0
+    k = _finite("load model backlog_capacity", capacity)  # type: ignore[arg-type]
+    if k <= 0:
+        raise BalancerError(f"load model backlog_capacity must be > 0, got {k}")
+    return k, _finite("load model theta_backlog", data.get("theta_backlog", float("nan")))  # type: ignore[arg-type]
 
 
 def _isotonic_increasing(y: FloatArray) -> FloatArray:

@@ -217,3 +217,41 @@ def test_an_over_budget_reading_never_buys_more_compute() -> None:
     mpc = MPCBalancer(model=model)
     lam = mpc.update(3.0, np.ones(10), 1.0)
     assert lam > 1.0 and mpc.last_reason.startswith("fallback: over budget")
+
+
+def test_curve_load_model_fits_the_backlog_a_plant_carries_over() -> None:
+    """Work above capacity K = 1.2 is spent in the next interval: the fit picks K from its grid, recovers the
+    carry-over and predicts held-out intervals better than the same model without the term."""
+
+    def history(days: int, seed: int) -> tuple[np.ndarray, ...]:
+        _, q, lam, slots = log_history(days, seed)
+        rng = np.random.default_rng(seed + 100)
+        u = np.empty(q.size)
+        u[0] = 0.8
+        for t in range(1, u.size):  # the log plant at 1.4× the load, plus the carried-over work
+            u[t] = 1.4 * log_plant_step(u[t - 1] / 1.4, q[t], lam[t], rng) + 0.7 * max(0.0, u[t - 1] - 1.2)
+        return u, q, lam, slots
+
+    u, q, lam, slots = history(3, 4)
+    assert (u > 1.2).mean() > 0.05
+    with_term = CurveLoadModel.fit(u, q, lam, slots, SLOTS)
+    without = CurveLoadModel.fit(u, q, lam, slots, SLOTS, backlog_capacities=(math.inf,))
+    assert with_term.backlog_capacity == 1.2 and with_term.theta_backlog == pytest.approx(0.7, abs=0.15)
+    assert not math.isfinite(without.backlog_capacity) and without.theta_backlog == 0.0
+    hu, hq, hlam, hslots = history(1, 5)
+
+    def held_rmse(model: CurveLoadModel) -> float:
+        return float(np.sqrt(np.mean((model.predict(hu[:-1], hq[1:], hlam[1:], hslots[1:]) - hu[1:]) ** 2)))
+
+    assert held_rmse(with_term) < 0.8 * held_rmse(without)
+    # the rollout's first step reads the measured backlog exactly
+    offset, gain = with_term.rollout_affine(1.5, np.array([1.0, 1.0]), next_slot=3)
+    z = np.array([0.4, 0.4])
+    lam_plan = with_term.lam(z)
+    first = with_term.predict(np.array([1.5]), np.array([1.0]), lam_plan[:1], np.array([3], np.int64))
+    assert (offset + gain @ z)[0] == pytest.approx(float(first[0]), rel=1e-4)
+    again = load_model_from_dict(json.loads(json.dumps(with_term.to_dict())))
+    assert again == with_term
+    assert load_model_from_dict({**with_term.to_dict(), "backlog_capacity": None}).theta_backlog == 0.0
+    with pytest.raises(BalancerError, match="backlog_capacity"):
+        load_model_from_dict({**with_term.to_dict(), "backlog_capacity": -1.0})
