@@ -6,11 +6,13 @@ Per seed s: MaRCA's agents are trained online (96 intervals, as in allocate_qual
 (500 + s, 600 + s) are run under a perturbed feedback λ (excitation for the fit, as in allocate_quality);
 both load models are fitted on them and their one-step RMSE measured on a third, held-out day (700 + s):
 * `exp`   — serving/balancer.LoadModel: Ĉ' = θ₀ + θ₁Ĉ + q(θ₂ + θ₃·exp(−λ/s)) (last session's);
-* `curve` — serving/balancer.CurveLoadModel: z(λ) a monotone curve of log λ fitted to the history,
-            traffic × contention, hour terms (ours, this session).
+* `curve_no_backlog` — serving/balancer.CurveLoadModel: z(λ) a monotone curve of log λ fitted to the
+            history, traffic × contention, hour terms (ours);
+* `curve` — the same plus the backlog term θ_B·max(0, Ĉ_t − K), K fitted from a grid (ours): work above
+            the hardware's capacity is carried into the next interval.
 Then the evaluation day 1000 + s is run four times, MaRCA's agents each time, λ from:
   MPC on `exp` as shipped (falls back to PI when its RMSE > max_rmse 0.1), MPC on `exp` forced (no
-  fallback), MPC on `curve`, and the PI feedback controller alone.
+  fallback), MPC on `curve_no_backlog`, MPC on `curve`, and the PI feedback controller alone.
 Reported per controller, with the paper's definitions (from the authors' published evaluation code, as in
 allocate_quality): utilisation = mean over intervals of min(u, 1), over-utilisation = mean over intervals
 of max(u − 1, 0) (u = compute used / budget); beside them (ours) the plain mean of u and the share of
@@ -46,7 +48,7 @@ from training.algorithms import marca as M
 from training.envs import allocate_oracle as O
 from training.envs.allocate import AllocateConfig, BatchedAllocateSim
 
-CONTROLLERS = ("mpc_exp_shipped", "mpc_exp_forced", "mpc_curve", "feedback")
+CONTROLLERS = ("mpc_exp_shipped", "mpc_exp_forced", "mpc_curve_no_backlog", "mpc_curve", "feedback")
 _LOAD, _UTIL = 1, 2
 
 
@@ -104,15 +106,27 @@ def evaluate_seed(job: tuple[int, int, float]) -> dict[str, Any]:
     held = history(learner, cost, config, [700 + seed], target)
     exp_model = LoadModel.fit(fit["u"], fit["q"], fit["lam"])
     curve = CurveLoadModel.fit(fit["u"], fit["q"], fit["lam"], fit["slot"], per_day)
+    no_backlog = CurveLoadModel.fit(
+        fit["u"], fit["q"], fit["lam"], fit["slot"], per_day, backlog_capacities=(math.inf,)
+    )
     th = exp_model.theta
     exp_pred = th[0] + th[1] * held["u"][:-1] + held["q"][1:] * (th[2] + th[3] * exp_model.z(held["lam"][1:]))
-    curve_pred = curve.predict(held["u"][:-1], held["q"][1:], held["lam"][1:], held["slot"][1:])
+
+    def held_rmse(pred: np.ndarray) -> float:
+        return float(np.sqrt(np.mean((pred - held["u"][1:]) ** 2)))
+
+    def curve_pred(model: CurveLoadModel) -> np.ndarray:
+        return model.predict(held["u"][:-1], held["q"][1:], held["lam"][1:], held["slot"][1:])
+
     out: dict[str, Any] = {
         "seed": seed,
         "rmse_exp_fit": exp_model.rmse,
+        "rmse_curve_no_backlog_fit": no_backlog.rmse,
         "rmse_curve_fit": curve.rmse,
-        "rmse_exp_held_out": float(np.sqrt(np.mean((exp_pred - held["u"][1:]) ** 2))),
-        "rmse_curve_held_out": float(np.sqrt(np.mean((curve_pred - held["u"][1:]) ** 2))),
+        "rmse_exp_held_out": held_rmse(exp_pred),
+        "rmse_curve_no_backlog_held_out": held_rmse(curve_pred(no_backlog)),
+        "rmse_curve_held_out": held_rmse(curve_pred(curve)),
+        "backlog_capacity": curve.backlog_capacity if math.isfinite(curve.backlog_capacity) else None,
     }
     # the diurnal forecast learns the traffic profile from the history days, as a serving balancer would
     forecast_days = [*zip(fit["slot"], fit["q"], strict=True)]
@@ -131,6 +145,7 @@ def evaluate_seed(job: tuple[int, int, float]) -> dict[str, Any]:
     makers = {
         "mpc_exp_shipped": lambda: mpc(exp_model, 0.1),
         "mpc_exp_forced": lambda: mpc(exp_model, math.inf),
+        "mpc_curve_no_backlog": lambda: mpc(no_backlog, 0.1),
         "mpc_curve": lambda: mpc(curve, 0.1),
         "feedback": lambda: pi(target),
     }
@@ -151,7 +166,14 @@ def evaluate_seed(job: tuple[int, int, float]) -> dict[str, Any]:
 
 def summarise(rows: list[dict[str, Any]]) -> list[Metric]:
     metrics: list[Metric] = []
-    for key in ("rmse_exp_fit", "rmse_exp_held_out", "rmse_curve_fit", "rmse_curve_held_out"):
+    for key in (
+        "rmse_exp_fit",
+        "rmse_exp_held_out",
+        "rmse_curve_no_backlog_fit",
+        "rmse_curve_no_backlog_held_out",
+        "rmse_curve_fit",
+        "rmse_curve_held_out",
+    ):
         value, ci = mean_ci([r[key] for r in rows])
         metrics.append(Metric(f"allocate.load_model.{key}", value, "budget", ci=ci))
     for name in CONTROLLERS:
