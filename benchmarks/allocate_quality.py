@@ -27,6 +27,7 @@ Lifts are ratios of mean revenue per request − 1 with 95 % t-intervals over th
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -399,7 +400,7 @@ def write_summary(
 ) -> None:
     done = sorted(r["seed"] for r in rows)
     metrics = summarise(sorted(rows, key=lambda r: r["seed"]), args.target, args.target_high)
-    command = ("python -m benchmarks.allocate_quality " + " ".join(argv if argv is not None else [])).strip()
+    command = ("python -m benchmarks.allocate_quality " + " ".join(sys.argv[1:] if argv is None else argv)).strip()
     extra = {
         "seeds": seeds,
         "seeds_completed": done,
