@@ -12,7 +12,8 @@ both load models are fitted on them and their one-step RMSE measured on a third,
             the hardware's capacity is carried into the next interval.
 Then the evaluation day 1000 + s is run four times, MaRCA's agents each time, λ from:
   MPC on `exp` as shipped (falls back to PI when its RMSE > max_rmse 0.1), MPC on `exp` forced (no
-  fallback), MPC on `curve_no_backlog`, MPC on `curve`, and the PI feedback controller alone.
+  fallback), MPC on `curve_no_backlog`, MPC on `curve`, offset-free MPC on `curve` (bias_gain 0.3, ours:
+  integral action on the load model's one-step error), and the PI feedback controller alone.
 Reported per controller, with the paper's definitions (from the authors' published evaluation code, as in
 allocate_quality): utilisation = mean over intervals of min(u, 1), over-utilisation = mean over intervals
 of max(u − 1, 0) (u = compute used / budget); beside them (ours) the plain mean of u and the share of
@@ -48,8 +49,16 @@ from training.algorithms import marca as M
 from training.envs import allocate_oracle as O
 from training.envs.allocate import AllocateConfig, BatchedAllocateSim
 
-CONTROLLERS = ("mpc_exp_shipped", "mpc_exp_forced", "mpc_curve_no_backlog", "mpc_curve", "feedback")
+CONTROLLERS = (
+    "mpc_exp_shipped",
+    "mpc_exp_forced",
+    "mpc_curve_no_backlog",
+    "mpc_curve",
+    "mpc_curve_offset_free",
+    "feedback",
+)
 _LOAD, _UTIL = 1, 2
+OFFSET_FREE_GAIN = 0.3  # MPCBalancer.bias_gain of the offset-free row (ours; one value, not tuned)
 
 
 class Controller:
@@ -137,9 +146,14 @@ def evaluate_seed(job: tuple[int, int, float]) -> dict[str, Any]:
             f.observe(int(s), float(q))
         return f
 
-    def mpc(model: LoadModel | CurveLoadModel, max_rmse: float) -> MPCBalancer:
+    def mpc(model: LoadModel | CurveLoadModel, max_rmse: float, bias_gain: float = 0.0) -> MPCBalancer:
         return MPCBalancer(
-            target_utilisation=target, model=model, lambda_max=LAMBDA_MAX, fallback=pi(target), max_rmse=max_rmse
+            target_utilisation=target,
+            model=model,
+            lambda_max=LAMBDA_MAX,
+            fallback=pi(target),
+            max_rmse=max_rmse,
+            bias_gain=bias_gain,
         )
 
     makers = {
@@ -147,6 +161,7 @@ def evaluate_seed(job: tuple[int, int, float]) -> dict[str, Any]:
         "mpc_exp_forced": lambda: mpc(exp_model, math.inf),
         "mpc_curve_no_backlog": lambda: mpc(no_backlog, 0.1),
         "mpc_curve": lambda: mpc(curve, 0.1),
+        "mpc_curve_offset_free": lambda: mpc(curve, 0.1, OFFSET_FREE_GAIN),
         "feedback": lambda: pi(target),
     }
     for name in CONTROLLERS:

@@ -442,8 +442,15 @@ class MPCBalancer:
     """A load model whose one-step error exceeds this is not trusted: the feedback fallback decides."""
     fallback: FeedbackBalancer | None = None
     model: LoadModel | CurveLoadModel | None = None
+    bias_gain: float = 0.0
+    """Offset-free MPC (ours; 0 = off, the paper's plain MPC): each interval the bias estimate d moves by
+    bias_gain × (measured − last one-step prediction) and every predicted Ĉ of the plan is shifted by d —
+    integral action against a load model that is off by a persistent amount."""
     last_plan: FloatArray | None = field(default=None, init=False)
     last_reason: str = field(default="init", init=False)
+    bias: float = field(default=0.0, init=False)
+    _predicted: float | None = field(default=None, init=False)
+    _plan_first: float = field(default=0.0, init=False)
 
     def __post_init__(self) -> None:
         if not 0.0 < self.target_utilisation <= 1.5:
@@ -454,6 +461,8 @@ class MPCBalancer:
             raise BalancerError(f"alpha must lie in (0, 1], got {self.alpha}")
         if self.beta < 0:
             raise BalancerError(f"beta must be ≥ 0, got {self.beta}")
+        if not 0.0 <= self.bias_gain <= 1.0:
+            raise BalancerError(f"bias_gain must lie in [0, 1], got {self.bias_gain}")
         if not 0.0 <= self.lambda_min < self.lambda_max:
             raise BalancerError(f"need 0 ≤ lambda_min < lambda_max, got {self.lambda_min}, {self.lambda_max}")
         if self.fallback is None:
@@ -476,6 +485,9 @@ class MPCBalancer:
         if forecast.shape != (self.horizon,) or not np.isfinite(forecast).all():
             raise BalancerError(f"traffic_forecast must hold {self.horizon} finite values, got shape {forecast.shape}")
         assert self.fallback is not None
+        if self._predicted is not None and self.bias_gain > 0:
+            self.bias += self.bias_gain * (measured - self._predicted)
+        self._predicted = None
         fallback_lambda = self.fallback.update(measured, current_lambda)
         if self.model is None or self.model.rmse > self.max_rmse or self.model.theta[3] <= 0:
             # θ₃ ≤ 0 would mean a higher λ buys more compute: the fit is wrong, do not optimise on it.
@@ -490,6 +502,7 @@ class MPCBalancer:
             self.last_reason = "fallback: over budget, the plan lowered λ"
             return fallback_lambda
         self.last_reason = "mpc"
+        self._predicted = self._plan_first
         self.fallback.reset(float(self.last_plan[0]))
         return float(self.last_plan[0])
 
@@ -500,6 +513,7 @@ class MPCBalancer:
             offset, gain = self.model.rollout_affine(measured, forecast, next_slot)
         else:
             offset, gain = self.model.rollout_affine(measured, forecast)
+        offset = offset + self.bias  # 0 unless offset-free (bias_gain > 0)
         weights = self.alpha ** np.arange(1, self.horizon + 1)
         # Tracking residuals: √w (F + G z − C_m). Smoothing residuals: √(βw) (Ĉ_i − Ĉ_{i−1}), Ĉ_0 = measured.
         diff_offset = offset - np.concatenate([[measured], offset[:-1]])
@@ -510,6 +524,7 @@ class MPCBalancer:
         )
         z_lo, z_hi = float(self.model.z(self.lambda_max)), float(self.model.z(self.lambda_min))
         z = _bounded_least_squares(a, b, z_lo, z_hi)
+        self._plan_first = float(offset[0] + gain[0] @ z)  # Ĉ_{t+1} this plan predicts
         return np.clip(self.model.lam(z), self.lambda_min, self.lambda_max)
 
 
