@@ -255,3 +255,29 @@ def test_curve_load_model_fits_the_backlog_a_plant_carries_over() -> None:
     assert load_model_from_dict({**with_term.to_dict(), "backlog_capacity": None}).theta_backlog == 0.0
     with pytest.raises(BalancerError, match="backlog_capacity"):
         load_model_from_dict({**with_term.to_dict(), "backlog_capacity": -1.0})
+
+
+def test_offset_free_mpc_removes_the_bias_of_a_load_model_that_is_off() -> None:
+    """The plant spends 15 % less per request than the history the model was fitted on: the plain MPC
+    settles below the target, the offset-free one (bias_gain > 0) near it."""
+    u, q, lam = history(days=4, seed=2)
+    model = LoadModel.fit(u, q, lam)
+
+    def day(bias_gain: float) -> np.ndarray:
+        rng = np.random.default_rng(7)
+        forecast = DiurnalTrafficForecast(SLOTS)
+        for s in range(SLOTS):
+            forecast.observe(s, traffic(s))
+        mpc = MPCBalancer(target_utilisation=0.95, model=model, bias_gain=bias_gain)
+        util, lam_t, out = 0.9, 1.0, []
+        for t in range(2 * SLOTS):
+            lam_t = mpc.update(util, forecast.forecast((t + 1) % SLOTS, mpc.horizon), lam_t)
+            util = 0.85 * cluster_step(util, traffic((t + 1) % SLOTS), lam_t, rng)
+            out.append(util)
+        return np.array(out[SLOTS:])  # the second day: the bias estimate has settled
+
+    plain, offset_free = day(0.0), day(0.3)
+    assert abs(np.mean(offset_free) - 0.95) < 0.5 * abs(np.mean(plain) - 0.95)
+    assert abs(np.mean(offset_free) - 0.95) < 0.02
+    with pytest.raises(BalancerError, match="bias_gain"):
+        MPCBalancer(bias_gain=1.5)
