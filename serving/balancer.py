@@ -314,7 +314,8 @@ class CurveLoadModel:
         return np.column_stack([np.ones(prev_u.size), prev_u, m, m * self.z(lam), m * sin, m * cos])
 
     def predict(self, prev_u: FloatArray, q: FloatArray, lam: FloatArray, slots: npt.NDArray[np.int64]) -> FloatArray:
-        return self._design(prev_u, q, lam, slots) @ np.asarray(self.theta) + self.backlog(prev_u)
+        out: FloatArray = self._design(prev_u, q, lam, slots) @ np.asarray(self.theta) + self.backlog(prev_u)
+        return out
 
     def backlog(self, prev_u: FloatArray | float) -> FloatArray:
         """θ_B·max(0, Ĉ_t − K): the carried-over work's share of the next interval's utilisation (0 without K)."""
