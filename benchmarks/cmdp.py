@@ -266,14 +266,16 @@ def main(argv: Sequence[str] | None = None) -> None:
     print(f"wall {time.perf_counter() - started:.0f}s on {args.workers} workers ({os.cpu_count()} CPUs)")
 
 
-def _reused_rows(algorithms: list[str], instances: list[int]) -> list[dict[str, Any]]:
+RESULT_PATH = os.path.join(os.path.dirname(__file__), "results", "cmdp.json")
+
+
+def _reused_rows(algorithms: list[str], instances: list[int], path: str = RESULT_PATH) -> list[dict[str, Any]]:
     """Rows of `algorithms` from the committed result file (each marked `reused`), for these instances."""
     if not algorithms:
         return []
     unknown = sorted(set(algorithms) - set(ALGORITHMS))
     if unknown:
         raise SystemExit(f"--reuse: unknown {unknown}; choose from {ALGORITHMS}")
-    path = os.path.join(os.path.dirname(__file__), "results", "cmdp.json")
     if not os.path.exists(path):
         raise SystemExit(f"--reuse: {path} does not exist")
     with open(path) as f:
