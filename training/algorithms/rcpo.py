@@ -111,7 +111,9 @@ class RCPOLoss(LossModule):
         cfg = self.cfg
         self.register_buffer("multipliers", torch.full((len(self.task.constraints),), cfg.initial_multiplier))
         self.controller = ConstraintController(
-            self.task, cfg.pid_config(), cfg.best_feasible_window,
+            self.task,
+            cfg.pid_config(),
+            cfg.best_feasible_window,
             cfg.margin,
             recency=cfg.best_feasible_recency,
             best_feasible_start=cfg.best_feasible_start,
