@@ -170,3 +170,36 @@ def test_tracker_recency_accepts_a_later_iterate_close_to_the_peak() -> None:
     assert tracker.best.iteration == 4
     with pytest.raises(ValueError, match="recency"):
         BestFeasibleTracker(recency=1.0)
+
+
+def test_rcpo_and_tscac_configs_refuse_bad_tracker_settings_by_name() -> None:
+    from training.algorithms.rcpo import RCPOConfig
+    from training.algorithms.tscac import TSCACConfig
+
+    for config in (RCPOConfig, TSCACConfig):
+        assert config(best_feasible_start=50).best_feasible_start == 50
+        with pytest.raises(ValueError, match="best_feasible_start"):
+            config(best_feasible_start=-1)
+        with pytest.raises(ValueError, match="best_feasible_recency"):
+            config(best_feasible_recency=1.5)
+
+
+def test_controller_passes_start_and_recency_to_its_tracker() -> None:
+    from models.problems import Constraint, DiscreteAction
+    from training.rl.lagrangian import ConstraintController
+    from training.rl.task import TaskSignal, TaskSpec
+
+    task = TaskSpec(
+        obs_size=1,
+        action=DiscreteAction(n=2),
+        signals=(TaskSignal("main", 0.9), TaskSignal("clicks", 0.9)),
+        constraints=(Constraint("clicks", ">=", 0.5),),
+    )
+    controller = ConstraintController(
+        task, PIDLagrangianConfig(), window=1, margin=0.0, recency=0.05, best_feasible_start=1
+    )
+    assert (controller.tracker.start, controller.tracker.recency) == (1, 0.05)
+    _, _, improved = controller.step(np.array([0.6]), 1.0, {"w": 0})  # batch 0 < start: not kept
+    assert not improved and controller.tracker.best is None
+    _, _, improved = controller.step(np.array([0.6]), 0.5, {"w": 1})
+    assert improved and controller.tracker.best is not None and controller.tracker.best.state == {"w": 1}
