@@ -214,6 +214,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         default="",
         help="comma-separated algorithms whose rows are read from the existing result file instead of rerun",
     )
+    parser.add_argument("--name", default="cmdp", help="result file benchmarks/results/<name>.json (side studies)")
     parser.add_argument("--quick", action="store_true", help="4 instances × 1 seed; does not write the result file")
     args = parser.parse_args(argv)
     if args.quick:
@@ -242,6 +243,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         f"python -m benchmarks.cmdp --instances {args.instances} --seeds {args.seeds} "
         f"--iterations {args.iterations} --workers {args.workers} --algorithms {','.join(algorithms)}"
         + (f" --reuse {args.reuse}" if args.reuse else "")
+        + (f" --name {args.name}" if args.name != "cmdp" else "")
         + "".join(f" --set {item}" for item in args.set)
     )
     with ProcessPoolExecutor(max_workers=args.workers) as pool:
@@ -259,7 +261,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             )
             if not args.quick:  # rewritten after every run: a run cut short still leaves its result
                 wall = time.perf_counter() - started
-                _write(rows, instances, command, wall, args.workers, n_total, len(reused) + len(jobs))
+                _write(rows, instances, command, wall, args.workers, n_total, len(reused) + len(jobs), args.name)
     metrics = summarise(rows, instances)
     for m in metrics:
         print(m.to_json())
@@ -292,10 +294,17 @@ def _reused_rows(algorithms: list[str], instances: list[int], path: str = RESULT
 
 
 def _write(
-    rows: list[dict[str, Any]], instances: list[int], command: str, wall: float, workers: int, done: int, total: int
+    rows: list[dict[str, Any]],
+    instances: list[int],
+    command: str,
+    wall: float,
+    workers: int,
+    done: int,
+    total: int,
+    name: str = "cmdp",
 ) -> None:
     write_result(
-        "cmdp",
+        name,
         summarise(rows, instances),
         command=command,
         extra={
