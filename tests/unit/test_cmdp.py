@@ -149,3 +149,28 @@ def test_pool_per_decision_means_are_the_exact_values() -> None:
     assert ends / (64 * 1500) == pytest.approx(1 - cmdp.gamma, abs=0.01)
     with pytest.raises(ValueError, match="actions must be in"):
         pool.step(np.full((64, 1), 2.0))
+
+
+def test_benchmark_reuse_reads_rows_of_named_algorithms_and_marks_their_commit(tmp_path) -> None:
+    import json
+
+    from benchmarks.cmdp import _reused_rows, summarise
+
+    runs = [
+        {"algorithm": "main_only", "instance": 0, "seed": 0, "shipped": {"gap": 0.01, "feasible": False}},
+        {"algorithm": "main_only", "instance": 7, "seed": 0, "shipped": {"gap": 0.5, "feasible": False}},
+        {"algorithm": "rcpo", "instance": 0, "seed": 0, "shipped": {"gap": 0.02, "feasible": True}},
+    ]
+    path = tmp_path / "cmdp.json"
+    path.write_text(json.dumps({"git_commit": "abc123", "runs": runs}))
+    rows = _reused_rows(["main_only"], [0, 1], str(path))
+    # Only main_only, only instances 0–1 (instance 7 is outside this run), marked with the old commit.
+    assert [(r["algorithm"], r["instance"], r["reused"]) for r in rows] == [("main_only", 0, "abc123")]
+    assert _reused_rows([], [0], str(path)) == []
+    with pytest.raises(SystemExit, match="unknown"):
+        _reused_rows(["ppo"], [0], str(path))
+    with pytest.raises(SystemExit, match="no rows"):
+        _reused_rows(["tscac"], [0], str(path))
+    rows[0]["last"] = rows[0]["shipped"]
+    gap = next(m for m in summarise(rows, [0]) if m.name == "cmdp.main_only.median_gap")
+    assert gap.value == pytest.approx(0.01) and "reused from commit abc123" in gap.note

@@ -138,3 +138,68 @@ def test_constraint_controller_reads_thresholds_senses_and_margin() -> None:
     # Offline (no actor state): multipliers move, the tracker is not consulted.
     _, _, improved = controller.step(np.array([0.9, 0.0]), 5.0, None)
     assert not improved and controller.tracker.best.state == {"w": 2}
+
+
+def test_tracker_start_measures_early_iterates_but_never_keeps_them() -> None:
+    tracker = BestFeasibleTracker(window=2, start=2)
+    # Iterations 0 and 1 are feasible with a high main value but come before `start`: not kept.
+    assert not tracker.offer(0, 5.0, [0.1], {"w": 0})
+    assert not tracker.offer(1, 5.0, [0.1], {"w": 1})
+    assert tracker.best is None
+    # Iteration 2: its window still holds iteration 1's measurement, mean main (5 + 1)/2 = 3.
+    assert tracker.offer(2, 1.0, [0.1], {"w": 2})
+    assert tracker.best is not None and tracker.best.iteration == 2
+    assert tracker.best.main_value == pytest.approx(3.0)
+    with pytest.raises(ValueError, match="start"):
+        BestFeasibleTracker(start=-1)
+
+
+def test_tracker_recency_accepts_a_later_iterate_close_to_the_peak() -> None:
+    tracker = BestFeasibleTracker(window=1, recency=0.1)
+    assert tracker.offer(0, 10.0, [0.0], {"w": 0})
+    # 9.5 ≥ 10 − 0.1·10 = 9: a later, nearly as good iterate replaces the kept one.
+    assert tracker.offer(1, 9.5, [0.0], {"w": 1})
+    assert tracker.best is not None and tracker.best.state == {"w": 1}
+    # The bar stays at the peak (10), not at the kept 9.5: 8.9 < 9 is refused.
+    assert not tracker.offer(2, 8.9, [0.0], {"w": 2})
+    assert tracker.peak_main == pytest.approx(10.0)
+    # A new peak raises the bar: 12 → bar 10.8; then 10.9 is accepted and 10.7 is not.
+    assert tracker.offer(3, 12.0, [0.0], {"w": 3})
+    assert tracker.offer(4, 10.9, [0.0], {"w": 4})
+    assert not tracker.offer(5, 10.7, [0.0], {"w": 5})
+    assert tracker.best.iteration == 4
+    with pytest.raises(ValueError, match="recency"):
+        BestFeasibleTracker(recency=1.0)
+
+
+def test_rcpo_and_tscac_configs_refuse_bad_tracker_settings_by_name() -> None:
+    from training.algorithms.rcpo import RCPOConfig
+    from training.algorithms.tscac import TSCACConfig
+
+    for config in (RCPOConfig, TSCACConfig):
+        assert config(best_feasible_start=50).best_feasible_start == 50
+        with pytest.raises(ValueError, match="best_feasible_start"):
+            config(best_feasible_start=-1)
+        with pytest.raises(ValueError, match="best_feasible_recency"):
+            config(best_feasible_recency=1.5)
+
+
+def test_controller_passes_start_and_recency_to_its_tracker() -> None:
+    from models.problems import Constraint, DiscreteAction
+    from training.rl.lagrangian import ConstraintController
+    from training.rl.task import TaskSignal, TaskSpec
+
+    task = TaskSpec(
+        obs_size=1,
+        action=DiscreteAction(n=2),
+        signals=(TaskSignal("main", 0.9), TaskSignal("clicks", 0.9)),
+        constraints=(Constraint("clicks", ">=", 0.5),),
+    )
+    controller = ConstraintController(
+        task, PIDLagrangianConfig(), window=1, margin=0.0, recency=0.05, best_feasible_start=1
+    )
+    assert (controller.tracker.start, controller.tracker.recency) == (1, 0.05)
+    _, _, improved = controller.step(np.array([0.6]), 1.0, {"w": 0})  # batch 0 < start: not kept
+    assert not improved and controller.tracker.best is None
+    _, _, improved = controller.step(np.array([0.6]), 0.5, {"w": 1})
+    assert improved and controller.tracker.best is not None and controller.tracker.best.state == {"w": 1}

@@ -22,8 +22,8 @@ DEPARTURES (ours):
 * Best feasible iterate: `best_actor` (a frozen copy of the actor, saved in the
   checkpoint with everything else) holds the iterate with the highest main
   value among those whose measured slacks, averaged over the last
-  `best_feasible_window` batches, all held (`BestFeasibleTracker`); the paper
-  ships the last iterate. `has_best_feasible` says whether one was found.
+  `best_feasible_window` batches, all held (`BestFeasibleTracker`), from batch
+  `best_feasible_start` on; the paper ships the last iterate. `has_best_feasible` says whether one was found.
 * Advantages are normalised per signal before mixing and the violation is
   divided by |C_i|, so one set of gains fits signals of any scale.
 """
@@ -63,6 +63,11 @@ class RCPOConfig(LossConfig):
     """Relative margin the multipliers aim inside every threshold (0.01 = 1 % of the threshold)."""
     best_feasible_window: int = 10
     """Batches whose measured slacks and main value are averaged to judge an iterate (noise)."""
+    best_feasible_recency: float = 0.0
+    """Ours: a later feasible iterate replaces the kept one when its windowed main value is within this
+    relative distance of the best seen (`BestFeasibleTracker.recency`); 0 = strictly higher wins."""
+    best_feasible_start: int = 0
+    """First batch whose iterate may be shipped as the best feasible one (ours; `BestFeasibleTracker.start`)."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -76,6 +81,10 @@ class RCPOConfig(LossConfig):
             raise ValueError(f"margin: must be >= 0, got {self.margin}")
         if self.best_feasible_window < 1:
             raise ValueError(f"best_feasible_window: must be >= 1, got {self.best_feasible_window}")
+        if not 0 <= self.best_feasible_recency < 1:
+            raise ValueError(f"best_feasible_recency: must be in [0, 1), got {self.best_feasible_recency}")
+        if self.best_feasible_start < 0:
+            raise ValueError(f"best_feasible_start: must be >= 0, got {self.best_feasible_start}")
         self.pid_config()  # validates smoothing and the initial multiplier
 
     def pid_config(self) -> PIDLagrangianConfig:
@@ -101,7 +110,14 @@ class RCPOLoss(LossModule):
             raise ValueError("RCPO needs at least one constraint in the task (TaskSpec.constraints)")
         cfg = self.cfg
         self.register_buffer("multipliers", torch.full((len(self.task.constraints),), cfg.initial_multiplier))
-        self.controller = ConstraintController(self.task, cfg.pid_config(), cfg.best_feasible_window, cfg.margin)
+        self.controller = ConstraintController(
+            self.task,
+            cfg.pid_config(),
+            cfg.best_feasible_window,
+            cfg.margin,
+            recency=cfg.best_feasible_recency,
+            best_feasible_start=cfg.best_feasible_start,
+        )
         self.best_actor = copy.deepcopy(self.actor).requires_grad_(False)
         self.register_buffer("has_best_feasible", torch.zeros((), dtype=torch.bool))
 

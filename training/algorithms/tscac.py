@@ -119,6 +119,11 @@ class TSCACConfig(LossConfig):
     """Relative margin the controller aims inside every threshold (0.01 = 1 % of the threshold)."""
     best_feasible_window: int = 10
     """Batches whose measured slacks and main value are averaged to judge an iterate (noise)."""
+    best_feasible_recency: float = 0.0
+    """Ours: a later feasible iterate replaces the kept one when its windowed main value is within this
+    relative distance of the best seen (`BestFeasibleTracker.recency`); 0 = strictly higher wins."""
+    best_feasible_start: int = 0
+    """First batch whose iterate may be shipped as the best feasible one (ours; `BestFeasibleTracker.start`)."""
     stage_one_entropy: float = 0.01
     """α: entropy bonus of the stage-one actors, so π_θi ∝ exp(A_i/α) stays a soft, bounded policy."""
 
@@ -150,6 +155,10 @@ class TSCACConfig(LossConfig):
             raise ValueError(f"margin: must be >= 0, got {self.margin}")
         if self.best_feasible_window < 1:
             raise ValueError(f"best_feasible_window: must be >= 1, got {self.best_feasible_window}")
+        if not 0 <= self.best_feasible_recency < 1:
+            raise ValueError(f"best_feasible_recency: must be in [0, 1), got {self.best_feasible_recency}")
+        if self.best_feasible_start < 0:
+            raise ValueError(f"best_feasible_start: must be >= 0, got {self.best_feasible_start}")
 
     def controller_config(self) -> PIDLagrangianConfig:
         """The PID of u_i = log(λ_i/λ_min) (its starting values come from `lam` / `lambdas`)."""
@@ -188,7 +197,13 @@ class TSCACLoss(LossModule):
         # u_i = log(λ_i / λ_min) starts at λ_i⁰; the controller also keeps the best feasible iterate.
         start_u = [math.log(v / cfg.min_lambda) for v in self.lambdas] if cfg.lambda_control == "pid" else None
         self.controller = ConstraintController(
-            task, cfg.controller_config(), cfg.best_feasible_window, cfg.margin, initial=start_u
+            task,
+            cfg.controller_config(),
+            cfg.best_feasible_window,
+            cfg.margin,
+            initial=start_u,
+            recency=cfg.best_feasible_recency,
+            best_feasible_start=cfg.best_feasible_start,
         )
         self.best_actor = copy.deepcopy(self.actor).requires_grad_(False)
         self.register_buffer("has_best_feasible", torch.zeros((), dtype=torch.bool))

@@ -27,7 +27,12 @@
   its own batch does too: a window averages several iterates, and while the
   policy drifts towards violation the window's mean still holds when its last
   (the kept) iterate no longer does. Among feasible iterates the highest mean
-  main value wins; its state is deep-copied.
+  main value wins; its state is deep-copied. Iterates before `start` (ours,
+  `best_feasible_start`) are measured into the window but never kept: the first
+  batches are not yet measured under the policy's own state distribution (every
+  env starts from ρ0; on the tabular CMDPs the tracker kept such early iterates,
+  feasible but 27 % below the optimum, while the last iterate was 4 % below), and
+  the multiplier has not settled yet.
 * `ConstraintController` — what RCPO and TSCAC hold: measured values →
   relative violations → PID multipliers, and the tracker fed with the actor that
   collected the batch. `measured_constraint_values(loss, batch)` reads a batch.
@@ -167,32 +172,50 @@ class FeasibleIterate:
 class BestFeasibleTracker:
     """The best iterate (by windowed mean main value) whose windowed mean slacks and own slacks are all ≥ −tolerance."""
 
-    def __init__(self, window: int = 1, tolerance: float = 0.0) -> None:
+    def __init__(self, window: int = 1, tolerance: float = 0.0, recency: float = 0.0, start: int = 0) -> None:
+        """`recency` (ours): a later feasible window replaces the kept one when its mean main value is
+        at least best − recency·|best|, not only when it is higher. The measured main value is a noisy,
+        rollout-weighted proxy of the discounted return: a strict "higher wins" keeps early iterates
+        whose batch happened to score high, while the policy keeps converging afterwards (issue 14,
+        RCPO's shipped iterate was further from the optimum than its last one). 0 = strict.
+        `start` (ours): the first iteration that may be kept (module docstring)."""
         if window < 1:
             raise ValueError(f"BestFeasibleTracker.window: must be >= 1, got {window}")
         if tolerance < 0:
             raise ValueError(f"BestFeasibleTracker.tolerance: must be >= 0, got {tolerance}")
-        self.window, self.tolerance = window, tolerance
+        if not 0 <= recency < 1:
+            raise ValueError(f"BestFeasibleTracker.recency: must be in [0, 1), got {recency}")
+        if start < 0:
+            raise ValueError(f"BestFeasibleTracker.start: must be >= 0, got {start}")
+        self.window, self.tolerance, self.recency, self.start = window, tolerance, recency, start
         self._mains: deque[float] = deque(maxlen=window)
         self._slacks: deque[np.ndarray] = deque(maxlen=window)
         self.best: FeasibleIterate | None = None
+        self.peak_main = float("-inf")
+        """Highest windowed mean main value of any feasible window judged so far."""
 
     def offer(self, iteration: int, main_value: float, slacks: Sequence[float], state: Any) -> bool:
         """Record one iteration's measurements of the policy `state` was collected with; True if it is the new best.
 
         `slacks` are signed so that ≥ 0 means satisfied (`constraint_report`'s slack), one per
-        constraint. Only a full window is judged. `state` is deep-copied only when it becomes the best.
+        constraint. Only a full window is judged, and only from iteration `start` on. `state` is
+        deep-copied only when it becomes the best.
         """
         self._mains.append(float(main_value))
         self._slacks.append(np.asarray(slacks, dtype=np.float64))
-        if len(self._mains) < self.window:
+        if len(self._mains) < self.window or iteration < self.start:
             return False
         mean_main = float(np.mean(self._mains))
         mean_slacks = np.mean(np.stack(self._slacks), axis=0)
         if (mean_slacks < -self.tolerance).any() or (self._slacks[-1] < -self.tolerance).any():
             return False
-        if self.best is not None and mean_main <= self.best.main_value:
-            return False
+        if self.best is not None:
+            # The bar is read from the highest feasible mean seen (`peak_main`), not from the kept
+            # iterate, so a chain of replacements cannot drift downwards.
+            peak = self.peak_main
+            if mean_main < peak - self.recency * abs(peak) or (self.recency == 0 and mean_main <= peak):
+                return False
+        self.peak_main = mean_main if self.best is None else max(self.peak_main, mean_main)
         self.best = FeasibleIterate(iteration, mean_main, mean_slacks, copy.deepcopy(state))
         return True
 
@@ -224,7 +247,8 @@ class ConstraintController:
     actor that produced them (kept by the tracker when it is the best feasible so far; None when
     the batch was not collected by the actor — offline — and the tracker is skipped).
     `margin` (ours) aims the controller that much inside every threshold (relative), so a policy
-    jittering around its set point still meets the constraint.
+    jittering around its set point still meets the constraint. `best_feasible_start`: the first
+    batch whose iterate may be kept (`BestFeasibleTracker.start`).
     """
 
     def __init__(
@@ -234,6 +258,8 @@ class ConstraintController:
         window: int,
         margin: float,
         initial: Sequence[float] | None = None,
+        recency: float = 0.0,
+        best_feasible_start: int = 0,
     ) -> None:
         if not task.constraints:
             raise ValueError(f"task {task.name!r}: a constrained algorithm needs at least one constraint")
@@ -243,7 +269,7 @@ class ConstraintController:
         self.thresholds = np.array([c.threshold for c in task.constraints], dtype=np.float64)
         self.senses = np.array([task.constraint_sign(c) for c in task.constraints], dtype=np.float64)
         self.pid = PIDLagrangian(len(task.constraints), pid, initial)
-        self.tracker = BestFeasibleTracker(window=window)
+        self.tracker = BestFeasibleTracker(window=window, recency=recency, start=best_feasible_start)
         self.iteration = 0
 
     def step(
