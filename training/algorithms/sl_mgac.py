@@ -316,7 +316,7 @@ class SLMGACLoss(LossModule):
             y = immediate + cfg.gamma * (1.0 - mb.done.float()) * next_v
         ce = -(two_hot(y, self.support) * torch.log_softmax(q_logits[rows, action], -1)).sum(-1)
         loss = loss + (ce * mb.weights).mean()
-        metrics["losses/critic"] = float(ce.mean())
+        metrics["losses/critic"] = float(ce.mean().detach())
 
         # Teacher: all-action policy gradient on the critic's (detached) expected values, in units of the
         # batch's advantage spread (so the temperature α means the same whatever the reward scale).
@@ -329,17 +329,17 @@ class SLMGACLoss(LossModule):
         alpha = self.log_alpha.exp()
         teacher_loss = -((pi * advantage).sum(-1) + alpha.detach() * entropy).mean()
         teacher_loss = teacher_loss + alpha * (entropy.detach().mean() - cfg.target_entropy)
-        metrics["charts/temperature"] = float(alpha)
+        metrics["charts/temperature"] = float(alpha.detach())
         if self.offline and cfg.offline_bc > 0:
             teacher_loss = teacher_loss - cfg.offline_bc * log_pi[rows, action].mean()
         metrics["charts/q_mean"] = float(q.mean())
-        metrics["charts/teacher_entropy"] = float(entropy.mean())
+        metrics["charts/teacher_entropy"] = float(entropy.mean().detach())
 
         # Student (what ships): distilled from the teacher on the same states.
         log_student = self.actor.log_probs_all(mb.obs)  # type: ignore[attr-defined]
         distill = (pi.detach() * (log_pi.detach() - log_student)).sum(-1).mean()
-        metrics["losses/distill_kl"] = float(distill)
-        metrics["losses/actor"] = float(teacher_loss)
+        metrics["losses/distill_kl"] = float(distill.detach())
+        metrics["losses/actor"] = float(teacher_loss.detach())
         return loss + teacher_loss + cfg.distill_weight * distill, metrics
 
     def actor_loss(self, mb: MiniBatch) -> tuple[Tensor, dict[str, float]]:
