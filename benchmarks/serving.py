@@ -343,6 +343,13 @@ def main(argv: list[str] | None = None) -> int:
         help="ma_rdpg: rank is served by MA-RDPG stage models (message in and out), each request of a session "
         "reading and writing its message in Redis (onnxruntime only: implies --no-triton)",
     )
+    ap.add_argument(
+        "--slot-policy",
+        choices=("mlp", "sl_mgac"),
+        default="mlp",
+        help="sl_mgac: slot is served by SL-MGAC's exported student actor (23 → 32 → 7 logits), what the slot "
+        "retrain ships",
+    )
     args = ap.parse_args(argv)
     if args.rank_policy == "ma_rdpg":
         args.no_triton = True
@@ -378,6 +385,8 @@ def main(argv: list[str] | None = None) -> int:
         for p in problems:
             if p == "rank" and args.rank_policy == "ma_rdpg":
                 _register_ma_rdpg(registry, home / "ma_rdpg")
+            elif p == "slot" and args.slot_policy == "sl_mgac":
+                _register_sl_mgac_student(registry, home / "sl_mgac")
             else:
                 register_policy(registry, p, "v1", promote=True)
         users = {f"user-{i}": (i % 3, [0.5, 0.3, 0.05, 0.01, 0.02, 0.01], [0.2, 0.1]) for i in range(N_USERS)}
@@ -634,6 +643,7 @@ def main(argv: list[str] | None = None) -> int:
                     if args.rank_policy == "ma_rdpg"
                     else ""
                 ),
+                "slot_policy": args.slot_policy,
                 "duration_s": args.duration,
                 "repeats": args.repeats,
                 "statistic": "median over repeats",
@@ -663,6 +673,19 @@ def _register_ma_rdpg(registry: Any, out_dir: Path) -> None:
     module = ma_rdpg.MARDPG(TaskSpec.from_problem(RANK, multi_agent=True), ma_rdpg.MARDPGConfig())
     register_exported(registry, RANK, "ma_rdpg", "v1", ma_rdpg.export_for_serving(module, out_dir))
     registry.promote("rank", "v1")
+
+
+def _register_sl_mgac_student(registry: Any, out_dir: Path) -> None:
+    """slot/v1: SL-MGAC's student actor (untrained, the shipped size) — serving's cost does not depend on the weights."""
+    from models.problems import SLOT
+    from training.algorithms.sl_mgac import SLMGACConfig, SLMGACLoss
+    from training.export import export_policy
+    from training.export import register_policy as register_exported
+    from training.rl.task import TaskSpec
+
+    learner = SLMGACLoss(TaskSpec.from_problem(SLOT), SLMGACConfig())
+    register_exported(registry, SLOT, "sl_mgac", "v1", export_policy(learner.actor, SLOT, out_dir))
+    registry.promote("slot", "v1")
 
 
 def _children(pid: int) -> list[int]:

@@ -1,6 +1,7 @@
 """Server-side CPU per decision, in-process: the decision API's ASGI app called directly, no sockets.
 
     python -m benchmarks.serving_profile [--n 3000] [--problems slot,allocate,rank] [--profile rank]
+                                         [--rank-policy ma_rdpg]
 
 Complements benchmarks/serving.py (real uvicorn + load generator): this one
 measures only the app (routing, parsing, features, inference, exploration,
@@ -18,6 +19,7 @@ import argparse
 import asyncio
 import cProfile
 import json
+import os
 import pstats
 import sys
 import tempfile
@@ -26,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
+REDIS_URL = "redis://127.0.0.1:6379/7"
 
 
 class MemoryReader:
@@ -98,6 +101,12 @@ async def run(args: argparse.Namespace) -> None:
         "allocate": [json.dumps(allocate_body(f"user-{i}", seed=i)).encode() for i in range(64)],
         "rank": [json.dumps(rank_body(f"user-{i}", 200, seed=i)).encode() for i in range(16)],
     }
+    if args.rank_policy == "ma_rdpg":  # one session per body: every request reads and writes its message in Redis
+        bodies["rank_no_session"] = bodies["rank"]  # the same requests without a session: a zero message, no Redis
+        bodies["rank"] = [
+            json.dumps({**rank_body(f"user-{i}", 200, seed=i), "session_id": f"session-{i}"}).encode()
+            for i in range(16)
+        ]
     users = {
         f"user-{i}": {
             "user_activity_group": i % 3,
@@ -109,9 +118,16 @@ async def run(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory(prefix="troupe-profile-") as tmp:
         home = Path(tmp)
         registry = ModelRegistry(home / "registry")
+        store: dict[str, Any] = {}
         for p in problems:
-            register_policy(registry, p, "v1", promote=True)
-        settings = ServingSettings(home=home, problems=problems, registry_watch_s=0, ort_cuda="never")
+            if p == "rank" and args.rank_policy == "ma_rdpg":
+                from benchmarks.serving import _register_ma_rdpg
+
+                _register_ma_rdpg(registry, home / "ma_rdpg")
+                store = {"state_store_url": REDIS_URL, "state_store_prefix": f"profile-ma-rdpg-{os.getpid()}"}
+            else:
+                register_policy(registry, p, "v1", promote=True)
+        settings = ServingSettings(home=home, problems=problems, registry_watch_s=0, ort_cuda="never", **store)
         app = create_app(settings, producer=NullProducer(), feature_reader=MemoryReader(users))
         const = FastAPI()
 
@@ -121,16 +137,20 @@ async def run(args: argparse.Namespace) -> None:
 
         async with app.router.lifespan_context(app):
             targets = [("constant", const, "slot")] + [(p, app, p) for p in problems]
+            if args.rank_policy == "ma_rdpg" and "rank" in problems:  # what the session message store costs
+                targets.append(("rank_no_session", app, "rank"))
             for _name, target, body_of in targets:  # warm-up: caches, first-call costs
                 for i in range(200):
-                    status, out = await call(target, f"/v1/decide/{body_of}", bodies[body_of][i % 16])
+                    status, out = await call(
+                        target, f"/v1/decide/{body_of}", bodies.get(_name, bodies[body_of])[i % 16]
+                    )
                     assert status == 200, out[:500]
             # Rounds interleave the targets; the minimum per target is the least disturbed by the host.
             best: dict[str, float] = {}
             for _ in range(args.rounds):
                 for name, target, body_of in targets:
                     path = f"/v1/decide/{body_of}"
-                    reqs = bodies[body_of]
+                    reqs = bodies.get(name, bodies[body_of])
                     n = args.n if body_of != "rank" else max(1, args.n // 5)
                     c0 = time.process_time()
                     for i in range(n):
@@ -143,7 +163,7 @@ async def run(args: argparse.Namespace) -> None:
                 prof = cProfile.Profile()
                 prof.enable()
                 for i in range(args.n // (5 if body_of == "rank" else 1)):
-                    await call(target, f"/v1/decide/{body_of}", bodies[body_of][i % len(bodies[body_of])])
+                    await call(target, f"/v1/decide/{body_of}", bodies.get(name, bodies[body_of])[i % 16])
                 prof.disable()
                 pstats.Stats(prof).sort_stats(args.sort).print_stats(args.top)
 
@@ -156,6 +176,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--profile", default=None, help="cProfile this target (constant, slot, allocate or rank)")
     ap.add_argument("--sort", default="tottime", help="pstats sort key")
     ap.add_argument("--top", type=int, default=40)
+    ap.add_argument(
+        "--rank-policy",
+        choices=("gaussian", "ma_rdpg"),
+        default="gaussian",
+        help="ma_rdpg: rank served by MA-RDPG stage models, the session message in Redis (" + REDIS_URL + ")",
+    )
     args = ap.parse_args(argv)
     try:
         import uvloop

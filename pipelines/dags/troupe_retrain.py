@@ -39,14 +39,12 @@ from pipelines.dags.common import (
 )
 
 PERIOD = dt.timedelta(days=1)
-# The algorithm each problem retrains with by default. `slot` uses TSCAC on its
-# categorical action (the "<=" live-exposure constraint flips the stage-one
-# advantage) until SL-MGAC lands; `allocate` uses TSCAC on its multi-discrete
-# action (a factorised categorical actor, the "<=" compute budget as its
-# constraint) when asked (`algo: tscac`); by default `allocate` trains MaRCA
-# offline from the trajectories and refits its cost and load models
-# (pipelines/jobs/marca_retrain.py), shipped with the policy.
-DEFAULT_ALGOS = {"rank": "tscac", "slot": "tscac", "allocate": "marca"}
+# The algorithm each problem retrains with by default: `slot` trains SL-MGAC
+# offline from the day's logs (training/algorithms/sl_mgac.py; the distilled
+# student actor is what ships); `allocate` trains MaRCA offline from the
+# trajectories and refits its cost and load models (pipelines/jobs/marca_retrain.py),
+# shipped with the policy. Any registered algorithm can be asked for (`algo`).
+DEFAULT_ALGOS = {"rank": "tscac", "slot": "sl_mgac", "allocate": "marca"}
 
 
 def build_retrain_dag(problem: str) -> DAG:

@@ -217,6 +217,8 @@ def test_other_problems_retrain_dags_refuse_then_deploy_a_canary(
         assert all(passed.task_states[t] == "success" for t in ("gate", "export", "register", "deploy_canary"))
         version = passed.task_returns["register"]["version"]
         assert registry.current_version(problem) == "behaviour-v1"  # a canary is not a promotion
+        if problem == "slot":  # SL-MGAC by default: its distilled student is the model that ships
+            assert version.startswith("sl_mgac-") and passed.task_returns["train"]["algorithm"] == "sl_mgac"
         if problem == "allocate":  # MaRCA ships its cost table and load model, sha256-checked with the model
             assert version.startswith("marca-")
             files = registry.load(problem, version).manifest.files

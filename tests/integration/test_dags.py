@@ -92,7 +92,7 @@ def test_retrain_gate_is_a_branch_between_export_and_refused(bag: Any) -> None:
     assert dag.get_task("deploy_canary").upstream_task_ids == {"register", "evaluate"}
     assert dag.get_task("register").upstream_task_ids == {"export", "dataset", "evaluate"}
     assert dag.params["algo"] == "tscac"
-    assert bag.get_dag("troupe_retrain_slot").params["algo"] == "tscac"
+    assert bag.get_dag("troupe_retrain_slot").params["algo"] == "sl_mgac"
     assert bag.get_dag("troupe_retrain_allocate").params["algo"] == "marca"  # MaRCA (#16), TSCAC on request
 
 

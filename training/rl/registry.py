@@ -31,6 +31,7 @@ BUILTIN_MODULES: tuple[str, ...] = (
     "training.algorithms.dqn",
     "training.algorithms.ddpg",
     "training.algorithms.marca",
+    "training.algorithms.sl_mgac",
 )
 
 

@@ -35,13 +35,22 @@ from training.rl.task import TaskSpec
 class BatchedSimPool:
     """N simulator rows as an EnvPool (see module docstring)."""
 
-    def __init__(self, problem: str, n_envs: int, task: TaskSpec, multi_agent: bool = False, **overrides: Any) -> None:
+    def __init__(
+        self,
+        problem: str,
+        n_envs: int,
+        task: TaskSpec,
+        multi_agent: bool = False,
+        world_seed: int = 0,
+        **overrides: Any,
+    ) -> None:
+        """`world_seed` picks the simulated world (its streams, schedules, users' draws); `reset(seed)` the users."""
         from training.envs import make_batched
 
         self.problem, self.task, self.multi_agent = problem, task, multi_agent
         self.n_envs = n_envs
         self.overrides = overrides
-        self.sim: Any = make_batched(problem, n_envs, 0, **overrides)
+        self.sim: Any = make_batched(problem, n_envs, world_seed, **overrides)
 
     def pair_rows(self) -> None:
         """Rows 2k and 2k+1 simulate the same users with common random numbers from the next reset on

@@ -1,0 +1,153 @@
+"""SL-MGAC's pieces (training/algorithms/sl_mgac.py) against hand-computed values, and one short training run."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+
+from models.problems import SLOT
+from training.algorithms.sl_mgac import (
+    LIVE,
+    PAGE,
+    GroupHeads,
+    SLMGACConfig,
+    SLMGACLoss,
+    SlotEncoder,
+    two_hot,
+)
+from training.rl.losses import MiniBatch
+from training.rl.task import TaskSpec
+
+
+def test_two_hot_splits_mass_between_the_two_nearest_bins_and_keeps_the_mean() -> None:
+    support = torch.tensor([0.0, 1.0, 2.0, 3.0])
+    rows = two_hot(torch.tensor([1.25, 0.0, 3.0, -5.0, 9.0]), support)
+    assert torch.allclose(rows[0], torch.tensor([0.0, 0.75, 0.25, 0.0]))
+    assert torch.allclose(rows[1], torch.tensor([1.0, 0.0, 0.0, 0.0]))
+    assert torch.allclose(rows[2], torch.tensor([0.0, 0.0, 0.0, 1.0]))
+    assert torch.allclose(rows[3], torch.tensor([1.0, 0.0, 0.0, 0.0]))  # clipped to the support
+    assert torch.allclose(rows[4], torch.tensor([0.0, 0.0, 0.0, 1.0]))
+    assert torch.allclose(rows.sum(1), torch.ones(5))
+    assert torch.allclose(rows[0] @ support, torch.tensor(1.25))
+
+
+def test_group_heads_route_each_row_to_its_own_groups_head() -> None:
+    heads = GroupHeads(width=2, out=1, use_groups=True)
+    with torch.no_grad():
+        heads.heads.weight.copy_(torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]]))
+        heads.heads.bias.zero_()
+    h = torch.tensor([[2.0, 3.0], [2.0, 3.0], [2.0, 3.0]])
+    obs = torch.zeros(3, SLOT.observation_size)
+    obs[0, 0] = obs[1, 1] = obs[2, 2] = 1.0  # activity groups low, medium, high
+    assert heads(h, obs).squeeze(-1).tolist() == [2.0, 3.0, 5.0]
+    shared = GroupHeads(width=2, out=1, use_groups=False)
+    assert shared.heads.out_features == 1
+
+
+def test_target_attention_weights_are_a_distribution_over_the_page_and_follow_the_keys() -> None:
+    torch.manual_seed(0)
+    enc = SlotEncoder(width=8)
+    obs = torch.rand(5, SLOT.observation_size)
+    _, weights = enc.attention(obs)
+    assert weights.shape == (5, PAGE.stop - PAGE.start)
+    assert torch.allclose(weights.sum(1), torch.ones(5))
+    # The same live stream over a different page attends differently: the page is what it reads.
+    other = obs.clone()
+    other[:, PAGE] = torch.flip(obs[:, PAGE], dims=[1]) * 3.0
+    assert not torch.allclose(enc.attention(other)[1], weights)
+    assert enc(obs).shape == (5, 8)
+
+
+def _loss(**cfg: object) -> SLMGACLoss:
+    torch.manual_seed(0)
+    return SLMGACLoss(TaskSpec.from_problem(SLOT), SLMGACConfig(**cfg))  # type: ignore[arg-type]
+
+
+def _minibatch(n: int = 64) -> MiniBatch:
+    g = torch.Generator().manual_seed(1)
+    obs = torch.rand(n, SLOT.observation_size, generator=g)
+    obs[:, :3] = torch.nn.functional.one_hot(torch.randint(0, 3, (n,), generator=g), 3).float()
+    action = torch.randint(0, 7, (n, 1), generator=g).float()
+    shown = (action[:, 0] > 0).float()
+    rewards = torch.stack([shown * 120.0, 200.0 - shown * 30.0, torch.zeros(n), shown], dim=1)
+    z = torch.zeros(n)
+    return MiniBatch(
+        obs,
+        action,
+        rewards,
+        torch.rand(n, SLOT.observation_size, generator=g),
+        z,
+        z,
+        z[:, None],
+        z[:, None],
+        torch.ones(n),
+    )
+
+
+def test_the_loss_trains_the_critic_toward_the_two_hot_target_and_the_student_toward_the_teacher() -> None:
+    loss = _loss(minibatch_size=64)
+    mb = _minibatch()
+    opt = torch.optim.Adam(loss.parameters(), lr=3e-3)
+    _, metrics = loss(mb)
+    assert {"losses/critic", "losses/supervised", "losses/distill_kl", "charts/temperature"} <= set(metrics)
+    for _ in range(100):
+        total, metrics = loss(mb)
+        opt.zero_grad()
+        total.backward()
+        opt.step()
+    # The supervised heads learn the observed parts: an insertion's 2 live minutes, 3.33 video minutes.
+    _, sup = loss.critic(mb.obs)
+    rows = torch.arange(64)
+    a = mb.action[:, 0].long()
+    shown = a > 0
+    assert torch.allclose(sup[rows, a, 0][shown], torch.full((int(shown.sum()),), 2.0), atol=0.3)
+    assert torch.isfinite(loss.q_values(mb.obs)).all()
+    # With the teacher held still, the distillation term alone pulls the student onto it.
+    before = metrics["losses/distill_kl"]
+    student_opt = torch.optim.Adam(loss.actor.parameters(), lr=1e-2)
+    for _ in range(200):
+        total, metrics = loss(mb)
+        student_opt.zero_grad()
+        total.backward()
+        student_opt.step()
+    assert metrics["losses/distill_kl"] < min(0.02, before / 5)
+
+
+def test_the_ablations_switch_off_the_supervised_heads_and_the_groups() -> None:
+    no_anchor = _loss(use_anchor=False)
+    _, metrics = no_anchor(_minibatch())
+    assert "losses/supervised" not in metrics
+    assert no_anchor.critic.q.heads.out_features == 7 * 51 * 3
+    no_groups = _loss(use_groups=False)
+    assert no_groups.critic.q.heads.out_features == 7 * 51
+    with pytest.raises(ValueError, match="target_entropy"):
+        SLMGACConfig(target_entropy=math.log(7.0))
+    with pytest.raises(ValueError, match="anchor_weight"):
+        SLMGACConfig(anchor_weight=1.5)
+
+
+def test_sl_mgac_refuses_a_task_that_is_not_slot() -> None:
+    from models.problems import ALLOCATE
+
+    with pytest.raises(ValueError, match="slot task's signals"):
+        SLMGACLoss(TaskSpec.from_problem(ALLOCATE), SLMGACConfig())
+
+
+def test_the_student_exports_to_onnx_logits_equal_to_torch(tmp_path: Path) -> None:
+    from training.export import export_policy
+
+    loss = _loss()
+    files = export_policy(loss.actor, SLOT, tmp_path)
+    session = ort.InferenceSession(str(files["model.onnx"].path), providers=["CPUExecutionProvider"])
+    assert [o.name for o in session.get_outputs()] == ["logits"]
+    obs = np.random.default_rng(0).random((32, SLOT.observation_size), dtype=np.float32)
+    (onnx_logits,) = session.run(None, {session.get_inputs()[0].name: obs})
+    with torch.no_grad():
+        torch_logits = loss.actor.log_probs_all(torch.as_tensor(obs)).numpy()  # type: ignore[operator]
+    np.testing.assert_allclose(onnx_logits, torch_logits, atol=1e-5)
+    assert LIVE.stop == SLOT.observation_size
