@@ -268,9 +268,6 @@ class SLMGACLoss(LossModule):
     def target_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
         return [(self.target_critic, self.critic)]
 
-    def policies(self) -> list[nn.Module]:  # type: ignore[override]
-        return [self.actor]
-
     def on_batch_start(self, batch: TransitionBatch) -> dict[str, float]:
         """The exposure price λ from the batch's measured exposure ratio (PID, as RCPO)."""
         values = measured_constraint_values(self, batch)
