@@ -206,10 +206,9 @@ thresholds): MA-RDPG (training/algorithms/ma_rdpg.py) and its no-communication a
   met; what remains is budget (iterations the host could not give) and variance across seeds.
 * Single-seed probes (1 000 users, seed 1000, 40 it. × 128 rows): MA-RDPG 3 888 s/user-day vs 3 174 for
   the default weights, click 3.39, comment 0.92 (the comment multiplier still rising at the end).
-* The MA cascade still trains on the preview view (each stage's observation on the pool default upstream
-  weights would keep): its on-policy `Trainer` calls the joint actor once per step, and the sequential
-  view needs each stage's action before the next stage's observation exists. It is evaluated in the
-  sequential view (as every stage agent here); a sequential on-policy collector is not built.
+* The MA cascade trains in the sequential view too: the on-policy collector asks a multi-agent pool
+  to act in turn (`BatchedSimPool.act_in_turn`, training/rl/data.py), each stage observing the pool the
+  upstream stages really kept.
 * The relay test (tests/unit/test_ma_rdpg.py) shows the message carrying what only the first stage saw
   (main reward 0.98 vs 0.84 for any policy without it); on rank the no-message ablation's CI is too wide
   to say what the message is worth there.
@@ -497,8 +496,8 @@ def _markdown(
         f"own replay loop, ~4× cheaper per iteration). {lam}. Constraint columns: per-decision means over seeds. "
         "Ground truth on fresh users with common random numbers (the same users and luck for every algorithm); "
         "the stage agents (MA cascade, MA-RDPG) act in the sequential view, each stage on the pool the upstream "
-        "stages really kept (`training.rl.sim.evaluate_sequential`). The MA cascade still *trains* on the "
-        "preview view (each stage's pool under default upstream weights; NOTES, sixth round). Fixed fusion: the "
+        "stages really kept (`training.rl.sim.evaluate_sequential`), and the MA cascade also *trains* in it "
+        "(the collector's `act_in_turn`). Fixed fusion: the "
         "constant weights with the most watch time per user-day among those meeting every constraint (or, when "
         "none does, the least violation), from a grid refined by two coordinate sweeps over the six per-signal "
         "weights (the same at every stage), searched on held-out users.",
