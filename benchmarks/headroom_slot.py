@@ -84,6 +84,8 @@ class UserTotals:
     """(U,) live watch time per user-day, seconds."""
     exposures: int
     decisions: int
+    return_rate: np.ndarray | None = None
+    """(U,) share of days 2–7 on which the user came back."""
 
     @property
     def exposure_ratio(self) -> float:
@@ -101,6 +103,7 @@ def run_users(policy: Policy, n_users: int, world_seed: int, user_seed: int, **o
     obs = sim.reset(seed=user_seed)
     total = np.zeros(n_users)
     live = np.zeros(n_users)
+    seen = np.zeros((n_users, DAYS), bool)
     exposures = decisions = 0
     while not sim.all_done:  # type: ignore[union-attr]
         obs, rewards, _, info = sim.step(policy(obs))
@@ -109,9 +112,10 @@ def run_users(policy: Policy, n_users: int, world_seed: int, user_seed: int, **o
         # A user holds one row at a time, so `user` has no repeats and += adds every row.
         total[user] += (rewards["watch_time"] + rewards["live_watch_time"])[active]
         live[user] += rewards["live_watch_time"][active]
+        seen[user, np.minimum(info["day"][active], DAYS - 1)] = True
         exposures += int(rewards["live_exposure"].sum())
         decisions += int(active.sum())
-    return UserTotals(total / DAYS, live / DAYS, exposures, decisions)
+    return UserTotals(total / DAYS, live / DAYS, exposures, decisions, seen[:, 1:].mean(1))
 
 
 def paired_lift(new: list[UserTotals], base: list[UserTotals]) -> tuple[float, float, float]:

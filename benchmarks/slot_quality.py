@@ -47,12 +47,11 @@ from benchmarks.headroom_slot import (  # noqa: E402
     EVAL_SEEDS,
     RECORDED_RULES,
     SEARCH_OFFSET,
-    USERS_PER_ROW,
     ThresholdRule,
     search_threshold_rules,
 )
+from benchmarks.headroom_slot import run_users as headroom_run_users  # noqa: E402
 from models.problems import SLOT  # noqa: E402
-from training.envs import make_batched  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 TRAIN_OFFSET = 20_000  # training users: reset(seed + TRAIN_OFFSET), neither search nor evaluation users
@@ -60,29 +59,9 @@ VARIANTS = {"sl_mgac": {}, "no_anchor": {"use_anchor": False}, "no_groups": {"us
 
 
 def run_users(policy: Any, n_users: int, world_seed: int, user_seed: int) -> dict[str, Any]:
-    """Per-user 7-day totals of `policy` (obs → actions) on paired users: total watch and live watch per
-    user-day (s), days 2–7 the user came back on, exposures and decisions."""
-    rows = min(n_users, max(128, n_users // USERS_PER_ROW))
-    sim = make_batched("slot", rows, world_seed, max_users=n_users, days=DAYS, paired_users=True)
-    obs = sim.reset(seed=user_seed)
-    total, live = np.zeros(n_users), np.zeros(n_users)
-    seen = np.zeros((n_users, DAYS), bool)
-    exposures = decisions = 0
-    while not sim.all_done:  # type: ignore[union-attr]
-        obs, rewards, _, info = sim.step(policy(obs))
-        active = info["active"]
-        user = info["user_id"][active]
-        total[user] += (rewards["watch_time"] + rewards["live_watch_time"])[active]
-        live[user] += rewards["live_watch_time"][active]
-        seen[user, np.minimum(info["day"][active], DAYS - 1)] = True
-        exposures += int(rewards["live_exposure"].sum())
-        decisions += int(active.sum())
-    return {
-        "total": total / DAYS,
-        "live": live / DAYS,
-        "return_rate": seen[:, 1:].mean(1),
-        "exposure": exposures / max(decisions, 1),
-    }
+    """Per-user 7-day totals of `policy` on paired users (`headroom_slot.run_users`) as arrays by name."""
+    t = headroom_run_users(policy, n_users, world_seed, user_seed)
+    return {"total": t.total_watch, "live": t.live_watch, "return_rate": t.return_rate, "exposure": t.exposure_ratio}
 
 
 def paired_ratio(a: np.ndarray, b: np.ndarray) -> tuple[float, float, float]:
