@@ -187,42 +187,6 @@ def multi_agent_policy(actor: Actor, problem: str = "rank") -> Callable[[np.ndar
     return policy
 
 
-def evaluate_multi_agent(actor: Actor, n_users: int, days: int, seed: int = 0, **overrides: Any) -> dict[str, Any]:
-    """Ground truth for a per-stage actor in the `rank` multi-agent view (each stage on its own observation).
-
-    Mirrors `training.envs.evaluate.evaluate_policy` (same user-day means and
-    per-decision constraint values) but feeds each stage actor its stage's
-    local observation, which a single-view policy cannot see.
-    """
-    from models.problems import RANK
-    from training.envs import make_batched
-    from training.envs.evaluate import _rows  # the same row count as evaluate_policy
-    from training.envs.rank import RANK_BOX
-
-    actor = actor.cpu().eval()
-    names = RANK.signal_names
-    sim: Any = make_batched("rank", _rows(n_users), seed, max_users=n_users, days=days, **overrides)
-    sim.reset()
-    totals = np.zeros((n_users * days, len(names)))
-    decisions = 0
-    while not sim.all_done:
-        # The stages act in turn: each observes the pool the upstream stages kept (as serving does).
-        positions = None
-        for k, agent in enumerate(actor.agents):  # type: ignore[union-attr]
-            x = torch.as_tensor(sim.stage_observation(k, positions))
-            with torch.no_grad():
-                weights = np.clip(agent.mode(x).numpy().astype(np.float32), RANK_BOX.low, RANK_BOX.high)
-            positions = sim.run_stage(k, weights, positions)
-        _, rewards, _, info = sim.serve_page(positions)
-        live = info["active"]
-        flat = info["user_id"][live] * days + info["day"][live]
-        np.add.at(totals, flat, np.stack([rewards[s][live] for s in names], axis=1))
-        decisions += int(live.sum())
-    per_user = totals.reshape(n_users, days, len(names)).mean(axis=1)
-    per_decision = {s: float(totals[:, i].sum() / max(decisions, 1)) for i, s in enumerate(names)}
-    return {"per_user_day": {s: per_user[:, i] for i, s in enumerate(names)}, "per_decision": per_decision}
-
-
 StagePolicy = Callable[[int, np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
 """(stage index, stage observation (N, O), message state (N, S)) → (stage weights (N, 6), next state (N, S))."""
 
@@ -234,7 +198,7 @@ def evaluate_sequential(
     stages actually kept, and a per-row state (MA-RDPG's message; size 0 for stateless agents) is passed
     stage to stage and carried across a session's requests, zeroed when a session ends.
 
-    Same report as `evaluate_multi_agent` and `training.envs.evaluate.evaluate_policy`, with the same
+    Same report as `training.envs.evaluate.evaluate_policy`, with the same
     common random numbers as `evaluate_policy` (user k of a seed is the same person under every policy).
     """
     from models.problems import RANK
