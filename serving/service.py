@@ -244,7 +244,7 @@ class DecisionService:
                 else:
                     breaker.record_success()
         if decision is not None and message is not None and policy is not None:
-            await self.messages.save(req.session_id, policy.version, message[0])
+            self.messages.save(req.session_id, policy.version, message[0])
         fallback = decision is None
         if decision is None:
             decision = await run(None, cfg)

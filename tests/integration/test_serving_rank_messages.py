@@ -5,19 +5,23 @@ Real app, real Kafka (session broker), real Feast (SQLite), Redis on 127.0.0.1:6
 
 from __future__ import annotations
 
+import asyncio
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import pytest
+import redis.asyncio
 from fastapi.testclient import TestClient
 
 from infra.broker import EmbeddedBroker
 from models.problems import RANK
 from models.registry import ModelRegistry
 from serving.app import create_app
-from serving.rank_messages import MESSAGE_KEY
+from serving.rank_messages import MESSAGE_KEY, SessionMessages
 from serving.settings import ServingSettings
 from serving.state_store import StateStore
 from tests.support.requests import rank_body
@@ -68,6 +72,15 @@ def served(tmp_path_factory: pytest.TempPathFactory, kafka_broker: EmbeddedBroke
         store.close()
 
 
+def _until(check: Callable[[], bool], timeout_s: float = 3.0) -> bool:
+    end = time.monotonic() + timeout_s
+    while time.monotonic() < end:
+        if check():
+            return True
+        time.sleep(0.005)
+    return check()
+
+
 def _decide(served: Served, session_id: str | None) -> dict[str, Any]:
     body = rank_body("known-high")
     if session_id is not None:
@@ -81,6 +94,8 @@ def _decide(served: Served, session_id: str | None) -> dict[str, Any]:
 
 def test_the_session_message_is_carried_across_requests_and_expires(served: Served) -> None:
     first = _decide(served, "session-a")
+    # write-behind (serving/rank_messages.py): in Redis within flush_after_s of the answer
+    assert _until(lambda: served.store.get_session("session-a") is not None)
     stored = served.store.get_session("session-a")
     assert stored is not None and stored["version"] == "v1" and len(stored[MESSAGE_KEY]) == served.message_size
     assert any(v != 0.0 for v in stored[MESSAGE_KEY])
@@ -89,7 +104,7 @@ def test_the_session_message_is_carried_across_requests_and_expires(served: Serv
     second = _decide(served, "session-a")
     # the same request with the carried message: other weights than from the session's zero message
     assert second["stage_weights"] != first["stage_weights"]
-    assert served.store.get_session("session-a")[MESSAGE_KEY] != stored[MESSAGE_KEY]
+    assert _until(lambda: served.store.get_session("session-a")[MESSAGE_KEY] != stored[MESSAGE_KEY])
     # a new session, and a request without a session id, start from the zero message
     assert _decide(served, "session-b")["stage_weights"] == first["stage_weights"]
     assert _decide(served, None)["stage_weights"] == first["stage_weights"]
@@ -108,3 +123,63 @@ def test_a_message_that_does_not_fit_the_served_version_falls_back_to_zero(
         stored[MESSAGE_KEY] = [0.5] * served.message_size  # the right size, but for another policy version
     served.store.set_session("session-odd", stored, ttl_s=60)
     assert _decide(served, "session-odd")["stage_weights"] == zero
+
+
+def test_write_behind_reads_its_own_writes_at_once_and_other_workers_within_the_flush_delay() -> None:
+    prefix = f"test-msg-wb-{uuid.uuid4().hex[:10]}"
+    store = StateStore(URL, prefix).start()
+    message = np.arange(4, dtype=np.float32).reshape(1, 4) + 0.5
+
+    async def scenario() -> None:
+        worker_a = SessionMessages(store, flush_after_s=0.2)
+        worker_b = SessionMessages(store, flush_after_s=0.2)
+        try:
+            worker_a.save("s1", "v1", message)
+            assert store.get_session("s1") is None  # not written before the answer goes out
+            own, found = await worker_a.load("s1", "v1", 4)  # the pending SET rides along with this GET
+            assert found and np.array_equal(own, message)
+            other, found = await worker_b.load("s1", "v1", 4)
+            assert found and np.array_equal(other, message)
+            # another session's write goes out on its own after flush_after_s when no read comes
+            worker_a.save("s2", "v1", message * 2)
+            started = time.monotonic()
+            while store.get_session("s2") is None and time.monotonic() - started < 3.0:
+                await asyncio.sleep(0.01)
+            assert store.get_session("s2") is not None and time.monotonic() - started >= 0.15
+            # a clean shutdown flushes what is pending
+            worker_a.save("s3", "v1", message * 3)
+            await worker_a.close()
+            assert store.get_session("s3")[MESSAGE_KEY] == (message * 3).reshape(-1).tolist()
+        finally:
+            await worker_a.close()
+            await worker_b.close()
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        for key in store._redis.scan_iter(match=f"{prefix}:*"):
+            store._redis.delete(key)
+        store.close()
+
+
+def test_an_unreachable_store_serves_zero_messages_and_drops_writes_with_a_log(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    store = StateStore(URL, f"test-msg-down-{uuid.uuid4().hex[:10]}").start()
+
+    async def scenario() -> None:
+        messages = SessionMessages(store, flush_after_s=0.05)
+        messages._client = redis.asyncio.Redis(port=1, socket_connect_timeout=0.2)  # nothing listens there
+        messages.save("s1", "v1", np.ones((1, 4), np.float32))
+        zero, found = await messages.load("s1", "v1", 4)  # the pipeline fails: both reported, nothing raised
+        assert not found and not zero.any()
+        messages.save("s2", "v1", np.ones((1, 4), np.float32))
+        await messages.close()
+
+    try:
+        with caplog.at_level("WARNING", logger="troupe.serving.rank_messages"):
+            asyncio.run(scenario())
+    finally:
+        store.close()
+    events = caplog.text
+    assert "rank_message.read_error" in events and events.count("rank_message.write_error") == 2
