@@ -281,7 +281,8 @@ class DecisionService:
         """
         rng = np.random.default_rng(0)
         zeros6 = np.zeros(6, dtype=np.float32)
-        inputs: dict[str, Callable[[Scorer | None, bool], Awaitable[Decision]]] = {
+        # (scorer or None, per_agent) for the plain problems; (scorer, cost table) for allocate_marca.
+        inputs: dict[str, Callable[[Any, Any], Awaitable[Decision]]] = {
             "rank": lambda sc, per_agent: decide_rank(
                 RankInputs(
                     1,
@@ -316,7 +317,7 @@ class DecisionService:
             ),
             "allocate_marca": lambda sc, table: decide_allocate_marca(
                 AllocateInputs(10.0, 0.5, 0.5, 12.0, 1),
-                sc,
+                sc,  # never None: called only with the policy's scorer
                 table,
                 self.allocate_lambda(),
                 self.default_exploration,
