@@ -21,7 +21,9 @@ Spec (ours):
   - this worker reads its own pending write (read-your-writes within a worker);
   - another worker or replica sees the message up to `flush_after_s` late: a session's next request
     follows the user's next scroll (hundreds of ms at least), and a request that does come earlier
-    starts from the message before — the same soft state the zero-message fallback already accepts;
+    starts from the message before — the same soft state the zero-message fallback already accepts
+    (and the late write then lands after that request's own, so the session's next one reads the older
+    message again);
   - a worker killed with writes pending loses at most `flush_after_s` of messages (those sessions'
     next requests start from their previous message or zero); a clean shutdown flushes them (`close`).
   The decision itself is never held back or lost by this: only the carried message is.

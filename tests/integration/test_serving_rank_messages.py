@@ -121,8 +121,9 @@ def test_a_message_that_does_not_fit_the_served_version_falls_back_to_zero(
     zero = _decide(served, None)["stage_weights"]
     if stored.get(MESSAGE_KEY) is not None and stored["version"] == "v0":
         stored[MESSAGE_KEY] = [0.5] * served.message_size  # the right size, but for another policy version
-    served.store.set_session("session-odd", stored, ttl_s=60)
-    assert _decide(served, "session-odd")["stage_weights"] == zero
+    session = f"session-odd-{uuid.uuid4().hex[:8]}"  # its own: no earlier decision's write-behind lands on it
+    served.store.set_session(session, stored, ttl_s=60)
+    assert _decide(served, session)["stage_weights"] == zero
 
 
 def test_write_behind_reads_its_own_writes_at_once_and_other_workers_within_the_flush_delay() -> None:
