@@ -13,9 +13,11 @@ Per seed s (paired: every policy sees the same evaluation day, common random num
   interval's realised traffic and utilisation (every 8th interval, 64 requests), averaged;
 * MPC vs feedback (serving/balancer.py): MaRCA's agents with λ from `MPCBalancer` on the `CurveLoadModel`
   (fitted on two simulated history days run under a λ-perturbed feedback controller; the diurnal forecast
-  warmed on them; the hour terms read the coming slot) or from `FeedbackBalancer` (the PI fallback), both
-  aiming at `--target` (0.95 of budget); a second MPC row aims at `--target-high` (0.98: the utilisation
-  the MPC holds sits below its target, see docs/marca.md).
+  warmed on them; the hour terms read the coming slot) or from `FeedbackBalancer` (the PI fallback), all
+  aiming at `--target` (0.95 of budget). `mpc` is the served MPC (its plan starts from an observer's
+  estimate and it carries offset-free integral action: serving/balancer.py SERVED_*), `mpc_paper` the
+  paper's plain MPC on the same model. Each controller is warm, as in serving: it runs through day
+  999 + s first and carries its state into the scored day (until 2026-12-04 each started cold at λ = 1).
   Metrics with the paper's definitions (from the authors' published evaluation code): utilisation =
   mean over intervals of min(u, 1); over-utilisation = mean over intervals of max(u − 1, 0), with u =
   compute used / budget. Beside them (ours): the share of intervals over budget and the plain mean of u.
@@ -40,7 +42,14 @@ import torch
 from scipy.stats import spearmanr
 
 from benchmarks.common import Metric, write_result
-from serving.balancer import CurveLoadModel, DiurnalTrafficForecast, FeedbackBalancer, MPCBalancer
+from serving.balancer import (
+    SERVED_ANCHOR_GAIN,
+    SERVED_BIAS_GAIN,
+    CurveLoadModel,
+    DiurnalTrafficForecast,
+    FeedbackBalancer,
+    MPCBalancer,
+)
 from training.algorithms import marca as M
 from training.envs import allocate_oracle as O
 from training.envs.allocate import AllocateConfig, BatchedAllocateSim
@@ -117,10 +126,15 @@ class BalancerLambda:
         initial: float = 1.0,
     ) -> None:
         self.make, self.forecast, self.per_day, self.initial = make, forecast, intervals_per_day, initial
+        self.balancer: MPCBalancer | FeedbackBalancer | None = None
         self.reset()
 
     def reset(self) -> None:
-        self.balancer, self.lam, self._first, self.mpc_steps = self.make(), self.initial, True, 0
+        """A new day: cold (λ = initial) the first time; later days continue where the last ended, as a serving
+        balancer runs day after day (only each day's first, neutral reading is skipped)."""
+        if self.balancer is None:
+            self.balancer, self.lam = self.make(), self.initial
+        self._first, self.mpc_steps = True, 0
 
     def __call__(self, obs: np.ndarray) -> float:
         slot = O.interval_of(obs, self.per_day)
@@ -131,7 +145,7 @@ class BalancerLambda:
                 horizon = self.balancer.horizon
                 self.lam = self.balancer.update(measured, self.forecast.forecast(slot, horizon), self.lam, slot)
                 self.mpc_steps += self.balancer.last_reason == "mpc"
-            else:
+            elif self.balancer is not None:
                 self.lam = self.balancer.update(measured, self.lam)
         self._first = False
         return self.lam
@@ -186,9 +200,9 @@ def pi(target: float) -> FeedbackBalancer:
     return FeedbackBalancer(target_utilisation=target, k_p=PI_GAINS[0], k_i=PI_GAINS[1], lambda_max=LAMBDA_MAX)
 
 
-def evaluate_seed(job: tuple[int, int, int, float, float]) -> dict[str, Any]:
+def evaluate_seed(job: tuple[int, int, int, float]) -> dict[str, Any]:
     """Train every variant on seed s and evaluate all policies on day 1000 + s."""
-    seed, intervals, n, target, target_high = job
+    seed, intervals, n, target = job
     torch.set_num_threads(1)
     config = AllocateConfig()
     day = 1000 + seed
@@ -213,21 +227,28 @@ def evaluate_seed(job: tuple[int, int, int, float, float]) -> dict[str, Any]:
     model, readings = history_for_load_model(learner, cost, config, n, [500 + seed, 600 + seed], target)
     out["load_model_rmse"] = model.rmse
     per_day = config.intervals_per_day
-    for name, aim in (("mpc", target), ("mpc_high", target_high)):
+    for name, anchor_gain, bias_gain in (("mpc", SERVED_ANCHOR_GAIN, SERVED_BIAS_GAIN), ("mpc_paper", 1.0, 0.0)):
 
-        def make(aim: float = aim) -> MPCBalancer:
-            return MPCBalancer(target_utilisation=aim, model=model, lambda_max=LAMBDA_MAX, fallback=pi(aim))
+        def make(anchor_gain: float = anchor_gain, bias_gain: float = bias_gain) -> MPCBalancer:
+            return MPCBalancer(target_utilisation=target, model=model, lambda_max=LAMBDA_MAX, fallback=pi(target),
+                               anchor_gain=anchor_gain, bias_gain=bias_gain)  # fmt: skip
 
         ctl = BalancerLambda(make, warmed_forecast(readings, per_day), per_day)
-        out[name] = run_day(M.MarcaPolicy(learner, cost, ctl), config, n, day)
+        out[name] = run_warm_day(M.MarcaPolicy(learner, cost, ctl), config, n, day)
         out[f"{name}_share"] = ctl.mpc_steps / max(1, per_day - 1)
     feedback = BalancerLambda(lambda: pi(target), warmed_forecast(readings, per_day), per_day)
-    out["feedback"] = run_day(M.MarcaPolicy(learner, cost, feedback), config, n, day)
+    out["feedback"] = run_warm_day(M.MarcaPolicy(learner, cost, feedback), config, n, day)
     print(
         f"seed {seed}: " + ", ".join(f"{k} {v.revenue_per_day:.3f}" for k, v in out.items() if isinstance(v, Day)),
         flush=True,
     )
     return out
+
+
+def run_warm_day(policy: M.MarcaPolicy, config: AllocateConfig, n: int, day: int) -> Day:
+    """`day` scored after the policy's balancer ran through the day before (its state carried over)."""
+    run_day(policy, config, n, day - 1)
+    return run_day(policy, config, n, day)
 
 
 def paired(new: Sequence[Day], base: Sequence[Day]) -> tuple[float, tuple[float, float] | None]:
@@ -259,8 +280,8 @@ def paper_over_utilisation(u: np.ndarray) -> float:
     return float(np.maximum(np.asarray(u, np.float64) - 1.0, 0.0).mean())
 
 
-def summarise(rows: list[dict[str, Any]], target: float, target_high: float) -> list[Metric]:
-    days = {k: [r[k] for r in rows] for k in ("static", "rule", "oracle", *VARIANTS, "mpc", "mpc_high", "feedback")}
+def summarise(rows: list[dict[str, Any]], target: float) -> list[Metric]:
+    days = {k: [r[k] for r in rows] for k in ("static", "rule", "oracle", *VARIANTS, "mpc", "mpc_paper", "feedback")}
     metrics: list[Metric] = []
     lift, ci = paired(days["marca"], days["static"])
     metrics.append(Metric("allocate.marca.revenue_lift_vs_static", lift, "ratio", goal=(">=", 0.15), ci=ci))
@@ -307,8 +328,7 @@ def summarise(rows: list[dict[str, Any]], target: float, target_high: float) -> 
         )
     feedback_util, _ = mean_ci([paper_utilisation(d.utilisation) for d in days["feedback"]])
     feedback_over, _ = mean_ci([paper_over_utilisation(d.utilisation) for d in days["feedback"]])
-    for name in ("mpc", "mpc_high", "feedback"):
-        aim = target_high if name == "mpc_high" else target
+    for name in ("mpc", "mpc_paper", "feedback"):
         is_goal = name == "mpc"
         util, util_ci = mean_ci([paper_utilisation(d.utilisation) for d in days[name]])
         over, over_ci = mean_ci([paper_over_utilisation(d.utilisation) for d in days[name]])
@@ -320,7 +340,7 @@ def summarise(rows: list[dict[str, Any]], target: float, target_high: float) -> 
                 goal=(">=", 0.95) if is_goal else None,
                 ci=util_ci,
                 baseline=None if name == "feedback" else ("allocate.feedback.utilisation", feedback_util),
-                note=f"paper's definition: mean over intervals of min(u, 1); target {aim}",
+                note=f"paper's definition: mean over intervals of min(u, 1); target {target}",
             )
         )
         metrics.append(
@@ -346,7 +366,7 @@ def summarise(rows: list[dict[str, Any]], target: float, target_high: float) -> 
                 f"allocate.{name}.revenue_per_request",
                 float(np.mean([d.revenue_per_day for d in days[name]])),
                 "cents",
-                note=f"MaRCA agents, balancer target {aim}",
+                note=f"MaRCA agents, balancer target {target}",
             )
         )
     value, _ = mean_ci([r["load_model_rmse"] for r in rows])
@@ -371,7 +391,6 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--intervals", type=int, default=96, help="training intervals per variant (96 = one day)")
     p.add_argument("--requests", type=int, default=256, help="requests per interval")
     p.add_argument("--target", type=float, default=0.95, help="utilisation target of the MPC and feedback balancers")
-    p.add_argument("--target-high", type=float, default=0.98, help="target of the second MPC row")
     p.add_argument("--workers", type=int, default=1, help="processes (one seed each; the host is shared)")
     p.add_argument("--quick", action="store_true", help="2 seeds, 32 training intervals, 128 requests")
     args = p.parse_args(argv)
@@ -380,7 +399,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.quick:
         seeds, intervals, n = seeds[:2], 32, 128
     start = time.perf_counter()
-    jobs = [(s, intervals, n, args.target, args.target_high) for s in seeds]
+    jobs = [(s, intervals, n, args.target) for s in seeds]
     rows: list[dict[str, Any]] = []
     with get_context("spawn").Pool(min(args.workers, len(jobs))) as pool:
         # results are rewritten after every finished seed: an interrupted run leaves an honest partial file
@@ -399,7 +418,7 @@ def write_summary(
     seconds: float,
 ) -> None:
     done = sorted(r["seed"] for r in rows)
-    metrics = summarise(sorted(rows, key=lambda r: r["seed"]), args.target, args.target_high)
+    metrics = summarise(sorted(rows, key=lambda r: r["seed"]), args.target)
     command = ("python -m benchmarks.allocate_quality " + " ".join(sys.argv[1:] if argv is None else argv)).strip()
     extra = {
         "seeds": seeds,
@@ -408,7 +427,6 @@ def write_summary(
         "requests_per_interval": n,
         "quick": args.quick,
         "balancer_target": args.target,
-        "balancer_target_high": args.target_high,
         "seconds": seconds,
         "train_seconds": {v: float(np.mean([r[f"{v}_train_s"] for r in rows])) for v in VARIANTS},
     }

@@ -9,7 +9,8 @@ Spec (ours; the paper runs its balancer beside the serving cluster without sayin
   (POST /v1/allocate/balancer/observe). The balancer (serving/balancer.py:
   `MPCBalancer` with the current MaRCA version's load model, its PI fallback
   when the model is missing or not trusted) steps on the *shared* state — the
-  diurnal traffic profile, the PI integral, the last reading — read and written
+  diurnal traffic profile, the PI integral, the MPC observer's bias and
+  one-step prediction, the last reading — read and written
   in one optimistic Redis transaction (`StateStore.update`), so whichever worker
   gets the report continues from the same state and two concurrent reports
   cannot lose a step. Then λ is published with `set_lambda`.
@@ -27,6 +28,8 @@ from typing import Any
 import numpy as np
 
 from serving.balancer import (
+    SERVED_ANCHOR_GAIN,
+    SERVED_BIAS_GAIN,
     BalancerError,
     CurveLoadModel,
     DiurnalTrafficForecast,
@@ -48,6 +51,10 @@ class BalancerSettings:
     slots_per_day: int = 96
     horizon: int = 10
     lambda_max: float = 20.0
+    anchor_gain: float = SERVED_ANCHOR_GAIN
+    """`MPCBalancer.anchor_gain` (serving/balancer.py: where the plan starts; 1 = the paper's plain MPC)."""
+    bias_gain: float = SERVED_BIAS_GAIN
+    """`MPCBalancer.bias_gain` (offset-free integral action; 0 = the paper's plain MPC)."""
 
 
 def step_state(
@@ -76,7 +83,12 @@ def step_state(
         lambda_max=cfg.lambda_max,
         fallback=feedback,
         model=load_model,
+        anchor_gain=cfg.anchor_gain,
+        bias_gain=cfg.bias_gain,
     )
+    # The observer's state, carried between intervals (and processes) like the PI's.
+    mpc.bias = float(state.get("bias", 0.0))
+    mpc.last_prediction = state.get("prediction")
     next_slot = (slot + 1) % cfg.slots_per_day
     lam = mpc.update(utilisation, forecast.forecast(next_slot, cfg.horizon), current_lambda, next_slot)
     return {
@@ -85,6 +97,8 @@ def step_state(
         "level": forecast.level,
         "integral": feedback.integral,
         "base": feedback._base,  # noqa: SLF001
+        "bias": mpc.bias,
+        "prediction": mpc.last_prediction,
         "lambda": lam,
         "utilisation": float(utilisation),
         "traffic": float(traffic),
@@ -137,7 +151,9 @@ class AllocateLambda:
             raise BalancerError(f"lambda: expected a number in [0, {self.cfg.lambda_max}], got {value!r}")
 
         def change(old: dict[str, Any] | None) -> dict[str, Any]:
-            return {**(old or {}), "base": float(value), "integral": 0.0, "lambda": float(value), "controller": "admin"}
+            # No prediction was made for a hand-set λ: the observer starts again from the next reading.
+            fresh = {"base": float(value), "integral": 0.0, "prediction": None}
+            return {**(old or {}), **fresh, "lambda": float(value), "controller": "admin"}
 
         if self.store is None:
             with self._lock:

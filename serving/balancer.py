@@ -29,6 +29,16 @@ Our specification where the paper is silent (marked "ours" below):
   anticipate the evening peak, not react to it.
 * ours: the controller sees utilisation with one interval's lag (what a metrics pipeline delivers);
   `update()` takes last interval's measured utilisation and returns the λ for the coming interval.
+* ours: where the plan starts. The paper anchors the smoothing term at the current utilisation; a
+  reading is one interval's noisy sample (traffic innovation, request mix), and with β = 8 the plan
+  moves only ~16 % of the way from its anchor to the target per interval (α = 0.4), so anchoring on
+  the raw reading makes the plan follow noise, and an over-budget reading is handed to the PI fallback
+  (the guard, below) while an under-budget one is recovered from slowly: utilisation sits ~0.1 below
+  its target (docs/marca.md). `anchor_gain` L blends the reading with the plan's own one-step prediction,
+  Ĉ_0 = Ĉ_pred + L·(measured − Ĉ_pred) — a fixed-gain state observer, the usual companion of an MPC —
+  and `bias_gain` adds integral action on the model's one-step error (offset-free MPC). L = 1 and
+  bias_gain = 0 are the paper's plain MPC; `SERVED_ANCHOR_GAIN` / `SERVED_BIAS_GAIN` are what serving
+  and the benchmarks run (chosen on two seeds of benchmarks/allocate_balancer.py, checked on three others).
 
 λ itself is mutable serving state shared by every worker and replica: the API stores it through the
 shared state store; this module only computes it.
@@ -44,6 +54,11 @@ import numpy as np
 import numpy.typing as npt
 
 FloatArray = npt.NDArray[np.float64]
+
+SERVED_ANCHOR_GAIN = 0.5
+"""`MPCBalancer.anchor_gain` serving runs (ours; module docstring): half reading, half the plan's prediction."""
+SERVED_BIAS_GAIN = 0.3
+"""`MPCBalancer.bias_gain` serving runs (ours; module docstring)."""
 
 LAMBDA_SCALES = tuple(float(x) for x in np.geomspace(0.25, 8.0, 16))
 """Grid of λ_scale values tried when fitting the load model (ours)."""
@@ -447,10 +462,15 @@ class MPCBalancer:
     """Offset-free MPC (ours; 0 = off, the paper's plain MPC): each interval the bias estimate d moves by
     bias_gain × (measured − last one-step prediction) and every predicted Ĉ of the plan is shifted by d —
     integral action against a load model that is off by a persistent amount."""
+    anchor_gain: float = 1.0
+    """Where the plan starts (ours; module docstring): Ĉ_0 = Ĉ_pred + anchor_gain × (measured − Ĉ_pred), Ĉ_pred
+    the last plan's one-step prediction; 1 = the paper's anchoring on the measurement."""
     last_plan: FloatArray | None = field(default=None, init=False)
     last_reason: str = field(default="init", init=False)
     bias: float = field(default=0.0, init=False)
-    _predicted: float | None = field(default=None, init=False)
+    last_prediction: float | None = field(default=None, init=False)
+    """Ĉ of the coming interval the last MPC plan predicted (None after a fallback step); with `bias` the state
+    an observer carries from one interval to the next."""
     _plan_first: float = field(default=0.0, init=False)
 
     def __post_init__(self) -> None:
@@ -464,6 +484,8 @@ class MPCBalancer:
             raise BalancerError(f"beta must be ≥ 0, got {self.beta}")
         if not 0.0 <= self.bias_gain <= 1.0:
             raise BalancerError(f"bias_gain must lie in [0, 1], got {self.bias_gain}")
+        if not 0.0 < self.anchor_gain <= 1.0:
+            raise BalancerError(f"anchor_gain must lie in (0, 1], got {self.anchor_gain}")
         if not 0.0 <= self.lambda_min < self.lambda_max:
             raise BalancerError(f"need 0 ≤ lambda_min < lambda_max, got {self.lambda_min}, {self.lambda_max}")
         if self.fallback is None:
@@ -486,15 +508,17 @@ class MPCBalancer:
         if forecast.shape != (self.horizon,) or not np.isfinite(forecast).all():
             raise BalancerError(f"traffic_forecast must hold {self.horizon} finite values, got shape {forecast.shape}")
         assert self.fallback is not None
-        if self._predicted is not None and self.bias_gain > 0:
-            self.bias += self.bias_gain * (measured - self._predicted)
-        self._predicted = None
+        anchor = measured
+        if self.last_prediction is not None:  # the last interval was planned: correct the bias, blend the anchor
+            self.bias += self.bias_gain * (measured - self.last_prediction)
+            anchor = self.last_prediction + self.anchor_gain * (measured - self.last_prediction)
+        self.last_prediction = None
         fallback_lambda = self.fallback.update(measured, current_lambda)
         if self.model is None or self.model.rmse > self.max_rmse or self.model.theta[3] <= 0:
             # θ₃ ≤ 0 would mean a higher λ buys more compute: the fit is wrong, do not optimise on it.
             self.last_reason = "fallback: no trusted load model"
             return fallback_lambda
-        self.last_plan = self.plan(measured, forecast, next_slot)
+        self.last_plan = self.plan(anchor, forecast, next_slot)
         if measured > 1.0 and self.last_plan[0] < current_lambda:
             # Over budget, and the plan buys *more* compute: with β = 8 the smoothing term anchors the plan at
             # the measurement, and a reading the model cannot reach (a runaway backlog) pulls λ down — a
@@ -503,21 +527,24 @@ class MPCBalancer:
             self.last_reason = "fallback: over budget, the plan lowered λ"
             return fallback_lambda
         self.last_reason = "mpc"
-        self._predicted = self._plan_first
+        self.last_prediction = self._plan_first
         self.fallback.reset(float(self.last_plan[0]))
         return float(self.last_plan[0])
 
-    def plan(self, measured: float, forecast: FloatArray, next_slot: int | None = None) -> FloatArray:
-        """λ_t … λ_{t+N−1} minimising J, by projected gradient on z (the model's transformed λ) in its box."""
+    def plan(self, current: float, forecast: FloatArray, next_slot: int | None = None) -> FloatArray:
+        """λ_t … λ_{t+N−1} minimising J, by projected gradient on z (the model's transformed λ) in its box.
+
+        `current` is Ĉ_0, the utilisation the plan starts from: the measurement, or with `anchor_gain` < 1
+        its blend with the last one-step prediction (`update`)."""
         assert self.model is not None
         if isinstance(self.model, CurveLoadModel):
-            offset, gain = self.model.rollout_affine(measured, forecast, next_slot)
+            offset, gain = self.model.rollout_affine(current, forecast, next_slot)
         else:
-            offset, gain = self.model.rollout_affine(measured, forecast)
+            offset, gain = self.model.rollout_affine(current, forecast)
         offset = offset + self.bias  # 0 unless offset-free (bias_gain > 0)
         weights = self.alpha ** np.arange(1, self.horizon + 1)
-        # Tracking residuals: √w (F + G z − C_m). Smoothing residuals: √(βw) (Ĉ_i − Ĉ_{i−1}), Ĉ_0 = measured.
-        diff_offset = offset - np.concatenate([[measured], offset[:-1]])
+        # Tracking residuals: √w (F + G z − C_m). Smoothing residuals: √(βw) (Ĉ_i − Ĉ_{i−1}), Ĉ_0 = current.
+        diff_offset = offset - np.concatenate([[current], offset[:-1]])
         diff_gain = gain - np.vstack([np.zeros((1, self.horizon)), gain[:-1]])
         a = np.vstack([np.sqrt(weights)[:, None] * gain, np.sqrt(self.beta * weights)[:, None] * diff_gain])
         b = np.concatenate(
