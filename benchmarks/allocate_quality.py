@@ -238,6 +238,9 @@ def evaluate_seed(job: tuple[int, int, int, float]) -> dict[str, Any]:
         out[f"{name}_share"] = ctl.mpc_steps / max(1, per_day - 1)
     feedback = BalancerLambda(lambda: pi(target), warmed_forecast(readings, per_day), per_day)
     out["feedback"] = run_warm_day(M.MarcaPolicy(learner, cost, feedback), config, n, day)
+    # What any λ ≥ 0 controller can reach at this target: the agents at λ = 0 spend all they see value in.
+    at_zero = run_day(M.MarcaPolicy(learner, cost, lambda obs: 0.0), config, n, day).utilisation
+    out["ceiling"] = float(np.minimum(at_zero, target).mean())
     print(
         f"seed {seed}: " + ", ".join(f"{k} {v.revenue_per_day:.3f}" for k, v in out.items() if isinstance(v, Day)),
         flush=True,
@@ -371,6 +374,9 @@ def summarise(rows: list[dict[str, Any]], target: float) -> list[Metric]:
         )
     value, _ = mean_ci([r["load_model_rmse"] for r in rows])
     metrics.append(Metric("allocate.mpc.load_model_rmse", value, "budget"))
+    value, ci = mean_ci([r["ceiling"] for r in rows])
+    metrics.append(Metric("allocate.mpc.ceiling_utilisation", value, "budget", ci=ci,
+                          note=f"MaRCA's agents at λ = 0: mean over intervals of min(u, {target}); no λ ≥ 0 gets more"))  # fmt: skip
     return metrics
 
 
