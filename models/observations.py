@@ -8,6 +8,8 @@ Field order and sizes follow `models/problems.py`.
 
 from __future__ import annotations
 
+from array import array
+
 import numpy as np
 import numpy.typing as npt
 
@@ -357,21 +359,20 @@ _HORIZON_ONE = float(_SEQUENCE_HORIZON_H)
 _LOG1P_HORIZON_ONE = float(_LOG1P_SEQUENCE_HORIZON)
 
 
-def _round32(x: float) -> float:
-    return float(np.float32(x))
-
-
 def _live_sequence_one(seq: list[float]) -> list[float]:
-    """`live_sequence_features` of one row (float32 values as Python floats; rounded where numpy rounds)."""
+    """`live_sequence_features` of one row (float32 values as Python floats). Where numpy rounds an
+    intermediate to float32, `array("f", ...)` does the same for a whole list at once; log1p goes through
+    numpy on the exposures present only (none for a user without history: no numpy call at all)."""
     watch, since = seq[0::2], seq[1::2]
-    hours = [min(_round32(max(s, 0.0) / 3600.0), _HORIZON_ONE) for s in since]
-    logs: list[float] = np.log1p(np.array(hours, dtype=np.float32)).tolist()
-    out: list[float] = []
-    for w, h, lg in zip(watch, hours, logs, strict=True):
-        if h < _HORIZON_ONE:
-            out += [w / 60.0, 1.0 - _round32(lg / _LOG1P_HORIZON_ONE)]
-        else:
-            out += [0.0, 0.0]
+    hours = array("f", [max(s, 0.0) / 3600.0 for s in since]).tolist()
+    present = [i for i, h in enumerate(hours) if h < _HORIZON_ONE]  # min(h, horizon) < horizon
+    out = [0.0] * len(seq)
+    if present:
+        logs: list[float] = np.log1p(np.array([hours[i] for i in present], dtype=np.float32)).tolist()
+        ratios = array("f", [lg / _LOG1P_HORIZON_ONE for lg in logs]).tolist()
+        for i, ratio in zip(present, ratios, strict=True):
+            out[2 * i] = watch[i] / 60.0
+            out[2 * i + 1] = 1.0 - ratio
     return out
 
 
