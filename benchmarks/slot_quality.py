@@ -1,7 +1,8 @@
 """`slot` quality: SL-MGAC against the best threshold rule, greedy insertion and its ablations, 7-day ground truth.
 
     python -m benchmarks.slot_quality [--seeds 1000,1001,1002,1003,1004] [--users 1000] [--iterations 80]
-                                      [--search-rules]
+                                      [--search-rules] [--variants sl_mgac,no_anchor,no_groups]
+                                      [--result slot_quality]
 
 Per seed (a simulated world of benchmarks/headroom_slot.py):
 
@@ -23,7 +24,8 @@ Per seed (a simulated world of benchmarks/headroom_slot.py):
 Also: seed-to-seed std of the lift vs the rule (SL-MGAC vs no-anchor: stability), the critic's
 largest |expected Q| during training against its support (bounded), and the student's ONNX p99
 at batch 1. Not measured here (said in the result): TSCAC and DQN baselines, OPE of SL-MGAC.
-Writes benchmarks/results/slot_quality.json and slot_quality.md.
+Writes benchmarks/results/slot_quality.json and slot_quality.md (`--result NAME`: NAME.json and
+NAME.md instead, e.g. for a reduced run that must not replace the full-size record).
 """
 
 from __future__ import annotations
@@ -119,14 +121,16 @@ def onnx_p99_ms(learner: Any, out_dir: Path, calls: int = 2000) -> float:
     return float(np.percentile(times, 99))
 
 
-def one_seed(seed: int, n_users: int, iterations: int, search: bool, work: Path) -> dict[str, Any]:
+def one_seed(
+    seed: int, n_users: int, iterations: int, search: bool, work: Path, variants: tuple[str, ...] = tuple(VARIANTS)
+) -> dict[str, Any]:
     rule = search_threshold_rules(n_users // 2, seed, seed + SEARCH_OFFSET)[0] if search else RECORDED_RULES[seed][0]
     greedy = ThresholdRule(1)
     out: dict[str, Any] = {"seed": seed, "rule": rule.describe()}
     evals = {"rule": run_users(rule, n_users, seed, seed), "greedy": run_users(greedy, n_users, seed, seed)}
     learners: dict[str, Any] = {}
-    for name, overrides in VARIANTS.items():
-        learner, q_max, secs = train_variant(seed, iterations, overrides, work / f"{seed}-{name}")
+    for name in variants:
+        learner, q_max, secs = train_variant(seed, iterations, VARIANTS[name], work / f"{seed}-{name}")
         learners[name] = learner
         evals[name] = run_users(argmax_policy(learner.actor.log_probs_all), n_users, seed, seed)
         out[f"{name}_q_max"], out[f"{name}_train_s"] = q_max, secs
@@ -153,6 +157,7 @@ def metrics_of(runs: list[dict[str, Any]]) -> list[Metric]:
     def exposure(name: str) -> float:
         return float(np.mean([r["evals"][name]["exposure"] for r in runs]))
 
+    ablations = [name for name in ("no_anchor", "no_groups") if name in runs[0]["evals"]]
     out: list[Metric] = []
     value, lo, hi = lift("sl_mgac", "rule")
     out.append(
@@ -166,7 +171,7 @@ def metrics_of(runs: list[dict[str, Any]]) -> list[Metric]:
             note="7-day total watch time per user-day, paired users pooled over seeds; the student's argmax",
         )
     )
-    for name in ("sl_mgac", "rule", "greedy", "no_anchor", "no_groups", "teacher"):
+    for name in ("sl_mgac", "rule", "greedy", *ablations, "teacher"):
         out.append(Metric(f"slot.{name}.exposure", exposure(name), "ratio", goal=("<=", CAP)))
         out.append(Metric(f"slot.{name}.total_watch_per_user_day", float(pooled(runs, name, "total").mean()), "s"))
         out.append(Metric(f"slot.{name}.return_rate", float(pooled(runs, name, "return_rate").mean()), "share"))
@@ -174,19 +179,20 @@ def metrics_of(runs: list[dict[str, Any]]) -> list[Metric]:
     out.append(Metric("slot.sl_mgac.lift_vs_greedy", value, "ratio", goal=(">=", 0.0), ci=(lo, hi)))
     value, lo, hi = lift("sl_mgac", "greedy", "return_rate")
     out.append(Metric("slot.sl_mgac.return_rate_vs_greedy", value, "ratio", goal=(">=", 0.0), ci=(lo, hi)))
-    for name in ("no_anchor", "no_groups"):
+    for name in ablations:
         value, lo, hi = lift(name, "rule")
         out.append(Metric(f"slot.{name}.lift_vs_rule", value, "ratio", ci=(lo, hi), note="ablation"))
-    std, std_ablation = per_seed_std("sl_mgac"), per_seed_std("no_anchor")
-    out.append(
-        Metric(
-            "slot.sl_mgac.seed_std_ratio_vs_no_anchor",
-            std / max(std_ablation, 1e-12),
-            "ratio",
-            goal=("<=", 0.5),
-            note=f"seed-to-seed std of the lift vs the rule: {std:.4f} (SL-MGAC) vs {std_ablation:.4f} (no anchor)",
+    if "no_anchor" in ablations:
+        std, std_ablation = per_seed_std("sl_mgac"), per_seed_std("no_anchor")
+        out.append(
+            Metric(
+                "slot.sl_mgac.seed_std_ratio_vs_no_anchor",
+                std / max(std_ablation, 1e-12),
+                "ratio",
+                goal=("<=", 0.5),
+                note=f"seed-to-seed std of the lift vs the rule: {std:.4f} (SL-MGAC) vs {std_ablation:.4f} (no anchor)",
+            )
         )
-    )
     q_max = max(r["sl_mgac_q_max"] for r in runs)
     out.append(
         Metric(
@@ -205,14 +211,14 @@ def metrics_of(runs: list[dict[str, Any]]) -> list[Metric]:
             "ratio",
             goal=(">=", -0.01),
             ci=(lo, hi),
-            note="the distilled 23→32→7 student against the teacher it learned from, same users",
+            note=f"the distilled {SLOT.observation_size}→32→7 student against the teacher it learned from, same users",
         )
     )
     out.append(Metric("slot.sl_mgac.student_onnx_p99_ms", max(r["p99_ms"] for r in runs), "ms", note="batch 1, CPU"))
     return out
 
 
-def write_markdown(metrics: list[Metric], runs: list[dict[str, Any]], command: str) -> None:
+def write_markdown(metrics: list[Metric], runs: list[dict[str, Any]], command: str, name: str) -> None:
     lines = [
         f"# slot quality (SL-MGAC) — {len(runs)} seeds, 7-day ground truth, paired users",
         "",
@@ -231,7 +237,7 @@ def write_markdown(metrics: list[Metric], runs: list[dict[str, Any]], command: s
         )
         lines.append(f"| `{m.name}` | {m.value:.4f} {m.unit} | {ci} | {goal} | {met} |")
     lines += ["", "Rules per seed:", ""] + [f"- {r['seed']}: {r['rule']}" for r in runs]
-    (RESULTS / "slot_quality.md").write_text("\n".join(lines) + "\n")
+    (RESULTS / f"{name}.md").write_text("\n".join(lines) + "\n")
 
 
 def main() -> None:
@@ -240,7 +246,18 @@ def main() -> None:
     ap.add_argument("--users", type=int, default=1000, help="evaluation users per seed")
     ap.add_argument("--iterations", type=int, default=80, help="training iterations per variant")
     ap.add_argument("--search-rules", action="store_true", help="search the threshold rules again")
+    ap.add_argument(
+        "--variants", default=",".join(VARIANTS), help=f"SL-MGAC variants to train, among {','.join(VARIANTS)}"
+    )
+    ap.add_argument(
+        "--result",
+        default="slot_quality",
+        help="writes benchmarks/results/<result>.json and .md (reduced runs: rename)",
+    )
     args = ap.parse_args()
+    variants = tuple(v for v in args.variants.split(",") if v)
+    if "sl_mgac" not in variants or not set(variants) <= set(VARIANTS):
+        ap.error(f"--variants: must include sl_mgac, each among {', '.join(VARIANTS)}; got {args.variants}")
     import tempfile
 
     torch.set_num_threads(1)
@@ -248,7 +265,7 @@ def main() -> None:
     runs = []
     with tempfile.TemporaryDirectory(prefix="troupe-slot-quality-") as tmp:
         for seed in [int(s) for s in args.seeds.split(",")]:
-            runs.append(one_seed(seed, args.users, args.iterations, args.search_rules, Path(tmp)))
+            runs.append(one_seed(seed, args.users, args.iterations, args.search_rules, Path(tmp), variants))
     command = (
         "python -m benchmarks.slot_quality "
         + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k != "search_rules")
@@ -259,11 +276,11 @@ def main() -> None:
         "wall_s": round(time.time() - t0, 1),
         "load_average": os.getloadavg(),
         "rules": {r["seed"]: r["rule"] for r in runs},
-        "train_s": {r["seed"]: {k: round(r[f"{k}_train_s"], 1) for k in VARIANTS} for r in runs},
+        "train_s": {r["seed"]: {k: round(r[f"{k}_train_s"], 1) for k in variants} for r in runs},
         "not_measured": "TSCAC and DQN baselines; OPE (NCIS, DR) of SL-MGAC from behaviour logs",
     }
-    write_result("slot_quality", metrics, command, extra)
-    write_markdown(metrics, runs, command)
+    write_result(args.result, metrics, command, extra)
+    write_markdown(metrics, runs, command, args.result)
     for m in metrics:
         print(f"{m.name:45s} {m.value:10.4f} {m.unit} {m.ci or ''}")
 

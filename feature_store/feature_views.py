@@ -3,8 +3,11 @@
 The user view carries exactly what serving puts into observations
 (models/observations.py): `user_activity_group` (0 low, 1 medium, 2 high),
 `user_recent_rates` (7-day mean per request of watch_time/60, click, like,
-follow, comment, share) and `user_live_affinity` (7-day live watch time per
-request / 60, live exposure ratio), plus the scalar 1-day and 7-day rates.
+follow, comment, share), `user_live_affinity` (7-day live watch time per
+request / 60, live exposure ratio) and `user_live_sequence` (the last 5 live
+exposures, most recent first, as flat (live watch seconds, Unix seconds) pairs,
+(0, 0) padding; serving turns the times into ages), plus the scalar 1-day and
+7-day rates.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ def user_fields() -> list[Field]:
     fields += [
         Field(name="user_recent_rates", dtype=Array(Float64)),
         Field(name="user_live_affinity", dtype=Array(Float64)),
+        Field(name="user_live_sequence", dtype=Array(Float64)),
     ]
     for w in WINDOWS:
         fields.append(Field(name=f"requests_{w}", dtype=Int64))

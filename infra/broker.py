@@ -94,7 +94,9 @@ def create_topics(bootstrap: str, topics: dict[str, int], timeout_s: float = 20.
                 if found and len(found) >= partitions:
                     break
                 if time.monotonic() > deadline:
-                    raise BrokerError(f"topic {name!r} has {found} partitions after {timeout_s:.0f} s, wanted {partitions}")
+                    raise BrokerError(
+                        f"topic {name!r} has {found} partitions after {timeout_s:.0f} s, wanted {partitions}"
+                    )
                 time.sleep(0.1)
                 consumer.topics()  # refresh metadata
     finally:

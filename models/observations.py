@@ -8,6 +8,8 @@ Field order and sizes follow `models/problems.py`.
 
 from __future__ import annotations
 
+from array import array
+
 import numpy as np
 import numpy.typing as npt
 
@@ -21,6 +23,8 @@ from models.problems import (
     RANK,
     RANK_SESSION_SIGNAL_DEFAULTS,
     SLOT,
+    SLOT_LIVE_SEQUENCE_HORIZON_H,
+    SLOT_LIVE_SEQUENCE_LENGTH,
 )
 
 FloatArray = npt.NDArray[np.float32]
@@ -134,6 +138,29 @@ def top_k(scores: FloatArray, k: int) -> npt.NDArray[np.int64]:
     return np.take_along_axis(part, order, axis=1).astype(np.int64)
 
 
+# The live sequence's freshness: 1 − log1p(hours since) / log1p(horizon), one float32 constant for both builders.
+_SEQUENCE_HORIZON_H = np.float32(SLOT_LIVE_SEQUENCE_HORIZON_H)
+_LOG1P_SEQUENCE_HORIZON = np.log1p(_SEQUENCE_HORIZON_H)
+
+
+def live_sequence_features(user_live_sequence: npt.ArrayLike) -> FloatArray:
+    """The user's last K live exposures (B, 2K) → the observation's `user_live_sequence` (B, 2K).
+
+    Input pairs, most recent first: (live watch time in seconds, seconds since the exposure);
+    an absent exposure is (0, ≥ the horizon) — e.g. (0, inf), or a Unix time of 0 turned into
+    seconds since. Output pairs: (watch minutes, freshness 1 − log1p(hours) / log1p(168)); an
+    exposure as old as the 7-day horizon (or absent) is (0, 0), so the sequence is zero-padded.
+    """
+    seq = _as_batch(user_live_sequence, 2 * SLOT_LIVE_SEQUENCE_LENGTH, "user_live_sequence")
+    watch, since = seq[:, 0::2], seq[:, 1::2]
+    hours = np.minimum(np.maximum(since, 0.0) / 3600.0, _SEQUENCE_HORIZON_H)
+    recent = hours < _SEQUENCE_HORIZON_H
+    minutes = np.where(recent, watch / 60.0, 0.0)
+    freshness = np.where(recent, 1.0 - np.log1p(hours) / _LOG1P_SEQUENCE_HORIZON, 0.0)
+    out: FloatArray = np.stack([minutes, freshness], axis=2).reshape(seq.shape[0], -1).astype(np.float32)
+    return out
+
+
 def slot_observation(
     user_activity_group: npt.ArrayLike,
     user_recent_rates: npt.ArrayLike,
@@ -142,11 +169,14 @@ def slot_observation(
     user_live_affinity: npt.ArrayLike,
     page_video_watch_time: npt.ArrayLike,
     live_candidate: npt.ArrayLike,
+    user_live_sequence: npt.ArrayLike,
 ) -> FloatArray:
-    """The `slot` observation (B, 23).
+    """The `slot` observation (B, 33).
 
     page_video_watch_time is in seconds (B, K); live_candidate is
-    (predicted live watch time in seconds, quality in [0, 1], audience count), (B, 3).
+    (predicted live watch time in seconds, quality in [0, 1], audience count), (B, 3);
+    user_live_sequence is (B, 10): the last 5 live exposures as (watch seconds, seconds since),
+    see `live_sequence_features`.
     """
     live = _as_batch(live_candidate, 3, "live_candidate")
     live_scaled = live * np.array([1.0 / 60.0, 1.0, 1.0 / 1000.0], dtype=np.float32)
@@ -160,6 +190,7 @@ def slot_observation(
             _as_batch(user_live_affinity, 2, "user_live_affinity"),
             page,
             live_scaled,
+            live_sequence_features(user_live_sequence),
         ],
         axis=1,
     ).astype(np.float32)
@@ -303,10 +334,12 @@ def slot_observation_one(
     user_live_affinity: npt.ArrayLike,
     page_video_watch_time: npt.ArrayLike,
     live_candidate: npt.ArrayLike,
+    user_live_sequence: npt.ArrayLike,
 ) -> FloatArray:
-    """`slot_observation` for one request → observation (23,), equal to the batched row."""
+    """`slot_observation` for one request → observation (33,), equal to the batched row."""
     page = _f32(page_video_watch_time, int(SLOT.settings["page_size"]), "page_video_watch_time")
     live = _f32(live_candidate, 3, "live_candidate")
+    seq = _f32(user_live_sequence, 2 * SLOT_LIVE_SEQUENCE_LENGTH, "user_live_sequence")
     values = [
         *_one_hot(int(user_activity_group)),
         *_f32(user_recent_rates, 6, "user_recent_rates"),
@@ -315,10 +348,32 @@ def slot_observation_one(
         *_f32(user_live_affinity, 2, "user_live_affinity"),
         *[p / 60.0 for p in page],
         *[v * s for v, s in zip(live, _LIVE_SCALE, strict=True)],  # float32 × float32 is exact in float64
+        *_live_sequence_one(seq),
     ]
     obs = np.array(values, dtype=np.float32)
     assert obs.shape[0] == SLOT.observation_size
     return obs
+
+
+_HORIZON_ONE = float(_SEQUENCE_HORIZON_H)
+_LOG1P_HORIZON_ONE = float(_LOG1P_SEQUENCE_HORIZON)
+
+
+def _live_sequence_one(seq: list[float]) -> list[float]:
+    """`live_sequence_features` of one row (float32 values as Python floats). Where numpy rounds an
+    intermediate to float32, `array("f", ...)` does the same for a whole list at once; log1p goes through
+    numpy on the exposures present only (none for a user without history: no numpy call at all)."""
+    watch, since = seq[0::2], seq[1::2]
+    hours = array("f", [max(s, 0.0) / 3600.0 for s in since]).tolist()
+    present = [i for i, h in enumerate(hours) if h < _HORIZON_ONE]  # min(h, horizon) < horizon
+    out = [0.0] * len(seq)
+    if present:
+        logs: list[float] = np.log1p(np.array([hours[i] for i in present], dtype=np.float32)).tolist()
+        ratios = array("f", [lg / _LOG1P_HORIZON_ONE for lg in logs]).tolist()
+        for i, ratio in zip(present, ratios, strict=True):
+            out[2 * i] = watch[i] / 60.0
+            out[2 * i + 1] = 1.0 - ratio
+    return out
 
 
 def allocate_observation_one(

@@ -330,6 +330,12 @@ RANK = ProblemSpec(
 # slot
 # ---------------------------------------------------------------------------
 SLOT_PAGE_SIZE = 6
+# The user's live behaviour sequence (SL-MGAC's target attention reads it): the last K live-stream
+# exposures in the feed, most recent first. K = 5: under a 20 % insertion rate the simulated users'
+# median is 2 exposures per day (90th percentile 6), so 5 covers one to three days of a typical user.
+SLOT_LIVE_SEQUENCE_LENGTH = 5
+# Exposures older than this are dropped from the sequence (the user stats view's 7-day window and TTL).
+SLOT_LIVE_SEQUENCE_HORIZON_H = 168.0
 SLOT = ProblemSpec(
     name="slot",
     description="insert at most one live stream into a page of short videos, and where",
@@ -347,6 +353,13 @@ SLOT = ProblemSpec(
             3,
             "best live stream: predicted live watch time / 60 s, quality in [0, 1], audience / 1000",
         ),
+        ObservationField(
+            "user_live_sequence",
+            2 * SLOT_LIVE_SEQUENCE_LENGTH,
+            f"the user's last {SLOT_LIVE_SEQUENCE_LENGTH} live-stream exposures in the feed, most recent first, "
+            "each (live watch time / 60 s, 0 when the user did not enter; freshness 1 − log1p(hours since) / "
+            f"log1p({SLOT_LIVE_SEQUENCE_HORIZON_H:g})); (0, 0) for no exposure in the last 7 days",
+        ),
     ),
     action=DiscreteAction(
         n=SLOT_PAGE_SIZE + 1, labels=("none", *(f"position_{i}" for i in range(1, SLOT_PAGE_SIZE + 1)))
@@ -361,7 +374,7 @@ SLOT = ProblemSpec(
     default_action=(0.0,),
     default_policy="no live stream",
     onnx_outputs=("logits",),
-    feature_service="slot_v1",
+    feature_service="slot_v2",
     settings={"page_size": float(SLOT_PAGE_SIZE)},
 )
 
@@ -394,7 +407,14 @@ ALLOCATE = ProblemSpec(
     description="computation per request: retrieval channels, pre-rank and rank queue lengths, model tier",
     observation=_ALLOCATE_OBSERVATION,
     action=MultiDiscreteAction(
-        nvec=(2, 2, 2, len(ALLOCATE_QUEUE_LENGTHS_PRE_RANK), len(ALLOCATE_QUEUE_LENGTHS_RANK), len(ALLOCATE_MODEL_TIERS)),
+        nvec=(
+            2,
+            2,
+            2,
+            len(ALLOCATE_QUEUE_LENGTHS_PRE_RANK),
+            len(ALLOCATE_QUEUE_LENGTHS_RANK),
+            len(ALLOCATE_MODEL_TIERS),
+        ),
         names=(*ALLOCATE_CHANNELS, "pre_rank_queue", "rank_queue", "rank_model_tier"),
     ),
     signals=(

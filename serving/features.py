@@ -28,7 +28,14 @@ service>, ...)`. `OnlineFeatures` adds what serving needs on top:
   user_activity_group   "medium" (index 1)             the middle group; no evidence either way
   user_recent_rates     0 for all six rates            a new user has no recent interactions
   user_live_affinity    (0, 0)                         no live watch time, no live exposure yet
+  user_live_sequence    (0, 0) × 5                     no live exposure yet: every pair is padding
   ====================  =============================  ==========================================
+
+`user_live_sequence` is stored as the user's last 5 live exposures, most recent
+first, each (live watch seconds, Unix time of the exposure in seconds); the
+decision turns the times into seconds since (models/observations.py
+`live_sequence_features`), so a time of 0 — padding — is older than the 7-day
+horizon and reads as no exposure.
 
 Features sent in the request (`user_features`) override stored ones.
 """
@@ -49,23 +56,29 @@ import numpy as np
 import numpy.typing as npt
 
 from models.logging import log_event
-from models.problems import ACTIVITY_GROUPS, get_problem
+from models.problems import ACTIVITY_GROUPS, PROBLEMS, SLOT_LIVE_SEQUENCE_LENGTH, get_problem
 
 log = logging.getLogger("troupe.serving.features")
 
 FloatArray = npt.NDArray[np.float32]
 
-USER_FEATURE_SIZES: dict[str, int] = {"user_activity_group": 1, "user_recent_rates": 6, "user_live_affinity": 2}
+USER_FEATURE_SIZES: dict[str, int] = {
+    "user_activity_group": 1,
+    "user_recent_rates": 6,
+    "user_live_affinity": 2,
+    "user_live_sequence": 2 * SLOT_LIVE_SEQUENCE_LENGTH,
+}
 DEFAULT_ACTIVITY_GROUP = ACTIVITY_GROUPS.index("medium")
 USER_FEATURE_DEFAULTS: dict[str, tuple[float, ...]] = {
     "user_activity_group": (float(DEFAULT_ACTIVITY_GROUP),),
     "user_recent_rates": (0.0,) * 6,
     "user_live_affinity": (0.0, 0.0),
+    "user_live_sequence": (0.0,) * (2 * SLOT_LIVE_SEQUENCE_LENGTH),
 }
 # Which stored user features each problem's observation uses.
 PROBLEM_USER_FEATURES: dict[str, tuple[str, ...]] = {
     "rank": ("user_activity_group", "user_recent_rates"),
-    "slot": ("user_activity_group", "user_recent_rates", "user_live_affinity"),
+    "slot": ("user_activity_group", "user_recent_rates", "user_live_affinity", "user_live_sequence"),
     "allocate": ("user_activity_group",),
 }
 ENTITY_KEY = "user_id"
@@ -100,7 +113,7 @@ class FeastFeatureReader:
         return {k: v[0] for k, v in resp.items() if k != ENTITY_KEY}
 
     def ping(self) -> bool:
-        for name in ("rank_v1", "slot_v1", "allocate_v1"):
+        for name in sorted({spec.feature_service for spec in PROBLEMS.values()}):
             try:
                 self._service(name)
                 return True

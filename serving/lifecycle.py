@@ -180,6 +180,13 @@ class ModelManager:
         missing = [o for o in spec.onnx_outputs if o not in {t.name for t in loaded.manifest.outputs}]
         if missing:
             raise RegistryError(f"{problem}/{version}: manifest lacks outputs {missing} required by the spec")
+        if loaded.manifest.feature_service != spec.feature_service:
+            # A new feature-service version means a new observation layout (e.g. slot_v2 added the live sequence).
+            raise RegistryError(
+                f"{problem}/{version} was built for feature service {loaded.manifest.feature_service!r}; this "
+                f"server builds {spec.feature_service!r} observations ({spec.observation_size} values): "
+                "retrain and register a version for it"
+            )
         backends: dict[str | None, InferenceBackend] = {}
         try:
             backends[None] = self.backend_factory(spec, loaded, None)

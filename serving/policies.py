@@ -159,6 +159,7 @@ class SlotInputs:
     hour_of_day: float
     page_video_watch_time: FloatArray  # (K,) seconds
     live_candidates: list[tuple[str, FloatArray]]  # id → (watch time s, quality, audience)
+    user_live_sequence: FloatArray  # (10,) last 5 live exposures: (watch time s, seconds since) pairs
 
 
 def best_live_candidate(cands: list[tuple[str, FloatArray]]) -> tuple[str, FloatArray]:
@@ -178,6 +179,7 @@ async def decide_slot(
         x.user_live_affinity,
         x.page_video_watch_time,
         live,
+        x.user_live_sequence,
     )[None, :]
     if scorer is None:
         action, propensity = int(SLOT.default_action[0]), 1.0

@@ -22,6 +22,7 @@ from models.problems import (
     ALLOCATE_ENTRY_POINTS,
     PREDICTED_SIGNALS,
     RANK_SESSION_SIGNAL_DEFAULTS,
+    SLOT_LIVE_SEQUENCE_LENGTH,
     SLOT_PAGE_SIZE,
 )
 from models.registry import NAME_RE, validate_name
@@ -62,6 +63,16 @@ class UserFeatureOverrides(_Body):
     )
     user_live_affinity: list[Annotated[float, Field(ge=0.0, le=1e6, strict=True)]] | None = Field(
         None, min_length=2, max_length=2, description="live watch time per request / 60 s, live exposure ratio"
+    )
+    user_live_sequence: list[Annotated[float, Field(ge=0.0, le=1e11, strict=True)]] | None = Field(
+        None,
+        min_length=2 * SLOT_LIVE_SEQUENCE_LENGTH,
+        max_length=2 * SLOT_LIVE_SEQUENCE_LENGTH,
+        description=(
+            f"the user's last {SLOT_LIVE_SEQUENCE_LENGTH} live-stream exposures in the feed, most recent first, "
+            "as flat pairs (live watch time in seconds, Unix time of the exposure in seconds); (0, 0) pads a "
+            "shorter history (the stored feature's layout)"
+        ),
     )
 
 

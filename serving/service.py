@@ -21,7 +21,7 @@ import numpy as np
 
 from models.events import DecisionEvent, FeedbackEvent
 from models.logging import log_event
-from models.problems import ALLOCATE_ENTRY_POINTS, RANK, get_problem
+from models.problems import ALLOCATE_ENTRY_POINTS, RANK, SLOT_LIVE_SEQUENCE_LENGTH, get_problem
 from serving.allocate_marca import MarcaCostTable, decide_allocate_marca
 from serving.decision_log import DecisionLogger
 from serving.errors import BadRequestError, InferenceError, ModelNotLoadedError
@@ -104,6 +104,8 @@ class DecisionService:
     breakers: dict[str, CircuitBreaker] = field(default_factory=dict)
     allocate_lambda: Callable[[], float] = field(default=lambda: 1.0)
     """λ of allocate's MaRCA rule, read per decision (serving/allocate_balancer.py `AllocateLambda.current`)."""
+    wall_clock: Callable[[], float] = time.time
+    """Unix seconds now: the live sequence's exposure times are turned into seconds since with it."""
     _ids: random.Random = field(default_factory=random.Random)
 
     def breaker(self, problem: str) -> CircuitBreaker:
@@ -132,8 +134,12 @@ class DecisionService:
             session_signals=req.session_signals(),
         )
 
-    @staticmethod
-    def _slot_inputs(req: SlotRequest, user: UserFeatures) -> SlotInputs:
+    def _slot_inputs(self, req: SlotRequest, user: UserFeatures) -> SlotInputs:
+        # Stored as (watch s, Unix time s) pairs; the observation wants seconds since (padding's time 0 is
+        # decades ago, past the sequence's horizon). In float64 before the observation's float32.
+        stored = user.values["user_live_sequence"]
+        now = self.wall_clock()
+        sequence = [v if i % 2 == 0 else now - v for i, v in enumerate(stored)]
         return SlotInputs(
             user_activity_group=user.activity_group,
             user_recent_rates=user.vector("user_recent_rates"),
@@ -145,6 +151,7 @@ class DecisionService:
                 (c.id, np.array([c.predicted_watch_time, c.quality, c.audience], dtype=np.float32))
                 for c in req.live_candidates
             ],
+            user_live_sequence=np.array(sequence, dtype=np.float32),
         )
 
     @staticmethod
@@ -307,6 +314,7 @@ class DecisionService:
                     12.0,
                     np.ones(6, dtype=np.float32),
                     [("w", np.ones(3, dtype=np.float32))],
+                    np.zeros(2 * SLOT_LIVE_SEQUENCE_LENGTH, dtype=np.float32),
                 ),
                 sc,
                 self.default_exploration,

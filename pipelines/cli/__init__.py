@@ -41,7 +41,11 @@ app.add_typer(ingest.app, name="ingest", help="Kafka → Parquet lake, exactly o
 app.add_typer(dataset.app, name="dataset", help="Build per-problem transition datasets: `troupe dataset build`.")
 app.add_typer(features.app, name="features", help="Feast feature store: `troupe features apply|materialize`.")
 # Policies, evaluation, A/B
-app.add_typer(train.app, name="train", help="Train policies: `troupe train --env pkg.mod:Env --config c.yaml` or `troupe train rank|slot|allocate --algo A --sim|--data D`.")
+app.add_typer(
+    train.app,
+    name="train",
+    help="Train policies: `troupe train --env pkg.mod:Env --config c.yaml` or `troupe train rank|slot|allocate --algo A --sim|--data D`.",
+)
 app.command("evaluate")(evaluate.evaluate)
 app.add_typer(ab.app, name="ab", help="A/B experiment analysis: `troupe ab report --experiment E`.")
 # Serving

@@ -15,8 +15,13 @@ hour instead of one per hour of the calendar).
 Units: a *request* is one request_id with feedback. User rates come from the
 feedback of `rate_problems` (rank by default: rank, slot and allocate
 feedback for one page would otherwise count its watch time several times),
-live affinity from `live_problems` (slot); feedback without a problem counts
-for both. Video stats attribute a rank request's watch time and clicks to
+live affinity and the live sequence from `live_problems` (slot); feedback
+without a problem counts for both. The live sequence of a user row is the
+user's last `SLOT_LIVE_SEQUENCE_LENGTH` live exposures (requests whose feedback
+has live_exposure) before the row's instant, most recent first, as flat pairs
+(live watch seconds, Unix time of the request's first feedback); (0, 0) pads
+it. Times, not ages: a row is served for up to the view's TTL after it was
+written, so serving turns them into ages at decision time. Video stats attribute a rank request's watch time and clicks to
 every video of its final ordering (`candidate_ids`), a request-level
 approximation: feedback carries no per-item signals. Live-stream stats read
 slot decisions whose action shows the live stream `candidate_ids[0]`. Stage
@@ -41,7 +46,12 @@ import pyarrow.parquet as pq
 
 from models.events import DecisionEvent, FeedbackEvent
 from models.logging import log_event
-from models.problems import ALLOCATE_QUEUE_LENGTHS_PRE_RANK, ALLOCATE_QUEUE_LENGTHS_RANK, FEEDBACK_SIGNALS
+from models.problems import (
+    ALLOCATE_QUEUE_LENGTHS_PRE_RANK,
+    ALLOCATE_QUEUE_LENGTHS_RANK,
+    FEEDBACK_SIGNALS,
+    SLOT_LIVE_SEQUENCE_LENGTH,
+)
 from models.settings import TroupeSettings
 from pipelines.jobs.ingest import read_committed
 
@@ -219,6 +229,7 @@ def _empty_tables() -> dict[str, pa.Table]:
     f64, i64, lst = pa.float64(), pa.int64(), pa.list_(pa.float64())
     user = [("user_id", pa.string()), ("event_timestamp", ts), ("created", ts)]
     user += [("user_activity_group", i64), ("user_recent_rates", lst), ("user_live_affinity", lst)]
+    user += [("user_live_sequence", lst)]
     for w in ("1d", "7d"):
         user += [(f"requests_{w}", i64), (f"watch_time_per_request_{w}", f64)]
         user += [(f"{s}_rate_{w}", f64) for s in RATE_SIGNALS]
@@ -316,6 +327,36 @@ def _user_stats(cfg: FeaturesConfig, per_request: pd.DataFrame) -> pd.DataFrame:
         axis=1,
     )
     out["user_live_affinity"] = list(affinity)
+    exposures = live_src[live_src["live_exposure"] > 0]
+    out["user_live_sequence"] = list(_live_sequences(exposures, out, SLOT_LIVE_SEQUENCE_LENGTH))
+    return out
+
+
+def _unix_seconds(ts: pd.Series) -> np.ndarray:
+    return np.asarray((ts - pd.Timestamp(0, tz="UTC")).dt.total_seconds().to_numpy(dtype=float))
+
+
+def _live_sequences(exposures: pd.DataFrame, rows: pd.DataFrame, k: int) -> np.ndarray:
+    """(len(rows), 2k): for each (user_id, event_timestamp) row, the user's last k exposures strictly before
+    event_timestamp, most recent first, as (live watch seconds, Unix seconds) pairs; (0, 0) pads."""
+    out = np.zeros((len(rows), 2 * k))
+    if exposures.empty or rows.empty:
+        return out
+    exposures = exposures.sort_values(["user_id", "timestamp"], kind="stable")
+    times, watch = _unix_seconds(exposures["timestamp"]), exposures["live_watch_time"].to_numpy(dtype=float)
+    by_user = exposures.groupby("user_id", sort=False).indices
+    row_times = _unix_seconds(rows["event_timestamp"])
+    for user, at in rows.groupby("user_id", sort=False).indices.items():
+        mine = by_user.get(user)
+        if mine is None:
+            continue
+        # An hour's row is stamped with the hour's end: an exposure at that instant belongs to the next hour.
+        before = np.searchsorted(times[mine], row_times[at], side="left")
+        for j in range(k):
+            pos = before - 1 - j
+            has = pos >= 0
+            out[at[has], 2 * j] = watch[mine[pos[has]]]
+            out[at[has], 2 * j + 1] = times[mine[pos[has]]]
     return out
 
 

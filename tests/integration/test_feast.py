@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 
 from models.events import DecisionEvent, FeedbackEvent, Signals
+from models.problems import SLOT, SLOT_LIVE_SEQUENCE_LENGTH
 from pipelines.jobs.features import FeaturesConfig, apply, materialize
 from pipelines.jobs.ingest import IngestConfig, commit_events
 from tests.integration._events import decision
@@ -28,7 +29,8 @@ def fb(rid: str, user: str, ts: dt.datetime, problem: str | None, **signals: flo
 
 def lake_events() -> list[DecisionEvent | FeedbackEvent]:
     """alice: day 1 two rank requests (clicked, 120 s and 60 s); day 2 two more (no click, 0 s).
-    Slot feedback for alice: one live exposure with 30 s live watch time. bob: one rank request."""
+    Slot feedback for alice: day 1 one live exposure with 30 s live watch time; day 2 one exposure she did
+    not enter and one page without a live stream. bob: one rank request."""
     t = DAY1 + 10 * H + dt.timedelta(minutes=5)
     u = DAY2 + 10 * H + dt.timedelta(minutes=5)
     events: list[DecisionEvent | FeedbackEvent] = [
@@ -37,6 +39,8 @@ def lake_events() -> list[DecisionEvent | FeedbackEvent]:
         fb("a3", "alice", u, "rank"),
         fb("a4", "alice", u, "rank"),
         fb("a5", "alice", t, "slot", live_watch_time=30, live_exposure=1),
+        fb("a6", "alice", u + dt.timedelta(minutes=2), "slot", live_exposure=1),
+        fb("a7", "alice", u + dt.timedelta(minutes=3), "slot"),
         fb("b1", "bob", t, "rank", share=1, watch_time=6),
         decision(1, problem="allocate", ts=t, request_id="c1", action=[1.0, 1.0, 0.0, 2.0, 1.0, 1.0]),
         fb("c1", "carol", t, "allocate", compute_cost=0.8),
@@ -71,11 +75,17 @@ def test_runtime_repo_lives_under_home(feast_store: tuple[Any, FeaturesConfig]) 
 
 def test_online_features_equal_the_values_computed_from_the_logs(feast_store: tuple[Any, FeaturesConfig]) -> None:
     store, _ = feast_store
-    service = store.get_feature_service("slot_v1")
+    service = store.get_feature_service(SLOT.feature_service)
     got = store.get_online_features(features=service, entity_rows=[{"user_id": "alice"}, {"user_id": "bob"}]).to_dict()
     # alice's latest row (day 2, 11:00) covers 7 days: 4 rank requests, 180 s, 2 clicks, 1 like.
     assert got["user_recent_rates"][0] == pytest.approx([180 / 4 / 60, 0.5, 0.25, 0.0, 0.0, 0.0])
-    assert got["user_live_affinity"][0] == pytest.approx([30 / 60, 1.0])
+    # 3 slot requests, 30 s of live watch time, 2 exposures.
+    assert got["user_live_affinity"][0] == pytest.approx([30 / 3 / 60, 2 / 3])
+    # Her last live exposures, most recent first: day 2's (not entered), day 1's (30 s); then padding.
+    a5, a6 = (DAY1 + 10 * H + dt.timedelta(minutes=5)), (DAY2 + 10 * H + dt.timedelta(minutes=7))
+    padding = [0.0, 0.0] * (SLOT_LIVE_SEQUENCE_LENGTH - 2)
+    assert got["user_live_sequence"][0] == pytest.approx([0.0, a6.timestamp(), 30.0, a5.timestamp(), *padding])
+    assert got["user_live_sequence"][1] == [0.0] * (2 * SLOT_LIVE_SEQUENCE_LENGTH)  # bob: no live exposure
     assert got["user_activity_group"] == [0, 0]
     assert got["user_recent_rates"][1] == pytest.approx([0.1, 0, 0, 0, 0, 1.0])
     rank = store.get_online_features(features=store.get_feature_service("rank_v1"), entity_rows=[{"user_id": "alice"}])
@@ -111,7 +121,13 @@ def test_historical_features_are_point_in_time_correct(feast_store: tuple[Any, F
         }
     )
     df = store.get_historical_features(
-        entity_df=entity_df, features=["user_stats:click_rate_7d", "user_stats:requests_7d", "user_stats:click_rate_1d"]
+        entity_df=entity_df,
+        features=[
+            "user_stats:click_rate_7d",
+            "user_stats:requests_7d",
+            "user_stats:click_rate_1d",
+            "user_stats:user_live_sequence",
+        ],
     ).to_df()
     # Feast's file store may leave out an entity row that matches no feature row: put the rows back in order.
     df = entity_df.merge(df, on=["user_id", "event_timestamp"], how="left")
@@ -119,6 +135,12 @@ def test_historical_features_are_point_in_time_correct(feast_store: tuple[Any, F
     assert (df.loc[1, "click_rate_7d"], df.loc[1, "requests_7d"]) == (1.0, 2)
     assert (df.loc[2, "click_rate_7d"], df.loc[2, "requests_7d"]) == (0.5, 4)
     assert df.loc[2, "click_rate_1d"] == 0.0  # day 1's clicks fell out of the 1-day window
+    # The live sequence as of each instant: day 1's exposure only, then day 2's in front of it.
+    day1 = (DAY1 + 10 * H + dt.timedelta(minutes=5)).timestamp()
+    day2 = (DAY2 + 10 * H + dt.timedelta(minutes=7)).timestamp()
+    padding = [0.0] * (2 * SLOT_LIVE_SEQUENCE_LENGTH)
+    assert list(df.loc[1, "user_live_sequence"]) == pytest.approx([30.0, day1, *padding[2:]])
+    assert list(df.loc[2, "user_live_sequence"]) == pytest.approx([0.0, day2, 30.0, day1, *padding[4:]])
 
 
 def test_redis_online_store(feast_store: tuple[Any, FeaturesConfig], tmp_path: Path) -> None:

@@ -25,7 +25,7 @@ from serving.lifecycle import default_backend_factory
 from serving.settings import ServingSettings
 from tests.support.onnx_models import register_policy
 from tests.support.requests import BODIES, allocate_body, rank_body, slot_body
-from tests.support.serving import KNOWN_USERS, build_feast_store, load, read_topic, uvicorn_thread
+from tests.support.serving import KNOWN_LIVE_SEQUENCES, KNOWN_USERS, build_feast_store, load, read_topic, uvicorn_thread
 
 ADMIN_KEY = "admin-key-7f3c9e"
 ADMIN = {"X-API-Key": ADMIN_KEY}
@@ -102,6 +102,12 @@ def test_each_problem_decides_with_feast_features_and_logs_to_kafka(served: Serv
     assert obs[sl["user_activity_group"]] == activity_one_hot([group])[0].tolist()
     assert obs[sl["user_recent_rates"]] == pytest.approx(rates, rel=1e-6)
     assert obs[sl["user_live_affinity"]] == pytest.approx(affinity, rel=1e-6)
+    # The stored live sequence (watch s, Unix time) becomes (minutes, freshness by the hours since).
+    (watch1, ago1), (watch2, ago2) = KNOWN_LIVE_SEQUENCES["known-high"]
+    fresh = [1.0 - np.log1p(ago / 3600.0) / np.log1p(168.0) for ago in (ago1, ago2)]
+    sequence = obs[sl["user_live_sequence"]]
+    assert sequence[:4] == pytest.approx([watch1 / 60.0, fresh[0], watch2 / 60.0, fresh[1]], abs=2e-3)
+    assert sequence[4:] == [0.0] * (len(sequence) - 4)
     rank_event = events[rank["request_id"]][0]
     assert len(rank_event["observation"]) == 3 * RANK.observation_size
     assert rank_event["candidate_ids"] == rank["ordering"] and rank_event["log_density"] == rank["log_density"]
@@ -115,24 +121,29 @@ def test_each_problem_decides_with_feast_features_and_logs_to_kafka(served: Serv
 
 def test_unknown_user_gets_documented_defaults_and_is_counted(served: Served) -> None:
     c = served.client
-    before = _metric(
-        c.get("/metrics").text, "troupe_feature_defaults_total", problem="slot", feature="user_live_affinity"
-    )
+    features = ("user_live_affinity", "user_live_sequence")
+    text = c.get("/metrics").text
+    before = [_metric(text, "troupe_feature_defaults_total", problem="slot", feature=f) for f in features]
     r = c.post("/v1/decide/slot", json=slot_body("nobody-knows-me"))
     assert r.status_code == 200
-    after = _metric(
-        c.get("/metrics").text, "troupe_feature_defaults_total", problem="slot", feature="user_live_affinity"
-    )
-    assert after == before + 1
+    text = c.get("/metrics").text
+    after = [_metric(text, "troupe_feature_defaults_total", problem="slot", feature=f) for f in features]
+    assert after == [b + 1 for b in before]
     events = read_topic(served.broker.bootstrap_servers, DECISIONS, {r.json()["request_id"]})
     obs = events[r.json()["request_id"]][0]["observation"]
     sl = SLOT.observation_slices()
     assert obs[sl["user_activity_group"]] == [0.0, 1.0, 0.0] and obs[sl["user_recent_rates"]] == [0.0] * 6
+    assert not any(obs[sl["user_live_sequence"]])  # no live exposure: all padding
     # Request features override the store.
     body = slot_body("known-high") | {"user_features": {"user_activity_group": "low"}}
     r2 = c.post("/v1/decide/slot", json=body)
     ev = read_topic(served.broker.bootstrap_servers, DECISIONS, {r2.json()["request_id"]})[r2.json()["request_id"]][0]
     assert ev["observation"][sl["user_activity_group"]] == [1.0, 0.0, 0.0]
+    sent = [120.0, time.time() - 7200.0] + [0.0, 0.0] * 4  # one exposure two hours ago, 2 minutes watched
+    r3 = c.post("/v1/decide/slot", json=slot_body("nobody-knows-me") | {"user_features": {"user_live_sequence": sent}})
+    ev = read_topic(served.broker.bootstrap_servers, DECISIONS, {r3.json()["request_id"]})[r3.json()["request_id"]][0]
+    expected = [2.0, 1.0 - np.log1p(2.0) / np.log1p(168.0)] + [0.0] * 8
+    assert ev["observation"][sl["user_live_sequence"]] == pytest.approx(expected, abs=1e-3)
 
 
 def test_feedback_reaches_the_feedback_topic(served: Served) -> None:

@@ -17,6 +17,7 @@ from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
 from infra.triton.server import TritonServer
+from models.problems import SLOT
 from models.registry import ModelRegistry
 from serving.app import create_app
 from serving.settings import ServingSettings
@@ -92,7 +93,7 @@ def test_export_repo_cli_writes_gpu_configs(
     assert out.exit_code == 0, out.output
     config = (tmp_path / "repo" / "slot__v1" / "config.pbtxt").read_text()
     assert 'platform: "onnxruntime_onnx"' in config and "KIND_GPU" in config and "dynamic_batching" in config
-    assert "dims: [ 23 ]" in config and 'name: "logits"' in config
+    assert f"dims: [ {SLOT.observation_size} ]" in config and 'name: "logits"' in config
     assert (tmp_path / "repo" / "slot__v1" / "1" / "model.onnx").read_bytes() == (
         home / "registry/slot/versions/v1/model.onnx"
     ).read_bytes()

@@ -20,13 +20,16 @@ KNOWN_USERS: dict[str, tuple[int, list[float], list[float]]] = {
     "known-high": (2, [1.5, 0.6, 0.12, 0.02, 0.04, 0.01], [0.8, 0.2]),
     "known-low": (0, [0.2, 0.1, 0.01, 0.0, 0.0, 0.0], [0.0, 0.05]),
 }
+# Their live sequences: (live watch s, seconds before the store was built) of the last exposures, most recent
+# first; stored as (watch s, Unix time) pairs with (0, 0) padding. Users not listed have no exposure.
+KNOWN_LIVE_SEQUENCES: dict[str, list[tuple[float, float]]] = {"known-high": [(150.0, 3600.0), (0.0, 2 * 86_400.0)]}
 
 
 def build_feast_store(repo: Path, users: dict[str, tuple[int, list[float], list[float]]] = KNOWN_USERS) -> Path:
     """A real Feast repo (local provider, SQLite online store) from the project's declarations in feature_store/.
 
     Applies feature_store's entities, views and services (rank_v1, slot_v1,
-    allocate_v1) and writes one `user_stats` row per user straight to the
+    slot_v2, allocate_v1) and writes one `user_stats` row per user straight to the
     online store; the other views stay empty (serving reads only user features).
     """
     import pandas as pd
@@ -56,10 +59,20 @@ def build_feast_store(repo: Path, users: dict[str, tuple[int, list[float], list[
             df[f.name] = [u[1] for u in users.values()]
         elif f.name == "user_live_affinity":
             df[f.name] = [u[2] for u in users.values()]
+        elif f.name == "user_live_sequence":
+            df[f.name] = [_stored_live_sequence(KNOWN_LIVE_SEQUENCES.get(u, []), now.timestamp()) for u in users]
         else:
             df[f.name] = 0 if "requests" in f.name else 0.0
     store.write_to_online_store("user_stats", df)
     return repo
+
+
+def _stored_live_sequence(exposures: list[tuple[float, float]], now: float) -> list[float]:
+    from models.problems import SLOT_LIVE_SEQUENCE_LENGTH
+
+    pairs = [(watch, now - ago) for watch, ago in exposures]
+    pairs += [(0.0, 0.0)] * (SLOT_LIVE_SEQUENCE_LENGTH - len(pairs))
+    return [v for pair in pairs for v in pair]
 
 
 class NullProducer:

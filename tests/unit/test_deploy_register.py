@@ -97,7 +97,7 @@ def test_slot_and_allocate_behaviour_graphs_serve_the_simulators_heuristics(trou
     registry = ModelRegistry(get_settings().registry_dir)
     rng = np.random.default_rng(0)
     slot = register_behaviour_policy(registry, problem="slot", epsilon=0.05)
-    obs = (rng.random((64, 23)) * 5).astype(np.float32)
+    obs = (rng.random((64, get_problem("slot").observation_size)) * 5).astype(np.float32)
     logits = ort.InferenceSession(str(slot.path / "model.onnx")).run(["logits"], {"observation": obs})[0]
     probs = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
     np.testing.assert_allclose(probs, SlotBehaviour(epsilon=0.05).action_probabilities(obs), atol=1e-6)

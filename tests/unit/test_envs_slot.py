@@ -147,3 +147,34 @@ def test_paired_users_are_the_same_people_whatever_the_policy_and_the_row_count(
     never, always = users_met(0, 8), users_met(1, 5)
     assert sorted(never) == list(range(40))
     assert never == always
+
+
+def test_the_live_sequence_observes_each_exposure_and_what_it_brought_without_changing_the_world() -> None:
+    sim, scrambled = _pair(64, seed=5)
+    seq = SLOT.observation_slices()["user_live_sequence"]
+    k = (seq.stop - seq.start) // 2
+    rest = np.ones(SLOT.observation_size, bool)
+    rest[seq] = False
+    assert not sim.observe()[:, seq].any()  # new users: no exposure yet
+    rng, noise = np.random.default_rng(0), np.random.default_rng(1)
+    history: list[list[float]] = [[] for _ in range(sim.n)]  # per row: live minutes of its exposures
+    for _ in range(40):
+        actions = np.where(rng.random(sim.n) < 0.5, rng.integers(1, 7, sim.n), 0)
+        # The sequence is observed, not simulated: a world whose sequences are garbage plays out the same.
+        scrambled.live_sequence_watch[:] = noise.uniform(0, 1e3, scrambled.live_sequence_watch.shape)
+        scrambled.live_sequence_time[:] = noise.uniform(-1e6, 1e6, scrambled.live_sequence_time.shape)
+        obs, rewards, done, info = sim.step(actions)
+        obs_s, rewards_s, _, _ = scrambled.step(actions)
+        for name, value in rewards.items():
+            np.testing.assert_array_equal(value, rewards_s[name])
+        np.testing.assert_array_equal(obs[:, rest], obs_s[:, rest])
+        for row in np.flatnonzero(info["active"] & (actions > 0)):
+            history[row].insert(0, float(rewards["live_watch_time"][row]) / 60.0)
+        for row in np.flatnonzero(done):
+            history[row] = []  # a fresh user takes the row
+        for row in range(sim.n):
+            pairs = obs[row, seq].reshape(k, 2)
+            want = history[row][:k]
+            np.testing.assert_allclose(pairs[: len(want), 0], want, rtol=1e-6)
+            assert (pairs[: len(want), 1] > 0).all() and not pairs[len(want) :].any()
+            assert (np.diff(pairs[: len(want), 1]) <= 0).all()  # most recent first: fresher first

@@ -34,7 +34,9 @@ def test_rank_export_matches_contract_and_registers(tmp_path: Path) -> None:
     assert [i.name for i in sess.get_inputs()] == ["observation"]
     assert [o.name for o in sess.get_outputs()] == ["action_mean", "action_log_std"]
     for batch in (1, 7):
-        mean, log_std = sess.run(None, {"observation": np.random.randn(batch, RANK.observation_size).astype(np.float32)})
+        mean, log_std = sess.run(
+            None, {"observation": np.random.randn(batch, RANK.observation_size).astype(np.float32)}
+        )
         assert mean.shape == (batch, 18) and log_std.shape == (batch, 18)
         assert (mean >= 0).all() and (mean <= 1).all()
     reg = ModelRegistry(tmp_path / "registry")

@@ -30,7 +30,16 @@ def test_observation_builders_match_specs() -> None:
     b = 4
     rank = rank_observation([0, 1, 2, 1], rng.random((b, 6)), [0, 1, 2, 3], [0, 6, 12, 23], rng.random((b, 30, 6)))
     assert rank.shape == (b, get_problem("rank").observation_size) and rank.dtype == np.float32
-    slot = slot_observation([0] * b, rng.random((b, 6)), [1] * b, [5] * b, rng.random((b, 2)), rng.random((b, 6)), rng.random((b, 3)))
+    slot = slot_observation(
+        [0] * b,
+        rng.random((b, 6)),
+        [1] * b,
+        [5] * b,
+        rng.random((b, 2)),
+        rng.random((b, 6)),
+        rng.random((b, 3)),
+        rng.random((b, 10)),
+    )
     assert slot.shape == (b, get_problem("slot").observation_size)
     alloc = allocate_observation([10.0] * b, [0.5] * b, [0.2] * b, [3] * b, [2] * b)
     assert alloc.shape == (b, get_problem("allocate").observation_size)

@@ -162,3 +162,18 @@ def test_promote_and_rollback_refuse_a_model_onnxruntime_cannot_run(tmp_path: Pa
     with pytest.raises(IntegrityError):
         reg.rollback("slot")
     assert reg.current_version("slot") == "v3"
+
+
+def test_serving_refuses_a_version_built_for_another_feature_service(tmp_path: Path) -> None:
+    # These versions are the slot layout before the live sequence (slot_v1, 23 inputs): a server that builds
+    # slot_v2 observations says so instead of failing on a tensor shape.
+    import asyncio
+
+    from serving.backends import OnnxRuntimeBackend
+    from serving.lifecycle import ModelManager
+
+    reg = ModelRegistry(tmp_path / "registry")
+    register(reg, tmp_path, "v1")
+    manager = ModelManager(reg, ["slot"], lambda spec, loaded, agent: OnnxRuntimeBackend(loaded.model_path, ["logits"]))
+    with pytest.raises(RegistryError, match="'slot_v1'.*'slot_v2' observations \\(33 values\\)"):
+        asyncio.run(manager.ensure_loaded("slot", "v1"))

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from models.problems import SLOT
 from models.registry import ModelRegistry
 from serving.backends import OnnxRuntimeBackend, gpu_present, ort_providers, triton_model_name
 from serving.errors import InferenceError
@@ -26,7 +27,7 @@ def test_cpu_host_gets_the_cpu_provider_only(slot_model: Path) -> None:
     backend = OnnxRuntimeBackend(slot_model, ["logits"], intra_op_threads=2)
     assert backend.session.get_providers() == ["CPUExecutionProvider"]
     assert backend.session.get_session_options().intra_op_num_threads == 2
-    out = asyncio.run(backend.score({"observation": np.zeros((3, 23), np.float32)}))
+    out = asyncio.run(backend.score({"observation": np.zeros((3, SLOT.observation_size), np.float32)}))
     assert out["logits"].shape == (3, 7) and out["logits"].dtype == np.float32
 
 

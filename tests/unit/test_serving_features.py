@@ -160,3 +160,35 @@ async def test_ttl_jitter_spreads_expiries_within_the_stated_fraction() -> None:
 def test_bad_cache_settings_are_refused_naming_the_field(bad: dict[str, float]) -> None:
     with pytest.raises(ValueError, match=next(iter(bad))):
         OnlineFeatures(None, **bad)  # type: ignore[arg-type]
+
+
+class StoredReader:
+    """Answers a fixed stored dict for every user."""
+
+    def __init__(self, stored: dict[str, Any]) -> None:
+        self.stored = stored
+
+    def read(self, feature_service: str, user_id: str) -> dict[str, Any]:
+        return dict(self.stored)
+
+    def ping(self) -> bool:
+        return True
+
+
+@_sync
+async def test_slot_reads_the_live_sequence_and_defaults_a_malformed_one_to_padding() -> None:
+    sequence = [90.0, 1.7e9, 0.0, 1.69e9] + [0.0] * 6
+    counted: list[tuple[str, str]] = []
+    got = await OnlineFeatures(StoredReader({"user_live_sequence": sequence}), ttl_s=0.0).get("slot", "u1")
+    assert got.values["user_live_sequence"] == tuple(sequence)
+    assert "user_live_sequence" not in got.defaulted
+    for bad in (sequence[:-2], [*sequence[:-1], float("nan")], None):
+        features = OnlineFeatures(
+            StoredReader({"user_live_sequence": bad}), ttl_s=0.0, on_default=lambda p, f: counted.append((p, f))
+        )
+        got = await features.get("slot", "u1")
+        assert got.values["user_live_sequence"] == USER_FEATURE_DEFAULTS["user_live_sequence"] == (0.0,) * 10
+        assert "user_live_sequence" in got.defaulted
+    assert counted.count(("slot", "user_live_sequence")) == 3
+    # Other problems do not read it.
+    assert "user_live_sequence" not in (await OnlineFeatures(StoredReader({}), ttl_s=0.0).get("rank", "u1")).values

@@ -9,6 +9,7 @@ from models.observations import (
     allocate_observation,
     allocate_observation_one,
     fusion_scores,
+    live_sequence_features,
     rank_observation,
     rank_observation_one,
     slot_observation,
@@ -16,7 +17,7 @@ from models.observations import (
     top_k,
     top_k_one,
 )
-from models.problems import SLOT_PAGE_SIZE
+from models.problems import SLOT_LIVE_SEQUENCE_LENGTH, SLOT_PAGE_SIZE
 
 N_CASES = 3000
 
@@ -43,8 +44,31 @@ def test_slot_single_equals_batched_row() -> None:
         affinity = _magnitude(rng, 2)
         page = _magnitude(rng, SLOT_PAGE_SIZE)
         live = np.array([rng.uniform(0, 86_400), rng.uniform(0, 1), rng.uniform(0, 1e9)])
-        batched = slot_observation([group], rates[None], [depth], [hour], affinity[None], page[None], live[None])
-        _same_bits(slot_observation_one(group, rates, depth, hour, affinity, page, live), batched[0])
+        sequence = _live_sequence(rng)
+        batched = slot_observation(
+            [group], rates[None], [depth], [hour], affinity[None], page[None], live[None], sequence[None]
+        )
+        _same_bits(slot_observation_one(group, rates, depth, hour, affinity, page, live, sequence), batched[0])
+
+
+def _live_sequence(rng: np.random.Generator) -> np.ndarray:
+    """(watch s, seconds since) pairs: seconds to weeks ago, padding (0, inf or a Unix time's worth), ties
+    with the 7-day horizon, and exposures a clock skew puts in the future."""
+    k = SLOT_LIVE_SEQUENCE_LENGTH
+    watch = np.where(rng.uniform(0, 1, k) < 0.4, 0.0, rng.exponential(300.0, k))
+    since = 10.0 ** rng.uniform(0, 6.5, k)
+    since = np.where(rng.uniform(0, 1, k) < 0.1, rng.choice([np.inf, 1.7e9, 168 * 3600.0, -5.0]), since)
+    return np.stack([watch, since], axis=1).reshape(-1)
+
+
+def test_live_sequence_is_zero_padded_and_fresher_is_larger() -> None:
+    hour = 3600.0
+    pairs = [(120.0, 0.0), (60.0, hour), (30.0, 24 * hour), (90.0, 168 * hour), (0.0, np.inf)]
+    obs = live_sequence_features(np.array(pairs).reshape(1, -1))[0].reshape(-1, 2)
+    assert obs[:3, 0] == pytest.approx([2.0, 1.0, 0.5])
+    assert obs[0, 1] == 1.0 and 1.0 > obs[1, 1] > obs[2, 1] > 0.0
+    assert obs[1, 1] == pytest.approx(1.0 - np.log(2.0) / np.log(169.0))
+    assert not obs[3:].any()  # as old as the 7-day horizon, and absent: (0, 0)
 
 
 def test_allocate_single_equals_batched_row() -> None:
@@ -102,4 +126,6 @@ def test_single_builders_reject_what_the_batched_ones_reject() -> None:
     with pytest.raises(ValueError, match="candidate_signals"):
         rank_observation_one(0, rates, 0.0, 12.0, np.ones((0, 6)))
     with pytest.raises(ValueError, match="page_video_watch_time"):
-        slot_observation_one(0, rates, 0.0, 12.0, np.zeros(2), np.zeros(SLOT_PAGE_SIZE - 1), np.zeros(3))
+        slot_observation_one(0, rates, 0.0, 12.0, np.zeros(2), np.zeros(SLOT_PAGE_SIZE - 1), np.zeros(3), np.zeros(10))
+    with pytest.raises(ValueError, match="user_live_sequence"):
+        slot_observation_one(0, rates, 0.0, 12.0, np.zeros(2), np.zeros(SLOT_PAGE_SIZE), np.zeros(3), np.zeros(9))

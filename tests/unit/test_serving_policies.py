@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from models.observations import SIGNAL_SCALE
-from models.problems import ALLOCATE, RANK
+from models.problems import ALLOCATE, RANK, SLOT, SLOT_LIVE_SEQUENCE_LENGTH
 from serving.errors import InferenceError
 from serving.exploration import ExplorationConfig
 from serving.policies import (
@@ -94,10 +94,16 @@ def test_slot_picks_position_from_logits_and_offers_best_live() -> None:
         12.0,
         np.full(6, 30.0, np.float32),
         [("weak", np.array([10.0, 0.1, 5.0], np.float32)), ("strong", np.array([200.0, 0.9, 50.0], np.float32))],
+        # One exposure an hour ago with 90 s watched, then padding.
+        np.array([90.0, 3600.0] + [0.0, np.inf] * (SLOT_LIVE_SEQUENCE_LENGTH - 1), np.float32),
     )
+    slices = SLOT.observation_slices()
 
     async def scorer(agent: str | None, obs: np.ndarray) -> dict[str, np.ndarray]:
-        assert obs[0, -3] == pytest.approx(200.0 / 60.0)  # the strong live candidate is observed
+        assert obs[0, slices["live_candidate"].start] == pytest.approx(200.0 / 60.0)  # the strong live candidate
+        sequence = obs[0, slices["user_live_sequence"]]
+        assert sequence[:2] == pytest.approx([1.5, 1.0 - np.log1p(1.0) / np.log1p(168.0)])
+        assert not sequence[2:].any()
         return {"logits": np.array([[0, 0, 0, 5, 0, 0, 0]], np.float32)}
 
     d = asyncio.run(decide_slot(x, scorer, GREEDY, np.random.default_rng(0)))

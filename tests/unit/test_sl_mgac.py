@@ -14,6 +14,8 @@ from models.problems import SLOT
 from training.algorithms.sl_mgac import (
     LIVE,
     PAGE,
+    SEQUENCE,
+    SEQUENCE_LENGTH,
     GroupHeads,
     SLMGACConfig,
     SLMGACLoss,
@@ -49,18 +51,32 @@ def test_group_heads_route_each_row_to_its_own_groups_head() -> None:
     assert shared.heads.out_features == 1
 
 
-def test_target_attention_weights_are_a_distribution_over_the_page_and_follow_the_keys() -> None:
+def test_target_attention_is_the_live_candidate_over_the_users_live_sequence() -> None:
     torch.manual_seed(0)
     enc = SlotEncoder(width=8)
     obs = torch.rand(5, SLOT.observation_size)
+    obs[:, SEQUENCE] = 0.0
+    # Row 0: no exposure; row 1: two (the rest padding); rows 2–4: five.
+    obs[1, SEQUENCE.start : SEQUENCE.start + 4] = torch.tensor([2.0, 0.9, 0.0, 0.4])
+    obs[2:, SEQUENCE] = torch.rand(3, SEQUENCE.stop - SEQUENCE.start) + 0.05
     _, weights = enc.attention(obs)
-    assert weights.shape == (5, PAGE.stop - PAGE.start)
+    assert weights.shape == (5, 1 + SEQUENCE_LENGTH)
     assert torch.allclose(weights.sum(1), torch.ones(5))
-    # The same live stream over a different page attends differently: the page is what it reads.
-    other = obs.clone()
-    other[:, PAGE] = torch.flip(obs[:, PAGE], dims=[1]) * 3.0
-    assert not torch.allclose(enc.attention(other)[1], weights)
-    assert enc(obs).shape == (5, 8)
+    assert weights[0].tolist() == [1.0] + [0.0] * SEQUENCE_LENGTH  # nothing to attend to but the empty slot
+    assert (weights[1, 1:3] > 0).all() and (weights[1, 3:] == 0).all()  # padding gets no weight
+    assert (weights[2:] > 0).all()
+    # The sequence is what it reads: another page leaves the weights alone, another history does not,
+    # and neither does another live candidate (the query).
+    other_page = obs.clone()
+    other_page[:, PAGE] = torch.flip(obs[:, PAGE], dims=[1]) * 3.0
+    assert torch.equal(enc.attention(other_page)[1], weights)
+    other_history = obs.clone()
+    other_history[2:, SEQUENCE] = torch.flip(obs[2:, SEQUENCE], dims=[1]) * 3.0
+    assert not torch.allclose(enc.attention(other_history)[1][2:], weights[2:])
+    other_live = obs.clone()
+    other_live[:, LIVE] = obs[:, LIVE] * 5.0 + 1.0
+    assert not torch.allclose(enc.attention(other_live)[1][1:], weights[1:])
+    assert enc(obs).shape == (5, 8) and torch.isfinite(enc(obs)).all()
 
 
 def _loss(**cfg: object) -> SLMGACLoss:
@@ -150,4 +166,5 @@ def test_the_student_exports_to_onnx_logits_equal_to_torch(tmp_path: Path) -> No
     with torch.no_grad():
         torch_logits = loss.actor.log_probs_all(torch.as_tensor(obs)).numpy()  # type: ignore[operator]
     np.testing.assert_allclose(onnx_logits, torch_logits, atol=1e-5)
-    assert LIVE.stop == SLOT.observation_size
+    # The served student's input follows the observation, the live sequence included (its last field).
+    assert session.get_inputs()[0].shape[1] == SLOT.observation_size == SEQUENCE.stop

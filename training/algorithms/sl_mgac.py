@@ -16,18 +16,22 @@ Feed" (Kuaishou; ../shared/PAPERS.md). What it specifies and what we take:
 
 Specification (ours where marked; the paper publishes neither its reward nor its exact losses):
 
-Observation (23 values, models/problems.py `SLOT`): user (activity group one-hot, recent
+Observation (33 values, models/problems.py `SLOT`): user (activity group one-hot, recent
 rates, session depth, hour, live affinity), the page (6 videos' predicted watch time), the
-live candidate (predicted live watch, quality, audience).
+live candidate (predicted live watch, quality, audience), and the user's live behaviour
+sequence (the last 5 live exposures, most recent first: watch minutes, freshness; (0, 0) pads).
 
 Networks
 * Encoder (one for the teacher actor, one for the critic): the user/context part → MLP → u;
-  the live candidate → linear → q (the *target*); each page video j → linear([w_j, onehot(j)])
-  → k_j. Target attention: c = Σ_j softmax_j(q·k_j/√E) k_j. Trunk: LayerNorm([u, q, c, page])
-  → Linear → ReLU → LayerNorm → h.
-  DEVIATION: the paper attends over the user's behaviour sequence; the slot observation has
-  no sequence feature, so the target (the live stream) attends over the page's videos it
-  would displace — the part of the state that decides the displacement cost.
+  the live candidate → linear → q (the *target*, the query); each exposure i of the sequence
+  → linear([minutes_i, freshness_i, onehot(i)]) → key k_i and value v_i. Target attention,
+  as the paper's (the candidate attends over the user's behaviour sequence):
+  c = Σ_i softmax_i(q·k_i/√E) v_i over the exposures present (freshness > 0) and one learned
+  "no exposure" slot (k_∅, v_∅; ours: a user without history attends to it alone instead of
+  a softmax over nothing). Trunk: LayerNorm([u, q, c, page, sequence]) → Linear → ReLU →
+  LayerNorm → h. The page and the raw sequence enter the trunk directly (ours): the page
+  decides the displacement cost, and the softmax's weights do not say how many recent
+  exposures there were (the simulator's hidden fatigue counts them).
 * Group heads: per activity group g, an actor head (7 logits) and a critic head
   (7 actions × `n_bins` value logits); a row uses its own group's heads
   (`use_groups=False`: one shared head — the "no groups" ablation).
@@ -64,17 +68,21 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from models.problems import SLOT
 from training.rl.data import TransitionBatch
 from training.rl.lagrangian import ConstraintController, PIDLagrangianConfig, measured_constraint_values
 from training.rl.losses import LossConfig, LossModule, MiniBatch, ParamGroup, module_parameters
 from training.rl.registry import register
 
 # The slot observation's layout (models/problems.py SLOT): where each part sits.
+_FIELDS = SLOT.observation_slices()
 N_GROUPS = 3
-USER = slice(0, 14)  # activity one-hot (3), recent rates (6), depth (1), hour (2), live affinity (2)
-PAGE = slice(14, 20)  # the page's 6 videos' predicted watch time / 60 s
-LIVE = slice(20, 23)  # live candidate: predicted watch / 60 s, quality, audience / 1000
+USER = slice(0, _FIELDS["user_live_affinity"].stop)  # activity (3), rates (6), depth, hour (2), live affinity (2)
+PAGE = _FIELDS["page_video_watch_time"]  # the page's 6 videos' predicted watch time / 60 s
+LIVE = _FIELDS["live_candidate"]  # live candidate: predicted watch / 60 s, quality, audience / 1000
+SEQUENCE = _FIELDS["user_live_sequence"]  # last 5 live exposures: (watch minutes, freshness) pairs
 PAGE_SIZE = PAGE.stop - PAGE.start
+SEQUENCE_LENGTH = (SEQUENCE.stop - SEQUENCE.start) // 2
 SECONDS_PER_UNIT = 60.0  # rewards in minutes: one scale for live and short-video watch
 
 
@@ -159,31 +167,42 @@ def two_hot(values: Tensor, support: Tensor) -> Tensor:
 
 
 class SlotEncoder(nn.Module):
-    """User/context MLP + target attention of the live candidate over the page's videos + LayerNorm trunk."""
+    """User/context MLP + target attention of the live candidate over the user's live behaviour sequence
+    + LayerNorm trunk."""
 
     def __init__(self, width: int) -> None:
         super().__init__()
         self.width = width
+        seq_size = SEQUENCE.stop - SEQUENCE.start
         self.user = nn.Sequential(nn.Linear(USER.stop - USER.start, width), nn.ReLU())
         self.target = nn.Linear(LIVE.stop - LIVE.start, width)
-        self.video = nn.Linear(1 + PAGE_SIZE, width)  # watch time and the position (one-hot)
-        self.register_buffer("positions", torch.eye(PAGE_SIZE))
-        self.trunk = nn.Sequential(
-            nn.LayerNorm(3 * width + PAGE_SIZE), nn.Linear(3 * width + PAGE_SIZE, width), nn.ReLU(), nn.LayerNorm(width)
-        )
+        self.key = nn.Linear(2 + SEQUENCE_LENGTH, width)  # watch minutes, freshness, the position (one-hot)
+        self.value = nn.Linear(2 + SEQUENCE_LENGTH, width)
+        self.empty_key = nn.Parameter(torch.zeros(width))
+        self.empty_value = nn.Parameter(torch.zeros(width))
+        self.register_buffer("positions", torch.eye(SEQUENCE_LENGTH))
+        trunk_in = 3 * width + PAGE_SIZE + seq_size
+        self.trunk = nn.Sequential(nn.LayerNorm(trunk_in), nn.Linear(trunk_in, width), nn.ReLU(), nn.LayerNorm(width))
 
     def attention(self, obs: Tensor) -> tuple[Tensor, Tensor]:
-        """(context (B, E), weights (B, 6)) of the live candidate's attention over the page's videos."""
-        page = obs[:, PAGE]
-        tokens = torch.cat([page[..., None], self.positions.expand(obs.shape[0], -1, -1)], dim=-1)
-        keys = self.video(tokens)  # (B, 6, E)
+        """(context (B, E), weights (B, 1 + 5)) of the live candidate's attention over the user's last
+        exposures; weight 0 is the "no exposure" slot, weights of absent exposures are 0."""
+        batch = obs.shape[0]
+        sequence = obs[:, SEQUENCE].reshape(batch, SEQUENCE_LENGTH, 2)
+        present = sequence[..., 1] > 0.0  # freshness 0: padding, or as old as the horizon
+        tokens = torch.cat([sequence, self.positions.expand(batch, -1, -1)], dim=-1)
+        keys = torch.cat([self.empty_key.expand(batch, 1, -1), self.key(tokens)], dim=1)  # (B, 1 + 5, E)
+        values = torch.cat([self.empty_value.expand(batch, 1, -1), self.value(tokens)], dim=1)
         query = self.target(obs[:, LIVE])  # (B, E)
-        weights = torch.softmax((keys @ query[..., None]).squeeze(-1) / math.sqrt(self.width), dim=-1)
-        return (weights[..., None] * keys).sum(1), weights
+        scores = (keys @ query[..., None]).squeeze(-1) / math.sqrt(self.width)
+        attend = torch.cat([torch.ones_like(present[:, :1]), present], dim=1)
+        weights = torch.softmax(scores.masked_fill(~attend, float("-inf")), dim=-1)
+        return (weights[..., None] * values).sum(1), weights
 
     def forward(self, obs: Tensor) -> Tensor:
         context, _ = self.attention(obs)
-        return self.trunk(torch.cat([self.user(obs[:, USER]), self.target(obs[:, LIVE]), context, obs[:, PAGE]], -1))
+        parts = [self.user(obs[:, USER]), self.target(obs[:, LIVE]), context, obs[:, PAGE], obs[:, SEQUENCE]]
+        return self.trunk(torch.cat(parts, -1))
 
 
 class GroupHeads(nn.Module):
@@ -244,8 +263,10 @@ class SLMGACLoss(LossModule):
         spec = self.task
         if spec.signal_names[:4] != ("live_watch_time", "watch_time", "session_end", "live_exposure"):
             raise ValueError(f"sl_mgac: needs the slot task's signals, got {spec.signal_names}")
-        if spec.obs_size != LIVE.stop:
-            raise ValueError(f"sl_mgac: needs the slot observation ({LIVE.stop} values), got {spec.obs_size}")
+        if spec.obs_size != SLOT.observation_size:
+            raise ValueError(
+                f"sl_mgac: needs the slot observation ({SLOT.observation_size} values), got {spec.obs_size}"
+            )
         cfg = self.cfg
         n_actions = PAGE_SIZE + 1
         self.teacher = Teacher(cfg.width, n_actions, cfg.use_groups)

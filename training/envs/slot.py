@@ -28,7 +28,13 @@ group but not the hidden fatigue (ours: a model trained on long-run logs misses
 the short-run wear). What the prediction leaves out — the group's tolerance
 ζ_g, the fatigue F_u (observed only through the 7-day exposure ratio), the page
 the stream displaces — is what a state-aware policy can learn and a threshold
-on the prediction cannot.
+on the prediction cannot. The observation also carries the user's live
+behaviour sequence (`user_live_sequence`: the last 5 exposures, most recent
+first, each with the live watch time it brought — 0 when the user did not
+enter — and how long ago it was). It adds nothing to the dynamics; it is the
+observable trace of two hidden quantities that drive them: the watch time of
+an entry grows with τ_u, and F_u is a count of recent exposures that fades
+with the days away.
 
 Inserting raises today's live watch time, but each exposure costs the
 (mostly live-averse) user experience, so sessions shorten and fewer users come
@@ -47,9 +53,10 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
+import numpy.typing as npt
 
 from models.observations import slot_observation, top_k
-from models.problems import SLOT
+from models.problems import SLOT, SLOT_LIVE_SEQUENCE_LENGTH
 from training.envs.world import (
     ALL_ROWS,
     N_GROUPS,
@@ -181,7 +188,7 @@ class _KeyedSpawn:
 class BatchedSlotSim(BatchedUserSim):
     """N users of the `slot` problem stepped at once.
 
-    reset(seed) → obs (N, 23); step(actions (N,) ints in 0..K) → (obs, rewards, done, info)
+    reset(seed) → obs (N, 33); step(actions (N,) ints in 0..K) → (obs, rewards, done, info)
     with rewards = {signal: (N,) float32} for every spec signal (main:
     "live_watch_time"). See training/envs/__init__.py for the info keys.
     """
@@ -213,6 +220,10 @@ class BatchedSlotSim(BatchedUserSim):
         """(24, L) bool: stream l is on air at hour h (fixed with the catalog)."""
         self.live_fatigue: FloatArray = np.zeros(n, np.float32)
         """(N,) hidden F_u: recent live exposures, recovering by ρ per day away."""
+        self.live_sequence_watch: FloatArray = np.zeros((n, SLOT_LIVE_SEQUENCE_LENGTH), np.float32)
+        """(N, 5) live watch time (s) of each user's last live exposures, most recent first (observed)."""
+        self.live_sequence_time: npt.NDArray[np.float64] = np.full((n, SLOT_LIVE_SEQUENCE_LENGTH), -np.inf)
+        """(N, 5) the user's clock (s) at those exposures; −inf where there was none."""
         if self.config.paired_users:
             self.users.spawn = _KeyedSpawn(self)  # type: ignore[method-assign]
         self._group_tolerance = np.asarray(self.config.group_live_tolerance, np.float32)
@@ -220,7 +231,21 @@ class BatchedSlotSim(BatchedUserSim):
 
     def reset(self, seed: int | None = None) -> FloatArray:
         self.live_fatigue[:] = 0.0
+        self._forget_live_sequence(ALL_ROWS)
         return super().reset(seed)
+
+    def _forget_live_sequence(self, rows: IntArray | slice) -> None:
+        self.live_sequence_watch[rows] = 0.0
+        self.live_sequence_time[rows] = -np.inf
+
+    def _record_live_exposures(self, shown: BoolArray, live_watch: FloatArray, at: npt.NDArray[np.float64]) -> None:
+        """Push the exposures of the rows in `shown` (their live watch s, the clock `at`) onto their sequences."""
+        rows = np.flatnonzero(shown)
+        if rows.size == 0:
+            return
+        for seq, value in ((self.live_sequence_watch, live_watch), (self.live_sequence_time, at)):
+            seq[rows, 1:] = seq[rows, :-1]
+            seq[rows, 0] = value[rows]
 
     @property
     def seed(self) -> int:
@@ -274,8 +299,10 @@ class BatchedSlotSim(BatchedUserSim):
         )
 
     def observe(self, rows: IntArray | slice = ALL_ROWS) -> FloatArray:
-        """The observation (N, 23) of every row (or of `rows`)."""
+        """The observation (N, 33) of every row (or of `rows`)."""
         u = self.users
+        since = u.clock[rows][:, None] - self.live_sequence_time[rows]  # seconds; inf where none
+        sequence = np.stack([self.live_sequence_watch[rows], since.astype(np.float32)], axis=2)
         return slot_observation(
             u.group[rows],
             u.recent_rates[rows],
@@ -284,6 +311,7 @@ class BatchedSlotSim(BatchedUserSim):
             u.live_rates[rows],
             self._page_predicted[rows],
             self._live_candidate[rows],
+            sequence.reshape(sequence.shape[0], -1),
         )
 
     def step(self, actions: Any) -> tuple[FloatArray, dict[str, FloatArray], BoolArray, dict[str, Any]]:
@@ -341,6 +369,7 @@ class BatchedSlotSim(BatchedUserSim):
         duration = watch + live_watch + PAGE_SIZE * world.seconds_between_videos
         day_before = u.day.copy()
         self.live_fatigue += exposed & active
+        self._record_live_exposures(exposed & active, live_watch, timestamp)
         session_end, done = u.after_request(experience, duration, rates, live, self.rng)
         # Tolerance recovers over days: the fatigue of a user who came back Δ days later shrinks by ρ^Δ.
         days_away = u.day - day_before
@@ -358,6 +387,7 @@ class BatchedSlotSim(BatchedUserSim):
         respawned = u.respawn(done, self.rng)
         if respawned.size:
             self.live_fatigue[respawned] = 0.0
+            self._forget_live_sequence(respawned)
             self._next_page(respawned)
             obs[respawned] = self.observe(respawned)
         info: dict[str, Any] = {
