@@ -7,9 +7,7 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import uuid
-from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -21,17 +19,9 @@ from models.registry import ModelRegistry
 from tests.integration.test_serving_uvicorn import REPO, _port
 from tests.support.marca import register_marca
 from tests.support.requests import allocate_body
+from tests.support.waiting import until
 
 KEY = {"X-API-Key": "marca-key"}
-
-
-def _until(check: Callable[[], bool], timeout_s: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        time.sleep(0.05)
-    return check()
 
 
 def test_a_tampered_cost_table_is_refused(tmp_path: Path) -> None:
@@ -73,7 +63,7 @@ def test_two_workers_decide_with_one_shared_lambda(tmp_path: Path, kafka_broker:
     proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
         base = f"http://127.0.0.1:{port}"
-        ready = _until(lambda: _ready(base), 60.0)
+        ready = until(lambda: _ready(base), 60.0)
         assert ready, proc.poll()
         body = allocate_body("u0", seed=3)
         with httpx.Client(base_url=base, timeout=5.0) as c:
@@ -90,10 +80,10 @@ def test_two_workers_decide_with_one_shared_lambda(tmp_path: Path, kafka_broker:
             assert r.status_code == 422 and "value" in r.text
 
             assert c.put("/v1/allocate/lambda", json={"value": 0.0}, headers=KEY).status_code == 200
-            assert _until(lambda: lambdas_seen() == {0.0})
+            assert until(lambda: lambdas_seen() == {0.0}, timeout_s=10.0)
             rich = c.post("/v1/decide/allocate", json=body).json()
             assert c.put("/v1/allocate/lambda", json={"value": 20.0}, headers=KEY).json()["value"] == 20.0
-            assert _until(lambda: lambdas_seen() == {20.0})  # every worker follows Redis
+            assert until(lambda: lambdas_seen() == {20.0}, timeout_s=10.0)  # every worker follows Redis
             lean = c.post("/v1/decide/allocate", json=body).json()
             assert lean["estimated_cost"] < rich["estimated_cost"]  # a higher λ buys less compute
 
@@ -104,12 +94,14 @@ def test_two_workers_decide_with_one_shared_lambda(tmp_path: Path, kafka_broker:
                           headers=KEY).json()  # fmt: skip
             assert before == 20.0 and step["controller"] == "mpc" and step["value"] > 2.0, step
             assert step["utilisation"] == 1.3 and step["steps"] == 1
-            assert _until(lambda: lambdas_seen() == {step["value"]})
+            assert until(lambda: lambdas_seen() == {step["value"]}, timeout_s=10.0)
             bad = c.post("/v1/allocate/balancer/observe", json={"utilisation": 1.0, "traffic": 1.0, "slot": 96},
                          headers=KEY)  # fmt: skip
             assert bad.status_code == 422 and "slot" in bad.text
             # both gauges on /metrics (each worker refreshes its live gauges once a second)
-            assert _until(lambda: _gauges(c.get("/metrics").text) == (step["value"], 1.3)), c.get("/metrics").text
+            assert until(lambda: _gauges(c.get("/metrics").text) == (step["value"], 1.3), timeout_s=10.0), c.get(
+                "/metrics"
+            ).text
     finally:
         proc.send_signal(signal.SIGINT)
         try:

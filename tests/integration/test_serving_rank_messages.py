@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,6 +26,7 @@ from serving.settings import ServingSettings
 from serving.state_store import StateStore
 from tests.support.requests import rank_body
 from tests.support.serving import build_feast_store
+from tests.support.waiting import until
 from training.algorithms import ma_rdpg
 from training.export import register_policy
 from training.rl.task import TaskSpec
@@ -72,15 +73,6 @@ def served(tmp_path_factory: pytest.TempPathFactory, kafka_broker: EmbeddedBroke
         store.close()
 
 
-def _until(check: Callable[[], bool], timeout_s: float = 3.0) -> bool:
-    end = time.monotonic() + timeout_s
-    while time.monotonic() < end:
-        if check():
-            return True
-        time.sleep(0.005)
-    return check()
-
-
 def _decide(served: Served, session_id: str | None) -> dict[str, Any]:
     body = rank_body("known-high")
     if session_id is not None:
@@ -95,7 +87,7 @@ def _decide(served: Served, session_id: str | None) -> dict[str, Any]:
 def test_the_session_message_is_carried_across_requests_and_expires(served: Served) -> None:
     first = _decide(served, "session-a")
     # write-behind (serving/rank_messages.py): in Redis within flush_after_s of the answer
-    assert _until(lambda: served.store.get_session("session-a") is not None)
+    assert until(lambda: served.store.get_session("session-a") is not None)
     stored = served.store.get_session("session-a")
     assert stored is not None and stored["version"] == "v1" and len(stored[MESSAGE_KEY]) == served.message_size
     assert any(v != 0.0 for v in stored[MESSAGE_KEY])
@@ -104,7 +96,7 @@ def test_the_session_message_is_carried_across_requests_and_expires(served: Serv
     second = _decide(served, "session-a")
     # the same request with the carried message: other weights than from the session's zero message
     assert second["stage_weights"] != first["stage_weights"]
-    assert _until(lambda: served.store.get_session("session-a")[MESSAGE_KEY] != stored[MESSAGE_KEY])
+    assert until(lambda: served.store.get_session("session-a")[MESSAGE_KEY] != stored[MESSAGE_KEY])
     # a new session, and a request without a session id, start from the zero message
     assert _decide(served, "session-b")["stage_weights"] == first["stage_weights"]
     assert _decide(served, None)["stage_weights"] == first["stage_weights"]

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import threading
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,17 +14,9 @@ from serving.errors import ExperimentError
 from serving.experiments import Experiment, ExperimentStore
 from serving.settings import ServingSettings
 from serving.state_store import StateStore, StateStoreError, open_state_store
+from tests.support.waiting import until
 
 URL = "redis://127.0.0.1:6379/7"
-
-
-def _until(check: Callable[[], bool], timeout_s: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        time.sleep(0.02)
-    return check()
 
 
 @pytest.fixture
@@ -50,19 +41,19 @@ def test_a_write_in_one_process_reaches_the_others_cache_and_watchers(pair: tupl
     b.watch("things", lambda name, value: seen.append((name, value)))
     a.set("things", "x", {"n": 1})
     assert a.get("things", "x") == {"n": 1}, "read-your-writes"
-    assert _until(lambda: b.get("things", "x") == {"n": 1})
+    assert until(lambda: b.get("things", "x") == {"n": 1})
     assert ("x", {"n": 1}) in seen
     a.delete("things", "x")
-    assert _until(lambda: b.get("things", "x") is None) and ("x", None) in seen
+    assert until(lambda: b.get("things", "x") is None) and ("x", None) in seen
     assert a.set("things", "y", 1) is not False and a.set("things", "y", 2, only_new=True) is False
-    assert _until(lambda: b.items("things") == {"y": 1})
+    assert until(lambda: b.items("things") == {"y": 1})
 
 
 def test_a_change_missed_by_the_listener_is_picked_up_by_the_resync(pair: tuple[StateStore, StateStore]) -> None:
     a, b = pair
     b.cache("things")
     a._redis.set(a.key("things", "silent"), b"42")  # written without a change message
-    assert _until(lambda: b.get("things", "silent") == 42, timeout_s=5.0)
+    assert until(lambda: b.get("things", "silent") == 42, timeout_s=5.0)
 
 
 def test_updates_are_atomic_across_processes(pair: tuple[StateStore, StateStore]) -> None:
@@ -85,12 +76,12 @@ def test_lambda_and_session_helpers(pair: tuple[StateStore, StateStore]) -> None
     b.cache("mpc_lambda")
     assert a.get_lambda("allocate") is None
     a.set_lambda("allocate", 0.75)
-    assert _until(lambda: b.get_lambda("allocate") == 0.75)
+    assert until(lambda: b.get_lambda("allocate") == 0.75)
     with pytest.raises(ValueError, match="finite"):
         a.set_lambda("allocate", float("nan"))
     a.set_session("session/with:odd chars", {"messages": [1, 2]}, ttl_s=0.3)
     assert b.get_session("session/with:odd chars") == {"messages": [1, 2]}
-    assert _until(lambda: b.get_session("session/with:odd chars") is None, timeout_s=3.0), "expired"
+    assert until(lambda: b.get_session("session/with:odd chars") is None, timeout_s=3.0), "expired"
 
 
 def test_experiments_are_shared_and_the_yaml_only_seeds(pair: tuple[StateStore, StateStore], tmp_path: Path) -> None:
@@ -102,7 +93,7 @@ def test_experiments_are_shared_and_the_yaml_only_seeds(pair: tuple[StateStore, 
     second = ExperimentStore.from_yaml(tmp_path / "e.yaml").attach(b)  # seeds again: nothing changes
     assert first.running_for("slot") is not None and second.running_for("slot") is not None
     first.update_weights("slot-a", {"treatment": 0.0})
-    assert _until(lambda: [x.weight for x in second.get("slot-a").arms] == [1.0, 0.0])
+    assert until(lambda: [x.weight for x in second.get("slot-a").arms] == [1.0, 0.0])
     # A third worker starting from the same YAML keeps what Redis has (the weights changed above).
     third = ExperimentStore.from_yaml(tmp_path / "e.yaml").attach(StateStore(URL, a.prefix).start())
     assert [x.weight for x in third.get("slot-a").arms] == [1.0, 0.0]
@@ -110,9 +101,9 @@ def test_experiments_are_shared_and_the_yaml_only_seeds(pair: tuple[StateStore, 
     with pytest.raises(ExperimentError, match="already runs"):
         second.create(Experiment.model_validate({**exp, "name": "slot-b"}))
     second.stop("slot-a")
-    assert _until(lambda: first.running_for("slot") is None)
+    assert until(lambda: first.running_for("slot") is None)
     first.create(Experiment.model_validate({**exp, "name": "slot-b", "problem": "slot"}))
-    assert _until(lambda: (second.running_for("slot") or Experiment.model_validate(exp)).name == "slot-b")
+    assert until(lambda: (second.running_for("slot") or Experiment.model_validate(exp)).name == "slot-b")
     assert {e.name for e in second.all()} == {"slot-a", "slot-b"}
 
 
