@@ -81,7 +81,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--parallel", type=int, default=1, help="runs at once (each slows the others)")
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds before a run is counted as failed")
     parser.add_argument("--root", type=Path, default=None, help="folder for the runs (default: a temp folder)")
-    parser.add_argument("--vary-seed", action="store_true", help="run k gets --seed k (default: every run the default seed)")
+    parser.add_argument(
+        "--vary-seed", action="store_true", help="run k gets --seed k (default: every run the default seed)"
+    )
     args = parser.parse_args(argv)
     root = args.root or Path(tempfile.mkdtemp(prefix="troupe-demo-runs-"))
     load_before = os.getloadavg()[0]
