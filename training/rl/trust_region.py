@@ -92,13 +92,19 @@ def actor_at(actor: nn.Module, anchor: dict[str, Tensor], step: float) -> nn.Mod
     return out.eval()
 
 
+def _exported(actor: nn.Module) -> nn.Module:
+    """The module whose forward(observation) gives the ONNX outputs (training/export.py's rule)."""
+    export_module = getattr(actor, "export_module", None)
+    return export_module() if callable(export_module) else actor
+
+
 class StdFloor(nn.Module):
     """(mean, max(log σ, log σ_bc)): the actor's exported outputs with log σ floored at the cloned actor's."""
 
     def __init__(self, actor: nn.Module, cloned: nn.Module) -> None:
         super().__init__()
-        self.actor = actor.export_module() if hasattr(actor, "export_module") else actor
-        self.cloned = cloned.export_module() if hasattr(cloned, "export_module") else cloned
+        self.actor: nn.Module = _exported(actor)
+        self.cloned: nn.Module = _exported(cloned)
 
     def forward(self, obs: Tensor) -> tuple[Tensor, Tensor]:
         mean, log_std = self.actor(obs)
