@@ -110,7 +110,8 @@ def test_the_retrain_job_ships_the_step_the_logs_can_evaluate_and_export_rebuild
     from pipelines.jobs.train import read_logged_actions, run_train
 
     data = _rank_logs(troupe_home / "runs" / "rank" / "k" / "dataset")
-    free = run_train("rank", data, troupe_home / "free", algo="rcpo", config=FAST_RCPO, seed=1)
+    off = {**FAST_RCPO, "trust_region": {"min_ess_share": 0.0}}  # configs/rank/rcpo.yaml turns it on
+    free = run_train("rank", data, troupe_home / "free", algo="rcpo", config=off, seed=1)
     config = {**FAST_RCPO, "trust_region": {"min_ess_share": 0.3}}
     trained = run_train("rank", data, troupe_home / "runs" / "rank" / "k", algo="rcpo", config=config, seed=1)
     region = trained["trust_region"]
@@ -139,3 +140,11 @@ def test_the_step_is_chosen_without_reading_a_reward_column(tmp_path: Path) -> N
     pq.write_table(table.drop([c for c in table.column_names if c.startswith("reward_")]), data)
     logged = read_logged_actions(data)
     assert set(logged) == {"observation", "action", "log_density"} and logged["action"].shape == (600, 18)
+
+
+def test_scheduled_rcpo_retraining_gets_the_trust_region_from_its_config_file(tmp_path: Path) -> None:
+    from pipelines.jobs.train import effective_config
+
+    assert effective_config("rank", "rcpo", {}, 0, tmp_path)["trust_region"] == {"min_ess_share": 0.3}
+    flat = effective_config("rank", "rcpo", {"actor_lr": 1e-4}, 0, tmp_path)  # flat overrides keep it
+    assert flat["trust_region"] == {"min_ess_share": 0.3} and flat["algo"]["actor_lr"] == 1e-4
