@@ -10,7 +10,7 @@ least 9 of 10 runs, each within 300 s. Runs that share the machine with other
 work (or with each other, --parallel) are slower: the command and the load
 average are recorded next to the numbers.
 
-`make demo` always runs seed 0 (the same simulated world and users; the API's
+`make demo` always runs the default seed (7: the same simulated world and users; the API's
 exploration, the arrival order and training still differ from run to run), so
 ten clean runs of it measure how reliable that one command is. `--vary-seed`
 gives run k `--seed k` instead: ten different worlds, which says how much of
@@ -81,7 +81,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--parallel", type=int, default=1, help="runs at once (each slows the others)")
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds before a run is counted as failed")
     parser.add_argument("--root", type=Path, default=None, help="folder for the runs (default: a temp folder)")
-    parser.add_argument("--vary-seed", action="store_true", help="run k gets --seed k (default: every run seed 0)")
+    parser.add_argument(
+        "--vary-seed", action="store_true", help="run k gets --seed k (default: every run the default seed)"
+    )
     args = parser.parse_args(argv)
     root = args.root or Path(tempfile.mkdtemp(prefix="troupe-demo-runs-"))
     load_before = os.getloadavg()[0]

@@ -42,7 +42,9 @@ from training.rl.registry import algorithm_names, get_algorithm
 from training.rl.task import TaskSignal, TaskSpec
 from training.rl.trainer import OfflineSource, OnlineSource, RunConfig, RunResult, default_out_dir, train
 
-CONFIG_SECTIONS = ("algorithm", "problem", "run", "algo", "online", "sim", "env", "task")
+# `trust_region` is read by the retraining job (pipelines/jobs/train.py), which steps the trained actor back
+# toward its behaviour-cloned start after training (training/rl/trust_region.py); `troupe train` ignores it.
+CONFIG_SECTIONS = ("algorithm", "problem", "run", "algo", "online", "sim", "env", "task", "trust_region")
 
 
 def load_config_file(path: str | Path | None) -> dict[str, Any]:

@@ -3,7 +3,8 @@
 The train step exported the actor(s) to ONNX (training/export.py, parity
 checked there) and the evaluate step scored those exact files. Only a
 candidate that passed the gate gets here. This step rebuilds the learner from
-its safetensors checkpoint and exports it again through `export_policy`
+its safetensors checkpoint (stepped back as the train step's trust region
+chose, if it ran: `shipped_actor`) and exports it again through `export_policy`
 (torch vs onnxruntime ≤ 1e-5 on 1,000 random observations), then checks that
 each evaluated file answers like the fresh export on the same random inputs. A
 file changed or corrupted since training is caught here, before it can reach
@@ -20,7 +21,7 @@ import numpy as np
 from models.errors import TroupeError
 from models.problems import get_problem
 from pipelines.jobs.loop import read_done, require, write_done
-from pipelines.jobs.train import POLICIES, load_learner
+from pipelines.jobs.train import POLICIES, load_learner, shipped_actor
 
 EXPORT_DIR = "export"
 PARITY_TOLERANCE = 1e-5
@@ -70,7 +71,7 @@ def run_export(problem: str, trained: dict[str, Any]) -> dict[str, Any]:
     export = require("training.export", "export_policy", POLICIES)
     spec = get_problem(problem)
     learner = load_learner(problem, trained)
-    fresh = export(learner.actor, spec, out_dir / "onnx")
+    fresh = export(shipped_actor(learner.actor, trained), spec, out_dir / "onnx")
     pairs = {"model.onnx": Path(trained["onnx"])}
     pairs |= {f"{agent}.onnx": Path(path) for agent, path in (trained.get("agents") or {}).items()}
     parity: dict[str, float] = {}

@@ -54,3 +54,13 @@ def test_the_reliability_benchmark_counts_each_kind_of_refusal() -> None:
         {"refused": ""},  # the gate passed
     ]
     assert refusal_counts(runs) == {"overlap": 1, "lower_bound": 1, "constraint": 1}
+
+
+def test_train_config_overrides_keep_the_rest_of_the_demo_budget() -> None:
+    from pipelines.demo import DEFAULT_TRAIN_CONFIG, merged_train_config
+
+    merged = merged_train_config({"algo": {"margin": 0.08}, "trust_region": {"min_ess_share": 0.5}})
+    assert merged["algo"]["margin"] == 0.08
+    assert merged["algo"]["warm_start_steps"] == DEFAULT_TRAIN_CONFIG["algo"]["warm_start_steps"]
+    assert merged["run"] == DEFAULT_TRAIN_CONFIG["run"] and merged["trust_region"] == {"min_ess_share": 0.5}
+    assert DEFAULT_TRAIN_CONFIG["algo"]["margin"] == 0.03  # the defaults themselves are left alone

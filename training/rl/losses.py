@@ -83,6 +83,8 @@ class LossConfig:
     """Entropy bonus of the shipped actor."""
     warm_start_steps: int = 300
     """Offline only: behaviour-cloning steps that start the actors at the logging policy."""
+    warm_start_lr: float = 3e-3
+    """Offline only: Adam step size of behaviour cloning at its first step; it decays linearly to 0."""
     action_distribution: str = "tanh_normal"
     """Box actions: "tanh_normal" (tanh-squashed Gaussian, exact log-det) or "beta" (scaled Beta)."""
     exploration: str = "per_step"
@@ -108,7 +110,7 @@ class LossConfig:
     def __post_init__(self) -> None:
         if not self.hidden or any(h < 1 for h in self.hidden):
             raise ValueError(f"hidden: expected positive layer widths, got {self.hidden}")
-        for name in ("actor_lr", "critic_lr", "is_clip", "ppo_clip", "init_std", "max_grad_norm"):
+        for name in ("actor_lr", "critic_lr", "is_clip", "ppo_clip", "init_std", "max_grad_norm", "warm_start_lr"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name}: must be > 0, got {getattr(self, name)}")
         if not 0.0 <= self.gae_lambda <= 1.0:

@@ -133,6 +133,9 @@ class RunResult:
     seconds: float = 0.0
     data_range: tuple[Any, Any] | None = None
     best_feasible: dict[str, float] | None = None
+    cloned_actor_state: dict[str, Tensor] | None = None
+    """Offline with a warm start: the actor's parameters right after behaviour cloning, before any
+    policy step (the anchor of the trust region, training/rl/trust_region.py)."""
 
 
 class Trainer:
@@ -242,11 +245,15 @@ class Trainer:
         params = [p for a in top for p in a.parameters()]
         if not params or self.cfg.warm_start_steps == 0:
             return float("nan")
-        opt = torch.optim.Adam(params, lr=3e-3)
+        opt = torch.optim.Adam(params, lr=self.cfg.warm_start_lr)
+        # Ours: the step size decays linearly to 0, so the clone settles on the logged policy instead of jittering
+        # around it (at a constant 3e-3 the cloned rank fusion weights sat 0.2–0.3 σ off the logged ones).
+        steps = self.cfg.warm_start_steps
+        schedule = torch.optim.lr_scheduler.LambdaLR(opt, lambda k: 1.0 - k / steps)
         dev = self.dist.device
         batch = batch.to(dev)
         nll = torch.zeros(())
-        for _ in range(self.cfg.warm_start_steps):
+        for _ in range(steps):
             idx = torch.randint(0, len(batch), (self.cfg.minibatch_size,), generator=self.generator).to(dev)
             nll = sum(
                 (-a.log_prob(batch.obs[idx], batch.action[idx]).mean() for a in top),
@@ -255,6 +262,7 @@ class Trainer:
             opt.zero_grad()
             nll.backward()
             opt.step()
+            schedule.step()
         return nll.item() / len(top)
 
     # -- whole runs ------------------------------------------------------------------
@@ -349,6 +357,7 @@ class Trainer:
             )
         if self.cfg.warm_start_steps:
             logger.log(0, {"losses/warm_start_nll": self.warm_start(batch)})
+            result.cloned_actor_state = {k: v.detach().clone().cpu() for k, v in loss.actor.state_dict().items()}
         for it in range(run_cfg.iterations):
             metrics = self.update(batch, None, run_cfg.offline_steps)
             result.transitions = (it + 1) * run_cfg.offline_steps * self.cfg.minibatch_size
