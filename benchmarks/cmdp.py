@@ -63,10 +63,10 @@ ALGO_CONFIGS: dict[str, dict[str, Any]] = {
     # kept such iterates (instance 5: shipped 27 % below the optimum, last iterate 4 %).
     # dual_lr is the multiplier's integral gain: 0.5 (the default) was too slow to reach the
     # multipliers these instances need within 150 iterations (quick runs, instances 0–3).
-    # lr_anneal: the learning rates decay linearly to 0 (CleanRL's anneal_lr), so the policy settles
-    # instead of swinging with the multiplier to the last batch (tuning instances 100–109, seed 0:
-    # median gap 0.044 → 0.031; an entropy bonus of 0.01 gave 0.065, recency 0.02 gave 0.044).
-    "rcpo": {"margin": 0.01, "dual_lr": 2.0, "best_feasible_start": 50, "lr_anneal": True},
+    # Not lr_anneal (LossConfig): on tuning instances 100–109 (seed 0) it gave median gap 0.044 → 0.031,
+    # but on the first 20 runs of the reported command 0.055 → 0.074 — halving the total step size
+    # slows a policy that has not converged in 150 iterations more than it damps the swing; aborted.
+    "rcpo": {"margin": 0.01, "dual_lr": 2.0, "best_feasible_start": 50},
     # With exact quantities and λ found by bisection, TSCAC's closed form lands 1–3 % below the LP
     # optimum at α = 0.1–0.3 and up to 39 % at α = 0.01 (π_θi too sharp). Trained, α = 0.1 from the
     # start made π_θi and π deterministic within five batches and stuck (issue 14): α starts at 1 and
