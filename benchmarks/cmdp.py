@@ -82,6 +82,7 @@ ALGO_CONFIGS: dict[str, dict[str, Any]] = {
         "temperature_floor": 0.05,
         "min_action_prob": 0.05,
         "stage_two_step": 0.3,
+        "main_q_target": "one_step",
         "lambda_kp": 1.0,
         "lambda_ki": 0.3,
         "lr_anneal": True,
