@@ -71,8 +71,9 @@ ALGO_CONFIGS: dict[str, dict[str, Any]] = {
     # optimum at α = 0.1–0.3 and up to 39 % at α = 0.01 (π_θi too sharp). Trained, α = 0.1 from the
     # start made π_θi and π deterministic within five batches and stuck (issue 14): α starts at 1 and
     # anneals with λ (half-life 30 batches, down to 0.05 of the start, i.e. α = 0.05 after ~130),
-    # every action keeps κ·0.05 in the stage-two target, and stage two moves η = 0.3 of the way to π*
-    # per batch. Tuned on instances 100–104 / 100–109 (seed 0), not on the reported 0–19.
+    # every action keeps κ·0.05 in the stage-two target, stage two moves η = 0.3 of the way to π*
+    # per batch, and the main Q head is a dueling advantage head on the one-step target.
+    # Tuned on instances 100–104 / 100–109 (seed 0), not on the reported 0–19.
     "tscac": {
         "margin": 0.01,
         "lam": 0.3,
@@ -82,6 +83,7 @@ ALGO_CONFIGS: dict[str, dict[str, Any]] = {
         "temperature_floor": 0.05,
         "min_action_prob": 0.05,
         "stage_two_step": 0.3,
+        "main_q_dueling": True,
         "main_q_target": "one_step",
         "lambda_kp": 1.0,
         "lambda_ki": 0.3,

@@ -74,9 +74,8 @@ Other departures, each marked in the code:
   dominated by it.
 * With π_θi ∝ exp(A_i/α), π* ∝ exp((A_1 + Σ_i (λ_i/α) A_i)/Σλ): a soft-greedy policy on the
   Lagrangian with multipliers ν_i = λ_i/α at temperature Σλ. Issue 14 (tabular CMDPs, exact
-  evaluation) showed three ways this fails with sampled data, each addressed here (all ours; all
-  off by default except the dueling head, which only the exact — single discrete choice — path
-  has, so rank and allocate, which take the sampled path, keep their behaviour):
+  evaluation) showed three ways this fails with sampled data, each addressed here (all ours, all
+  off by default, so rank, slot and allocate keep their behaviour; the CMDP benchmark turns them on):
     - Collapse and deadlock: at α = 0.1 π_θi and then π were deterministic within five
       batches; actions π no longer takes are never sampled, their A_1 is never measured again,
       and π stays on the first deterministic policy while λ moves (instance 0: gap 0.41 from
@@ -85,9 +84,9 @@ Other departures, each marked in the code:
       (ν_i unchanged, the temperature falls), and `min_action_prob` keeps κ_t · p_min on every
       action of the exact stage-two target, so early batches explore and late ones sharpen.
     - Noisy A_1: the Q head regressed on the λ-return learned Q ≈ V (≈ 20 reward stds) to a
-      precision worse than the differences between actions (≈ 1 std) that π* exponentiates. The
-      head is now a dueling advantage head, Q_1 = V_1 (detached) + A_1; `main_q_target: one_step`
-      regresses it on r_1 + γ_1 V̄_1(s') instead of the λ-return (the CMDP benchmark's setting).
+      precision worse than the differences between actions (≈ 1 std) that π* exponentiates.
+      `main_q_dueling` makes it an advantage head, Q_1 = V_1 (detached) + A_1, and
+      `main_q_target: one_step` regresses it on r_1 + γ_1 V̄_1(s') instead of the λ-return.
     - Re-deriving π from one batch's noisy A_1 every batch: `stage_two_step` η < 1 makes the
       target π_old^(1−η) π*^η, a mirror-descent step whose fixed point is still π*.
 """
@@ -152,6 +151,9 @@ class TSCACConfig(LossConfig):
     """η (ours, exact stage two): the target is π_η ∝ π_old^(1−η) · π*^η, π_old the actor that collected
     the batch — a mirror-descent step towards π* that averages A_1's noise over ~1/η batches;
     1 = the paper's projection onto π* itself. The fixed point is π* either way."""
+    main_q_dueling: bool = False
+    """Ours, exact stage two: the Q head holds A_1 and Q_1 = V_1 (detached) + A_1 (module docstring).
+    Off by default: offline on the three-arm toy its rarely-weighted arms keep their random init."""
     main_q_target: str = "lambda_return"
     """Online regression target of the main-signal Q head (exact stage two): "lambda_return" (the critics'
     TD(λ) target) or "one_step" r_1 + γ_1 V̄_1(s') (ours; less noisy, but lags V̄ — on the three-arm toy
@@ -328,9 +330,11 @@ class TSCACLoss(LossModule):
     def extra_critic_loss(self, mb: MiniBatch) -> tuple[Tensor, dict[str, float]]:
         if not self.exact_stage_two:
             return super().extra_critic_loss(mb)
-        # Ours (dueling): the head holds A_1(s, a) and Q_1 = V_1(s) (detached critic) + A_1(s, a), so it
-        # learns only the differences between actions, which are a few % of V_1 on long horizons.
-        q = self.critics(mb.obs)[:, 0].detach() + self.main_q(mb.obs)[:, 0, :].gather(1, mb.action.long())[:, 0]
+        q = self.main_q(mb.obs)[:, 0, :].gather(1, mb.action.long())[:, 0]
+        if self.cfg.main_q_dueling:
+            # Ours: the head holds A_1(s, a) and Q_1 = V_1(s) (detached critic) + A_1(s, a), so it
+            # learns only the differences between actions, which are a few % of V_1 on long horizons.
+            q = q + self.critics(mb.obs)[:, 0].detach()
         target = mb.targets[:, 0]
         if not self.offline and self.cfg.main_q_target == "one_step":
             # Ours: Q_1(s, a) ← r_1 + γ_1 (1 − done) V̄_1(s'), the one-step target offline training
@@ -343,8 +347,10 @@ class TSCACLoss(LossModule):
         return loss, {"losses/critic_main_q": loss.item()}
 
     def main_advantage_all_actions(self, obs: Tensor) -> Tensor:
-        """A_1(s, ·) = Q_1(s, ·) − V_1(s), shape (B, n) (discrete only): the dueling head's output."""
-        return self.main_q(obs)[:, 0, :]
+        """A_1(s, ·) = Q_1(s, ·) − V_1(s), shape (B, n) (discrete only; the head's output when dueling)."""
+        if self.cfg.main_q_dueling:
+            return self.main_q(obs)[:, 0, :]
+        return self.main_q(obs)[:, 0, :] - self.critics(obs)[:, :1]
 
     def actor_loss(self, mb: MiniBatch) -> tuple[Tensor, dict[str, float]]:
         metrics: dict[str, float] = {}
