@@ -46,6 +46,18 @@ def test_trainer_refuses_parameters_outside_every_group(tmp_path: Path) -> None:
         Trainer(Twice(arms_task(), LossConfig()), quick_run(tmp_path))
 
 
+def test_lr_anneal_decays_every_group_linearly_to_zero_over_the_run(tmp_path: Path) -> None:
+    cfg = MainOnlyConfig(actor_lr=1e-2, critic_lr=2e-2, lr_anneal=True)
+    trainer = Trainer(MainOnlyLoss(arms_task(), cfg), quick_run(tmp_path, iterations=4))
+    trainer.anneal_lr(0)
+    assert [g["lr"] for g in trainer.optimizer.param_groups] == pytest.approx([1e-2, 2e-2])
+    trainer.anneal_lr(3)  # the last of 4 iterations: a quarter of the step
+    assert [g["lr"] for g in trainer.optimizer.param_groups] == pytest.approx([2.5e-3, 5e-3])
+    steady = Trainer(MainOnlyLoss(arms_task(), MainOnlyConfig(actor_lr=1e-2)), quick_run(tmp_path, iterations=4))
+    steady.anneal_lr(3)
+    assert steady.optimizer.param_groups[0]["lr"] == pytest.approx(1e-2)  # off by default
+
+
 def test_generic_train_logs_episode_returns_live_and_refuses_online_settings_offline(tmp_path: Path) -> None:
     task = arms_task()
     src = OnlineSource(lambda n, s: GymEnvPool([TradeoffArmsEnv] * n, task))

@@ -158,3 +158,53 @@ def test_offline_tscac_from_uniform_logs_beats_the_logging_policy(tmp_path: Path
     main, safety = (probs @ ARM_MEANS).tolist()
     assert safety >= 0.5
     assert main >= 0.56  # better than the logging policy's 0.533, feasible
+
+
+def test_temperature_annealing_scales_alpha_and_lambda_together_down_to_its_floor() -> None:
+    """κ_t = 0.5^(t/h) floored (ours): λ_i and α shrink by one factor, so ν_i = λ_i/α is unchanged."""
+    cfg = _small(temperature_halflife=10.0, temperature_floor=0.1)
+    assert cfg.temperature_scale(0) == 1.0
+    assert cfg.temperature_scale(10) == pytest.approx(0.5)
+    assert cfg.temperature_scale(1000) == pytest.approx(0.1)
+    assert _small().temperature_scale(1000) == 1.0  # off by default
+    for bad in ({"temperature_halflife": -1.0}, {"temperature_floor": 0.0}, {"min_action_prob": 0.5}):
+        with pytest.raises(ValueError):
+            _small(**bad)
+    with pytest.raises(ValueError, match="stage_two_step"):
+        _small(stage_two_step=0.0)
+    with pytest.raises(ValueError, match="main_q_target"):
+        _small(main_q_target="monte_carlo")
+
+
+def test_exact_stage_two_target_keeps_the_action_floor_and_steps_from_the_old_actor() -> None:
+    """Exact stage two (ours: step η from π_old, floor p_min on every action): the loss is KL(target‖π)."""
+    from training.rl.losses import MiniBatch
+
+    cfg = _small(lam=0.01, min_lambda=1e-3, min_action_prob=0.05, stage_two_step=0.5)
+    loss = tscac.TSCACLoss(arms_task(), cfg)
+    with torch.no_grad():  # a sharp A_1 head, so π* alone would be (almost) one-hot
+        loss.main_q.heads[0][-1].weight.mul_(50.0)
+        loss.actor.net[-1].bias.copy_(torch.tensor([0.0, 1.0, -1.0]))  # π_old ≠ uniform
+    obs = torch.rand(64, 3) * 2 - 1
+    zeros = torch.zeros(64)
+    mb = MiniBatch(
+        obs,
+        torch.zeros(64, 1),
+        torch.zeros(64, 2),
+        obs,
+        zeros,
+        zeros,
+        torch.zeros(64, 2),
+        torch.zeros(64, 2),
+        torch.ones(64),
+    )
+    loss.previous_actor.load_state_dict(loss.actor.state_dict())
+    with torch.no_grad():
+        star = torch.log_softmax(loss.main_advantage_all_actions(obs) / loss.lambda_sum + loss.stage_one[0](obs), -1)
+        stepped = torch.log_softmax(0.5 * loss.previous_actor(obs) + 0.5 * star, -1)
+        target = (1 - 3 * 0.05) * stepped.exp() + 0.05
+        expected = (target * (target.log() - loss.actor(obs))).sum(-1).mean()
+        actual = loss._stage_two_exact(mb)
+    assert float(star.exp().max(-1).values.mean()) > 0.99  # π* alone would drop two arms
+    assert bool((target >= 0.05 - 1e-6).all())
+    assert float(actual) == pytest.approx(float(expected), rel=1e-5)

@@ -72,6 +72,23 @@ Other departures, each marked in the code:
   self-normalised, plus an entropy bonus α·H(π_θi) (ours): without it a
   discrete π_θi becomes deterministic and the geometric mean in π* is
   dominated by it.
+* With π_θi ∝ exp(A_i/α), π* ∝ exp((A_1 + Σ_i (λ_i/α) A_i)/Σλ): a soft-greedy policy on the
+  Lagrangian with multipliers ν_i = λ_i/α at temperature Σλ. Issue 14 (tabular CMDPs, exact
+  evaluation) showed three ways this fails with sampled data, each addressed here (all ours, all
+  off by default, so rank, slot and allocate keep their behaviour; the CMDP benchmark turns them on):
+    - Collapse and deadlock: at α = 0.1 π_θi and then π were deterministic within five
+      batches; actions π no longer takes are never sampled, their A_1 is never measured again,
+      and π stays on the first deterministic policy while λ moves (instance 0: gap 0.41 from
+      batch 5 to 150, the same for the shipped and the last iterate).
+      `temperature_halflife` / `temperature_floor` anneal α and every λ_i by one factor κ_t
+      (ν_i unchanged, the temperature falls), and `min_action_prob` keeps κ_t · p_min on every
+      action of the exact stage-two target, so early batches explore and late ones sharpen.
+    - Noisy A_1: the Q head regressed on the λ-return learned Q ≈ V (≈ 20 reward stds) to a
+      precision worse than the differences between actions (≈ 1 std) that π* exponentiates.
+      `main_q_dueling` makes it an advantage head, Q_1 = V_1 (detached) + A_1, and
+      `main_q_target: one_step` regresses it on r_1 + γ_1 V̄_1(s') instead of the λ-return.
+    - Re-deriving π from one batch's noisy A_1 every batch: `stage_two_step` η < 1 makes the
+      target π_old^(1−η) π*^η, a mirror-descent step whose fixed point is still π*.
 """
 
 from __future__ import annotations
@@ -126,6 +143,24 @@ class TSCACConfig(LossConfig):
     """First batch whose iterate may be shipped as the best feasible one (ours; `BestFeasibleTracker.start`)."""
     stage_one_entropy: float = 0.01
     """α: entropy bonus of the stage-one actors, so π_θi ∝ exp(A_i/α) stays a soft, bounded policy."""
+    temperature_halflife: float = 0.0
+    """Ours: batches over which α and every λ_i halve together (κ_t = 0.5^(t/h), module docstring); 0 = off."""
+    temperature_floor: float = 1.0
+    """Ours: the smallest κ_t the annealing reaches (1 = no annealing)."""
+    stage_two_step: float = 1.0
+    """η (ours, exact stage two): the target is π_η ∝ π_old^(1−η) · π*^η, π_old the actor that collected
+    the batch — a mirror-descent step towards π* that averages A_1's noise over ~1/η batches;
+    1 = the paper's projection onto π* itself. The fixed point is π* either way."""
+    main_q_dueling: bool = False
+    """Ours, exact stage two: the Q head holds A_1 and Q_1 = V_1 (detached) + A_1 (module docstring).
+    Off by default: offline on the three-arm toy its rarely-weighted arms keep their random init."""
+    main_q_target: str = "lambda_return"
+    """Online regression target of the main-signal Q head (exact stage two): "lambda_return" (the critics'
+    TD(λ) target) or "one_step" r_1 + γ_1 V̄_1(s') (ours; less noisy, but lags V̄ — on the three-arm toy
+    it lands 0.64 instead of 0.70 main at 40 iterations). Offline always one-step."""
+    min_action_prob: float = 0.0
+    """Ours, exact (discrete) stage two only: every action keeps at least κ_t · this probability in the
+    stage-two target, so actions the closed form drops are still sampled and their A_1 stays measured."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -159,6 +194,22 @@ class TSCACConfig(LossConfig):
             raise ValueError(f"best_feasible_recency: must be in [0, 1), got {self.best_feasible_recency}")
         if self.best_feasible_start < 0:
             raise ValueError(f"best_feasible_start: must be >= 0, got {self.best_feasible_start}")
+        if self.temperature_halflife < 0:
+            raise ValueError(f"temperature_halflife: must be >= 0 (0 = off), got {self.temperature_halflife}")
+        if not 0 < self.stage_two_step <= 1:
+            raise ValueError(f"stage_two_step: must be in (0, 1], got {self.stage_two_step}")
+        if self.main_q_target not in ("one_step", "lambda_return"):
+            raise ValueError(f"main_q_target: 'one_step' or 'lambda_return', got {self.main_q_target!r}")
+        if not 0 <= self.min_action_prob < 0.5:
+            raise ValueError(f"min_action_prob: must be in [0, 0.5), got {self.min_action_prob}")
+        if not 0 < self.temperature_floor <= 1:
+            raise ValueError(f"temperature_floor: must be in (0, 1], got {self.temperature_floor}")
+
+    def temperature_scale(self, batches: int) -> float:
+        """κ_t after `batches` batches: 0.5^(t/h), never below `temperature_floor`; 1 when annealing is off."""
+        if self.temperature_halflife == 0:
+            return 1.0
+        return max(self.temperature_floor, 0.5 ** (batches / self.temperature_halflife))
 
     def controller_config(self) -> PIDLagrangianConfig:
         """The PID of u_i = log(λ_i/λ_min) (its starting values come from `lam` / `lambdas`)."""
@@ -194,6 +245,9 @@ class TSCACLoss(LossModule):
         if len(lambdas) != len(task.constraints):
             raise ValueError(f"lambdas: {len(lambdas)} values for {len(task.constraints)} constraints")
         self.lambdas = tuple(float(v) for v in lambdas)
+        self.base_lambdas = self.lambdas  # λ_i before the temperature scale κ_t
+        self.batches_seen = 0
+        self.temperature = 1.0  # κ_t (module docstring)
         # u_i = log(λ_i / λ_min) starts at λ_i⁰; the controller also keeps the best feasible iterate.
         start_u = [math.log(v / cfg.min_lambda) for v in self.lambdas] if cfg.lambda_control == "pid" else None
         self.controller = ConstraintController(
@@ -213,6 +267,8 @@ class TSCACLoss(LossModule):
         )
         for a in self.stage_one:
             a.load_state_dict(self.actor.state_dict())
+        # The actor that collected the current batch (the stage-two step's π_old); refreshed per batch.
+        self.previous_actor = copy.deepcopy(self.actor).requires_grad_(False)
         if self.exact_stage_two:
             # Exact stage two needs A_1(s, ·) for every action: a Q head for the main signal.
             self.main_q = SignalCritics(task.obs_size, 1, cfg.hidden, out_per_signal=task.nvec[0])
@@ -237,6 +293,7 @@ class TSCACLoss(LossModule):
         return float(sum(self.lambdas))
 
     def on_batch_start(self, batch: TransitionBatch) -> dict[str, float]:
+        self.previous_actor.load_state_dict(self.actor.state_dict())
         with torch.no_grad():
             obs = batch.obs[:2048]
             metrics = {
@@ -253,8 +310,13 @@ class TSCACLoss(LossModule):
             self.has_best_feasible.fill_(True)
         if self.cfg.lambda_control == "pid":
             # λ_i = λ_min · exp(u_i), u_i the PID output on constraint i's relative violation.
-            self.lambdas = tuple(self.cfg.min_lambda * math.exp(float(v)) for v in u)
-            self.lambda_values.copy_(torch.tensor(self.lambdas, dtype=torch.float32))
+            self.base_lambdas = tuple(self.cfg.min_lambda * math.exp(float(v)) for v in u)
+        # Temperature annealing (ours): α and every λ_i scaled by the same κ_t, so ν_i = λ_i/α is unchanged.
+        self.temperature = self.cfg.temperature_scale(self.batches_seen)
+        self.batches_seen += 1
+        self.lambdas = tuple(self.temperature * v for v in self.base_lambdas)
+        self.lambda_values.copy_(torch.tensor(self.lambdas, dtype=torch.float32))
+        metrics["charts/temperature"] = self.temperature
         if "charts/best_feasible_iteration" in control_metrics:
             metrics["charts/best_feasible_iteration"] = control_metrics["charts/best_feasible_iteration"]
         for c, lam in zip(self.task.constraints, self.lambdas, strict=True):
@@ -269,11 +331,25 @@ class TSCACLoss(LossModule):
         if not self.exact_stage_two:
             return super().extra_critic_loss(mb)
         q = self.main_q(mb.obs)[:, 0, :].gather(1, mb.action.long())[:, 0]
-        loss = ((q - mb.targets[:, 0]).pow(2) * mb.weights).mean()
+        if self.cfg.main_q_dueling:
+            # Ours: the head holds A_1(s, a) and Q_1 = V_1(s) (detached critic) + A_1(s, a), so it
+            # learns only the differences between actions, which are a few % of V_1 on long horizons.
+            q = q + self.critics(mb.obs)[:, 0].detach()
+        target = mb.targets[:, 0]
+        if not self.offline and self.cfg.main_q_target == "one_step":
+            # Ours: Q_1(s, a) ← r_1 + γ_1 (1 − done) V̄_1(s'), the one-step target offline training
+            # already uses; far less noisy than the λ-return, whose noise swamped the differences
+            # between actions that the closed form exponentiates (issue 14).
+            with torch.no_grad():
+                v_next = self.target_critics(mb.next_obs)[:, 0]
+                target = mb.rewards[:, 0] / self.reward_scales[0] + self.gammas[0] * (1 - mb.done) * v_next
+        loss = ((q - target).pow(2) * mb.weights).mean()
         return loss, {"losses/critic_main_q": loss.item()}
 
     def main_advantage_all_actions(self, obs: Tensor) -> Tensor:
-        """A_1(s, ·) = Q_1(s, ·) − V_1(s), shape (B, n) (discrete only)."""
+        """A_1(s, ·) = Q_1(s, ·) − V_1(s), shape (B, n) (discrete only; the head's output when dueling)."""
+        if self.cfg.main_q_dueling:
+            return self.main_q(obs)[:, 0, :]
         return self.main_q(obs)[:, 0, :] - self.critics(obs)[:, :1]
 
     def actor_loss(self, mb: MiniBatch) -> tuple[Tensor, dict[str, float]]:
@@ -285,7 +361,8 @@ class TSCACLoss(LossModule):
             logp = actor.log_prob(mb.obs, mb.action)
             w = self.global_is(logp - mb.behaviour_log_prob, self.cfg.is_clip)
             a_i = self.task.constraint_sign(c) * adv[:, idx]
-            l_i = -(w * a_i * logp).mean() - self.cfg.stage_one_entropy * actor.entropy(mb.obs).mean()
+            alpha = self.temperature * self.cfg.stage_one_entropy
+            l_i = -(w * a_i * logp).mean() - alpha * actor.entropy(mb.obs).mean()
             metrics[f"losses/stage_one_{c.signal}"] = l_i.item()
             loss = loss + l_i
         # Stage two: project the closed-form π* onto the shipped actor.
@@ -312,6 +389,14 @@ class TSCACLoss(LossModule):
             for lam, actor in zip(self.lambdas, self.stage_one, strict=True):
                 logits = logits + (lam / self.lambda_sum) * actor(mb.obs)
             log_target = torch.log_softmax(logits, dim=-1)
+            eta = self.cfg.stage_two_step
+            if eta < 1:  # ours: a mirror-descent step from the collecting actor (config docstring)
+                log_target = torch.log_softmax((1 - eta) * self.previous_actor(mb.obs) + eta * log_target, dim=-1)
+            floor = self.temperature * self.cfg.min_action_prob
+            if floor > 0:  # ours: a floor on every action (config docstring); n·floor < 1 by validation
+                n = log_target.shape[-1]
+                floor = min(floor, 0.5 / n)
+                log_target = torch.log((1 - n * floor) * log_target.exp() + floor)
         log_pi = self.actor(mb.obs)
         return (log_target.exp() * (log_target - log_pi)).sum(-1).mean()
 

@@ -104,6 +104,9 @@ class LossConfig:
     (`episode_pair_advantages`), standardised per signal over the batch. Outcome per signal: the
     main signal's undiscounted episode return, every other signal's per-decision mean. Offline
     training refuses it (logged episodes have no antithetic partners); single process only."""
+    lr_anneal: bool = False
+    """Every learning rate decays linearly from its value to 0 over the run's iterations (CleanRL's
+    `anneal_lr`), so the last iterates settle instead of keeping the full step size to the end."""
     discounts: tuple[float, ...] = ()
     """γ per signal in the task's order (main first), overriding the task's; empty = the task's."""
 

@@ -151,6 +151,7 @@ class Trainer:
         groups = loss.parameter_groups()
         self._check_groups(groups)
         self.optimizer = torch.optim.Adam([{"params": g.params, "lr": g.lr} for g in groups if g.params])
+        self.base_lrs = [group["lr"] for group in self.optimizer.param_groups]
         self.exploration = make_exploration(self.cfg.exploration)
         self.pair_buffer: EpisodePairBuffer | None = None
         self.generator = torch.Generator().manual_seed(run_cfg.seed)
@@ -169,6 +170,14 @@ class Trainer:
                 f"{self.loss.algorithm}: parameters {missing[:5]} are in no parameter group; "
                 "declare them in parameter_groups()"
             )
+
+    def anneal_lr(self, iteration: int) -> None:
+        """`LossConfig.lr_anneal`: every group's lr = base · (1 − iteration / iterations)."""
+        if not self.cfg.lr_anneal:
+            return
+        frac = 1.0 - iteration / self.run_cfg.iterations
+        for group, base in zip(self.optimizer.param_groups, self.base_lrs, strict=True):
+            group["lr"] = base * frac
 
     # -- one batch -------------------------------------------------------------------
     def update(self, batch: TransitionBatch, rollout: Rollout | None, steps: int = 0) -> dict[str, float]:
@@ -317,6 +326,7 @@ class Trainer:
             )
             loss.train()
             batch = rollout.flatten()
+            self.anneal_lr(it)
             metrics = self.update(batch, rollout)
             means = dist.mean(batch.rewards).tolist()
             for name, v in zip(loss.task.signal_names, means, strict=True):
@@ -359,6 +369,7 @@ class Trainer:
             logger.log(0, {"losses/warm_start_nll": self.warm_start(batch)})
             result.cloned_actor_state = {k: v.detach().clone().cpu() for k, v in loss.actor.state_dict().items()}
         for it in range(run_cfg.iterations):
+            self.anneal_lr(it)
             metrics = self.update(batch, None, run_cfg.offline_steps)
             result.transitions = (it + 1) * run_cfg.offline_steps * self.cfg.minibatch_size
             _tick(result, logger, bar, it, metrics, t0)
