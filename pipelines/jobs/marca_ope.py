@@ -80,7 +80,7 @@ class MarcaOnnxPolicy(OnnxPolicy):
         value = np.expm1(x[:, _VALUE] * 5.0)
         costs = np.stack([np.asarray(self.cost_table.flat_costs(float(v))) for v in value])
         factor = np.maximum(0.0, 1.0 + self.cost_table.contention * (x[:, _LOAD] - 1.0))
-        return scores - lam * costs * factor[:, None]  # type: ignore[no-any-return]
+        return scores - lam * costs * factor[:, None]
 
     def agent_probabilities(self, observations: npt.ArrayLike, lam: float | None = None) -> list[FloatArray]:
         """One (N, A_k) table per agent (retrieval 8, pre_rank 4, rank 12)."""
