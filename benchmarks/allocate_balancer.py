@@ -34,6 +34,7 @@ from __future__ import annotations
 import argparse
 import math
 import time
+from collections.abc import Callable
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
@@ -44,12 +45,14 @@ import torch
 from benchmarks.allocate_quality import (
     LAMBDA_MAX,
     RULE_GAIN,
+    BalancerLambda,
     PerturbedFeedback,
     mean_ci,
     paper_over_utilisation,
     paper_utilisation,
     pi,
     run_day,
+    run_warm_day,
 )
 from benchmarks.common import Metric, write_result
 from serving.balancer import (
@@ -57,11 +60,11 @@ from serving.balancer import (
     SERVED_BIAS_GAIN,
     CurveLoadModel,
     DiurnalTrafficForecast,
+    FeedbackBalancer,
     LoadModel,
     MPCBalancer,
 )
 from training.algorithms import marca as M
-from training.envs import allocate_oracle as O
 from training.envs.allocate import AllocateConfig, BatchedAllocateSim
 
 CONTROLLERS = (
@@ -74,37 +77,7 @@ CONTROLLERS = (
     "feedback",
 )
 GOAL_ROW = "mpc_curve_observer"  # what serving runs
-_LOAD, _UTIL = 1, 2
 OFFSET_FREE_GAIN = 0.3  # MPCBalancer.bias_gain of the offset-free row (ours; one value, not tuned)
-
-
-class Controller:
-    """λ per interval for MarcaPolicy from an MPC (with the next slot, for the curve model's hour terms) or PI."""
-
-    def __init__(self, make: Any, forecast: DiurnalTrafficForecast, per_day: int) -> None:
-        self.make, self.forecast, self.per_day = make, forecast, per_day
-        self.balancer: MPCBalancer | Any = None
-        self.reset()
-
-    def reset(self) -> None:
-        """A new day: cold (λ = 1) the first time; later days continue where the last ended, as in serving."""
-        if self.balancer is None:
-            self.balancer, self.lam = self.make(), 1.0
-        self._first, self.mpc_steps = True, 0
-
-    def __call__(self, obs: np.ndarray) -> float:
-        slot = O.interval_of(obs, self.per_day)
-        if not self._first:
-            measured = float(obs[0, _UTIL])
-            self.forecast.observe((slot - 1) % self.per_day, float(obs[0, _LOAD]))
-            if isinstance(self.balancer, MPCBalancer):
-                horizon = self.balancer.horizon
-                self.lam = self.balancer.update(measured, self.forecast.forecast(slot, horizon), self.lam, slot)
-                self.mpc_steps += self.balancer.last_reason == "mpc"
-            else:
-                self.lam = self.balancer.update(measured, self.lam)
-        self._first = False
-        return self.lam
 
 
 def history(
@@ -180,7 +153,7 @@ def evaluate_seed(job: tuple[int, int, float]) -> dict[str, Any]:
             anchor_gain=anchor_gain,
         )
 
-    makers = {
+    makers: dict[str, Callable[[], MPCBalancer | FeedbackBalancer]] = {
         "mpc_exp_shipped": lambda: mpc(exp_model, 0.1),
         "mpc_exp_forced": lambda: mpc(exp_model, math.inf),
         "mpc_curve_no_backlog": lambda: mpc(no_backlog, 0.1),
@@ -192,10 +165,8 @@ def evaluate_seed(job: tuple[int, int, float]) -> dict[str, Any]:
     ceiling = run_day(M.MarcaPolicy(learner, cost, lambda obs: 0.0), config, 256, 1000 + seed).utilisation
     out["ceiling"] = {"utilisation": float(np.minimum(ceiling, target).mean())}
     for name in CONTROLLERS:
-        ctl = Controller(makers[name], new_forecast(), per_day)
-        policy = M.MarcaPolicy(learner, cost, ctl)
-        run_day(policy, config, 256, 999 + seed)  # warm: the controller's previous day
-        day = run_day(policy, config, 256, 1000 + seed)
+        ctl = BalancerLambda(makers[name], new_forecast(), per_day)
+        day = run_warm_day(M.MarcaPolicy(learner, cost, ctl), config, 256, 1000 + seed)
         out[name] = {
             "utilisation": paper_utilisation(day.utilisation),
             "over_utilisation": paper_over_utilisation(day.utilisation),

@@ -100,16 +100,21 @@ class SessionMessages:
             self._flush_timer = None
         return pending
 
+    def _pipeline_of_sets(self, pending: dict[str, bytes]) -> Any:
+        """A pipeline (no transaction) holding one SET with the session TTL per pending write."""
+        pipe = self._redis().pipeline(transaction=False)
+        ttl_ms = int(self.ttl_s * 1000)
+        for key, data in pending.items():
+            pipe.set(key, data, px=ttl_ms)
+        return pipe
+
     async def _fetch(self, key: str) -> bytes | None:
         """GET `key`, sending this worker's pending writes (SETs, before the GET) in the same round trip."""
         pending = self._take_pending()
         if not pending:
             raw: bytes | None = await self._redis().get(key)
             return raw
-        pipe = self._redis().pipeline(transaction=False)
-        ttl_ms = int(self.ttl_s * 1000)
-        for pending_key, data in pending.items():
-            pipe.set(pending_key, data, px=ttl_ms)
+        pipe = self._pipeline_of_sets(pending)
         pipe.get(key)
         try:
             results = await pipe.execute(raise_on_error=False)
@@ -167,12 +172,8 @@ class SessionMessages:
         pending = self._take_pending()
         if not pending:
             return
-        ttl_ms = int(self.ttl_s * 1000)
         try:
-            pipe = self._redis().pipeline(transaction=False)
-            for key, data in pending.items():
-                pipe.set(key, data, px=ttl_ms)
-            await pipe.execute()
+            await self._pipeline_of_sets(pending).execute()
         except Exception as exc:  # noqa: BLE001 — the decisions stand; those sessions start from an older message
             log_event(log, "rank_message.write_error", logging.WARNING, error=str(exc), messages=len(pending))
 
