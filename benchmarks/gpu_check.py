@@ -129,7 +129,7 @@ def main(argv: list[str] | None = None) -> None:
     metrics.append(
         Metric("gpu_check.training_failures", len(failures), "runs", goal=("<=", 0), note=", ".join(failures) or None)
     )
-    for k, r in rows.items():
+    for r in rows.values():
         r.pop("model", None)
     write_result(
         a.result,
