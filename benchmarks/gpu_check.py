@@ -74,12 +74,20 @@ def serve_one(model_path: str) -> dict[str, Any]:
     from serving.backends import OnnxRuntimeBackend
 
     available = ort.get_available_providers()
-    backend = OnnxRuntimeBackend(Path(model_path), ["logits"], cuda="auto")
+    outputs = [o.name for o in ort.InferenceSession(model_path, providers=["CPUExecutionProvider"]).get_outputs()]
+    backend = OnnxRuntimeBackend(Path(model_path), outputs, cuda="auto")
     providers = backend.session.get_providers()
     size = backend.session.get_inputs()[0].shape[1]
     out = asyncio.run(backend.score({"observation": np.zeros((4, size), np.float32)}))
     ok = providers[0] == "CUDAExecutionProvider" if "CUDAExecutionProvider" in available else True
-    return {"available": available, "used": providers, "logits_shape": list(out["logits"].shape), "ok": ok}
+    shapes = {name: list(value.shape) for name, value in out.items()}
+    return {
+        "model": Path(model_path).parent.parent.name,
+        "available": available,
+        "used": providers,
+        "outputs": shapes,
+        "ok": ok,
+    }
 
 
 def main(argv: list[str] | None = None) -> None:
