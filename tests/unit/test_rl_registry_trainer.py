@@ -58,6 +58,19 @@ def test_lr_anneal_decays_every_group_linearly_to_zero_over_the_run(tmp_path: Pa
     assert steady.optimizer.param_groups[0]["lr"] == pytest.approx(1e-2)  # off by default
 
 
+def test_entropy_halflife_halves_the_bonus_every_halflife_and_refuses_a_negative_one(tmp_path: Path) -> None:
+    cfg = MainOnlyConfig(entropy_coef=0.04, entropy_halflife=10)
+    trainer = Trainer(MainOnlyLoss(arms_task(), cfg), quick_run(tmp_path, iterations=40))
+    assert trainer.loss.entropy_weight == pytest.approx(0.04)
+    trainer.anneal_lr(20)
+    assert trainer.loss.entropy_weight == pytest.approx(0.01)
+    steady = Trainer(MainOnlyLoss(arms_task(), MainOnlyConfig(entropy_coef=0.04)), quick_run(tmp_path, iterations=40))
+    steady.anneal_lr(20)
+    assert steady.loss.entropy_weight == pytest.approx(0.04)  # constant by default
+    with pytest.raises(ValueError, match="entropy_halflife: must be >= 0"):
+        MainOnlyConfig(entropy_halflife=-1)
+
+
 def test_generic_train_logs_episode_returns_live_and_refuses_online_settings_offline(tmp_path: Path) -> None:
     task = arms_task()
     src = OnlineSource(lambda n, s: GymEnvPool([TradeoffArmsEnv] * n, task))

@@ -104,6 +104,11 @@ class LossConfig:
     (`episode_pair_advantages`), standardised per signal over the batch. Outcome per signal: the
     main signal's undiscounted episode return, every other signal's per-decision mean. Offline
     training refuses it (logged episodes have no antithetic partners); single process only."""
+    entropy_halflife: float = 0.0
+    """Ours: the entropy bonus halves every `entropy_halflife` iterations (0 = constant). Early
+    exploration keeps every action sampled while a constraint's multiplier drags the policy
+    around, so the policy can still come back once the multiplier falls; the late iterates (what
+    ships) are no longer held stochastic by the bonus."""
     lr_anneal: bool = False
     """Every learning rate decays linearly from its value to 0 over the run's iterations (CleanRL's
     `anneal_lr`), so the last iterates settle instead of keeping the full step size to the end."""
@@ -122,6 +127,8 @@ class LossConfig:
             raise ValueError(f"tau: must be in (0, 1], got {self.tau}")
         if self.minibatch_size < 2 or self.epochs < 1 or self.warm_start_steps < 0 or self.entropy_coef < 0:
             raise ValueError("minibatch_size >= 2, epochs >= 1, warm_start_steps >= 0 and entropy_coef >= 0 required")
+        if self.entropy_halflife < 0:
+            raise ValueError(f"entropy_halflife: must be >= 0 (0 = constant bonus), got {self.entropy_halflife}")
         if any(not 0.0 <= g < 1.0 for g in self.discounts):
             raise ValueError(f"discounts: every γ must be in [0, 1), got {self.discounts}")
         if self.action_distribution not in ACTION_DISTRIBUTIONS:
@@ -184,6 +191,7 @@ class LossModule(nn.Module):
         self.task, self.cfg = task, cfg
         self.dist: Dist = Dist(torch.device("cpu"))  # replaced by the trainer (`bind`)
         self.offline = False  # set by the trainer: offline losses weight by π/μ
+        self.entropy_weight = cfg.entropy_coef  # the trainer decays it (`entropy_halflife`)
         self.actor: Actor = make_actor(task, cfg.hidden, init_mean, cfg.init_std, cfg.action_distribution)
         if cfg.discounts and len(cfg.discounts) != len(task.signals):
             raise ValueError(
@@ -316,9 +324,9 @@ class LossModule(nn.Module):
             metrics |= em
         actor_loss, am = self.actor_loss(mb)
         metrics |= am
-        if self.cfg.entropy_coef > 0:
+        if self.entropy_weight > 0:
             ent = self.actor.entropy(mb.obs).mean()
-            actor_loss = actor_loss - self.cfg.entropy_coef * ent
+            actor_loss = actor_loss - self.entropy_weight * ent
             metrics["charts/entropy"] = ent.item()
         metrics["losses/actor"] = actor_loss.item()
         return loss + actor_loss, metrics

@@ -172,7 +172,10 @@ class Trainer:
             )
 
     def anneal_lr(self, iteration: int) -> None:
-        """`LossConfig.lr_anneal`: every group's lr = base · (1 − iteration / iterations)."""
+        """`LossConfig.lr_anneal`: every group's lr = base · (1 − iteration / iterations); and the
+        entropy bonus = entropy_coef · 0.5^(iteration / entropy_halflife) (`LossConfig.entropy_halflife`)."""
+        if self.cfg.entropy_halflife > 0:
+            self.loss.entropy_weight = self.cfg.entropy_coef * 0.5 ** (iteration / self.cfg.entropy_halflife)
         if not self.cfg.lr_anneal:
             return
         frac = 1.0 - iteration / self.run_cfg.iterations
