@@ -78,6 +78,11 @@ from tests.support.serving import NullProducer
 def create():
     return create_app(producer=NullProducer())
 """
+NO_LOG_SERVE = (
+    "import uvicorn; from serving.http_protocol import PROTOCOL; "
+    "uvicorn.run('no_log_app:create', factory=True, app_dir={app_dir!r}, port={port}, http=PROTOCOL, "
+    "log_level='warning', access_log=False)"
+)
 
 
 def _run_async(coro: Coroutine[Any, Any, T]) -> T:
@@ -451,8 +456,9 @@ def main(argv: list[str] | None = None) -> int:
                 print("slot, decision log dropped (no spool, no Kafka) ...", flush=True)
                 app_file = home / "no_log_app.py"
                 app_file.write_text(NO_LOG_APP)
-                no_log = [sys.executable, "-m", "uvicorn", "no_log_app:create", "--factory", "--port", str(port)]
-                no_log += ["--log-level", "warning", "--no-access-log", "--app-dir", str(home)]
+                # uvicorn as `troupe serve` runs it (its protocol, serving/http_protocol.py), so that the
+                # two rows differ by the decision log only.
+                no_log = [sys.executable, "-c", NO_LOG_SERVE.format(port=port, app_dir=str(home))]
                 with server_process(no_log, base_env, port, "/readyz") as proc:
                     results["no_log"] = measure_app(
                         port, ["slot"], bodies, args.duration, args.repeats, [proc.pid], args.warm_up

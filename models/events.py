@@ -139,7 +139,8 @@ E = TypeVar("E", DecisionEvent, FeedbackEvent)
 # JSON
 # ---------------------------------------------------------------------------
 def to_json(event: BaseModel) -> bytes:
-    return event.model_dump_json().encode()
+    # model_dump_json() without its decode to str and our encode back: the same bytes.
+    return event.__pydantic_serializer__.to_json(event)
 
 
 def _first_error(err: ValidationError) -> EventValidationError:

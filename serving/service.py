@@ -255,7 +255,7 @@ class DecisionService:
         fallback = decision is None
         if decision is None:
             decision = await run(None, cfg)
-            self.metrics.fallbacks.labels(problem, reason or "unknown").inc()
+            self.metrics.count(self.metrics.fallbacks, problem, reason or "unknown")
         if not all(map(math.isfinite, decision.observation)):  # a list: no array round trip
             # Only reachable with extreme inputs that overflow float32 once scaled.
             raise BadRequestError(
@@ -379,6 +379,6 @@ class DecisionService:
         """Log feedback (in the write-ahead spool on return; fdatasynced first with wait_fsync)."""
         written = self.logger.feedback(event)
         self.hooks.on_feedback(event)
-        self.metrics.feedback.inc()
+        self.metrics.count(self.metrics.feedback)
         if written is not None:
             await written

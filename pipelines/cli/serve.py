@@ -41,9 +41,12 @@ def serve(
         shutil.rmtree(folder, ignore_errors=True)
         folder.mkdir(parents=True)
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(folder)
+    from serving.http_protocol import PROTOCOL
+
     uvicorn.run(
         "serving.app:create_app",
         factory=True,
+        http=PROTOCOL,  # httptools, one send(2) per response (serving/http_protocol.py)
         host=host or s.host,
         port=port or s.port,
         workers=workers or s.workers,

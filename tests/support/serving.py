@@ -97,14 +97,19 @@ class NullProducer:
 
 
 @contextlib.contextmanager
-def uvicorn_thread(app: Any) -> Iterator[str]:
-    """A real uvicorn server on a free loopback port, in a background thread; yields its base URL."""
+def uvicorn_thread(app: Any, http: str | None = None) -> Iterator[str]:
+    """A real uvicorn server on a free loopback port, in a background thread; yields its base URL.
+
+    `http`: uvicorn's protocol; by default the one `troupe serve` runs (serving/http_protocol.py)."""
     import uvicorn
+
+    from serving.http_protocol import PROTOCOL
 
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on", access_log=False))
+    config = uvicorn.Config(app, http=http or PROTOCOL, log_level="warning", lifespan="on", access_log=False)
+    server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 60
