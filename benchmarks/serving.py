@@ -217,6 +217,17 @@ async def open_loop(port: int, requests: list[bytes], rate: float, duration_s: f
     return lat, bad
 
 
+def inherited_env() -> dict[str, str]:
+    """This process's environment for a server, less prometheus_client's multiprocess folder.
+
+    Feast sets PROMETHEUS_MULTIPROCESS_DIR when it is imported (feast/metrics.py), and the
+    benchmark imports it: inherited, every server would run prometheus_client in multiprocess mode
+    in one shared folder (slower, and each /metrics adding up the others'). `troupe serve` makes
+    its own folder when it runs several workers; one worker runs single-process, as in production.
+    """
+    return {k: v for k, v in os.environ.items() if not k.startswith("PROMETHEUS_MULTIPROC")}
+
+
 # ---------------------------------------------------------------------------
 # servers
 # ---------------------------------------------------------------------------
@@ -406,7 +417,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             create_topics(broker.bootstrap_servers, {"troupe.decisions.v1": 4, "troupe.feedback.v1": 4})
             base_env = {
-                **os.environ,
+                **inherited_env(),
                 "TROUPE_HOME": str(home),
                 "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap_servers,
                 "TROUPE_FEAST_REPO": str(feast_repo),

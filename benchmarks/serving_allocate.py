@@ -38,6 +38,7 @@ from benchmarks.serving import (
     SERVER_CORE,
     _free_port,
     _pin,
+    inherited_env,
     measure_app,
     server_process,
 )
@@ -83,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
                 else:
                     register_marca(registry, "v1", promote=True, config=MarcaConfig())
                 env = {
-                    **os.environ,
+                    **inherited_env(),
                     "TROUPE_HOME": str(server_home),
                     "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap_servers,
                     "TROUPE_FEAST_REPO": str(feast_repo),
