@@ -496,6 +496,22 @@ def seed_std(runs: list[dict[str, Any]], name: str) -> tuple[float, int]:
     return (float(np.sqrt(np.mean(variances))) if variances else float("nan")), n
 
 
+def seed_eval_noise(runs: list[dict[str, Any]], name: str) -> float:
+    """The part of `seed_std` that evaluation noise alone would give: two training seeds of one world are
+    evaluated on the same users, and the paired variance of the difference of their lifts, Var(d)/n with
+    d = (total_k − total_j) / mean(rule total) per user, halved (the expected sample variance of the seeds'
+    lifts when they differ by noise only), pooled over pairs and worlds; its root."""
+    halves = []
+    for r in runs:
+        rows = [row for row in r["evals"] if row == name or row.startswith(f"{name}@")]
+        scale = r["evals"]["rule"]["total"].mean()
+        for i, a in enumerate(rows):
+            for b in rows[i + 1 :]:
+                d = (r["evals"][a]["total"] - r["evals"][b]["total"]) / scale
+                halves.append(float(np.var(d, ddof=1) / d.shape[0] / 2.0))
+    return float(np.sqrt(np.mean(halves))) if halves else float("nan")
+
+
 def metrics_of(runs: list[dict[str, Any]]) -> list[Metric]:
     def lift(a: str, b: str, key: str = "total") -> tuple[float, float, float]:
         return paired_ratio(pooled(runs, a, key), pooled(runs, b, key))
@@ -552,8 +568,9 @@ def metrics_of(runs: list[dict[str, Any]]) -> list[Metric]:
                     note=(
                         f"std of the lift vs the rule across {n} training seeds within a world (same world and "
                         f"evaluation users), pooled over {len(runs)} worlds: {std:.4f} (SL-MGAC) vs "
-                        f"{std_ablation:.4f} (no anchor). Before 2026-12-04 the std across worlds: "
-                        "slot.sl_mgac.world_std_ratio_vs_no_anchor"
+                        f"{std_ablation:.4f} (no anchor); evaluation noise alone would give "
+                        f"{seed_eval_noise(runs, 'sl_mgac'):.4f} / {seed_eval_noise(runs, 'no_anchor'):.4f}. "
+                        "Before 2026-12-04 the std across worlds: slot.sl_mgac.world_std_ratio_vs_no_anchor"
                     ),
                 )
             )

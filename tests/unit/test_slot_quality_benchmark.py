@@ -146,3 +146,15 @@ def test_the_baselines_train_in_the_world_and_act_with_valid_slot_actions(name: 
     assert actions.shape == (64,) and actions.min() >= 0 and actions.max() < SLOT.action.n  # type: ignore[union-attr]
     if name == "dqn":  # a Q-network with a target network, no actor
         assert hasattr(learner, "target_network") and not hasattr(learner, "actor")
+
+
+def test_seed_eval_noise_is_what_noise_alone_gives_to_the_seeds_lift_spread() -> None:
+    rng = np.random.default_rng(0)
+    users = 20_000
+    rule = np.full(users, 1000.0)
+    world = {"evals": {"rule": {"total": rule}, "x": {"total": rule + 10.0 * rng.standard_normal(users)}}}
+    world["evals"]["x@1"] = {"total": rule + 10.0 * rng.standard_normal(users)}
+    # d = (a − b) / 1000 has variance 2 · 0.01²; half of its mean's variance: 1e-4 / users.
+    assert sq.seed_eval_noise([world], "x") == pytest.approx(np.sqrt(1e-4 / users), rel=0.05)
+    world["evals"]["x@1"] = world["evals"]["x"]
+    assert sq.seed_eval_noise([world], "x") == 0.0
