@@ -1,12 +1,18 @@
-"""Feast online read latency: one user, the slot_v1 feature service (3 user features), SQLite and Redis.
+"""Feast online read latency: one user, the slot_v2 feature service (4 user features), SQLite and Redis.
 
     python -m benchmarks.feast_online [--users 5000] [--reads 2000]
 
-Builds a lake of synthetic feedback for `users` users, computes the features,
-`feast apply` + materialize into a fresh repo, then times
-`get_online_features(features=<slot_v1>, entity_rows=[{"user_id": u}])` for
+Builds a lake of synthetic feedback for `users` users (rank feedback for the
+rates, slot feedback with live exposures for the live affinity and the live
+sequence), computes the features, `feast apply` + materialize into a fresh
+repo, then times
+`get_online_features(features=<slot_v2>, entity_rows=[{"user_id": u}])` for
 random users after a warm-up. p50/p99 over all timed reads (one process, one
 thread). Redis is measured when 127.0.0.1:6379 answers.
+
+slot_v2 is what serving reads for `slot` (models/problems.py SLOT.feature_service):
+slot_v1's three features plus `user_live_sequence` (10 floats). Until
+2026-12-04 this benchmark measured slot_v1.
 """
 
 from __future__ import annotations
@@ -23,6 +29,8 @@ from typing import Any
 import numpy as np
 
 from benchmarks.common import Metric, write_result
+
+SERVICE = "slot_v2"
 
 
 def _lake(data_dir: Path, users: int) -> tuple[dt.datetime, dt.datetime]:
@@ -41,12 +49,23 @@ def _lake(data_dir: Path, users: int) -> tuple[dt.datetime, dt.datetime]:
         events.append(
             FeedbackEvent(request_id=f"r{i}", timestamp=ts, user_id=f"u{i % users}", problem="rank", signals=sig)
         )
+    for i in range(users * 2):  # slot feedback: a live stream shown on about a quarter of the pages
+        ts = start + dt.timedelta(seconds=int(rng.integers(0, 2 * 86_400 - 3600)))
+        shown = float(rng.random() < 0.25)
+        sig = Signals(
+            watch_time=float(rng.exponential(30)),
+            live_exposure=shown,
+            live_watch_time=shown * float(rng.exponential(60)) * float(rng.random() < 0.5),
+        )
+        events.append(
+            FeedbackEvent(request_id=f"s{i}", timestamp=ts, user_id=f"u{i % users}", problem="slot", signals=sig)
+        )
     commit_events(IngestConfig("127.0.0.1:1", data_dir), events)  # type: ignore[arg-type]
     return start - dt.timedelta(hours=1), end + dt.timedelta(hours=1)
 
 
 def _time_reads(store: Any, users: int, reads: int) -> tuple[float, float]:
-    service = store.get_feature_service("slot_v1")
+    service = store.get_feature_service(SERVICE)
     rng = np.random.default_rng(1)
     for i in range(200):  # warm-up
         store.get_online_features(features=service, entity_rows=[{"user_id": f"u{i % users}"}])
@@ -55,7 +74,7 @@ def _time_reads(store: Any, users: int, reads: int) -> tuple[float, float]:
         t0 = time.perf_counter()
         out = store.get_online_features(features=service, entity_rows=[{"user_id": f"u{u}"}]).to_dict()
         lat.append((time.perf_counter() - t0) * 1000)
-    if out["user_recent_rates"][0] is None:
+    if out["user_recent_rates"][0] is None or out["user_live_sequence"][0] is None:
         raise RuntimeError("online read returned no value: materialization failed")
     return float(np.percentile(lat, 50)), float(np.percentile(lat, 99))
 
@@ -76,7 +95,7 @@ def main(argv: list[str] | None = None) -> None:
         materialize(cfg, start=start, end=end)
         p50, p99 = _time_reads(store, args.users, args.reads)
         print(f"sqlite p50 {p50:.3f} ms p99 {p99:.3f} ms", flush=True)
-        note = f"slot_v1 (3 user features), 1 entity row, {args.users} users, {args.reads} reads"
+        note = f"{SERVICE} (4 user features), 1 entity row, {args.users} users, {args.reads} reads"
         metrics += [
             Metric("feast.online_read_p50_ms", p50, "ms", note=f"SQLite; {note}"),
             Metric("feast.online_read_p99_ms", p99, "ms", note=f"SQLite; {note}"),

@@ -41,16 +41,19 @@ class BatchedSimPool:
         n_envs: int,
         task: TaskSpec,
         multi_agent: bool = False,
-        world_seed: int = 0,
+        world_seed: int | None = None,
         **overrides: Any,
     ) -> None:
-        """`world_seed` picks the simulated world (its streams, schedules, users' draws); `reset(seed)` the users."""
+        """`world_seed` fixes the simulated world (its catalog, streams, schedules) for good: `reset(seed)` then
+        draws only the users and the dynamics from `seed`. None (the default, as before): `reset(seed)` builds
+        the world from `seed` too, so every reset seed is another world."""
         from training.envs import make_batched
 
         self.problem, self.task, self.multi_agent = problem, task, multi_agent
         self.n_envs = n_envs
         self.overrides = overrides
-        self.sim: Any = make_batched(problem, n_envs, world_seed, **overrides)
+        self.world_seed = world_seed
+        self.sim: Any = make_batched(problem, n_envs, 0 if world_seed is None else world_seed, **overrides)
 
     def pair_rows(self) -> None:
         """Rows 2k and 2k+1 simulate the same users with common random numbers from the next reset on
@@ -109,8 +112,13 @@ class BatchedSimPool:
     def reset(self, seed: int) -> np.ndarray:
         from training.envs import make_batched
 
-        self.sim = make_batched(self.problem, self.n_envs, seed, **self.overrides)
-        return self._observe(self.sim.reset())
+        if self.world_seed is None:
+            self.sim = make_batched(self.problem, self.n_envs, seed, **self.overrides)
+            return self._observe(self.sim.reset())
+        # The world stays the one of `world_seed` (its catalog is drawn from the constructor's seed); the
+        # users and the dynamics follow `seed`.
+        self.sim = make_batched(self.problem, self.n_envs, self.world_seed, **self.overrides)
+        return self._observe(self.sim.reset(seed))
 
     def _discrete(self, actions: np.ndarray) -> np.ndarray:
         """Float action columns → the simulator's ints: (N,) for one component, (N, K) for several."""
