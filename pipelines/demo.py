@@ -1,6 +1,6 @@
 """`make demo`: the whole loop on embedded defaults — traffic in, logs, a retrained policy, an offline gate, a canary, an A/B verdict.
 
-    .venv/bin/python -m pipelines.demo [--users 40] [--algo tscac] [--canary-share 0.5]
+    .venv/bin/python -m pipelines.demo [--users 400] [--algo tscac] [--canary-share 0.5]
 
 Steps (README.md, "What `make demo` prints and how to run each step by hand"):
 
@@ -65,7 +65,7 @@ DEFAULT_TRAIN_CONFIG: dict[str, Any] = {
 # Printed when the gate refuses, one remedy per kind of reason: the gate is never loosened, so the remedies
 # are more evidence, a candidate trained differently, or a day-one rule that keeps its own constraints.
 HINT_LOWER_BOUND = (
-    "the lift's interval still reaches zero: give it more evidence (`--users 300`: twice the decisions, an "
+    "the lift's interval still reaches zero: give it more evidence (`--users 800`: twice the decisions, an "
     "interval about 1.4x narrower) or another day (`--seed 4`); if the estimate itself is near zero the "
     "candidate is genuinely no better than production: another learner (`--algo tscac`) or another day"
 )
@@ -119,12 +119,15 @@ def what_to_try(reasons: list[str], report: str, production: dict[str, float] | 
 class DemoConfig:
     """Sizes and choices of one demo run; the defaults finish in well under 10 minutes on 2 cores."""
 
-    users_per_day: int = 150
-    """Simulated users per day (about 32 decisions each with the default day-one rule: about 4,800 a day).
-    Measured (2026-12-04, shared 2-core host): 100 users gave the gate's DR interval a half-width of
-    1.1–1.4 s/decision against a candidate worth about 2 % (1.3–2.1 s): one day in four or five its lower
-    bound reached 0 (+0.66 [−0.45, +1.77]). 150 users narrow it by about 1/√1.5 and take about 50 s per
-    simulated day (the whole loop in about 150 s on a quiet host); 200 users took 245 s under load."""
+    users_per_day: int = 400
+    """Simulated users per day (about 32 decisions each with the default day-one rule: about 12,800 a day).
+    Measured (2026-12-04, shared 2-core host): at 150 users the gate's DR interval had a half-width of
+    about 1 s/decision against a candidate worth about 2 % (1–2 s), and 2 of 10 runs were refused for
+    the lower bound only (+0.80 [−0.13, +1.74]). The interval shrinks like 1/√users: 400 users give
+    a half-width of about 0.6 s (+1.27 [+0.69, +1.85] on the default seed). Since the traffic
+    generator stopped limiting a day (aiohttp, pipelines/traffic.py) a day of 400 users takes about
+    40 s at load average 5–7, the whole loop about 125 s; at 150 users it took about 50 s a day
+    with httpx."""
     concurrency: int = 32
     """Requests in flight at once."""
     canary_share: float = 0.5
