@@ -56,9 +56,26 @@ from typing import Any
 # more truth (+1.8 to +2.5 %) and needed the trust region (step 0.22 on one seed); lr 1e-3 needed a step
 # of 0.03, whose estimate no longer excluded 0. Retrained on the ten days of the 150-user benchmark
 # (README), 3 × 60 steps passed the gate on 8 of 10 too (other days), truth +1.2 to +2.1 %: no better.
+# 2026-12-04, at 400 users a day: the clone's own error was most of the candidate's distance from the logs
+# (ESS 0.55–0.62 with or without the 60 RCPO steps) and, being a random direction, most of the spread of
+# its estimate: retrained on one logged day with training seeds 7–10 the DR estimate was +0.28, +1.69,
+# +1.16, +0.89 s/decision (half-width 0.52–0.54; seed 7 refused). Cloning twice as long on twice the
+# rows per step (4,000 × 1,024) keeps ESS 0.86–0.92 and halves the half-width (0.20–0.27); the estimate
+# then is the RCPO steps' own (+0.13 to +0.63 at lr 1e-4). At lr 3e-4 the trust region still needs no
+# step back (ESS 0.75–0.86) and the same day gave +0.59 [+0.27, +0.90] (seed 7) and +1.04 [+0.76, +1.32]
+# (seed 8), another +1.27 [+0.86, +1.68] (was +1.12 [+0.56, +1.68]); lr 1e-3 ran to ESS 0.39 and
+# +0.03 [−0.80, +0.87]. These are the gate's in-sample estimates (the day that trains also evaluates);
+# the A/B test on day 2 is the out-of-sample check.
 DEFAULT_TRAIN_CONFIG: dict[str, Any] = {
     "run": {"iterations": 3, "offline_steps": 20},
-    "algo": {"init_std": 0.03, "warm_start_steps": 2000, "warm_start_lr": 1e-2, "actor_lr": 1e-4, "margin": 0.03},
+    "algo": {
+        "init_std": 0.03,
+        "warm_start_steps": 4000,
+        "warm_start_lr": 1e-2,
+        "minibatch_size": 1024,
+        "actor_lr": 3e-4,
+        "margin": 0.03,
+    },
     "trust_region": {"min_ess_share": 0.3},
 }
 
