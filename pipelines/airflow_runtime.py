@@ -55,8 +55,12 @@ def _installed_airflow_version() -> str:
     return version("apache-airflow-core")
 
 
-def migrate_db(home: Path, *, timeout_s: float = 300.0) -> bool:
-    """Run `airflow db migrate` for `home` unless it was already done; True when it ran now."""
+def migrate_db(home: Path, *, timeout_s: float = 300.0, environ: Mapping[str, str] | None = None) -> bool:
+    """Run `airflow db migrate` for `home` unless it was already done; True when it ran now.
+
+    `environ`: the environment the subprocess starts from (default: this process's); a caller that runs
+    this in a thread while it keeps changing os.environ passes a copy.
+    """
     home.mkdir(parents=True, exist_ok=True)
     stamp = home / _STAMP
     wanted = _installed_airflow_version()
@@ -65,7 +69,7 @@ def migrate_db(home: Path, *, timeout_s: float = 300.0) -> bool:
         try:
             if stamp.exists() and stamp.read_text().strip() == wanted and (home / "airflow.db").exists():
                 return False
-            env = {**os.environ, **airflow_env(home, quiet=True)}
+            env = {**(os.environ if environ is None else environ), **airflow_env(home, quiet=True)}
             proc = subprocess.run(
                 [sys.executable, "-m", "airflow", "db", "migrate"],
                 env=env,

@@ -1,10 +1,10 @@
 """`make demo`: the whole loop on embedded defaults — traffic in, logs, a retrained policy, an offline gate, a canary, an A/B verdict.
 
-    .venv/bin/python -m pipelines.demo [--users 40] [--algo tscac] [--canary-share 0.5]
+    .venv/bin/python -m pipelines.demo [--users 400] [--algo tscac] [--canary-share 0.5]
 
 Steps (README.md, "What `make demo` prints and how to run each step by hand"):
 
- 1. prepare Airflow (`airflow db migrate` into AIRFLOW_HOME, once);
+ 1. prepare Airflow (`airflow db migrate` into AIRFLOW_HOME, once, in the background until step 6);
  2. start the embedded Kafka broker (Tansu) on loopback;
  3. register the `rank` behaviour policy (fixed fusion weights, Gaussian
     exploration, as ONNX) and promote it;
@@ -36,6 +36,7 @@ import sys
 import time
 import warnings
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -55,9 +56,26 @@ from typing import Any
 # more truth (+1.8 to +2.5 %) and needed the trust region (step 0.22 on one seed); lr 1e-3 needed a step
 # of 0.03, whose estimate no longer excluded 0. Retrained on the ten days of the 150-user benchmark
 # (README), 3 × 60 steps passed the gate on 8 of 10 too (other days), truth +1.2 to +2.1 %: no better.
+# 2026-12-04, at 400 users a day: the clone's own error was most of the candidate's distance from the logs
+# (ESS 0.55–0.62 with or without the 60 RCPO steps) and, being a random direction, most of the spread of
+# its estimate: retrained on one logged day with training seeds 7–10 the DR estimate was +0.28, +1.69,
+# +1.16, +0.89 s/decision (half-width 0.52–0.54; seed 7 refused). Cloning twice as long on twice the
+# rows per step (4,000 × 1,024) keeps ESS 0.86–0.92 and halves the half-width (0.20–0.27); the estimate
+# then is the RCPO steps' own (+0.13 to +0.63 at lr 1e-4). At lr 3e-4 the trust region still needs no
+# step back (ESS 0.75–0.86) and the same day gave +0.59 [+0.27, +0.90] (seed 7) and +1.04 [+0.76, +1.32]
+# (seed 8), another +1.27 [+0.86, +1.68] (was +1.12 [+0.56, +1.68]); lr 1e-3 ran to ESS 0.39 and
+# +0.03 [−0.80, +0.87]. These are the gate's in-sample estimates (the day that trains also evaluates);
+# the A/B test on day 2 is the out-of-sample check.
 DEFAULT_TRAIN_CONFIG: dict[str, Any] = {
     "run": {"iterations": 3, "offline_steps": 20},
-    "algo": {"init_std": 0.03, "warm_start_steps": 2000, "warm_start_lr": 1e-2, "actor_lr": 1e-4, "margin": 0.03},
+    "algo": {
+        "init_std": 0.03,
+        "warm_start_steps": 4000,
+        "warm_start_lr": 1e-2,
+        "minibatch_size": 1024,
+        "actor_lr": 3e-4,
+        "margin": 0.03,
+    },
     "trust_region": {"min_ess_share": 0.3},
 }
 
@@ -65,7 +83,7 @@ DEFAULT_TRAIN_CONFIG: dict[str, Any] = {
 # Printed when the gate refuses, one remedy per kind of reason: the gate is never loosened, so the remedies
 # are more evidence, a candidate trained differently, or a day-one rule that keeps its own constraints.
 HINT_LOWER_BOUND = (
-    "the lift's interval still reaches zero: give it more evidence (`--users 300`: twice the decisions, an "
+    "the lift's interval still reaches zero: give it more evidence (`--users 800`: twice the decisions, an "
     "interval about 1.4x narrower) or another day (`--seed 4`); if the estimate itself is near zero the "
     "candidate is genuinely no better than production: another learner (`--algo tscac`) or another day"
 )
@@ -119,12 +137,20 @@ def what_to_try(reasons: list[str], report: str, production: dict[str, float] | 
 class DemoConfig:
     """Sizes and choices of one demo run; the defaults finish in well under 10 minutes on 2 cores."""
 
-    users_per_day: int = 150
-    """Simulated users per day (about 32 decisions each with the default day-one rule: about 4,800 a day).
-    Measured (2026-12-04, shared 2-core host): 100 users gave the gate's DR interval a half-width of
-    1.1–1.4 s/decision against a candidate worth about 2 % (1.3–2.1 s): one day in four or five its lower
-    bound reached 0 (+0.66 [−0.45, +1.77]). 150 users narrow it by about 1/√1.5 and take about 50 s per
-    simulated day (the whole loop in about 150 s on a quiet host); 200 users took 245 s under load."""
+    users_per_day: int = 400
+    """Simulated users on day 1, whose logs train and gate the candidate (about 32 decisions each: about 12,800).
+    Measured (2026-12-04, shared 2-core host): at 150 users the gate's DR interval had a half-width of
+    about 1 s/decision against a candidate worth about 2 % (1–2 s), and 2 of 10 runs were refused for
+    the lower bound only (+0.80 [−0.13, +1.74]). The interval shrinks like 1/√users: 400 users give
+    a half-width of about 0.6 s (+1.27 [+0.69, +1.85] on the default seed). Since the traffic
+    generator stopped limiting a day (aiohttp, pipelines/traffic.py) a day of 400 users takes about
+    40 s at load average 5–7, the whole loop about 125 s; at 150 users it took about 50 s a day
+    with httpx."""
+    ab_users_per_day: int = 200
+    """Simulated users on day 2, the canary's A/B day. Fewer than day 1: the gate's evidence is day 1's,
+    and day 2 only has to show the A/B test next to the estimate. At 200 users (about 3,200 decisions
+    an arm) its CI on the lift is about ±4 %, narrower than at the old 150-user days (±5.5 %); a day of
+    400 took 71 s of a 268 s run at load average 9 (2026-12-04)."""
     concurrency: int = 32
     """Requests in flight at once."""
     canary_share: float = 0.5
@@ -175,8 +201,11 @@ class DemoConfig:
     """Airflow's folder; None = AIRFLOW_HOME or <TROUPE_HOME or ./var>/airflow."""
 
     def __post_init__(self) -> None:
-        if self.users_per_day < 2:
-            raise ValueError(f"DemoConfig.users_per_day: need >= 2 users, got {self.users_per_day}")
+        if self.users_per_day < 2 or self.ab_users_per_day < 2:
+            raise ValueError(
+                f"DemoConfig.users_per_day, ab_users_per_day: need >= 2 users, got {self.users_per_day}, "
+                f"{self.ab_users_per_day}"
+            )
         if self.concurrency < 1:
             raise ValueError(f"DemoConfig.concurrency: must be >= 1, got {self.concurrency}")
         if not 0.0 < self.canary_share <= 1.0:
@@ -262,11 +291,15 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
 
     get_settings.cache_clear()
 
-    from pipelines.airflow_runtime import prepare_airflow
+    from pipelines.airflow_runtime import migrate_db, prepare_airflow
 
-    with p.step(f"prepare Airflow (AIRFLOW_HOME={airflow_home}, `airflow db migrate` once)"):
-        prepare_airflow(airflow_home, quiet=True)
-        quiet_third_party_warnings(airflow_ready=True)
+    # `airflow db migrate` is a subprocess of its own (18 s of a 183 s run at load average 8 on 2 cores,
+    # 2026-12-04): it runs in the background while the broker, the API and day 1 start, and the demo waits
+    # for it only before its first DAG run. Nothing before that imports Airflow (prepare_airflow checks).
+    migrations = ThreadPoolExecutor(max_workers=1, thread_name_prefix="airflow-migrate")
+    with p.step(f"prepare Airflow (AIRFLOW_HOME={airflow_home}): `airflow db migrate` once, in the background"):
+        t_migrate = time.perf_counter()
+        migrating = migrations.submit(migrate_db, airflow_home, environ=dict(os.environ))
 
     from models.registry import ModelRegistry
     from pipelines.airflow_runtime import run_dag
@@ -277,6 +310,7 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     settings = get_settings()
     admin_key = secrets.token_urlsafe(24)
     with contextlib.ExitStack() as stack:
+        stack.callback(migrations.shutdown, wait=True)
         with p.step("start the Kafka broker (Tansu, embedded)"):
             broker = stack.enter_context(running_broker(settings, logs / "broker.log"))
             os.environ["TROUPE_KAFKA_BOOTSTRAP_SERVERS"] = broker.bootstrap_servers
@@ -322,6 +356,14 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
         day1_interval = day1.interval()
 
         with p.step("troupe_ingest (Kafka → Parquet, exactly once) and troupe_features (→ Feast)"):
+            t_wait = time.perf_counter()
+            migrated_now = migrating.result()  # re-raises the migration's error, if it failed
+            prepare_airflow(airflow_home, quiet=True)  # the DB is migrated: this only sets the environment now
+            quiet_third_party_warnings(airflow_ready=True)
+            p.line(
+                f"      airflow db migrate: {'done' if migrated_now else 'already done'} "
+                f"{time.perf_counter() - t_migrate:.0f} s after it started (waited {time.perf_counter() - t_wait:.1f} s)"
+            )
             summary["ingest_day1"] = _wait_for_lake(day1.requests - day1.errors, p)
             # Feast prints its own progress bars; they go to the log file, the demo prints the outcome.
             with (logs / "features.log").open("a") as flog, contextlib.redirect_stdout(flog):
@@ -358,9 +400,9 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
             summary["deploy"] = deployed
             arms = ", ".join(f"{a['name']}={a['version']} ({a['weight']:.0%})" for a in deployed["arms"])
             p.line(f"      canary live: experiment {deployed['experiment']}: {arms}")
-            with p.step("day 2: the same traffic with the canary live; ingest again"):
+            with p.step(f"day 2: {cfg.ab_users_per_day} simulated users with the canary live; ingest again"):
                 day2 = run_day(
-                    TrafficConfig(api.url, users=cfg.users_per_day, concurrency=cfg.concurrency, seed=cfg.seed + 2),
+                    TrafficConfig(api.url, users=cfg.ab_users_per_day, concurrency=cfg.concurrency, seed=cfg.seed + 2),
                     on_progress=p.line,
                 )
                 summary["day2"] = day2.to_dict()
@@ -528,7 +570,10 @@ def main(argv: list[str] | None = None) -> int:
     # The demo's own lines would be buried under notices about third-party code.
     quiet_third_party_warnings()
     parser = argparse.ArgumentParser(description="Run Troupe's whole loop once on embedded defaults.")
-    parser.add_argument("--users", type=int, default=DemoConfig.users_per_day, help="simulated users per day")
+    parser.add_argument("--users", type=int, default=DemoConfig.users_per_day, help="simulated users on day 1")
+    parser.add_argument(
+        "--ab-users", type=int, default=DemoConfig.ab_users_per_day, help="simulated users on day 2 (the A/B test)"
+    )
     parser.add_argument("--algo", default=DemoConfig.algo, help="training algorithm of the candidate")
     parser.add_argument("--canary-share", type=float, default=DemoConfig.canary_share)
     parser.add_argument("--min-lift", type=float, default=DemoConfig.min_lift, help="gate margin (s/decision)")
@@ -550,6 +595,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     cfg = DemoConfig(
         users_per_day=args.users,
+        ab_users_per_day=args.ab_users,
         algo=args.algo,
         canary_share=args.canary_share,
         min_lift=args.min_lift,

@@ -132,6 +132,30 @@ def test_the_retrain_job_ships_the_step_the_logs_can_evaluate_and_export_rebuild
     assert exported["parity"]["model.onnx"] <= 1e-5
 
 
+def test_tscac_retraining_gets_the_same_reward_free_trust_region(troupe_home: Path) -> None:
+    """The scheduled DAG's rank default (TSCAC): its stage-two actor is stepped back like RCPO's, and exported as such."""
+    from pipelines.jobs.export import run_export
+    from pipelines.jobs.train import read_logged_actions, run_train
+
+    data = _rank_logs(troupe_home / "runs" / "rank" / "t" / "dataset")
+    fast = {**FAST_RCPO, "algo": {**FAST_RCPO["algo"], "actor_lr": 1e-2}}
+    free = run_train("rank", data, troupe_home / "free", algo="tscac", config={**fast, "trust_region": {"min_ess_share": 0.0}}, seed=1)  # fmt: skip
+    trained = run_train("rank", data, troupe_home / "runs" / "rank" / "t", algo="tscac", config=fast, seed=1)
+    region = trained["trust_region"]  # min_ess_share 0.3 from configs/rank/tscac.yaml
+    logged = read_logged_actions(data)
+
+    def ess_share(onnx: str) -> float:
+        from training.ope.policies import OnnxPolicy
+
+        target = OnnxPolicy(RANK, Path(onnx)).log_density(logged["observation"], logged["action"])
+        return float(importance_weights(target, logged["log_density"], log_space=True).diagnostics.ess_share)
+
+    assert free["trust_region"] is None and ess_share(free["onnx"]) < 0.05  # TSCAC alone leaves the support
+    assert region["min_ess_share"] == 0.3 and region["met"] and 0.0 < region["step"] < 1.0
+    assert ess_share(trained["onnx"]) == pytest.approx(region["ess_share"], rel=1e-6) and region["ess_share"] >= 0.3
+    assert run_export("rank", trained)["parity"]["model.onnx"] <= 1e-5
+
+
 def test_the_step_is_chosen_without_reading_a_reward_column(tmp_path: Path) -> None:
     from pipelines.jobs.train import read_logged_actions
 
@@ -142,9 +166,11 @@ def test_the_step_is_chosen_without_reading_a_reward_column(tmp_path: Path) -> N
     assert set(logged) == {"observation", "action", "log_density"} and logged["action"].shape == (600, 18)
 
 
-def test_scheduled_rcpo_retraining_gets_the_trust_region_from_its_config_file(tmp_path: Path) -> None:
+@pytest.mark.parametrize("algo", ["rcpo", "tscac"])
+def test_scheduled_rank_retraining_gets_the_trust_region_from_its_config_file(algo: str, tmp_path: Path) -> None:
     from pipelines.jobs.train import effective_config
 
-    assert effective_config("rank", "rcpo", {}, 0, tmp_path)["trust_region"] == {"min_ess_share": 0.3}
-    flat = effective_config("rank", "rcpo", {"actor_lr": 1e-4}, 0, tmp_path)  # flat overrides keep it
+    # TSCAC is what the scheduled troupe_retrain_rank trains by default (DEFAULT_ALGOS), RCPO what the demo trains.
+    assert effective_config("rank", algo, {}, 0, tmp_path)["trust_region"] == {"min_ess_share": 0.3}
+    flat = effective_config("rank", algo, {"actor_lr": 1e-4}, 0, tmp_path)  # flat overrides keep it
     assert flat["trust_region"] == {"min_ess_share": 0.3} and flat["algo"]["actor_lr"] == 1e-4
