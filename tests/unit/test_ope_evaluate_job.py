@@ -15,6 +15,7 @@ from models.problems import RANK, SLOT
 from models.registry import ModelRegistry
 from pipelines.jobs.evaluate import EvaluateConfig, EvaluationInputError, run_evaluate
 from pipelines.jobs.gate import inputs_from_report
+from tests.support.rl import one_step_rank_columns
 from tests.unit._ope_onnx import register_linear_policy
 from training.ope.policies import clipped_gaussian_log_density
 from training.ope.weights import softmax
@@ -127,17 +128,8 @@ def test_rank_evaluation_uses_densities_and_ncis(tmp_path: Path) -> None:
     a = np.clip(0.5 + 0.2 * rng.normal(size=(n, 18)), 0, 1)
     ld = clipped_gaussian_log_density(a, np.full((n, 18), 0.5), np.full((n, 18), 0.2), 0.0, 1.0)
     r = a[:, 0] * 10 + rng.normal(0, 1, n)
-    cols = {
-        "observation": [v.tolist() for v in x],
-        "action": [v.tolist() for v in a],
-        **{f"reward_{s}": (r if s == "watch_time" else rng.uniform(0, 1, n)) for s in RANK.signal_names},
-        "next_observation": [v.tolist() for v in x],
-        "done": np.ones(n, bool),
-        "propensity": pa.array([None] * n, pa.float64()),
-        "log_density": ld,
-        "session_id": [f"s{i}" for i in range(n)],
-        "timestamp": pa.array([dt.datetime(2026, 11, 21, tzinfo=dt.UTC)] * n, pa.timestamp("us", tz="UTC")),
-    }
+    rewards = {s: (r if s == "watch_time" else rng.uniform(0, 1, n)) for s in RANK.signal_names}
+    cols = one_step_rank_columns(x, a, ld, rewards)
     folder = tmp_path / "datasets" / "rank"  # laid out like pipelines/jobs/dataset.py writes it
     folder.mkdir(parents=True)
     _write(folder / "transitions.parquet", cols)

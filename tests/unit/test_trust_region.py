@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +11,7 @@ import pytest
 import torch
 
 from models.problems import RANK
+from tests.support.rl import one_step_rank_columns
 from training.ope.policies import clipped_gaussian_log_density
 from training.ope.weights import importance_weights
 from training.rl.networks import TanhGaussianActor
@@ -82,17 +82,8 @@ def _rank_logs(folder: Path, n: int = 600, seed: int = 0) -> Path:
     x = rng.normal(size=(n, d))
     a = np.clip(0.3 + 0.05 * rng.normal(size=(n, 18)), 0, 1)
     ld = clipped_gaussian_log_density(a, np.full((n, 18), 0.3), np.full((n, 18), 0.05), 0.0, 1.0)
-    cols = {
-        "observation": [v.tolist() for v in x],
-        "action": [v.tolist() for v in a],
-        **{f"reward_{s}": 100.0 * a[:, 0] if s == "watch_time" else np.full(n, 10.0) for s in RANK.signal_names},
-        "next_observation": [v.tolist() for v in x],
-        "done": np.ones(n, bool),
-        "propensity": pa.array([None] * n, pa.float64()),
-        "log_density": ld,
-        "session_id": [f"s{i}" for i in range(n)],
-        "timestamp": pa.array([dt.datetime(2026, 11, 21, tzinfo=dt.UTC)] * n, pa.timestamp("us", tz="UTC")),
-    }
+    rewards = {s: 100.0 * a[:, 0] if s == "watch_time" else np.full(n, 10.0) for s in RANK.signal_names}
+    cols = one_step_rank_columns(x, a, ld, rewards)
     folder.mkdir(parents=True)
     pq.write_table(pa.table(cols), folder / "transitions.parquet")
     return folder / "transitions.parquet"
