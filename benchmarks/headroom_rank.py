@@ -73,6 +73,19 @@ FATIGUE_PER_MINUTE = (0.3, 1.0, 2.5)
 FATIGUE_EDGES = (8.0, 25.0)
 """Bins of φ_g × minutes in session: fresh / tiring / near the leave hazard's knee (h_F · 25 ≈ 3.8 logits)."""
 ROWS = GROUPS * (len(FATIGUE_EDGES) + 1)
+SOCIAL_FEATURE = 16
+"""Index of the pool's mean predicted comment (scaled) in the rank observation: the user's sociability
+shows in every candidate's predicted interactions (correlation 0.87 with the hidden log sociability)."""
+COMPLETION_FEATURE = 24
+"""Index of the last pages' completion (EMA) in the rank observation: the proxy of the hidden satisfaction S."""
+FEATURE_CENTRE = (-3.06, 0.72)
+FEATURE_SCALE = (0.5, 0.085)
+"""Mean and std of log(pool's mean predicted comment) and of the completion EMA over the search users' requests:
+the tilt's features are standardised with them."""
+TILT_FEATURES = ("sociability", "satisfaction", "last_day")
+TILT_TARGETS = ("comment", "other interactions")
+TILT_BOUND = 2.0
+"""The tilt coefficients β are searched in [−TILT_BOUND, TILT_BOUND] (a factor e^±2 per unit of feature)."""
 CHECKPOINT_DIR = Path(__file__).resolve().parents[1] / "var" / "headroom_rank"
 """Best weights so far of each search, rewritten every iteration (`--from-checkpoint` evaluates them)."""
 
@@ -93,6 +106,13 @@ REFERENCE_TABLE: tuple[tuple[float, ...], ...] = (
     (0.249, 0.177, 0.183, 0.92, 0.18, 0.43),  # high, near the knee
 )
 """Rows 3·group + fatigue bin; columns watch, click, like, follow, comment, share (spec order)."""
+
+REFERENCE_TILT: tuple[tuple[tuple[float, ...], ...], ...] = (
+    ((0.0, 0.0, 0.0), (0.0, 0.0, 0.0)),  # low: comment, other interactions × (sociability, satisfaction, last day)
+    ((0.0, 0.0, 0.0), (0.0, 0.0, 0.0)),  # medium
+    ((0.0, 0.0, 0.0), (0.0, 0.0, 0.0)),  # high
+)
+"""β[group, target, feature] of `TiltedTablePolicy`, found by `cem` with the table fixed."""
 
 Policy = Callable[[Any], np.ndarray]
 
@@ -122,6 +142,45 @@ def table_policy(table: Any) -> Policy:
         return rows[state_row(np.asarray(obs))]
 
     return policy
+
+
+class TiltedTablePolicy:
+    """The table's weights, with the interaction weights tilted by the state: w_j × exp(Σ_k β_g,t(j),k f_k).
+
+    Features f (standardised with FEATURE_CENTRE / FEATURE_SCALE): the user's sociability as the pool's
+    mean predicted comment shows it, the satisfaction proxy (last pages' completion), both observed; and
+    whether this is the last day of the evaluation horizon, hidden state read from the simulator
+    (`bind_simulator`): a planner's knowledge that no served policy has. The targets are comment (the
+    binding constraint) and the other four interactions. A row whose tilted weights exceed 1 is divided
+    by its largest weight: the ranking only depends on the weights' ratios.
+    """
+
+    def __init__(self, table: Any, tilt: Any) -> None:
+        self.rows = np.asarray(table, np.float32).reshape(ROWS, N_SIGNALS)
+        self.tilt = np.asarray(tilt, np.float32).reshape(GROUPS, len(TILT_TARGETS), len(TILT_FEATURES))
+        self.sim: Any = None
+
+    def bind_simulator(self, sim: Any) -> None:
+        self.sim = sim
+
+    def features(self, obs: np.ndarray) -> np.ndarray:
+        """(N, 3): standardised sociability and satisfaction proxies, and 1.0 on the horizon's last day."""
+        social = (np.log(np.maximum(obs[:, SOCIAL_FEATURE], 1e-6)) - FEATURE_CENTRE[0]) / FEATURE_SCALE[0]
+        completion = (obs[:, COMPLETION_FEATURE] - FEATURE_CENTRE[1]) / FEATURE_SCALE[1]
+        last_day = np.zeros(obs.shape[0], np.float32)
+        if self.sim is not None:
+            last_day = (self.sim.users.day == self.sim.config.days - 1).astype(np.float32)
+        return np.stack([social, completion, last_day], axis=1)
+
+    def __call__(self, obs: Any) -> np.ndarray:
+        obs = np.asarray(obs)
+        group = np.argmax(obs[:, :GROUPS], axis=1)
+        log_factor = np.einsum("ntk,nk->nt", self.tilt[group], self.features(obs))  # (N, targets)
+        weights = self.rows[state_row(obs)].copy()
+        weights[:, 4] *= np.exp(log_factor[:, 0])
+        weights[:, [1, 2, 3, 5]] *= np.exp(log_factor[:, 1])[:, None]
+        weights /= np.maximum(weights.max(axis=1, keepdims=True), 1.0)
+        return np.tile(weights, (1, 3))
 
 
 def violations(per_decision: dict[str, float]) -> list[str]:
@@ -158,10 +217,18 @@ def evaluate(policy: Policy, users: int, seed: int) -> tuple[float, dict[str, fl
     return r.signals["watch_time"].mean, dict(r.per_decision)
 
 
-def _evaluate_job(job: tuple[np.ndarray, int, int]) -> tuple[float, dict[str, float]]:
-    """One evaluation in a worker process: (weights (1, 6) = a constant or (ROWS, 6) = a table, users, seed)."""
-    weights, users, seed = job
-    return evaluate(constant(weights) if weights.shape[0] == 1 else table_policy(weights), users, seed)
+def make_policy(params: np.ndarray, table: np.ndarray | None = None) -> Policy:
+    """The rule `params` describe: (1, 6) a constant, (ROWS, 6) a table, (GROUPS, 2, 3) a tilt of `table`."""
+    if params.ndim == 3:
+        assert table is not None, "a tilt needs the table it tilts"
+        return TiltedTablePolicy(table, params)
+    return constant(params) if params.shape[0] == 1 else table_policy(params)
+
+
+def _evaluate_job(job: tuple[np.ndarray, int, int, np.ndarray | None]) -> tuple[float, dict[str, float]]:
+    """One evaluation in a worker process: (params of `make_policy`, users, seed, the table a tilt tilts)."""
+    params, users, seed, table = job
+    return evaluate(make_policy(params, table), users, seed)
 
 
 def cem(
@@ -175,8 +242,11 @@ def cem(
     sigma: float = 0.25,
     seed: int = 0,
     checkpoint: Path | None = None,
+    bounds: tuple[float, float] = (0.0, 1.0),
+    table: np.ndarray | None = None,
 ) -> tuple[np.ndarray, tuple[float, dict[str, float]], int]:
-    """Cross-entropy search over weights in [0, 1] of shape `start.shape` on the search users.
+    """Cross-entropy search over parameters in `bounds` (weights: [0, 1]) of shape `start.shape` on the
+    search users (`table`: the fixed table a tilt is searched for).
 
     Per iteration: `population` Gaussian samples around the mean (clipped to [0, 1]) plus the mean itself,
     each evaluated (common random numbers: the same users, so differences are the weights' own); the
@@ -191,9 +261,10 @@ def cem(
     evaluated = 0
     with ProcessPoolExecutor(workers) as pool:
         for it in range(iterations):
-            samples = np.clip(mean + spread * rng.standard_normal((population, *start.shape)), 0.0, 1.0)
+            samples = np.clip(mean + spread * rng.standard_normal((population, *start.shape)), *bounds)
             samples = np.concatenate([mean[None], samples]).round(3).astype(np.float32)
-            results = list(pool.map(_evaluate_job, [(s, users, SEARCH_SEED) for s in samples], chunksize=2))
+            jobs = [(s, users, SEARCH_SEED, table) for s in samples]
+            results = list(pool.map(_evaluate_job, jobs, chunksize=2))
             evaluated += len(results)
             scores = np.array([score(r, constrained) for r in results])
             for s, r, sc in zip(samples, results, scores, strict=True):
@@ -218,30 +289,33 @@ def cem(
     return best_w, best_r, evaluated
 
 
-def _compare_seed(job: tuple[np.ndarray, np.ndarray, np.ndarray, int, int]) -> dict[str, Any]:
-    """The three rules on one evaluation seed, paired per user (common random numbers)."""
+def _compare_seed(job: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int, int]) -> dict[str, Any]:
+    """The rules on one evaluation seed, paired per user (common random numbers): the constant, the
+    untilted table (what the tilt adds), the reference (the tilted table) and the unconstrained optimum."""
     from training.envs.evaluate import compare_policies
 
-    constant_w, table, unconstrained_w, users, seed = job
+    constant_w, table, tilt, unconstrained_w, users, seed = job
     policies = {
         "constant": constant(constant_w),
-        "state_aware": table_policy(table),
+        "table": table_policy(table),
+        "state_aware": TiltedTablePolicy(table, tilt),
         "unconstrained": constant(unconstrained_w),
     }
     return compare_policies("rank", policies, baseline="constant", n_users=users, days=DAYS, seed=seed)
 
 
 def compare(
-    constant_w: Any, table: Any, unconstrained_w: Any, users: int, seeds: Any, workers: int = 1
+    constant_w: Any, table: Any, tilt: Any, unconstrained_w: Any, users: int, seeds: Any, workers: int = 1
 ) -> dict[str, Any]:
     """The recorded or searched rules on the evaluation seeds (in `workers` processes), paired per user."""
     from models.problems import RANK
 
-    lifts, feasible, ci_widths, watch = [], [], [], []
+    lifts, table_lifts, feasible, ci_widths, watch = [], [], [], [], []
     unconstrained_broken: list[list[str]] = []
     reference_rates: list[dict[str, float]] = []
     constant_rates: list[dict[str, float]] = []
-    jobs = [(np.asarray(constant_w), np.asarray(table), np.asarray(unconstrained_w), users, s) for s in seeds]
+    rules = (np.asarray(constant_w), np.asarray(table), np.asarray(tilt), np.asarray(unconstrained_w))
+    jobs = [(*rules, users, s) for s in seeds]
     if workers > 1 and len(jobs) > 1:
         from concurrent.futures import ProcessPoolExecutor
 
@@ -252,6 +326,7 @@ def compare(
     for runs in all_runs:
         ref = runs["state_aware"]
         lifts.append(ref.lift)
+        table_lifts.append(runs["table"].lift)
         ci_widths.append(ref.ci_width)
         watch.append((ref.baseline_mean, ref.mean, runs["unconstrained"].mean))
         feasible.append((ref.baseline_constraints_satisfied, ref.constraints_satisfied))
@@ -275,6 +350,8 @@ def compare(
         "lift": mean,
         "lift_ci": [mean - half, mean + half],
         "lift_per_seed": lifts,
+        "table_lift": float(np.mean(table_lifts)),
+        "table_lift_per_seed": table_lifts,
         "paired_ci_width_per_seed": ci_widths,
         "watch_per_user_day": watch,
         "constraints_met": feasible,
@@ -293,32 +370,50 @@ def compare(
 
 
 def search(
-    users: int, iterations: int, workers: int, table_only: bool = False, keep_unconstrained: bool = False
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, int]]:
-    """(best constant, state-aware table, unconstrained constant, evaluations) by `cem` on the search users.
-    table_only: take the recorded constants and search only the state-aware table; keep_unconstrained:
-    take the recorded unconstrained optimum (it only has to break a constraint; the lift does not use it)."""
+    users: int, iterations: int, workers: int, keep_table: bool = False, keep_unconstrained: bool = False
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, int]]:
+    """(best constant, table, tilt, unconstrained constant, evaluations) by `cem` on the search users.
+
+    The constant is searched again from the recorded one (warm start: it keeps every evaluation it gets);
+    keep_table: take the recorded table (its search is the ~25-minute part) and search only the tilt;
+    keep_unconstrained: take the recorded unconstrained optimum (it only has to break a constraint)."""
     start = np.asarray(REFERENCE_CONSTANT, np.float32)[None, :]
-    best_constant, unconstrained = start, np.asarray(UNCONSTRAINED_CONSTANT, np.float32)[None, :]
-    n_const = n_unc = 0
-    if not table_only:
-        best_constant, _, n_const = cem(
-            start, users, True, iterations, 12, workers, "constant", seed=1, checkpoint=CHECKPOINT_DIR / "constant.json"
-        )
-    if not (table_only or keep_unconstrained):
+    unconstrained = np.asarray(UNCONSTRAINED_CONSTANT, np.float32)[None, :]
+    table = np.asarray(REFERENCE_TABLE, np.float32)
+    n_unc = n_table = 0
+    best_constant, _, n_const = cem(
+        start, users, True, iterations, 12, workers, "constant", seed=1, checkpoint=CHECKPOINT_DIR / "constant.json"
+    )
+    if not keep_unconstrained:
         unconstrained, _, n_unc = cem(start, users, False, iterations, 12, workers, "unconstrained", seed=2)
-    table, _, n_table = cem(
-        np.tile(best_constant, (ROWS, 1)),
+    if not keep_table:
+        table, _, n_table = cem(
+            np.tile(best_constant, (ROWS, 1)),
+            users,
+            True,
+            2 * iterations,
+            20,
+            workers,
+            "state-aware",
+            seed=3,
+            checkpoint=CHECKPOINT_DIR / "table.json",
+        )
+    tilt, _, n_tilt = cem(
+        np.zeros((GROUPS, len(TILT_TARGETS), len(TILT_FEATURES)), np.float32),
         users,
         True,
         2 * iterations,
-        20,
+        16,
         workers,
-        "state-aware",
-        seed=3,
-        checkpoint=CHECKPOINT_DIR / "table.json",
+        "tilt",
+        sigma=0.7,
+        seed=4,
+        checkpoint=CHECKPOINT_DIR / "tilt.json",
+        bounds=(-TILT_BOUND, TILT_BOUND),
+        table=table,
     )
-    return best_constant[0], table, unconstrained[0], {"constant": n_const, "unconstrained": n_unc, "table": n_table}
+    evaluations = {"constant": n_const, "unconstrained": n_unc, "table": n_table, "tilt": n_tilt}
+    return best_constant[0], table, tilt, unconstrained[0], evaluations
 
 
 def evaluate_rules(
@@ -327,8 +422,8 @@ def evaluate_rules(
     users: int = EVAL_USERS,
     search_users: int = SEARCH_USERS,
     iterations: int = 8,
-    workers: int = 2,
-    table_only: bool = False,
+    workers: int = 1,
+    keep_table: bool = False,
     keep_unconstrained: bool = False,
     from_checkpoint: bool = False,
 ) -> dict[str, Any]:
@@ -338,24 +433,31 @@ def evaluate_rules(
     if quick:
         best_constant = np.asarray(REFERENCE_CONSTANT, np.float32)
         table = np.asarray(REFERENCE_TABLE, np.float32)
+        tilt = np.asarray(REFERENCE_TILT, np.float32)
         unconstrained = np.asarray(UNCONSTRAINED_CONSTANT, np.float32)
     elif from_checkpoint:
         import json
 
-        best_constant = np.asarray(json.loads((CHECKPOINT_DIR / "constant.json").read_text())["weights"])[0]
-        saved = json.loads((CHECKPOINT_DIR / "table.json").read_text())
-        table = np.asarray(saved["weights"], np.float32)
+        def saved(name: str) -> dict[str, Any]:
+            out: dict[str, Any] = json.loads((CHECKPOINT_DIR / f"{name}.json").read_text())
+            return out
+
+        best_constant = np.asarray(saved("constant")["weights"], np.float32)[0]
+        table_path = CHECKPOINT_DIR / "table.json"
+        table = np.asarray(saved("table")["weights"] if table_path.exists() else REFERENCE_TABLE, np.float32)
+        tilt = np.asarray(saved("tilt")["weights"], np.float32)
         unconstrained = np.asarray(UNCONSTRAINED_CONSTANT, np.float32)
-        evaluations = {"table_iterations": saved["iteration"] + 1}
+        evaluations = {"tilt_iterations": saved("tilt")["iteration"] + 1}
     else:
-        best_constant, table, unconstrained, evaluations = search(
-            search_users, iterations, workers, table_only, keep_unconstrained
+        best_constant, table, tilt, unconstrained, evaluations = search(
+            search_users, iterations, workers, keep_table, keep_unconstrained
         )
-    out = compare(best_constant, table, unconstrained, users, seeds, workers)
+    out = compare(best_constant, table, tilt, unconstrained, users, seeds, workers)
     out.update(
         {
             "constant": np.round(best_constant.astype(float), 3).tolist(),
             "state_aware_table": np.round(table.astype(float), 3).tolist(),
+            "tilt": np.round(tilt.astype(float), 3).tolist(),
             "unconstrained_constant": np.round(unconstrained.astype(float), 3).tolist(),
             "searched": not quick,
             "from_checkpoint": from_checkpoint,
@@ -377,6 +479,7 @@ def metrics(details: dict[str, Any]) -> dict[str, float]:
         "headroom.rank.lift": details["lift"],
         "headroom.rank.lift_ci_low": details["lift_ci"][0],
         "headroom.rank.lift_ci_high": details["lift_ci"][1],
+        "headroom.rank.table_lift": details["table_lift"],
         "headroom.rank.paired_ci_width": float(np.median(details["paired_ci_width_per_seed"])),
         "headroom.rank.constraints_met": float(details["pooled_constraints_met"]),
         "headroom.rank.constraints_met_seeds": float(sum(a and b for a, b in details["constraints_met"])),
@@ -450,10 +553,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--users", type=int, default=EVAL_USERS, help="users per evaluation seed")
     p.add_argument("--search-users", type=int, default=SEARCH_USERS)
     p.add_argument("--iterations", type=int, default=8, help="CEM iterations (the table gets twice as many)")
-    p.add_argument("--workers", type=int, default=2, help="processes evaluating a population")
+    p.add_argument("--workers", type=int, default=1, help="processes evaluating a population")
     p.add_argument("--quick", action="store_true", help="evaluate the recorded rules without searching")
     p.add_argument("--plot", action="store_true", help="redraw docs/img/sim_rank_headroom.png")
-    p.add_argument("--table-only", action="store_true", help="recorded constants; search only the state-aware table")
+    p.add_argument("--keep-table", action="store_true", help="the recorded table; search the constant and the tilt")
     p.add_argument("--keep-unconstrained", action="store_true", help="the recorded unconstrained optimum, no search")
     p.add_argument(
         "--from-checkpoint", action="store_true", help="evaluate the searches' saved best (var/headroom_rank)"
@@ -466,7 +569,7 @@ def main(argv: list[str] | None = None) -> None:
         a.search_users,
         a.iterations,
         a.workers,
-        a.table_only,
+        a.keep_table,
         a.keep_unconstrained,
         a.from_checkpoint,
     )
