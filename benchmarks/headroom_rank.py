@@ -105,6 +105,8 @@ FEATURE_SCALE = (0.5, 0.085)
 the tilt's features are standardised with them."""
 TILT_FEATURES = ("sociability", "satisfaction", "last_day")
 """The reference's features (`TiltedTablePolicy.features` has every one it knows)."""
+OBSERVED_FEATURES = ("sociability", "satisfaction")
+"""The observed-only tilt's features: what a learner could read from the observation."""
 TILT_TARGETS = ("comment", "other interactions")
 TILT_BOUND = 2.0
 """The tilt coefficients β are searched in [−TILT_BOUND, TILT_BOUND] (a factor e^±2 per unit of feature)."""
@@ -135,6 +137,12 @@ REFERENCE_TILT: tuple[tuple[tuple[float, ...], ...], ...] = (
     ((0.224, -0.02, -0.259), (0.459, 0.024, -0.29)),  # high
 )
 """β[group, target, feature] of `TiltedTablePolicy`, found by `cem` with the table fixed."""
+OBSERVED_TILT: tuple[tuple[tuple[float, ...], ...], ...] = (
+    ((0.0, 0.0), (0.0, 0.0)),  # low: comment, others × (sociability, satisfaction)
+    ((0.0, 0.0), (0.0, 0.0)),  # medium
+    ((0.0, 0.0), (0.0, 0.0)),  # high
+)
+"""β of the same tilt on `OBSERVED_FEATURES` only, searched the same way: the learnable part of the headroom."""
 
 Policy = Callable[[Any], np.ndarray]
 
@@ -326,32 +334,44 @@ def cem(
     return best_w, best_r, evaluated
 
 
-def _compare_seed(job: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int, int]) -> dict[str, Any]:
+def _compare_seed(
+    job: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, int, int],
+) -> dict[str, Any]:
     """The rules on one evaluation seed, paired per user (common random numbers): the constant, the
-    untilted table (what the tilt adds), the reference (the tilted table) and the unconstrained optimum."""
+    untilted table (what the tilt adds), the reference (the tilted table), the tilt on observed features
+    only, and the unconstrained optimum."""
     from training.envs.evaluate import compare_policies
 
-    constant_w, table, tilt, unconstrained_w, users, seed = job
+    constant_w, table, tilt, observed_tilt, unconstrained_w, users, seed = job
     policies = {
         "constant": constant(constant_w),
         "table": table_policy(table),
         "state_aware": TiltedTablePolicy(table, tilt),
+        "observed": TiltedTablePolicy(table, observed_tilt, OBSERVED_FEATURES),
         "unconstrained": constant(unconstrained_w),
     }
     return compare_policies("rank", policies, baseline="constant", n_users=users, days=DAYS, seed=seed)
 
 
 def compare(
-    constant_w: Any, table: Any, tilt: Any, unconstrained_w: Any, users: int, seeds: Any, workers: int = 1
+    constant_w: Any,
+    table: Any,
+    tilt: Any,
+    observed_tilt: Any,
+    unconstrained_w: Any,
+    users: int,
+    seeds: Any,
+    workers: int = 1,
 ) -> dict[str, Any]:
     """The recorded or searched rules on the evaluation seeds (in `workers` processes), paired per user."""
     from models.problems import RANK
 
-    lifts, table_lifts, feasible, ci_widths, watch = [], [], [], [], []
+    lifts, table_lifts, observed_lifts, feasible, ci_widths, watch = [], [], [], [], [], []
+    observed_feasible: list[bool] = []
     unconstrained_broken: list[list[str]] = []
     reference_rates: list[dict[str, float]] = []
     constant_rates: list[dict[str, float]] = []
-    rules = (np.asarray(constant_w), np.asarray(table), np.asarray(tilt), np.asarray(unconstrained_w))
+    rules = tuple(np.asarray(r) for r in (constant_w, table, tilt, observed_tilt, unconstrained_w))
     jobs = [(*rules, users, s) for s in seeds]
     if workers > 1 and len(jobs) > 1:
         from concurrent.futures import ProcessPoolExecutor
@@ -364,6 +384,9 @@ def compare(
         ref = runs["state_aware"]
         lifts.append(ref.lift)
         table_lifts.append(runs["table"].lift)
+        observed_lifts.append(runs["observed"].lift)
+        observed_seed_ci = (runs["observed"].ci_low, runs["observed"].ci_high)
+        observed_feasible.append(runs["observed"].constraints_satisfied)
         ci_widths.append(ref.ci_width)
         watch.append((ref.baseline_mean, ref.mean, runs["unconstrained"].mean))
         feasible.append((ref.baseline_constraints_satisfied, ref.constraints_satisfied))
@@ -371,12 +394,7 @@ def compare(
         reference_rates.append(ref.per_decision)
         constant_rates.append(runs["constant"].per_decision)
     mean = float(np.mean(lifts))
-    if len(lifts) > 1:
-        from scipy import stats
-
-        half = float(stats.t.ppf(0.975, len(lifts) - 1) * np.std(lifts, ddof=1) / np.sqrt(len(lifts)))
-    else:
-        half = float(ci_widths[0] / 2)
+    low, high = t_interval(lifts) if len(lifts) > 1 else (ref.ci_low, ref.ci_high)
 
     def pooled(rates: list[dict[str, float]]) -> dict[str, float]:
         # Equal users per seed: the mean of the seeds' per-request rates ≈ the rate over all of them.
@@ -385,10 +403,14 @@ def compare(
     ref_pooled, const_pooled = pooled(reference_rates), pooled(constant_rates)
     return {
         "lift": mean,
-        "lift_ci": [mean - half, mean + half],
+        "lift_ci": [low, high],
         "lift_per_seed": lifts,
         "table_lift": float(np.mean(table_lifts)),
         "table_lift_per_seed": table_lifts,
+        "observed_lift": float(np.mean(observed_lifts)),
+        "observed_lift_ci": list(t_interval(observed_lifts) if len(observed_lifts) > 1 else observed_seed_ci),
+        "observed_lift_per_seed": observed_lifts,
+        "observed_constraints_met": observed_feasible,
         "paired_ci_width_per_seed": ci_widths,
         "watch_per_user_day": watch,
         "constraints_met": feasible,
@@ -406,10 +428,20 @@ def compare(
     }
 
 
+def t_interval(values: list[float]) -> tuple[float, float]:
+    """95 % t-interval of the mean over seeds (two or more)."""
+    from scipy import stats
+
+    mean = float(np.mean(values))
+    half = float(stats.t.ppf(0.975, len(values) - 1) * np.std(values, ddof=1) / np.sqrt(len(values)))
+    return mean - half, mean + half
+
+
 def search(
     users: int, iterations: int, workers: int, keep_table: bool = False, keep_unconstrained: bool = False
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, int]]:
-    """(best constant, table, tilt, unconstrained constant, evaluations) by `cem` on the search users.
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, int]]:
+    """(best constant, table, tilt, observed-only tilt, unconstrained constant, evaluations) by `cem` on
+    the search users.
 
     The constant is searched again from the recorded one (warm start: it keeps every evaluation it gets);
     keep_table: take the recorded table (its search is the ~25-minute part) and search only the tilt;
@@ -449,8 +481,29 @@ def search(
         bounds=(-TILT_BOUND, TILT_BOUND),
         table=table,
     )
-    evaluations = {"constant": n_const, "unconstrained": n_unc, "table": n_table, "tilt": n_tilt}
-    return best_constant[0], table, tilt, unconstrained[0], evaluations
+    observed_tilt, _, n_observed = cem(
+        np.zeros((GROUPS, len(TILT_TARGETS), len(OBSERVED_FEATURES)), np.float32),
+        users,
+        True,
+        2 * iterations,
+        16,
+        workers,
+        "observed tilt",
+        sigma=0.7,
+        seed=5,
+        checkpoint=CHECKPOINT_DIR / "observed_tilt.json",
+        bounds=(-TILT_BOUND, TILT_BOUND),
+        table=table,
+        features=OBSERVED_FEATURES,
+    )
+    evaluations = {
+        "constant": n_const,
+        "unconstrained": n_unc,
+        "table": n_table,
+        "tilt": n_tilt,
+        "observed_tilt": n_observed,
+    }
+    return best_constant[0], table, tilt, observed_tilt, unconstrained[0], evaluations
 
 
 def evaluate_rules(
@@ -471,6 +524,7 @@ def evaluate_rules(
         best_constant = np.asarray(REFERENCE_CONSTANT, np.float32)
         table = np.asarray(REFERENCE_TABLE, np.float32)
         tilt = np.asarray(REFERENCE_TILT, np.float32)
+        observed_tilt = np.asarray(OBSERVED_TILT, np.float32)
         unconstrained = np.asarray(UNCONSTRAINED_CONSTANT, np.float32)
     elif from_checkpoint:
         import json
@@ -483,18 +537,20 @@ def evaluate_rules(
         table_path = CHECKPOINT_DIR / "table.json"
         table = np.asarray(saved("table")["weights"] if table_path.exists() else REFERENCE_TABLE, np.float32)
         tilt = np.asarray(saved("tilt")["weights"], np.float32)
+        observed_tilt = np.asarray(saved("observed_tilt")["weights"], np.float32)
         unconstrained = np.asarray(UNCONSTRAINED_CONSTANT, np.float32)
         evaluations = {"tilt_iterations": saved("tilt")["iteration"] + 1}
     else:
-        best_constant, table, tilt, unconstrained, evaluations = search(
+        best_constant, table, tilt, observed_tilt, unconstrained, evaluations = search(
             search_users, iterations, workers, keep_table, keep_unconstrained
         )
-    out = compare(best_constant, table, tilt, unconstrained, users, seeds, workers)
+    out = compare(best_constant, table, tilt, observed_tilt, unconstrained, users, seeds, workers)
     out.update(
         {
             "constant": np.round(best_constant.astype(float), 3).tolist(),
             "state_aware_table": np.round(table.astype(float), 3).tolist(),
             "tilt": np.round(tilt.astype(float), 3).tolist(),
+            "observed_tilt": np.round(observed_tilt.astype(float), 3).tolist(),
             "unconstrained_constant": np.round(unconstrained.astype(float), 3).tolist(),
             "searched": not quick,
             "from_checkpoint": from_checkpoint,
@@ -517,6 +573,9 @@ def metrics(details: dict[str, Any]) -> dict[str, float]:
         "headroom.rank.lift_ci_low": details["lift_ci"][0],
         "headroom.rank.lift_ci_high": details["lift_ci"][1],
         "headroom.rank.table_lift": details["table_lift"],
+        "headroom.rank.observed_lift": details["observed_lift"],
+        "headroom.rank.observed_lift_ci_low": details["observed_lift_ci"][0],
+        "headroom.rank.observed_lift_ci_high": details["observed_lift_ci"][1],
         "headroom.rank.paired_ci_width": float(np.median(details["paired_ci_width_per_seed"])),
         "headroom.rank.constraints_met": float(details["pooled_constraints_met"]),
         "headroom.rank.constraints_met_seeds": float(sum(a and b for a, b in details["constraints_met"])),
