@@ -15,6 +15,9 @@ state and evaluate it exactly (Bellman equations). Metrics:
   within 1 % of its threshold or above (for main_only: informative, no goal).
 * cmdp.rcpo.last_iterate.* — the same for RCPO's last iterate instead of its
   best feasible one (what the paper ships).
+* cmdp.<algo>.kept_iterate.* — with `best_feasible_ship: window_average`, the
+  same for the kept window's last iterate (what `iterate` would ship from the
+  same run): a paired comparison of the two ways to ship.
 
 Goals (issue 14): rcpo and tscac median gap ≤ 0.03 and feasible share ≥ 0.9;
 main_only within 1 % of the unconstrained optimum.
@@ -28,6 +31,7 @@ main_only within 1 % of the unconstrained optimum.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import tempfile
@@ -66,7 +70,15 @@ ALGO_CONFIGS: dict[str, dict[str, Any]] = {
     # Not lr_anneal (LossConfig): on tuning instances 100–109 (seed 0) it gave median gap 0.044 → 0.031,
     # but on the first 20 runs of the reported command 0.055 → 0.074 — halving the total step size
     # slows a policy that has not converged in 150 iterations more than it damps the swing; aborted.
-    "rcpo": {"margin": 0.01, "dual_lr": 2.0, "best_feasible_start": 50},
+    # best_feasible_ship "window_average" (training/rl/policy_average.py): ship the average of the kept
+    # window's 10 iterates, the policy the tracker's windowed measurements describe. Chosen on tuning
+    # instances, not on the reported 0–19: on 100–119 (seed 0, exact replay of recorded iterates) the
+    # tracker's pick 0.044 → its window's mixture 0.039; on a fresh set 120–139 (seed 0, the real code)
+    # shipped median gap 0.045 (kept iterate) → 0.032 (window average), feasible 1.00 / 0.95.
+    # best_feasible_start 75 with the window average (was 50): replayed on tuning instances (seed 0, the
+    # tracker's rule on the recorded iterates, window mixtures evaluated exactly) 100–119 0.045 → 0.037,
+    # 120–139 0.032 → 0.032 (feasible 1.00 / 0.95 either way); 100 was no better.
+    "rcpo": {"margin": 0.01, "dual_lr": 2.0, "best_feasible_start": 75, "best_feasible_ship": "window_average"},
     # With exact quantities and λ found by bisection, TSCAC's closed form lands 1–3 % below the LP
     # optimum at α = 0.1–0.3 and up to 39 % at α = 0.01 (π_θi too sharp). Trained, α = 0.1 from the
     # start made π_θi and π deterministic within five batches and stuck (issue 14): α starts at 1 and
@@ -92,6 +104,9 @@ ALGO_CONFIGS: dict[str, dict[str, Any]] = {
         "lambda_kp": 3.0,
         "lambda_ki": 1.0,
         "lr_anneal": True,
+        # As RCPO (above); on tuning instances 100–109 (seed 0, recorded iterates replayed exactly) the
+        # tracker's pick 0.106 → its window's mixture 0.080, every one feasible.
+        "best_feasible_ship": "window_average",
     },
 }
 
@@ -134,7 +149,14 @@ def run_job(job: Job) -> dict[str, Any]:
     optimum = solve_lp(cmdp, constrained=constrained).main_value
     shipped = loss.shipped_actor() if hasattr(loss, "shipped_actor") else loss.actor
     out: dict[str, Any] = {"algorithm": job.algorithm, "instance": job.instance, "seed": job.seed, "seconds": seconds}
-    for label, actor in (("shipped", shipped), ("last", loss.actor)):
+    views = [("shipped", shipped), ("last", loss.actor)]
+    kept = getattr(getattr(loss, "controller", None), "tracker", None)
+    if kept is not None and kept.best is not None and loss.shipping.window is not None:
+        # What `best_feasible_ship: iterate` would ship from the same run: the kept window's last iterate.
+        iterate = copy.deepcopy(loss.actor)
+        iterate.load_state_dict(loss.shipping.newest_state(kept.best.state))
+        views.append(("window_last", iterate))
+    for label, actor in views:
         with torch.no_grad():
             policy = actor.log_probs_all(torch.eye(cmdp.n_states)).exp().double().numpy()
         policy = policy / policy.sum(1, keepdims=True)
@@ -179,8 +201,10 @@ def summarise(rows: list[dict[str, Any]], instances: Sequence[int]) -> list[Metr
         views = [("shipped", f"cmdp.{algorithm}")]
         if algorithm == "rcpo":
             views.append(("last", "cmdp.rcpo.last_iterate"))
+        if any("window_last" in r for r in rows if r["algorithm"] == algorithm):
+            views.append(("window_last", f"cmdp.{algorithm}.kept_iterate"))
         for view, prefix in views:
-            runs = [r for r in rows if r["algorithm"] == algorithm]
+            runs = [r for r in rows if r["algorithm"] == algorithm and view in r]
             if not runs:
                 continue
             gaps: dict[int, list[float]] = {}

@@ -24,6 +24,10 @@ DEPARTURES (ours):
   value among those whose measured slacks, averaged over the last
   `best_feasible_window` batches, all held (`BestFeasibleTracker`), from batch
   `best_feasible_start` on; the paper ships the last iterate. `has_best_feasible` says whether one was found.
+* `best_feasible_ship: window_average`: ship the average of the kept window's
+  iterates instead of its last one — the policy whose occupancy is the mean of
+  theirs, i.e. the one the window's averaged measurements describe — fitted into
+  `best_actor` when training ends (`training.rl.policy_average`; off by default).
 * Advantages are normalised per signal before mixing and the violation is
   divided by |C_i|, so one set of gains fits signals of any scale.
 """
@@ -40,6 +44,7 @@ from training.rl.data import TransitionBatch
 from training.rl.lagrangian import ConstraintController, PIDLagrangianConfig, measured_constraint_values
 from training.rl.losses import LossConfig, LossModule, MiniBatch
 from training.rl.networks import Actor
+from training.rl.policy_average import SHIP_MODES, ShippedPolicy
 from training.rl.registry import register
 
 
@@ -68,6 +73,13 @@ class RCPOConfig(LossConfig):
     relative distance of the best seen (`BestFeasibleTracker.recency`); 0 = strictly higher wins."""
     best_feasible_start: int = 0
     """First batch whose iterate may be shipped as the best feasible one (ours; `BestFeasibleTracker.start`)."""
+    best_feasible_ship: str = "iterate"
+    """"iterate": ship the kept iterate (the window's last); "window_average" (ours): ship the average of the
+    kept window's iterates, the policy the window's measurements describe (`training.rl.policy_average`)."""
+    window_average_rows: int = 512
+    """States kept per batch for fitting the window average (the batch's visited states, drawn uniformly)."""
+    window_average_steps: int = 300
+    """Adam steps (at `actor_lr`) that fit the window average into the shipped actor when training ends."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -85,6 +97,10 @@ class RCPOConfig(LossConfig):
             raise ValueError(f"best_feasible_recency: must be in [0, 1), got {self.best_feasible_recency}")
         if self.best_feasible_start < 0:
             raise ValueError(f"best_feasible_start: must be >= 0, got {self.best_feasible_start}")
+        if self.best_feasible_ship not in SHIP_MODES:
+            raise ValueError(f"best_feasible_ship: one of {SHIP_MODES}, got {self.best_feasible_ship!r}")
+        if self.window_average_rows < 1 or self.window_average_steps < 1:
+            raise ValueError("window_average_rows and window_average_steps: must be >= 1")
         self.pid_config()  # validates smoothing and the initial multiplier
 
     def pid_config(self) -> PIDLagrangianConfig:
@@ -119,17 +135,24 @@ class RCPOLoss(LossModule):
             best_feasible_start=cfg.best_feasible_start,
         )
         self.best_actor = copy.deepcopy(self.actor).requires_grad_(False)
+        self.shipping = ShippedPolicy(
+            cfg.best_feasible_ship,
+            cfg.best_feasible_window,
+            cfg.window_average_rows,
+            cfg.window_average_steps,
+            cfg.actor_lr,
+        )
         self.register_buffer("has_best_feasible", torch.zeros((), dtype=torch.bool))
 
     def on_batch_start(self, batch: TransitionBatch) -> dict[str, float]:
         values = measured_constraint_values(self, batch)
         main_value = float(self.dist.mean(batch.rewards[:, :1]).item()) if not self.offline else float("nan")
         # Offline the batch is the log, not this actor's rollout: no best-iterate judgement there.
-        actor_state = self.actor.state_dict() if not self.offline else None
+        actor_state = self.shipping.candidate(self.actor, batch.obs) if not self.offline else None
         multipliers, metrics, improved = self.controller.step(values, main_value, actor_state)
         self.multipliers.copy_(torch.as_tensor(multipliers, dtype=self.multipliers.dtype))
         if improved and self.controller.tracker.best is not None:
-            self.best_actor.load_state_dict(self.controller.tracker.best.state)
+            self.best_actor.load_state_dict(self.shipping.newest_state(self.controller.tracker.best.state))
             self.has_best_feasible.fill_(True)
         return metrics
 
@@ -139,6 +162,11 @@ class RCPOLoss(LossModule):
         for k, (c, idx) in enumerate(zip(self.task.constraints, self.task.constrained_signals, strict=True)):
             mixed = mixed + self.multipliers[k] * self.task.constraint_sign(c) * self.normalised(adv[:, idx])
         return self.policy_gradient_loss(self.actor, mb, self.normalised(mixed)), {}
+
+    def on_train_end(self) -> dict[str, float]:
+        """With `best_feasible_ship: window_average`, fit the kept window's average into `best_actor`."""
+        best = self.controller.tracker.best
+        return self.shipping.finish(self.best_actor, best.state) if best is not None else {}
 
     def shipped_actor(self) -> Actor:
         """The best feasible iterate when one was found, else the last iterate."""

@@ -48,7 +48,9 @@ violation of constraint i like a Lagrange multiplier: once per batch
 λ by a factor exp(K_I · 0.1). `lambda_control = "fixed"` is the paper's fixed λ.
 The shipped policy is the best feasible iterate (`best_actor`, as in RCPO: highest
 main value among iterates whose measured slacks, averaged over `best_feasible_window`
-batches, hold; the last iterate when none did).
+batches, hold; the last iterate when none did). With `best_feasible_ship: window_average`
+(ours, off by default) it is the average of the kept window's iterates, fitted when training
+ends (`training.rl.policy_average`).
 The paper's ε (the KL bound of stage two) is the constraint whose multiplier λ would be;
 with λ set by the thresholds instead, ε has no role and is not a setting (it was validated
 and never used). KL(π‖π_θi) is logged per batch (`charts/kl_stage_one_<signal>`).
@@ -106,6 +108,7 @@ from training.rl.distributions import kl
 from training.rl.lagrangian import ConstraintController, PIDLagrangianConfig, measured_constraint_values
 from training.rl.losses import LossConfig, LossModule, MiniBatch, ParamGroup, module_parameters
 from training.rl.networks import Actor, SignalCritics, make_actor
+from training.rl.policy_average import SHIP_MODES, ShippedPolicy
 from training.rl.registry import register
 
 
@@ -141,6 +144,13 @@ class TSCACConfig(LossConfig):
     relative distance of the best seen (`BestFeasibleTracker.recency`); 0 = strictly higher wins."""
     best_feasible_start: int = 0
     """First batch whose iterate may be shipped as the best feasible one (ours; `BestFeasibleTracker.start`)."""
+    best_feasible_ship: str = "iterate"
+    """"iterate": ship the kept iterate (the window's last); "window_average" (ours): ship the average of the
+    kept window's iterates, the policy the window's measurements describe (`training.rl.policy_average`)."""
+    window_average_rows: int = 512
+    """States kept per batch for fitting the window average (the batch's visited states, drawn uniformly)."""
+    window_average_steps: int = 300
+    """Adam steps (at `actor_lr`) that fit the window average into the shipped actor when training ends."""
     stage_one_entropy: float = 0.01
     """α: entropy bonus of the stage-one actors, so π_θi ∝ exp(A_i/α) stays a soft, bounded policy."""
     temperature_halflife: float = 0.0
@@ -194,6 +204,10 @@ class TSCACConfig(LossConfig):
             raise ValueError(f"best_feasible_recency: must be in [0, 1), got {self.best_feasible_recency}")
         if self.best_feasible_start < 0:
             raise ValueError(f"best_feasible_start: must be >= 0, got {self.best_feasible_start}")
+        if self.best_feasible_ship not in SHIP_MODES:
+            raise ValueError(f"best_feasible_ship: one of {SHIP_MODES}, got {self.best_feasible_ship!r}")
+        if self.window_average_rows < 1 or self.window_average_steps < 1:
+            raise ValueError("window_average_rows and window_average_steps: must be >= 1")
         if self.temperature_halflife < 0:
             raise ValueError(f"temperature_halflife: must be >= 0 (0 = off), got {self.temperature_halflife}")
         if not 0 < self.stage_two_step <= 1:
@@ -260,6 +274,13 @@ class TSCACLoss(LossModule):
             best_feasible_start=cfg.best_feasible_start,
         )
         self.best_actor = copy.deepcopy(self.actor).requires_grad_(False)
+        self.shipping = ShippedPolicy(
+            cfg.best_feasible_ship,
+            cfg.best_feasible_window,
+            cfg.window_average_rows,
+            cfg.window_average_steps,
+            cfg.actor_lr,
+        )
         self.register_buffer("has_best_feasible", torch.zeros((), dtype=torch.bool))
         self.register_buffer("lambda_values", torch.tensor(self.lambdas, dtype=torch.float32))
         self.stage_one = nn.ModuleList(
@@ -303,10 +324,10 @@ class TSCACLoss(LossModule):
         values = measured_constraint_values(self, batch)
         main_value = float(self.dist.mean(batch.rewards[:, :1]).item())
         # Online the batch was collected by the current actor: a candidate to ship. Offline it is the log.
-        actor_state = None if self.offline else self.actor.state_dict()
+        actor_state = None if self.offline else self.shipping.candidate(self.actor, batch.obs)
         u, control_metrics, improved = self.controller.step(values, main_value, actor_state)
         if improved and self.controller.tracker.best is not None:
-            self.best_actor.load_state_dict(self.controller.tracker.best.state)
+            self.best_actor.load_state_dict(self.shipping.newest_state(self.controller.tracker.best.state))
             self.has_best_feasible.fill_(True)
         if self.cfg.lambda_control == "pid":
             # λ_i = λ_min · exp(u_i), u_i the PID output on constraint i's relative violation.
@@ -322,6 +343,11 @@ class TSCACLoss(LossModule):
         for c, lam in zip(self.task.constraints, self.lambdas, strict=True):
             metrics[f"charts/lambda_{c.signal}"] = lam
         return metrics
+
+    def on_train_end(self) -> dict[str, float]:
+        """With `best_feasible_ship: window_average`, fit the kept window's average into `best_actor`."""
+        best = self.controller.tracker.best
+        return self.shipping.finish(self.best_actor, best.state) if best is not None else {}
 
     def shipped_actor(self) -> Actor:
         """The best feasible iterate when one was found (online), else the last iterate."""

@@ -11,7 +11,10 @@
   one by one.
 
 A policy is any callable `obs (N, obs_size) float32 → actions` (rank (N, 18),
-slot (N,), allocate (N, 6)), e.g. an ONNX session wrapped in a function.
+slot (N,), allocate (N, 6)), e.g. an ONNX session wrapped in a function. A
+reference planner that reads hidden state may also define
+`bind_simulator(sim)`: rank and slot evaluations hand it the batched simulator
+before the first step (what it reads is no observation a served policy gets).
 """
 
 from __future__ import annotations
@@ -166,6 +169,9 @@ def _user_days(
     if spec.name == "rank":
         overrides = {"common_random_numbers": True, **overrides}
     sim = make_batched(spec.name, _rows(n_users), seed, max_users=n_users, days=days, **overrides)
+    bind = getattr(policy, "bind_simulator", None)
+    if bind is not None:  # a planner that reads the simulator's hidden state (benchmarks/headroom_rank.py)
+        bind(sim)
     obs = sim.reset()
     totals = np.zeros((n_users * days, len(names)))
     active_days = np.zeros(n_users * days, np.bool_)

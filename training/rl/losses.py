@@ -20,6 +20,7 @@ Named hooks for variants (override the one whose name says what changes):
 * `target_pairs()`                — (target, source) pairs the trainer soft-updates
 * `policies()`                    — every policy network (warm-started together offline)
 * `on_batch_start(batch)`         — per-batch work (a dual step, diagnostics); returns metrics
+* `on_train_end()`                — once after the last online batch, before the checkpoint (fit what ships)
 * `advantage_estimates(mb)`       — per-signal advantages the actor loss reads (CTDE overrides it)
 * `actor_loss(mb)`                — the policy objective: the part that differs per algorithm
 * `extra_critic_loss(mb)`         — losses of extra critics
@@ -225,6 +226,10 @@ class LossModule(nn.Module):
         return [self.actor]
 
     def on_batch_start(self, batch: TransitionBatch) -> dict[str, float]:
+        return {}
+
+    def on_train_end(self) -> dict[str, float]:
+        """Once after the last online batch, before the checkpoint is written; returns metrics."""
         return {}
 
     def advantage_estimates(self, mb: MiniBatch) -> Tensor:

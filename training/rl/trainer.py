@@ -385,6 +385,9 @@ class Trainer:
                 result.best_feasible = {"iteration": float(it), "main_mean": means[0]}
                 self.save(out / "best_feasible.safetensors", {"iteration": str(it)})
             _tick(result, logger, bar, it, metrics, t0)
+        end_metrics = loss.on_train_end()
+        if end_metrics:
+            logger.log(run_cfg.iterations, end_metrics)
 
     def _fit_offline(
         self, source: OfflineSource, result: RunResult, logger: MetricsLogger, bar: Any, t0: float
