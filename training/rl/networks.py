@@ -213,7 +213,8 @@ class BetaActor(Actor):
         # Beta variance m(1−m)/(κ+1) = s² gives the concentration κ = α + β (at least 2.5, so α, β > 1 mostly).
         kappa = (m * (1 - m) / s**2 - 1.0).clamp_min(2.5)
         alpha, beta = (m * kappa).clamp_min(1.01), ((1 - m) * kappa).clamp_min(1.01)
-        inv_softplus = lambda v: torch.log(torch.expm1(v - 1.0))  # noqa: E731
+        # softplus⁻¹(y) = y + log(1 − e^−y), stable for large y (log(expm1(y)) overflows float32 past y ≈ 88).
+        inv_softplus = lambda v: (v - 1.0) + torch.log(-torch.expm1(-(v - 1.0)))  # noqa: E731
         self.net[-1].bias.copy_(torch.cat([inv_softplus(alpha), inv_softplus(beta)]))
 
     def distribution(self, obs: Tensor) -> ScaledBeta:
