@@ -63,8 +63,58 @@ def one_run(k: int, root: Path, timeout_s: float, demo_args: list[str]) -> dict[
     result = {"run": k, "args": demo_args, "rc": rc, "seconds": round(seconds, 1), "gate_passed": passed,
               "whole_loop": whole_loop, "gate": gate_line, "refused": refused, "ope": ope_line, "ab": ab_line,
               "verdict": verdict, "log": str(folder / "demo.log")}  # fmt: skip
+    seed = int(demo_args[demo_args.index("--seed") + 1]) if "--seed" in demo_args else 7
+    try:
+        result["truth"] = candidate_truth(folder / "home", seed)
+    except (OSError, KeyError, ValueError) as exc:  # a run that never trained has nothing to judge
+        result["truth"] = {"error": f"{type(exc).__name__}: {exc}"}
     print(json.dumps(result), flush=True)
     return result
+
+
+TRUTH_USERS = 4000
+
+
+def candidate_truth(home: Path, seed: int, users: int = TRUTH_USERS) -> dict[str, Any] | None:
+    """The gated candidate's true worth: simulator ground truth on the gated day's world (seed + 1), paired users.
+
+    The gate estimates candidate − production from the same day's logs that trained the candidate (in
+    sample). Here both play `users` fresh users of that world with common random numbers, each as it
+    serves (production: the day-one weights with their exploration; the candidate: its exported mean and
+    σ, clipped), and the per-decision difference of the main signal is set next to the gate's interval.
+    """
+    import numpy as np
+    import onnxruntime as ort
+
+    from pipelines.demo import DemoConfig
+    from training.envs.evaluate import compare_policies
+
+    summaries = sorted(home.glob("demo/*/demo_summary.json"))
+    if not summaries:
+        return None
+    gate_dir = Path(json.loads(summaries[-1].read_text())["gate"]["report"])
+    gate = json.loads((gate_dir / "gate.json").read_text())
+    onnx = json.loads((gate_dir.parent / "train" / "_DONE.json").read_text())["onnx"]
+    cfg, rng = DemoConfig(), np.random.default_rng(seed)
+    weights = np.asarray(cfg.behaviour_weights * 3)
+    session = ort.InferenceSession(onnx)
+    name = session.get_inputs()[0].name
+
+    def production(obs: Any) -> Any:
+        return np.clip(weights + cfg.behaviour_std * rng.normal(size=(len(obs), weights.size)), 0.0, 1.0)
+
+    def candidate(obs: Any) -> Any:
+        mean, log_std = session.run(None, {name: obs.astype(np.float32)})[:2]
+        return np.clip(mean + np.exp(log_std) * rng.normal(size=mean.shape), 0.0, 1.0)
+
+    res = compare_policies("rank", {"production": production, "candidate": candidate}, "production", users, 1,
+                           seed=seed + 1, retrieval_size=60)  # fmt: skip
+    signal = gate["main_signal"]
+    truth = res["candidate"].per_decision[signal] - res["production"].per_decision[signal]
+    lo, hi = gate["main"]["difference_ci"]
+    return {"truth_difference": truth, "truth_relative": truth / res["production"].per_decision[signal],
+            "gate_difference": gate["main"]["difference"], "gate_ci": [lo, hi], "gate_covers_truth": lo <= truth <= hi,
+            "truth_user_day_lift": res["candidate"].lift, "truth_constraints_met": res["candidate"].constraints_satisfied}  # fmt: skip
 
 
 REFUSAL_KINDS = {"overlap": "effective sample size", "lower_bound": "lower bound of", "constraint": "constraint "}
@@ -108,6 +158,32 @@ def main(argv: list[str] | None = None) -> int:
             for kind, n in refusal_counts(results).items()
         ),
     ]
+    judged = [r["truth"] for r in results if r.get("truth") and "truth_difference" in r["truth"]]
+    if judged:
+        metrics += [
+            Metric(
+                "demo.candidate_truth_difference_median",
+                statistics.median(t["truth_difference"] for t in judged),
+                "s/decision",
+                note=f"simulator truth, {TRUTH_USERS} paired users of the gated day's world",
+            ),
+            Metric(
+                "demo.gate_estimate_minus_truth_median",
+                statistics.median(t["gate_difference"] - t["truth_difference"] for t in judged),
+                "s/decision",
+                note="how far the gate's estimate sits from the truth (optimistic when it gates on its training rows)",
+            ),
+            Metric(
+                "demo.gate_ci_covers_truth_runs",
+                sum(t["gate_covers_truth"] for t in judged),
+                f"runs of {len(judged)} judged",
+            ),
+            Metric(
+                "demo.passed_with_truth_above_zero_runs",
+                sum(r["gate_passed"] and r["truth"].get("truth_difference", 0) > 0 for r in results),
+                f"runs of {args.runs}",
+            ),
+        ]
     name = "demo_reliability_seeds" if args.vary_seed else "demo_reliability"
     write_result(
         name,

@@ -18,12 +18,17 @@ of the algorithm's config), `seed`, `canary_share` (share of traffic for the
 candidate arm), `min_lift` (the gate's margin on the main signal),
 `gate_overrides` (any other GateConfig field), `evaluate_overrides`
 (EvaluateConfig fields), `candidate_exploration` (the canary arm's exploration,
-which the evaluation assumes too).
+which the evaluation assumes too), `holdout_share` (default 0.5: that share of
+the day's sessions is kept out of training and is what the evaluation and the
+gate read, so the gate's interval is an out-of-sample one; 0 = train and gate
+on every row, as before — optimistic, see pipelines/jobs/dataset.split_by_session;
+MaRCA's `allocate` retraining does not split).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
 from typing import Any
 
 from airflow.sdk import DAG, Param, dag, get_current_context, task
@@ -68,6 +73,13 @@ def build_retrain_dag(problem: str) -> DAG:
             "min_lift": Param(0.0, type="number", description="the main signal's lower bound must exceed this"),
             "gate_overrides": Param({}, type="object", description="other GateConfig fields"),
             "evaluate_overrides": Param({}, type="object", description="EvaluateConfig fields (estimators, CIs)"),
+            "holdout_share": Param(
+                0.5,
+                type="number",
+                minimum=0,
+                exclusiveMaximum=1,
+                description="share of the day's sessions kept out of training for the gate (0 = gate in sample)",
+            ),
             "candidate_exploration": Param(
                 {}, type="object", description="the canary arm's exploration (std_scale, temperature, epsilon)"
             ),
@@ -99,14 +111,22 @@ def build_retrain_dag(problem: str) -> DAG:
                         data["dataset"], data["run_dir"], config=dict(params["train_config"]), seed=int(params["seed"])
                     )
                 else:
+                    # The gate judges the candidate on sessions it never trained on (split_by_session says why).
+                    share = float(params["holdout_share"])
+                    train_rows, holdout = data["dataset"], None
+                    if share > 0:
+                        from pipelines.jobs.dataset import split_by_session
+
+                        train_rows, holdout = split_by_session(data["dataset"], Path(data["run_dir"]) / "split", share)
                     trained = run_train(
                         problem,
-                        data["dataset"],
+                        train_rows,
                         data["run_dir"],
                         algo=str(params["algo"]),
                         config=dict(params["train_config"]),
                         seed=int(params["seed"]),
                     )
+                    trained = {**trained, "evaluation_dataset": str(holdout) if holdout else None}
                 log_train(
                     problem, data, trained, {"seed": int(params["seed"]), "train_config": dict(params["train_config"])}
                 )

@@ -194,7 +194,8 @@ def evaluate_step(
     cfg = evaluate.EvaluateConfig(
         problem=problem,
         candidate=candidate_name,
-        dataset=Path(data["dataset"]),
+        # The sessions the train step held out (troupe_retrain's holdout_share), else the whole day.
+        dataset=Path(trained.get("evaluation_dataset") or data["dataset"]),
         output_dir=step_dir,
         registry_root=settings.registry_dir,
         **overrides,

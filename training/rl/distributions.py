@@ -104,6 +104,21 @@ class TanhNormal(Distribution):
         return torch.log(self.scale) + math.log(self.half_width) + _log_one_minus_tanh_sq(self.loc)
 
 
+def clipped_normal_log_prob(action: Tensor, mean: Tensor, log_std: Tensor, low: float, high: float) -> Tensor:
+    """log-density of `action` under a diagonal Gaussian clipped onto [low, high], per row (B,).
+
+    What serving samples from the ONNX outputs (`serving/exploration.py`): inside the box the Gaussian
+    density; an entry exactly on a bound carries the mass the Gaussian puts beyond it. The torch twin
+    of `training.ope.policies.clipped_gaussian_log_density`, differentiable in `mean` and `log_std`.
+    """
+    std = log_std.exp()
+    inside = Normal(mean, std, validate_args=False).log_prob(action)
+    at_low = torch.special.log_ndtr((low - mean) / std)
+    at_high = torch.special.log_ndtr((mean - high) / std)
+    per_entry = torch.where(action <= low, at_low, torch.where(action >= high, at_high, inside))
+    return per_entry.sum(-1)
+
+
 class ScaledBeta(Distribution):
     """y = low + (high − low)·x, x ~ Beta(α, β) independently per component; α, β (..., A)."""
 

@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.distributions import Distribution
 
-from training.rl.distributions import FactorisedCategorical, ScaledBeta, TanhNormal
+from training.rl.distributions import FactorisedCategorical, ScaledBeta, TanhNormal, clipped_normal_log_prob
 from training.rl.task import TaskSpec
 
 ACTION_DISTRIBUTIONS = ("tanh_normal", "beta")
@@ -66,6 +66,22 @@ class Actor(nn.Module):
         """log π(a|s) per row (B,)."""
         return self.distribution(obs).log_prob(action)
 
+    def served_log_prob(self, obs: Tensor, action: Tensor) -> Tensor:
+        """log-density of `action` under the policy as serving plays it from the exported file, per row (B,).
+
+        A box actor exports (action_mean, action_log_std) and serving samples a Gaussian with them, clipped
+        onto the box (`serving/exploration.py`): for a TanhNormal that is its median c + h·tanh(loc) with the
+        linearised σ, for a Beta its mean and σ. That Gaussian is not the TanhNormal: the median of a
+        TanhNormal fitted to Gaussian draws sits off their mean toward the nearer bound (Jensen: atanh is
+        concave below the centre and convex above it). Discrete actors serve their own distribution.
+        """
+        d = self.distribution(obs)
+        if isinstance(d, TanhNormal):
+            return clipped_normal_log_prob(action, d.mode, d.linearised_log_std(), d.low, d.high)
+        if isinstance(d, ScaledBeta):
+            return clipped_normal_log_prob(action, d.mean, 0.5 * torch.log(d.variance), d.low, d.high)
+        return d.log_prob(action)
+
     def sample(self, obs: Tensor, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
         """Sampled action (B, A) and its log-probability (B,)."""
         d = self.distribution(obs)
@@ -77,6 +93,9 @@ class Actor(nn.Module):
         else:
             action = d.sample()
         return action, d.log_prob(action)
+
+    def start_at(self, mean: Tensor, std: Tensor) -> None:
+        """Box actors: move the policy to (about) mean ± std in every state, before behaviour cloning. Others: nothing."""
 
     def mode(self, obs: Tensor) -> Tensor:
         """The deterministic action (what serving plays without exploration)."""
@@ -130,6 +149,18 @@ class TanhGaussianActor(Actor):
                 self.net[-1].bias.copy_(torch.atanh(x))
         self.action_size = action_size
 
+    @torch.no_grad()
+    def start_at(self, mean: Tensor, std: Tensor) -> None:
+        """Median ≈ `mean` (the last layer's bias; its weights are near 0) and linearised σ = `std`, per component."""
+        half_width = (self.high - self.low) / 2.0
+        x = ((mean - (self.low + self.high) / 2.0) / half_width).clamp(-0.99, 0.99)
+        loc = torch.atanh(x)
+        log_scale = torch.log(std.clamp_min(1e-6) / (half_width * (1.0 - x * x)))
+        lo, hi = self.log_std_min, self.log_std_max
+        frac = ((log_scale - lo) / (hi - lo)).clamp(1e-3, 1 - 1e-3)
+        self.net[-1].bias.copy_(loc)
+        self.log_std_logit.copy_(torch.log(frac / (1 - frac)))
+
     def params(self, obs: Tensor) -> tuple[Tensor, Tensor]:
         """(loc (B, A), log σ (B, A)) of the pre-squash Gaussian."""
         loc = self.net(obs)
@@ -165,21 +196,26 @@ class BetaActor(Actor):
             raise ValueError(f"BetaActor: need high > low, got low={low}, high={high}")
         self.net = mlp(obs_size, 2 * action_size, hidden)
         self.low, self.high = float(low), float(high)
-        width = self.high - self.low
         m = (
             torch.full((action_size,), 0.5)
             if init_mean is None
             else torch.as_tensor(list(init_mean), dtype=torch.float32)
         )
-        m = ((m - self.low) / width).clamp(0.02, 0.98)
-        s = init_std / width
+        self.action_size = action_size
+        self.start_at(m, torch.full((action_size,), float(init_std)))
+
+    @torch.no_grad()
+    def start_at(self, mean: Tensor, std: Tensor) -> None:
+        """α, β (the last layer's bias; its weights are near 0) whose mean and σ are `mean` and `std`, per component."""
+        width = self.high - self.low
+        m = ((mean - self.low) / width).clamp(0.02, 0.98)
+        s = std / width
         # Beta variance m(1−m)/(κ+1) = s² gives the concentration κ = α + β (at least 2.5, so α, β > 1 mostly).
         kappa = (m * (1 - m) / s**2 - 1.0).clamp_min(2.5)
         alpha, beta = (m * kappa).clamp_min(1.01), ((1 - m) * kappa).clamp_min(1.01)
-        with torch.no_grad():
-            inv_softplus = lambda v: torch.log(torch.expm1(v - 1.0))  # noqa: E731
-            self.net[-1].bias.copy_(torch.cat([inv_softplus(alpha), inv_softplus(beta)]))
-        self.action_size = action_size
+        # softplus⁻¹(y) = y + log(1 − e^−y), stable for large y (log(expm1(y)) overflows float32 past y ≈ 88).
+        inv_softplus = lambda v: (v - 1.0) + torch.log(-torch.expm1(-(v - 1.0)))  # noqa: E731
+        self.net[-1].bias.copy_(torch.cat([inv_softplus(alpha), inv_softplus(beta)]))
 
     def distribution(self, obs: Tensor) -> ScaledBeta:
         raw = self.net(obs)
@@ -241,6 +277,14 @@ class JointActor(Actor):
             bounds = {(a.low, a.high) for a in agents}  # type: ignore[union-attr]
             if len(bounds) != 1:
                 raise ValueError(f"JointActor: box agents need the same bounds, got {sorted(bounds)}")
+
+    def start_at(self, mean: Tensor, std: Tensor) -> None:
+        """Every agent at its slice of `mean` and `std` (box agents; categorical ones have nothing to move)."""
+        if not isinstance(self.agents[0], TanhGaussianActor | BetaActor):
+            return
+        sizes = [int(getattr(a, "action_size", 0)) for a in self.agents]
+        for agent, m, s in zip(self.agents, torch.split(mean, sizes), torch.split(std, sizes), strict=True):
+            agent.start_at(m, s)
 
     def _parts(self, obs: Tensor) -> list[Distribution]:
         return [a.distribution(o) for a, o in zip(self.agents, torch.split(obs, self.obs_sizes, dim=-1), strict=True)]
