@@ -283,11 +283,19 @@ def two_workers_broker_freeze(work: Path, freeze_s: float, rate: float, cycles: 
             counts.notes["spool_drained"] = spool_drained(home, 60.0)
             metrics = settled_metrics(base, "troupe_spool_size", 0.0, timeout_s=10.0)
             counts.notes["spool_gauge_after"] = _metric(metrics, "troupe_spool_size")
-            counts.notes["http_requests_counted"] = sum(
-                float(line.rsplit(" ", 1)[1])
-                for line in metrics.splitlines()
-                if line.startswith("troupe_http_requests_total{") and 'route="/v1/decide/slot"' in line
-            )
+            # Each worker flushes its request tallies once a second (serving/metrics.py): a scrape served by one
+            # worker may not hold the other's last second yet, so the count is read again until it stops short.
+            deadline = time.monotonic() + 5.0
+            while True:
+                counts.notes["http_requests_counted"] = sum(
+                    float(line.rsplit(" ", 1)[1])
+                    for line in metrics.splitlines()
+                    if line.startswith("troupe_http_requests_total{") and 'route="/v1/decide/slot"' in line
+                )
+                if counts.notes["http_requests_counted"] >= len(answered) or time.monotonic() > deadline:
+                    break
+                time.sleep(0.5)
+                metrics = httpx.get(f"{base}/metrics", timeout=10).text
             counts.notes["readyz_after"] = httpx.get(f"{base}/readyz", timeout=10).status_code
         seen = decision_ids_in_kafka(broker.bootstrap_servers, answered)
         counts.answered = len(answered)
