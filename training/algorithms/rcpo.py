@@ -135,13 +135,7 @@ class RCPOLoss(LossModule):
             best_feasible_start=cfg.best_feasible_start,
         )
         self.best_actor = copy.deepcopy(self.actor).requires_grad_(False)
-        self.shipping = ShippedPolicy(
-            cfg.best_feasible_ship,
-            cfg.best_feasible_window,
-            cfg.window_average_rows,
-            cfg.window_average_steps,
-            cfg.actor_lr,
-        )
+        self.shipping = ShippedPolicy.from_config(cfg)
         self.register_buffer("has_best_feasible", torch.zeros((), dtype=torch.bool))
 
     def on_batch_start(self, batch: TransitionBatch) -> dict[str, float]:

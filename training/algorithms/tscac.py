@@ -274,13 +274,7 @@ class TSCACLoss(LossModule):
             best_feasible_start=cfg.best_feasible_start,
         )
         self.best_actor = copy.deepcopy(self.actor).requires_grad_(False)
-        self.shipping = ShippedPolicy(
-            cfg.best_feasible_ship,
-            cfg.best_feasible_window,
-            cfg.window_average_rows,
-            cfg.window_average_steps,
-            cfg.actor_lr,
-        )
+        self.shipping = ShippedPolicy.from_config(cfg)
         self.register_buffer("has_best_feasible", torch.zeros((), dtype=torch.bool))
         self.register_buffer("lambda_values", torch.tensor(self.lambdas, dtype=torch.float32))
         self.stage_one = nn.ModuleList(

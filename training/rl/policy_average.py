@@ -36,6 +36,7 @@ from __future__ import annotations
 import copy
 from collections import deque
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -143,6 +144,17 @@ class ShippedPolicy:
             raise ValueError(f"window_average_steps: must be >= 1, got {steps}")
         self.mode, self.steps, self.lr = mode, steps, lr
         self.window = IterateWindow(window, rows) if mode == "window_average" else None
+
+    @classmethod
+    def from_config(cls, cfg: Any) -> ShippedPolicy:
+        """From a constrained loss's config (RCPOConfig, TSCACConfig): its best_feasible_* and window_average_* fields."""
+        return cls(
+            cfg.best_feasible_ship,
+            cfg.best_feasible_window,
+            cfg.window_average_rows,
+            cfg.window_average_steps,
+            cfg.actor_lr,
+        )
 
     def candidate(self, actor: Actor, obs: Tensor) -> object:
         if self.window is None:
