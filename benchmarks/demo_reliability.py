@@ -84,29 +84,33 @@ def candidate_truth(home: Path, seed: int, users: int = TRUTH_USERS) -> dict[str
     σ, clipped), and the per-decision difference of the main signal is set next to the gate's interval.
     """
     import numpy as np
-    import onnxruntime as ort
 
-    from pipelines.demo import DemoConfig
+    from models.problems import RANK
+    from models.registry import ModelRegistry
     from training.envs.evaluate import compare_policies
+    from training.ope.policies import OnnxPolicy
 
     summaries = sorted(home.glob("demo/*/demo_summary.json"))
     if not summaries:
         return None
-    gate_dir = Path(json.loads(summaries[-1].read_text())["gate"]["report"])
+    summary = json.loads(summaries[-1].read_text())
+    gate_dir = Path(summary["gate"]["report"])
     gate = json.loads((gate_dir / "gate.json").read_text())
     onnx = json.loads((gate_dir.parent / "train" / "_DONE.json").read_text())["onnx"]
-    cfg, rng = DemoConfig(), np.random.default_rng(seed)
-    weights = np.asarray(cfg.behaviour_weights * 3)
-    session = ort.InferenceSession(onnx)
-    name = session.get_inputs()[0].name
+    registry = ModelRegistry(Path(summary["home"]) / "registry")
+    rng = np.random.default_rng(seed)
 
-    def production(obs: Any) -> Any:
-        return np.clip(weights + cfg.behaviour_std * rng.normal(size=(len(obs), weights.size)), 0.0, 1.0)
+    def played(policy: OnnxPolicy) -> Any:
+        """The policy as serving plays it: its exported mean and σ, a Gaussian draw clipped onto the box."""
 
-    def candidate(obs: Any) -> Any:
-        mean, log_std = session.run(None, {name: obs.astype(np.float32)})[:2]
-        return np.clip(mean + np.exp(log_std) * rng.normal(size=mean.shape), 0.0, 1.0)
+        def act(obs: Any) -> Any:
+            mean, std = policy.gaussian(obs)
+            return np.clip(mean + std * rng.normal(size=mean.shape), 0.0, 1.0)
 
+        return act
+
+    production = played(OnnxPolicy.from_registry(registry, "rank", summary["behaviour_version"]))
+    candidate = played(OnnxPolicy(RANK, Path(onnx)))
     res = compare_policies("rank", {"production": production, "candidate": candidate}, "production", users, 1,
                            seed=seed + 1, retrieval_size=60)  # fmt: skip
     signal = gate["main_signal"]

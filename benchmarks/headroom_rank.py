@@ -473,35 +473,28 @@ def search(
             seed=3,
             checkpoint=CHECKPOINT_DIR / "table.json",
         )
-    tilt, _, n_tilt = cem(
-        np.zeros((GROUPS, len(TILT_TARGETS), len(TILT_FEATURES)), np.float32),
-        users,
-        True,
-        2 * iterations,
-        16,
-        workers,
-        "tilt",
-        sigma=0.7,
-        seed=4,
-        checkpoint=CHECKPOINT_DIR / "tilt.json",
-        bounds=(-TILT_BOUND, TILT_BOUND),
-        table=table,
-    )
-    observed_tilt, _, n_observed = cem(
-        np.zeros((GROUPS, len(TILT_TARGETS), len(OBSERVED_FEATURES)), np.float32),
-        users,
-        True,
-        2 * iterations,
-        16,
-        workers,
-        "observed tilt",
-        sigma=0.7,
-        seed=5,
-        checkpoint=CHECKPOINT_DIR / "observed_tilt.json",
-        bounds=(-TILT_BOUND, TILT_BOUND),
-        table=table,
-        features=OBSERVED_FEATURES,
-    )
+
+    def search_tilt(features: tuple[str, ...], label: str, seed: int, checkpoint: str) -> tuple[np.ndarray, int]:
+        """The tilt on `features`, searched with the table fixed."""
+        found, _, n = cem(
+            np.zeros((GROUPS, len(TILT_TARGETS), len(features)), np.float32),
+            users,
+            True,
+            2 * iterations,
+            16,
+            workers,
+            label,
+            sigma=0.7,
+            seed=seed,
+            checkpoint=CHECKPOINT_DIR / checkpoint,
+            bounds=(-TILT_BOUND, TILT_BOUND),
+            table=table,
+            features=features,
+        )
+        return found, n
+
+    tilt, n_tilt = search_tilt(TILT_FEATURES, "tilt", 4, "tilt.json")
+    observed_tilt, n_observed = search_tilt(OBSERVED_FEATURES, "observed tilt", 5, "observed_tilt.json")
     evaluations = {
         "constant": n_const,
         "unconstrained": n_unc,

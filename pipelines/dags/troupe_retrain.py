@@ -28,7 +28,6 @@ MaRCA's `allocate` retraining does not split).
 from __future__ import annotations
 
 import datetime as dt
-from pathlib import Path
 from typing import Any
 
 from airflow.sdk import DAG, Param, dag, get_current_context, task
@@ -100,7 +99,6 @@ def build_retrain_dag(problem: str) -> DAG:
         @task(execution_timeout=dt.timedelta(hours=2))
         def train(data: dict[str, Any]) -> dict[str, Any]:
             with fail_fast():
-                from pipelines.jobs.train import run_train
                 from pipelines.tracking import log_train
 
                 params = get_current_context()["params"]
@@ -111,22 +109,16 @@ def build_retrain_dag(problem: str) -> DAG:
                         data["dataset"], data["run_dir"], config=dict(params["train_config"]), seed=int(params["seed"])
                     )
                 else:
-                    # The gate judges the candidate on sessions it never trained on (split_by_session says why).
-                    share = float(params["holdout_share"])
-                    train_rows, holdout = data["dataset"], None
-                    if share > 0:
-                        from pipelines.jobs.dataset import split_by_session
+                    from pipelines.jobs.dag_steps import train_step
 
-                        train_rows, holdout = split_by_session(data["dataset"], Path(data["run_dir"]) / "split", share)
-                    trained = run_train(
+                    trained = train_step(
                         problem,
-                        train_rows,
-                        data["run_dir"],
+                        data,
                         algo=str(params["algo"]),
                         config=dict(params["train_config"]),
                         seed=int(params["seed"]),
+                        holdout_share=float(params["holdout_share"]),
                     )
-                    trained = {**trained, "evaluation_dataset": str(holdout) if holdout else None}
                 log_train(
                     problem, data, trained, {"seed": int(params["seed"]), "train_config": dict(params["train_config"])}
                 )

@@ -111,6 +111,24 @@ def dataset_step(problem: str, start: str, end: str) -> dict[str, Any]:
 # ---------------------------------------------------------------------------
 # OPE and A/B
 # ---------------------------------------------------------------------------
+def train_step(
+    problem: str, data: dict[str, Any], *, algo: str, config: dict[str, Any], seed: int, holdout_share: float
+) -> dict[str, Any]:
+    """Train the candidate on the day's sessions outside the holdout; `evaluation_dataset` names the holdout.
+
+    The evaluate step reads `evaluation_dataset` when it is set, so the gate judges the candidate on sessions
+    it never trained on (`pipelines/jobs/dataset.split_by_session` says why); holdout_share 0 trains on every row.
+    """
+    from pipelines.jobs.dataset import split_by_session
+    from pipelines.jobs.train import run_train
+
+    train_rows, holdout = data["dataset"], None
+    if holdout_share > 0:
+        train_rows, holdout = split_by_session(data["dataset"], Path(data["run_dir"]) / "split", holdout_share)
+    trained = run_train(problem, train_rows, data["run_dir"], algo=algo, config=config, seed=seed)
+    return {**trained, "evaluation_dataset": str(holdout) if holdout else None}
+
+
 def _marca_policy(
     problem: str,
     registry: Any,
