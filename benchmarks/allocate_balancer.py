@@ -20,8 +20,8 @@ Then the evaluation day 1000 + s is run once per controller, MaRCA's agents each
   state (λ, PI integral, observer, traffic forecast) into the scored day. (Until 2026-12-04 each started
   cold at λ = 1 at midnight; that cost the MPC rows 0.01–0.03 of utilisation.)
 * `ceiling`: MaRCA's agents at λ = 0 (the most compute they choose to spend), mean over intervals of
-  min(u, target) — what any controller with λ ≥ 0 can reach at this target, noise aside: at night the
-  agents' Q values see no revenue in more compute, so u stays below target whatever λ ≥ 0 says.
+  min(u, 1) — the paper's utilisation no controller with λ ≥ 0 can exceed (until 2026-12-05 the cap was
+  the target, which is not the paper's metric's cap).
 Reported per controller, with the paper's definitions (from the authors' published evaluation code, as in
 allocate_quality): utilisation = mean over intervals of min(u, 1), over-utilisation = mean over intervals
 of max(u − 1, 0) (u = compute used / budget); beside them (ours) the plain mean of u and the share of
@@ -163,7 +163,7 @@ def evaluate_seed(job: tuple[int, int, float]) -> dict[str, Any]:
         "feedback": lambda: pi(target),
     }
     ceiling = run_day(M.MarcaPolicy(learner, cost, lambda obs: 0.0), config, 256, 1000 + seed).utilisation
-    out["ceiling"] = {"utilisation": float(np.minimum(ceiling, target).mean())}
+    out["ceiling"] = {"utilisation": float(np.minimum(ceiling, 1.0).mean())}
     for name in CONTROLLERS:
         ctl = BalancerLambda(makers[name], new_forecast(), per_day)
         day = run_warm_day(M.MarcaPolicy(learner, cost, ctl), config, 256, 1000 + seed)
@@ -193,7 +193,7 @@ def summarise(rows: list[dict[str, Any]]) -> list[Metric]:
         metrics.append(Metric(f"allocate.load_model.{key}", value, "budget", ci=ci))
     value, ci = mean_ci([r["ceiling"]["utilisation"] for r in rows])
     metrics.append(Metric("allocate.balancer.ceiling.utilisation", value, "budget", ci=ci,
-                          note="MaRCA's agents at λ = 0: mean over intervals of min(u, target)"))  # fmt: skip
+                          note="MaRCA's agents at λ = 0: mean over intervals of min(u, 1)"))  # fmt: skip
     for name in CONTROLLERS:
         is_goal = name == GOAL_ROW
         for field, unit, goal in (

@@ -30,6 +30,7 @@ import numpy as np
 from serving.balancer import (
     SERVED_ANCHOR_GAIN,
     SERVED_BIAS_GAIN,
+    SERVED_SET_POINT,
     BalancerError,
     CurveLoadModel,
     DiurnalTrafficForecast,
@@ -47,7 +48,8 @@ DEFAULT_LAMBDA = 1.0
 
 @dataclass(frozen=True)
 class BalancerSettings:
-    target_utilisation: float = 0.95
+    target_utilisation: float = SERVED_SET_POINT
+    """C_m of the MPC and its PI fallback (serving/balancer.SERVED_SET_POINT: above the issue's 0.95 goal on purpose)."""
     slots_per_day: int = 96
     horizon: int = 10
     lambda_max: float = 20.0

@@ -38,7 +38,8 @@ Our specification where the paper is silent (marked "ours" below):
   Ĉ_0 = Ĉ_pred + L·(measured − Ĉ_pred) — a fixed-gain state observer, the usual companion of an MPC —
   and `bias_gain` adds integral action on the model's one-step error (offset-free MPC). L = 1 and
   bias_gain = 0 are the paper's plain MPC; `SERVED_ANCHOR_GAIN` / `SERVED_BIAS_GAIN` are what serving
-  and the benchmarks run (chosen on two seeds of benchmarks/allocate_balancer.py, checked on three others).
+  and the benchmarks run (chosen with the set point `SERVED_SET_POINT` on tuning seeds 10–12 of
+  benchmarks/allocate_setpoint.py).
 
 λ itself is mutable serving state shared by every worker and replica: the API stores it through the
 shared state store; this module only computes it.
@@ -55,10 +56,18 @@ import numpy.typing as npt
 
 FloatArray = npt.NDArray[np.float64]
 
-SERVED_ANCHOR_GAIN = 0.5
-"""`MPCBalancer.anchor_gain` serving runs (ours; module docstring): half reading, half the plan's prediction."""
+SERVED_ANCHOR_GAIN = 0.1
+"""`MPCBalancer.anchor_gain` serving runs (ours; module docstring): the plan starts a tenth of the way from its own
+one-step prediction to the reading. 0.5 until 2026-12-05; 0.1 chosen with the set point on tuning seeds 10–12
+(benchmarks/allocate_setpoint.py: 0.1, 0.25, 0.5 × bias gain 0.3, 0.6; docs/marca.md)."""
 SERVED_BIAS_GAIN = 0.3
 """`MPCBalancer.bias_gain` serving runs (ours; module docstring)."""
+SERVED_SET_POINT = 0.97
+"""The balancers' target utilisation C_m in serving and in the reported benchmark. DEPARTURE: the issue states
+its goal as utilisation ≥ 0.95 in the paper's definition (mean over intervals of min(u, 1)), and a
+controller aimed at 0.95 cannot give that mean (every shortfall counts, every excess above 1 is cut), so C_m
+is a controller setting above the goal: the highest-utilisation choice whose MPC over-utilisation (mean of
+max(u − 1, 0)) stays ≤ 0.01 on tuning seeds 10–12 (benchmarks/allocate_setpoint.py; docs/marca.md)."""
 
 LAMBDA_SCALES = tuple(float(x) for x in np.geomspace(0.25, 8.0, 16))
 """Grid of λ_scale values tried when fitting the load model (ours)."""
