@@ -208,3 +208,43 @@ def test_exact_stage_two_target_keeps_the_action_floor_and_steps_from_the_old_ac
     assert float(star.exp().max(-1).values.mean()) > 0.99  # π* alone would drop two arms
     assert bool((target >= 0.05 - 1e-6).all())
     assert float(actual) == pytest.approx(float(expected), rel=1e-5)
+
+
+def test_exact_stage_one_fits_softmax_of_each_signals_advantage_and_stage_two_reads_it() -> None:
+    """`stage_one_exact` (ours): stage one's loss is KL(softmax(s_i·A_i/α) ‖ π_θi) over every action, and
+    stage two's geometric mean uses that exact log-softmax, not the fitted actor's log-probabilities."""
+    from training.rl.losses import MiniBatch
+
+    cfg = _small(lam=0.5, min_lambda=1e-3, stage_one_entropy=0.2, stage_one_exact=True)
+    loss = tscac.TSCACLoss(arms_task(), cfg)
+    assert loss.q_head_signals == (0, 1)  # main + the one constrained signal
+    obs = torch.rand(64, 3) * 2 - 1
+    zeros = torch.zeros(64)
+    mb = MiniBatch(
+        obs,
+        torch.zeros(64, 1),
+        torch.zeros(64, 2),
+        obs,
+        zeros,
+        zeros,
+        torch.zeros(64, 2),
+        torch.zeros(64, 2),
+        torch.ones(64),
+    )
+    with torch.no_grad():
+        a_safety = loss.advantage_all_actions(obs, 1)
+        log_target = torch.log_softmax(a_safety / 0.2, -1)  # ">=" constraint: sign +1, α = κ·0.2 = 0.2
+        expected_one = (log_target.exp() * (log_target - loss.stage_one[0](obs))).sum(-1).mean()
+        assert float(loss._stage_one_exact(mb, loss.stage_one[0], head=1, sign=1.0)) == pytest.approx(
+            float(expected_one), rel=1e-5
+        )
+        # Stage two: π* ∝ π_θ1^(λ/Σλ) · exp(A_1/Σλ) with one constraint, λ/Σλ = 1, the exact π_θ1.
+        star = torch.log_softmax(loss.main_advantage_all_actions(obs) / loss.lambda_sum + log_target, -1)
+        expected_two = (star.exp() * (star - loss.actor(obs))).sum(-1).mean()
+        assert float(loss._stage_two_exact(mb)) == pytest.approx(float(expected_two), rel=1e-5)
+    # The sampled stage one and the fitted actor's log-probabilities differ from these (the test can fail).
+    assert float((loss.stage_one[0](obs) - log_target).abs().max()) > 1e-3
+    with pytest.raises(ValueError, match="stage_one_exact"):
+        _small(stage_one_exact=True, stage_one_entropy=0.0)
+    with pytest.raises(ValueError, match="stage_one_exact: needs one discrete action"):
+        tscac.TSCACLoss(bandit_task(), _small(stage_one_exact=True, stage_one_entropy=1.0))

@@ -91,6 +91,17 @@ Other departures, each marked in the code:
       `main_q_target: one_step` regresses it on r_1 + γ_1 V̄_1(s') instead of the λ-return.
     - Re-deriving π from one batch's noisy A_1 every batch: `stage_two_step` η < 1 makes the
       target π_old^(1−η) π*^η, a mirror-descent step whose fixed point is still π*.
+    - Stage-one actors stuck on a wrong action (2026-12-05, instance 13 of the benchmark, exact
+      advantages of the trained policy computed beside the actors): the sampled stage-one gradient
+      E_μ[w_i A_i ∇log π_θi] with w_i = π_θi/μ vanishes on actions π_θi has nearly dropped, so a
+      sharp π_θi kept an action whose exact A_i was below another's; and the geometric mean in π*
+      reads π_θi's log-probabilities in its tails, which its fit constrains least, so π* stayed
+      spread over actions no signal favoured (final gap 0.21, Lagrangian gap with the LP's duals
+      0.2). `stage_one_exact` (discrete actions): one Q head per constrained signal beside the main
+      one; each π_θi is fitted to the exact maximiser of its objective E_π[s_i A_i] + α H(π),
+      softmax(s_i A_i(s, ·)/α), and stage two reads that log-softmax itself. Then
+      π* ∝ exp((A_1 + Σ_i (λ_i/α) s_i A_i)/Σλ) exactly as the identity above says, and the η step
+      makes the whole a mirror-descent (soft policy iteration) step on the Lagrangian.
 """
 
 from __future__ import annotations
@@ -171,6 +182,11 @@ class TSCACConfig(LossConfig):
     min_action_prob: float = 0.0
     """Ours, exact (discrete) stage two only: every action keeps at least κ_t · this probability in the
     stage-two target, so actions the closed form drops are still sampled and their A_1 stays measured."""
+    stage_one_exact: bool = False
+    """Ours, discrete actions only: each stage-one actor is fitted to the exact maximiser of its
+    entropy-regularised objective, softmax(s_i·A_i(s, ·)/α), with A_i(s, ·) for every action from a Q
+    head per constrained signal (built like the main one: `main_q_dueling`, `main_q_target`), instead
+    of the sampled off-policy gradient, which stalls on a near-deterministic wrong action (module docstring)."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -218,6 +234,8 @@ class TSCACConfig(LossConfig):
             raise ValueError(f"min_action_prob: must be in [0, 0.5), got {self.min_action_prob}")
         if not 0 < self.temperature_floor <= 1:
             raise ValueError(f"temperature_floor: must be in (0, 1], got {self.temperature_floor}")
+        if self.stage_one_exact and self.stage_one_entropy <= 0:
+            raise ValueError("stage_one_exact: needs stage_one_entropy > 0 (the target is softmax(A_i/α))")
 
     def temperature_scale(self, batches: int) -> float:
         """κ_t after `batches` batches: 0.5^(t/h), never below `temperature_floor`; 1 when annealing is off."""
@@ -284,9 +302,15 @@ class TSCACLoss(LossModule):
             a.load_state_dict(self.actor.state_dict())
         # The actor that collected the current batch (the stage-two step's π_old); refreshed per batch.
         self.previous_actor = copy.deepcopy(self.actor).requires_grad_(False)
+        if cfg.stage_one_exact and not self.exact_stage_two:
+            raise ValueError("stage_one_exact: needs one discrete action (the task's action is not DiscreteAction)")
         if self.exact_stage_two:
-            # Exact stage two needs A_1(s, ·) for every action: a Q head for the main signal.
-            self.main_q = SignalCritics(task.obs_size, 1, cfg.hidden, out_per_signal=task.nvec[0])
+            # Exact stage two needs A_1(s, ·) for every action: a Q head for the main signal, and with
+            # `stage_one_exact` one more per constrained signal (head k ↔ `q_head_signals[k]`).
+            self.q_head_signals = (0, *task.constrained_signals) if cfg.stage_one_exact else (0,)
+            self.main_q = SignalCritics(
+                task.obs_size, len(self.q_head_signals), cfg.hidden, out_per_signal=task.nvec[0]
+            )
 
     @property
     def exact_stage_two(self) -> bool:
@@ -350,34 +374,55 @@ class TSCACLoss(LossModule):
     def extra_critic_loss(self, mb: MiniBatch) -> tuple[Tensor, dict[str, float]]:
         if not self.exact_stage_two:
             return super().extra_critic_loss(mb)
-        q = self.main_q(mb.obs)[:, 0, :].gather(1, mb.action.long())[:, 0]
-        if self.cfg.main_q_dueling:
-            # Ours: the head holds A_1(s, a) and Q_1 = V_1(s) (detached critic) + A_1(s, a), so it
-            # learns only the differences between actions, which are a few % of V_1 on long horizons.
-            q = q + self.critics(mb.obs)[:, 0].detach()
-        target = mb.targets[:, 0]
+        q_all = self.main_q(mb.obs)  # (B, heads, n)
+        values = self.critics(mb.obs).detach()
+        next_values = None
         if not self.offline and self.cfg.main_q_target == "one_step":
-            # Ours: Q_1(s, a) ← r_1 + γ_1 (1 − done) V̄_1(s'), the one-step target offline training
-            # already uses; far less noisy than the λ-return, whose noise swamped the differences
-            # between actions that the closed form exponentiates (issue 14).
             with torch.no_grad():
-                v_next = self.target_critics(mb.next_obs)[:, 0]
-                target = mb.rewards[:, 0] / self.reward_scales[0] + self.gammas[0] * (1 - mb.done) * v_next
-        loss = ((q - target).pow(2) * mb.weights).mean()
+                next_values = self.target_critics(mb.next_obs)
+        loss = torch.zeros((), device=mb.obs.device)
+        for head, sig in enumerate(self.q_head_signals):
+            q = q_all[:, head, :].gather(1, mb.action.long())[:, 0]
+            if self.cfg.main_q_dueling:
+                # Ours: the head holds A_i(s, a) and Q_i = V_i(s) (detached critic) + A_i(s, a), so it
+                # learns only the differences between actions, which are a few % of V_i on long horizons.
+                q = q + values[:, sig]
+            target = mb.targets[:, sig]
+            if next_values is not None:
+                # Ours: Q_i(s, a) ← r_i + γ_i (1 − done) V̄_i(s'), the one-step target offline training
+                # already uses; far less noisy than the λ-return, whose noise swamped the differences
+                # between actions that the closed form exponentiates (issue 14).
+                target = (
+                    mb.rewards[:, sig] / self.reward_scales[sig]
+                    + self.gammas[sig] * (1 - mb.done) * next_values[:, sig]
+                )
+            loss = loss + ((q - target).pow(2) * mb.weights).mean()
         return loss, {"losses/critic_main_q": loss.item()}
+
+    def advantage_all_actions(self, obs: Tensor, head: int = 0) -> Tensor:
+        """A_i(s, ·) = Q_i(s, ·) − V_i(s) of Q head `head` (signal `q_head_signals[head]`), shape (B, n); discrete only."""
+        if self.cfg.main_q_dueling:
+            return self.main_q(obs)[:, head, :]
+        sig = self.q_head_signals[head]
+        return self.main_q(obs)[:, head, :] - self.critics(obs)[:, sig : sig + 1]
 
     def main_advantage_all_actions(self, obs: Tensor) -> Tensor:
         """A_1(s, ·) = Q_1(s, ·) − V_1(s), shape (B, n) (discrete only; the head's output when dueling)."""
-        if self.cfg.main_q_dueling:
-            return self.main_q(obs)[:, 0, :]
-        return self.main_q(obs)[:, 0, :] - self.critics(obs)[:, :1]
+        return self.advantage_all_actions(obs, 0)
 
     def actor_loss(self, mb: MiniBatch) -> tuple[Tensor, dict[str, float]]:
         metrics: dict[str, float] = {}
         adv = self.advantage_estimates(mb)  # in reward-std units (DEPARTURE: frozen scales, see Learner)
         loss = torch.zeros((), device=mb.obs.device)
         # Stage one: each π_θi on its own signed advantage, off-policy: E_μ[w_i A_i log π_θi] + α H(π_θi).
-        for c, idx, actor in zip(self.task.constraints, self.task.constrained_signals, self.stage_one, strict=True):
+        for k, (c, idx, actor) in enumerate(
+            zip(self.task.constraints, self.task.constrained_signals, self.stage_one, strict=True)
+        ):
+            if self.cfg.stage_one_exact:
+                l_i = self._stage_one_exact(mb, actor, head=1 + k, sign=self.task.constraint_sign(c))
+                metrics[f"losses/stage_one_{c.signal}"] = l_i.item()
+                loss = loss + l_i
+                continue
             logp = actor.log_prob(mb.obs, mb.action)
             w = self.global_is(logp - mb.behaviour_log_prob, self.cfg.is_clip)
             a_i = self.task.constraint_sign(c) * adv[:, idx]
@@ -389,6 +434,25 @@ class TSCACLoss(LossModule):
         l2 = self._stage_two_exact(mb) if self.exact_stage_two else self._stage_two_sampled(mb, adv)
         metrics["losses/stage_two"] = l2.item()
         return loss + l2, metrics
+
+    def _stage_one_exact(self, mb: MiniBatch, actor: Actor, head: int, sign: float) -> Tensor:
+        """KL(softmax(s_i·A_i/α) ‖ π_θi) summed over every action: the exact maximiser of stage one's
+        E_π_θi[s_i·A_i] + α·H(π_θi) in each state (ours, `stage_one_exact`)."""
+        alpha = self.temperature * self.cfg.stage_one_entropy
+        with torch.no_grad():
+            log_target = torch.log_softmax(sign * self.advantage_all_actions(mb.obs, head) / alpha, dim=-1)
+        return (log_target.exp() * (log_target - actor(mb.obs))).sum(-1).mean()
+
+    def _stage_one_log_policy(self, obs: Tensor, actor: Actor, k: int) -> Tensor:
+        """log π_θk(·|s) as stage two reads it. With `stage_one_exact` (ours) the exact target
+        log softmax(s_k·A_k/α) itself: the geometric mean in π* weighs every action by the stage-one
+        policies' log-probabilities, tails included, and a fitted actor's tails are what its KL fit
+        constrains least (a sharp stage-one actor that is wrong in its tail decides π*)."""
+        if not self.cfg.stage_one_exact:
+            return actor(obs)
+        alpha = self.temperature * self.cfg.stage_one_entropy
+        sign = self.task.constraint_sign(self.task.constraints[k])
+        return torch.log_softmax(sign * self.advantage_all_actions(obs, 1 + k) / alpha, dim=-1)
 
     def _stage_two_sampled(self, mb: MiniBatch, adv: Tensor) -> Tensor:
         """KL(π*‖π) estimated on the logged samples (Gaussian and multi-discrete actors; module docstring)."""
@@ -406,8 +470,8 @@ class TSCACLoss(LossModule):
         with torch.no_grad():
             a_all = self.main_advantage_all_actions(mb.obs)
             logits = a_all / self.lambda_sum
-            for lam, actor in zip(self.lambdas, self.stage_one, strict=True):
-                logits = logits + (lam / self.lambda_sum) * actor(mb.obs)
+            for k, (lam, actor) in enumerate(zip(self.lambdas, self.stage_one, strict=True)):
+                logits = logits + (lam / self.lambda_sum) * self._stage_one_log_policy(mb.obs, actor, k)
             log_target = torch.log_softmax(logits, dim=-1)
             eta = self.cfg.stage_two_step
             if eta < 1:  # ours: a mirror-descent step from the collecting actor (config docstring)
