@@ -40,15 +40,17 @@ Per seed (a simulated world of benchmarks/headroom_slot.py):
    rule with ε-uniform exploration (ε = 0.3; propensity (1 − ε)·1[a = rule] + ε/7, known exactly).
    Quantity, *one step*: the expected total watch time (s) of the page served on a fresh user's first
    request (the context distribution of first requests does not depend on the policy, so this is a
-   contextual bandit), estimated from `--ope-users` logged first requests by NCIS (importance ratios
-   clipped at 10 × their mean and self-normalised, `training.ope.ncis`) and DR (ridge reward model on
-   action × context features, 2-fold cross-fitted, `training.ope.doubly_robust`), normal 95 % CIs;
-   truth: the student on 50,000 other fresh users' first requests in the same world. NCIS also without
-   its cap (`ncis_uncapped`, plain self-normalised IS): added after the first two worlds of the first
-   full-size run showed the cap of 10 × the mean ratio binding on every row where the student leaves
-   the rule (those rows' ratio is 7/ε ≈ 23), which pulls NCIS towards the rule's value. Repeated on
-   `--ope-repetitions` independent log draws: `covers_truth` per world is the first draw, the share
-   pools every draw of every world (a 95 % CI should cover about 95 % of them).
+   contextual bandit), estimated from `--ope-users` logged first requests by NCIS (self-normalised
+   importance ratios whose cap is chosen from each log by estimated MSE, with the interval widened by the
+   shift the cap causes: `training.ope.ncis_mse_cap`; the chosen cap is kept per draw as `ncis_cap`) and
+   DR (ridge reward model on action × context features, 2-fold cross-fitted, `training.ope.doubly_robust`),
+   normal 95 % CIs; truth: the student on 50,000 other fresh users' first requests in the same world.
+   For comparison: `ncis_cap10`, the fixed cap at 10 × the mean ratio (what `ncis` meant until
+   2026-12-05: it binds on every row where the student leaves the rule — those rows' ratio is 7/ε ≈ 23 —
+   and pulls the estimate towards the rule's value), and `ncis_uncapped` (plain self-normalised IS).
+   Repeated on `--ope-repetitions` independent log draws: `covers_truth` per world is the first draw, the
+   share pools every draw of every world (a 95 % CI should cover about 95 % of them). `--ope-only` trains
+   the student again and redoes only this step (`ope_only_seed`).
 
 Stability: `slot.sl_mgac.seed_std_ratio_vs_no_anchor` is the std of the lift vs the rule across *training
 seeds* within a world (same world, same evaluation users), pooled over worlds (root of the mean
