@@ -40,15 +40,17 @@ Per seed (a simulated world of benchmarks/headroom_slot.py):
    rule with ε-uniform exploration (ε = 0.3; propensity (1 − ε)·1[a = rule] + ε/7, known exactly).
    Quantity, *one step*: the expected total watch time (s) of the page served on a fresh user's first
    request (the context distribution of first requests does not depend on the policy, so this is a
-   contextual bandit), estimated from `--ope-users` logged first requests by NCIS (importance ratios
-   clipped at 10 × their mean and self-normalised, `training.ope.ncis`) and DR (ridge reward model on
-   action × context features, 2-fold cross-fitted, `training.ope.doubly_robust`), normal 95 % CIs;
-   truth: the student on 50,000 other fresh users' first requests in the same world. NCIS also without
-   its cap (`ncis_uncapped`, plain self-normalised IS): added after the first two worlds of the first
-   full-size run showed the cap of 10 × the mean ratio binding on every row where the student leaves
-   the rule (those rows' ratio is 7/ε ≈ 23), which pulls NCIS towards the rule's value. Repeated on
-   `--ope-repetitions` independent log draws: `covers_truth` per world is the first draw, the share
-   pools every draw of every world (a 95 % CI should cover about 95 % of them).
+   contextual bandit), estimated from `--ope-users` logged first requests by NCIS (self-normalised
+   importance ratios whose cap is chosen from each log by estimated MSE, with the interval widened by the
+   shift the cap causes: `training.ope.ncis_mse_cap`; the chosen cap is kept per draw as `ncis_cap`) and
+   DR (ridge reward model on action × context features, 2-fold cross-fitted, `training.ope.doubly_robust`),
+   normal 95 % CIs; truth: the student on 50,000 other fresh users' first requests in the same world.
+   For comparison: `ncis_cap10`, the fixed cap at 10 × the mean ratio (what `ncis` meant until
+   2026-12-05: it binds on every row where the student leaves the rule — those rows' ratio is 7/ε ≈ 23 —
+   and pulls the estimate towards the rule's value), and `ncis_uncapped` (plain self-normalised IS).
+   Repeated on `--ope-repetitions` independent log draws: `covers_truth` per world is the first draw, the
+   share pools every draw of every world (a 95 % CI should cover about 95 % of them). `--ope-only` trains
+   the student again and redoes only this step (`ope_only_seed`).
 
 Stability: `slot.sl_mgac.seed_std_ratio_vs_no_anchor` is the std of the lift vs the rule across *training
 seeds* within a world (same world, same evaluation users), pooled over worlds (root of the mean
@@ -108,9 +110,10 @@ TRAINED = (*VARIANTS, *BASELINES)
 STABILITY = ("sl_mgac", "no_anchor")
 """Trained with every training seed (the others once)."""
 OPE_EPSILON = 0.3
-OPE_ESTIMATORS = ("ncis", "ncis_uncapped", "dr")
-"""ncis: ratios capped at 10 × their mean (the project's default cap), self-normalised; ncis_uncapped: the same
-without the cap (self-normalised IS); dr: doubly robust."""
+OPE_ESTIMATORS = ("ncis", "ncis_cap10", "ncis_uncapped", "dr")
+"""ncis: self-normalised, the cap on the ratios chosen from the logs by estimated MSE with a bias-aware interval
+(`training.ope.ncis_mse_cap`); ncis_cap10: the fixed cap at 10 × the mean ratio (the project's default, reported
+as ncis until 2026-12-05); ncis_uncapped: no cap (self-normalised IS); dr: doubly robust."""
 OPE_TRUTH_USERS = 50_000
 N_ACTIONS = SLOT.action.n  # type: ignore[union-attr]
 SECONDS_PER_MINUTE = 60.0
@@ -322,7 +325,7 @@ def explored(rule: Any, epsilon: float, rng: np.random.Generator) -> tuple[Any, 
 def ope_estimates(logs: dict[str, Any], behaviour_probs: Any, target: Any) -> dict[str, Any]:
     """NCIS and DR of the deterministic `target` on logged first requests: {name: (value, low, high)} of the
     mean total watch (s), and the importance weights' ESS share."""
-    from training.ope import doubly_robust, ncis
+    from training.ope import choose_ncis_cap, doubly_robust, ncis, ncis_mse_cap
     from training.ope.reward_models import categorical_expected_features, categorical_features, fit_ridge
 
     x, a, r = logs["obs"], logs["action"], logs["total"][:, None]
@@ -335,7 +338,8 @@ def ope_estimates(logs: dict[str, Any], behaviour_probs: Any, target: Any) -> di
     target_prob = pi[rows, a]
     with np.errstate(divide="ignore"):
         target_log = np.log(target_prob)
-    est_ncis = ncis(r, target_log, np.log(mu), clip=10.0, signals=("total_watch",))
+    est_ncis = ncis_mse_cap(r, target_log, np.log(mu), signals=("total_watch",))
+    est_cap10 = ncis(r, target_log, np.log(mu), clip=10.0, signals=("total_watch",))
     est_uncapped = ncis(r, target_log, np.log(mu), clip=1e9, signals=("total_watch",))
     # Reward model cross-fitted on two halves: each row's q̂ comes from a model that never saw it.
     q_logged, q_target = np.zeros((n, 1)), np.zeros((n, 1))
@@ -346,10 +350,12 @@ def ope_estimates(logs: dict[str, Any], behaviour_probs: Any, target: Any) -> di
         q_target[fold] = model.predict(categorical_expected_features(x[fold], [pi[fold]]))
     est_dr = doubly_robust(r, target_prob, mu, q_logged, q_target, signals=("total_watch",))
     out: dict[str, Any] = {}
-    for name, est in (("ncis", est_ncis), ("ncis_uncapped", est_uncapped), ("dr", est_dr)):
+    for name, est in (("ncis", est_ncis), ("ncis_cap10", est_cap10), ("ncis_uncapped", est_uncapped), ("dr", est_dr)):
         out[name] = (float(est.value[0]), float(est.ci_low[0]), float(est.ci_high[0]))
     w = target_prob / mu
     out["ess_share"] = float(w.sum() ** 2 / max((w**2).sum(), 1e-12) / n)
+    cap = choose_ncis_cap(w / w.mean(), r).cap
+    out["ncis_cap"] = float(cap) if np.isfinite(cap) else None  # None: no cap
     out["logged_mean"] = float(r.mean())
     return out
 
@@ -474,6 +480,39 @@ def one_seed(seed: int, args: argparse.Namespace, work: Path, reuse: set[str]) -
     save_world(path, world)
     summary = ", ".join(f"{k} {v['total'].mean():.0f} s exp {v['exposure']:.3f}" for k, v in world["evals"].items())
     print(f"seed {seed} [{rule.describe()}]: {summary}", flush=True)
+    return world
+
+
+def ope_only_seed(seed: int, args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    """`--ope-only`: train the SL-MGAC student (k = 0) again and redo only its OPE. A world with a rows file keeps
+    its rows; the student counts as the same one when its 7-day totals on the evaluation users equal the stored
+    row's user for user (`ope.student_reproduced`). A world without one gets a rows file with the OPE alone."""
+    path = rows_path(Path(args.rows_dir), seed)
+    if args.search_rules:
+        rule = search_threshold_rules(args.users // 2, seed, seed + SEARCH_OFFSET)[0]
+    else:
+        rule = RECORDED_RULES[seed][0]
+    _, act, _, secs = train_policy("sl_mgac", seed, 0, args.iterations, work / f"{seed}-sl_mgac")
+    t0 = time.time()
+    ope = ope_of_student(act, rule, seed, args.ope_users, args.ope_repetitions, args.ope_truth_users)
+    ope["commit"] = args.commit
+    if path.exists():
+        world = load_world(path)
+        if world["users"] != args.users or world["iterations"] != args.iterations:
+            raise SystemExit(f"--ope-only: {path} holds other --users / --iterations; point --rows-dir elsewhere")
+        again = run_users(act, args.users, seed, seed)["total"]
+        ope["student_reproduced"] = bool(np.array_equal(again, world["evals"]["sl_mgac"]["total"]))
+    else:
+        world = {"seed": seed, "users": args.users, "iterations": args.iterations, "rule": rule.describe()}
+        world |= {"commits": {}, "train_s": {"sl_mgac": round(secs, 1)}, "evals": {}}
+    world["ope"] = ope
+    save_world(path, world)
+    first = {k: v for k, v in ope["draws"][0].items() if not k.endswith("_covers")}
+    print(
+        f"seed {seed} [{rule.describe()}] trained in {secs:.0f} s, OPE in {time.time() - t0:.0f} s: truth "
+        f"{ope['truth']:.1f}, student reproduced {ope.get('student_reproduced')}, first draw {first}",
+        flush=True,
+    )
     return world
 
 
@@ -720,6 +759,11 @@ def main() -> None:
     ap.add_argument("--rows-dir", default=str(ROWS_DIR), help="where each world's per-user rows are kept")
     ap.add_argument("--no-summary", action="store_true", help="only write the worlds' rows (parallel parts)")
     ap.add_argument(
+        "--ope-only",
+        action="store_true",
+        help="train the SL-MGAC student again and redo only its OPE (other rows kept; see ope_only_seed)",
+    )
+    ap.add_argument(
         "--result",
         default="slot_quality",
         help="writes benchmarks/results/<result>.json and .md (reduced runs: rename)",
@@ -743,7 +787,10 @@ def main() -> None:
     runs = []
     with tempfile.TemporaryDirectory(prefix="troupe-slot-quality-") as tmp:
         for seed in [int(s) for s in args.seeds.split(",")]:
-            runs.append(one_seed(seed, args, Path(tmp), reuse))
+            if args.ope_only:
+                runs.append(ope_only_seed(seed, args, Path(tmp)))
+            else:
+                runs.append(one_seed(seed, args, Path(tmp), reuse))
     if args.no_summary:
         return
     command = (
@@ -751,12 +798,13 @@ def main() -> None:
         + " ".join(
             f"--{k.replace('_', '-')} {v}"
             for k, v in vars(args).items()
-            if k not in ("search_rules", "no_summary", "variant_list", "reuse", "rows_dir", "commit")
+            if k not in ("search_rules", "no_summary", "ope_only", "variant_list", "reuse", "rows_dir", "commit")
         )
         + (f" --reuse {args.reuse}" if args.reuse else "")
         + (" --search-rules" if args.search_rules else "")
+        + (" --ope-only" if args.ope_only else "")
     )
-    metrics = metrics_of(runs)
+    metrics = metrics_of(runs) if all("rule" in r["evals"] for r in runs) else ope_metrics(runs)
     extra = {
         "wall_s": round(time.time() - t0, 1),
         "load_average": os.getloadavg(),
@@ -768,6 +816,11 @@ def main() -> None:
             for r in runs
         },
     }
+    if args.ope_only:
+        extra["ope_only_note"] = (
+            "the OPE of every world was redone with --ope-only at " + args.commit + " (the SL-MGAC student trained "
+            "again; the other rows kept)"
+        )
     write_result(args.result, metrics, command, extra)
     write_markdown(metrics, runs, command, args.result)
     for m in metrics:

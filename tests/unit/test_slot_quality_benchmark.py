@@ -158,3 +158,36 @@ def test_seed_eval_noise_is_what_noise_alone_gives_to_the_seeds_lift_spread() ->
     assert sq.seed_eval_noise([world], "x") == pytest.approx(np.sqrt(1e-4 / users), rel=0.05)
     world["evals"]["x@1"] = world["evals"]["x"]
     assert sq.seed_eval_noise([world], "x") == 0.0
+
+
+def test_ope_only_redoes_the_ope_keeps_the_rows_and_checks_the_student(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    world = _world(WORLD, {"sl_mgac": 0.05})
+    world |= {"users": 50, "iterations": 3, "rule": "r", "commits": {"rule": "abc1234", "sl_mgac": "abc1234"}}
+    world |= {"train_s": {}, "ope": {"truth": 1.0}}
+    sq.save_world(sq.rows_path(tmp_path, WORLD), world)
+    stored = world["evals"]["sl_mgac"]["total"]
+    monkeypatch.setattr(sq, "train_policy", lambda *_: (None, "student", 0.0, 1.0))
+    draw = {name: (2.0, 1.0, 3.0) for name in sq.OPE_ESTIMATORS} | {f"{n}_covers": True for n in sq.OPE_ESTIMATORS}
+    ope = {"truth": 2.0, "truth_stderr": 0.1, "draws": [draw | {"ess_share": 0.1}]}
+    monkeypatch.setattr(sq, "ope_of_student", lambda *_: {**ope})
+    monkeypatch.setattr(sq, "run_users", lambda *_: {"total": stored.copy()})
+    args = argparse.Namespace(
+        rows_dir=str(tmp_path), users=50, iterations=3, search_rules=False, ope_users=10, ope_repetitions=1,
+        ope_truth_users=10, commit="new0000",
+    )  # fmt: skip
+    sq.ope_only_seed(WORLD, args, tmp_path)
+    again = sq.load_world(sq.rows_path(tmp_path, WORLD))
+    assert again["ope"]["truth"] == 2.0 and again["ope"]["commit"] == "new0000"
+    assert again["ope"]["student_reproduced"] is True
+    assert again["commits"] == world["commits"]  # the 7-day rows are untouched
+    np.testing.assert_array_equal(again["evals"]["sl_mgac"]["total"], stored)
+    monkeypatch.setattr(sq, "run_users", lambda *_: {"total": stored + 1.0})
+    assert sq.ope_only_seed(WORLD, args, tmp_path)["ope"]["student_reproduced"] is False
+    # A world without a rows file gets one holding the OPE alone.
+    args.rows_dir = str(tmp_path / "other")
+    sq.ope_only_seed(WORLD, args, tmp_path)
+    fresh = sq.load_world(sq.rows_path(tmp_path / "other", WORLD))
+    assert fresh["evals"] == {} and fresh["ope"]["truth"] == 2.0 and "student_reproduced" not in fresh["ope"]
+    assert sq.ope_metrics([fresh])[0].name == f"slot.sl_mgac.ope.ncis.covers_truth.{WORLD}"

@@ -31,12 +31,16 @@ from training.ope.logs import (
     tune_shrinkage,
 )
 from training.ope.one_step import (
+    NCIS_CAP_GRID,
+    CapChoice,
     CIOptions,
+    choose_ncis_cap,
     direct_method,
     doubly_robust,
     ips,
     kernel_log_density,
     ncis,
+    ncis_mse_cap,
     snips,
     switch_dr,
 )
@@ -45,9 +49,11 @@ from training.ope.weights import ImportanceWeights, importance_weights
 
 __all__ = [
     "ESTIMATORS",
+    "NCIS_CAP_GRID",
     "REWARD_MODELS",
     "BanditFeedback",
     "CIOptions",
+    "CapChoice",
     "Estimate",
     "FQEConfig",
     "ImportanceWeights",
@@ -57,6 +63,7 @@ __all__ = [
     "cross_fitted_rewards",
     "direct_method",
     "doubly_robust",
+    "choose_ncis_cap",
     "estimator_terms",
     "evaluate_logs",
     "fqe",
@@ -65,6 +72,7 @@ __all__ = [
     "kernel_log_density",
     "make_estimate",
     "ncis",
+    "ncis_mse_cap",
     "paired_difference",
     "pdis",
     "read_bandit_feedback",
