@@ -30,6 +30,26 @@ def _small(**kw: float | str) -> tscac.TSCACConfig:
     return tscac.TSCACConfig(minibatch_size=64, hidden=(32,), init_std=0.2, actor_lr=3e-3, **kw)  # type: ignore[arg-type]
 
 
+def _zero_minibatch(obs: torch.Tensor) -> Any:
+    """A minibatch of `obs` (one action column, two signals) whose other fields are zeros and unit weights:
+    the exact stage-one and stage-two losses read only the observations."""
+    from training.rl.losses import MiniBatch
+
+    n = len(obs)
+    zeros = torch.zeros(n)
+    return MiniBatch(
+        obs,
+        torch.zeros(n, 1),
+        torch.zeros(n, 2),
+        obs,
+        zeros,
+        zeros,
+        torch.zeros(n, 2),
+        torch.zeros(n, 2),
+        torch.ones(n),
+    )
+
+
 def _train_on_toy(
     cfg: tscac.TSCACConfig, run: RunConfig, task: TaskSpec, env: type[gym.Env[Any, Any]]
 ) -> tuple[tscac.TSCACLoss, torch.Tensor, torch.Tensor]:
@@ -178,26 +198,13 @@ def test_temperature_annealing_scales_alpha_and_lambda_together_down_to_its_floo
 
 def test_exact_stage_two_target_keeps_the_action_floor_and_steps_from_the_old_actor() -> None:
     """Exact stage two (ours: step η from π_old, floor p_min on every action): the loss is KL(target‖π)."""
-    from training.rl.losses import MiniBatch
-
     cfg = _small(lam=0.01, min_lambda=1e-3, min_action_prob=0.05, stage_two_step=0.5)
     loss = tscac.TSCACLoss(arms_task(), cfg)
     with torch.no_grad():  # a sharp A_1 head, so π* alone would be (almost) one-hot
         loss.main_q.heads[0][-1].weight.mul_(50.0)
         loss.actor.net[-1].bias.copy_(torch.tensor([0.0, 1.0, -1.0]))  # π_old ≠ uniform
     obs = torch.rand(64, 3) * 2 - 1
-    zeros = torch.zeros(64)
-    mb = MiniBatch(
-        obs,
-        torch.zeros(64, 1),
-        torch.zeros(64, 2),
-        obs,
-        zeros,
-        zeros,
-        torch.zeros(64, 2),
-        torch.zeros(64, 2),
-        torch.ones(64),
-    )
+    mb = _zero_minibatch(obs)
     loss.previous_actor.load_state_dict(loss.actor.state_dict())
     with torch.no_grad():
         star = torch.log_softmax(loss.main_advantage_all_actions(obs) / loss.lambda_sum + loss.stage_one[0](obs), -1)
@@ -213,24 +220,11 @@ def test_exact_stage_two_target_keeps_the_action_floor_and_steps_from_the_old_ac
 def test_exact_stage_one_fits_softmax_of_each_signals_advantage_and_stage_two_reads_it() -> None:
     """`stage_one_exact` (ours): stage one's loss is KL(softmax(s_i·A_i/α) ‖ π_θi) over every action, and
     stage two's geometric mean uses that exact log-softmax, not the fitted actor's log-probabilities."""
-    from training.rl.losses import MiniBatch
-
     cfg = _small(lam=0.5, min_lambda=1e-3, stage_one_entropy=0.2, stage_one_exact=True)
     loss = tscac.TSCACLoss(arms_task(), cfg)
     assert loss.q_head_signals == (0, 1)  # main + the one constrained signal
     obs = torch.rand(64, 3) * 2 - 1
-    zeros = torch.zeros(64)
-    mb = MiniBatch(
-        obs,
-        torch.zeros(64, 1),
-        torch.zeros(64, 2),
-        obs,
-        zeros,
-        zeros,
-        torch.zeros(64, 2),
-        torch.zeros(64, 2),
-        torch.ones(64),
-    )
+    mb = _zero_minibatch(obs)
     with torch.no_grad():
         a_safety = loss.advantage_all_actions(obs, 1)
         log_target = torch.log_softmax(a_safety / 0.2, -1)  # ">=" constraint: sign +1, α = κ·0.2 = 0.2
