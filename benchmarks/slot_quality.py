@@ -325,7 +325,7 @@ def explored(rule: Any, epsilon: float, rng: np.random.Generator) -> tuple[Any, 
 def ope_estimates(logs: dict[str, Any], behaviour_probs: Any, target: Any) -> dict[str, Any]:
     """NCIS and DR of the deterministic `target` on logged first requests: {name: (value, low, high)} of the
     mean total watch (s), and the importance weights' ESS share."""
-    from training.ope import choose_ncis_cap, doubly_robust, ncis, ncis_mse_cap
+    from training.ope import doubly_robust, ncis, ncis_mse_cap
     from training.ope.reward_models import categorical_expected_features, categorical_features, fit_ridge
 
     x, a, r = logs["obs"], logs["action"], logs["total"][:, None]
@@ -354,8 +354,10 @@ def ope_estimates(logs: dict[str, Any], behaviour_probs: Any, target: Any) -> di
         out[name] = (float(est.value[0]), float(est.ci_low[0]), float(est.ci_high[0]))
     w = target_prob / mu
     out["ess_share"] = float(w.sum() ** 2 / max((w**2).sum(), 1e-12) / n)
-    cap = choose_ncis_cap(w / w.mean(), r).cap
-    out["ncis_cap"] = float(cap) if np.isfinite(cap) else None  # None: no cap
+    # The cap ncis_mse_cap chose, read off its weights (a finite choice always binds: the capped maximum is
+    # the cap); None: no cap.
+    diag = est_ncis.diagnostics
+    out["ncis_cap"] = diag.weight_max if diag is not None and diag.share_clipped > 0 else None
     out["logged_mean"] = float(r.mean())
     return out
 

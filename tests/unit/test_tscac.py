@@ -226,12 +226,11 @@ def test_exact_stage_one_fits_softmax_of_each_signals_advantage_and_stage_two_re
     obs = torch.rand(64, 3) * 2 - 1
     mb = _zero_minibatch(obs)
     with torch.no_grad():
-        a_safety = loss.advantage_all_actions(obs, 1)
+        a_safety = loss.advantages_all_actions(obs)[:, 1]
         log_target = torch.log_softmax(a_safety / 0.2, -1)  # ">=" constraint: sign +1, α = κ·0.2 = 0.2
         expected_one = (log_target.exp() * (log_target - loss.stage_one[0](obs))).sum(-1).mean()
-        assert float(loss._stage_one_exact(mb, loss.stage_one[0], head=1, sign=1.0)) == pytest.approx(
-            float(expected_one), rel=1e-5
-        )
+        _, metrics = loss.actor_loss(mb)
+        assert metrics["losses/stage_one_safety"] == pytest.approx(float(expected_one), rel=1e-5)
         # Stage two: π* ∝ π_θ1^(λ/Σλ) · exp(A_1/Σλ) with one constraint, λ/Σλ = 1, the exact π_θ1.
         star = torch.log_softmax(loss.main_advantage_all_actions(obs) / loss.lambda_sum + log_target, -1)
         expected_two = (star.exp() * (star - loss.actor(obs))).sum(-1).mean()

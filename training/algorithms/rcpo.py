@@ -42,15 +42,15 @@ from torch import Tensor
 
 from training.rl.data import TransitionBatch
 from training.rl.lagrangian import ConstraintController, PIDLagrangianConfig, measured_constraint_values
-from training.rl.losses import LossConfig, LossModule, MiniBatch
+from training.rl.losses import LossModule, MiniBatch
 from training.rl.networks import Actor
-from training.rl.policy_average import SHIP_MODES, ShippedPolicy
+from training.rl.policy_average import BestFeasibleConfig, ShippedPolicy
 from training.rl.registry import register
 
 
 @dataclass(frozen=True)
-class RCPOConfig(LossConfig):
-    """RCPO hyperparameters (plus the shared ones)."""
+class RCPOConfig(BestFeasibleConfig):
+    """RCPO hyperparameters (plus the shared `BestFeasibleConfig` and `LossConfig` ones)."""
 
     dual_lr: float = 0.5
     """K_I: integral gain of the multipliers per batch, on the relative violation (the paper's dual step η)."""
@@ -66,20 +66,6 @@ class RCPOConfig(LossConfig):
     """Upper cap of every ν_i (keeps the mixed advantage finite; also the integral's anti-windup limit)."""
     margin: float = 0.0
     """Relative margin the multipliers aim inside every threshold (0.01 = 1 % of the threshold)."""
-    best_feasible_window: int = 10
-    """Batches whose measured slacks and main value are averaged to judge an iterate (noise)."""
-    best_feasible_recency: float = 0.0
-    """Ours: a later feasible iterate replaces the kept one when its windowed main value is within this
-    relative distance of the best seen (`BestFeasibleTracker.recency`); 0 = strictly higher wins."""
-    best_feasible_start: int = 0
-    """First batch whose iterate may be shipped as the best feasible one (ours; `BestFeasibleTracker.start`)."""
-    best_feasible_ship: str = "iterate"
-    """"iterate": ship the kept iterate (the window's last); "window_average" (ours): ship the average of the
-    kept window's iterates, the policy the window's measurements describe (`training.rl.policy_average`)."""
-    window_average_rows: int = 512
-    """States kept per batch for fitting the window average (the batch's visited states, drawn uniformly)."""
-    window_average_steps: int = 300
-    """Adam steps (at `actor_lr`) that fit the window average into the shipped actor when training ends."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -91,16 +77,6 @@ class RCPOConfig(LossConfig):
             )
         if self.margin < 0:
             raise ValueError(f"margin: must be >= 0, got {self.margin}")
-        if self.best_feasible_window < 1:
-            raise ValueError(f"best_feasible_window: must be >= 1, got {self.best_feasible_window}")
-        if not 0 <= self.best_feasible_recency < 1:
-            raise ValueError(f"best_feasible_recency: must be in [0, 1), got {self.best_feasible_recency}")
-        if self.best_feasible_start < 0:
-            raise ValueError(f"best_feasible_start: must be >= 0, got {self.best_feasible_start}")
-        if self.best_feasible_ship not in SHIP_MODES:
-            raise ValueError(f"best_feasible_ship: one of {SHIP_MODES}, got {self.best_feasible_ship!r}")
-        if self.window_average_rows < 1 or self.window_average_steps < 1:
-            raise ValueError("window_average_rows and window_average_steps: must be >= 1")
         self.pid_config()  # validates smoothing and the initial multiplier
 
     def pid_config(self) -> PIDLagrangianConfig:

@@ -117,9 +117,9 @@ from models.problems import DiscreteAction
 from training.rl.data import TransitionBatch
 from training.rl.distributions import kl
 from training.rl.lagrangian import ConstraintController, PIDLagrangianConfig, measured_constraint_values
-from training.rl.losses import LossConfig, LossModule, MiniBatch, ParamGroup, module_parameters
+from training.rl.losses import LossModule, MiniBatch, ParamGroup, module_parameters
 from training.rl.networks import Actor, SignalCritics, make_actor
-from training.rl.policy_average import SHIP_MODES, ShippedPolicy
+from training.rl.policy_average import BestFeasibleConfig, ShippedPolicy
 from training.rl.registry import register
 
 
@@ -127,8 +127,8 @@ from training.rl.registry import register
 # Config
 # ---------------------------------------------------------------------------
 @dataclass(frozen=True)
-class TSCACConfig(LossConfig):
-    """TSCAC hyperparameters (plus the shared `LossConfig` ones)."""
+class TSCACConfig(BestFeasibleConfig):
+    """TSCAC hyperparameters (plus the shared `BestFeasibleConfig` and `LossConfig` ones)."""
 
     lam: float = 1.0
     """λ of every constraint at the start (fixed with `lambda_control = "fixed"`) when `lambdas` is empty."""
@@ -148,20 +148,6 @@ class TSCACConfig(LossConfig):
     """λ_max: upper cap of every λ_i (and the controller's anti-windup limit)."""
     margin: float = 0.0
     """Relative margin the controller aims inside every threshold (0.01 = 1 % of the threshold)."""
-    best_feasible_window: int = 10
-    """Batches whose measured slacks and main value are averaged to judge an iterate (noise)."""
-    best_feasible_recency: float = 0.0
-    """Ours: a later feasible iterate replaces the kept one when its windowed main value is within this
-    relative distance of the best seen (`BestFeasibleTracker.recency`); 0 = strictly higher wins."""
-    best_feasible_start: int = 0
-    """First batch whose iterate may be shipped as the best feasible one (ours; `BestFeasibleTracker.start`)."""
-    best_feasible_ship: str = "iterate"
-    """"iterate": ship the kept iterate (the window's last); "window_average" (ours): ship the average of the
-    kept window's iterates, the policy the window's measurements describe (`training.rl.policy_average`)."""
-    window_average_rows: int = 512
-    """States kept per batch for fitting the window average (the batch's visited states, drawn uniformly)."""
-    window_average_steps: int = 300
-    """Adam steps (at `actor_lr`) that fit the window average into the shipped actor when training ends."""
     stage_one_entropy: float = 0.01
     """α: entropy bonus of the stage-one actors, so π_θi ∝ exp(A_i/α) stays a soft, bounded policy."""
     temperature_halflife: float = 0.0
@@ -214,16 +200,6 @@ class TSCACConfig(LossConfig):
             )
         if self.margin < 0:
             raise ValueError(f"margin: must be >= 0, got {self.margin}")
-        if self.best_feasible_window < 1:
-            raise ValueError(f"best_feasible_window: must be >= 1, got {self.best_feasible_window}")
-        if not 0 <= self.best_feasible_recency < 1:
-            raise ValueError(f"best_feasible_recency: must be in [0, 1), got {self.best_feasible_recency}")
-        if self.best_feasible_start < 0:
-            raise ValueError(f"best_feasible_start: must be >= 0, got {self.best_feasible_start}")
-        if self.best_feasible_ship not in SHIP_MODES:
-            raise ValueError(f"best_feasible_ship: one of {SHIP_MODES}, got {self.best_feasible_ship!r}")
-        if self.window_average_rows < 1 or self.window_average_steps < 1:
-            raise ValueError("window_average_rows and window_average_steps: must be >= 1")
         if self.temperature_halflife < 0:
             raise ValueError(f"temperature_halflife: must be >= 0 (0 = off), got {self.temperature_halflife}")
         if not 0 < self.stage_two_step <= 1:
@@ -256,6 +232,11 @@ class TSCACConfig(LossConfig):
 # ---------------------------------------------------------------------------
 # Networks + loss
 # ---------------------------------------------------------------------------
+def exact_kl(log_target: Tensor, log_pi: Tensor) -> Tensor:
+    """Mean over states of KL(target ‖ π) summed over every action of one discrete choice (log-probabilities)."""
+    return (log_target.exp() * (log_target - log_pi)).sum(-1).mean()
+
+
 def mean_kl(p: Actor, q: Actor, obs: Tensor) -> Tensor:
     """Mean over states of KL(p(·|s) ‖ q(·|s)), exact for every actor family (`distributions.kl`)."""
     return kl(p.distribution(obs), q.distribution(obs)).mean()
@@ -375,7 +356,7 @@ class TSCACLoss(LossModule):
         if not self.exact_stage_two:
             return super().extra_critic_loss(mb)
         q_all = self.main_q(mb.obs)  # (B, heads, n)
-        values = self.critics(mb.obs).detach()
+        values = self.critics(mb.obs).detach() if self.cfg.main_q_dueling else None
         next_values = None
         if not self.offline and self.cfg.main_q_target == "one_step":
             with torch.no_grad():
@@ -383,8 +364,8 @@ class TSCACLoss(LossModule):
         loss = torch.zeros((), device=mb.obs.device)
         for head, sig in enumerate(self.q_head_signals):
             q = q_all[:, head, :].gather(1, mb.action.long())[:, 0]
-            if self.cfg.main_q_dueling:
-                # Ours: the head holds A_i(s, a) and Q_i = V_i(s) (detached critic) + A_i(s, a), so it
+            if values is not None:
+                # Ours (`main_q_dueling`): the head holds A_i(s, a) and Q_i = V_i(s) (detached critic) + A_i(s, a), so it
                 # learns only the differences between actions, which are a few % of V_i on long horizons.
                 q = q + values[:, sig]
             target = mb.targets[:, sig]
@@ -399,27 +380,42 @@ class TSCACLoss(LossModule):
             loss = loss + ((q - target).pow(2) * mb.weights).mean()
         return loss, {"losses/critic_main_q": loss.item()}
 
-    def advantage_all_actions(self, obs: Tensor, head: int = 0) -> Tensor:
-        """A_i(s, ·) = Q_i(s, ·) − V_i(s) of Q head `head` (signal `q_head_signals[head]`), shape (B, n); discrete only."""
+    def advantages_all_actions(self, obs: Tensor) -> Tensor:
+        """A_i(s, ·) = Q_i(s, ·) − V_i(s) of every Q head, shape (B, heads, n), head k ↔ signal
+        `q_head_signals[k]` (discrete only; the heads' output when dueling)."""
+        q = self.main_q(obs)
         if self.cfg.main_q_dueling:
-            return self.main_q(obs)[:, head, :]
-        sig = self.q_head_signals[head]
-        return self.main_q(obs)[:, head, :] - self.critics(obs)[:, sig : sig + 1]
+            return q
+        return q - self.critics(obs)[:, list(self.q_head_signals)].unsqueeze(-1)
 
     def main_advantage_all_actions(self, obs: Tensor) -> Tensor:
         """A_1(s, ·) = Q_1(s, ·) − V_1(s), shape (B, n) (discrete only; the head's output when dueling)."""
-        return self.advantage_all_actions(obs, 0)
+        return self.advantages_all_actions(obs)[:, 0]
+
+    def exact_stage_one_targets(self, advantages: Tensor) -> list[Tensor]:
+        """With `stage_one_exact` (ours): log softmax(s_i·A_i(s, ·)/α) per constrained signal, from
+        `advantages_all_actions` — the exact maximiser of stage one's E_π[s_i·A_i] + α·H(π) in each state."""
+        alpha = self.temperature * self.cfg.stage_one_entropy
+        return [
+            torch.log_softmax(self.task.constraint_sign(c) * advantages[:, 1 + k] / alpha, dim=-1)
+            for k, c in enumerate(self.task.constraints)
+        ]
 
     def actor_loss(self, mb: MiniBatch) -> tuple[Tensor, dict[str, float]]:
         metrics: dict[str, float] = {}
         adv = self.advantage_estimates(mb)  # in reward-std units (DEPARTURE: frozen scales, see Learner)
         loss = torch.zeros((), device=mb.obs.device)
-        # Stage one: each π_θi on its own signed advantage, off-policy: E_μ[w_i A_i log π_θi] + α H(π_θi).
+        exact_targets = None
+        if self.cfg.stage_one_exact:
+            with torch.no_grad():
+                exact_targets = self.exact_stage_one_targets(self.advantages_all_actions(mb.obs))
+        # Stage one: each π_θi on its own signed advantage, off-policy: E_μ[w_i A_i log π_θi] + α H(π_θi);
+        # with `stage_one_exact` (ours) KL(softmax(s_i·A_i/α) ‖ π_θi) over every action instead.
         for k, (c, idx, actor) in enumerate(
             zip(self.task.constraints, self.task.constrained_signals, self.stage_one, strict=True)
         ):
-            if self.cfg.stage_one_exact:
-                l_i = self._stage_one_exact(mb, actor, head=1 + k, sign=self.task.constraint_sign(c))
+            if exact_targets is not None:
+                l_i = exact_kl(exact_targets[k], actor(mb.obs))
                 metrics[f"losses/stage_one_{c.signal}"] = l_i.item()
                 loss = loss + l_i
                 continue
@@ -435,25 +431,6 @@ class TSCACLoss(LossModule):
         metrics["losses/stage_two"] = l2.item()
         return loss + l2, metrics
 
-    def _stage_one_exact(self, mb: MiniBatch, actor: Actor, head: int, sign: float) -> Tensor:
-        """KL(softmax(s_i·A_i/α) ‖ π_θi) summed over every action: the exact maximiser of stage one's
-        E_π_θi[s_i·A_i] + α·H(π_θi) in each state (ours, `stage_one_exact`)."""
-        alpha = self.temperature * self.cfg.stage_one_entropy
-        with torch.no_grad():
-            log_target = torch.log_softmax(sign * self.advantage_all_actions(mb.obs, head) / alpha, dim=-1)
-        return (log_target.exp() * (log_target - actor(mb.obs))).sum(-1).mean()
-
-    def _stage_one_log_policy(self, obs: Tensor, actor: Actor, k: int) -> Tensor:
-        """log π_θk(·|s) as stage two reads it. With `stage_one_exact` (ours) the exact target
-        log softmax(s_k·A_k/α) itself: the geometric mean in π* weighs every action by the stage-one
-        policies' log-probabilities, tails included, and a fitted actor's tails are what its KL fit
-        constrains least (a sharp stage-one actor that is wrong in its tail decides π*)."""
-        if not self.cfg.stage_one_exact:
-            return actor(obs)
-        alpha = self.temperature * self.cfg.stage_one_entropy
-        sign = self.task.constraint_sign(self.task.constraints[k])
-        return torch.log_softmax(sign * self.advantage_all_actions(obs, 1 + k) / alpha, dim=-1)
-
     def _stage_two_sampled(self, mb: MiniBatch, adv: Tensor) -> Tensor:
         """KL(π*‖π) estimated on the logged samples (Gaussian and multi-discrete actors; module docstring)."""
         with torch.no_grad():
@@ -468,10 +445,18 @@ class TSCACLoss(LossModule):
     def _stage_two_exact(self, mb: MiniBatch) -> Tensor:
         """KL(π*‖π) summed over every action of one discrete choice."""
         with torch.no_grad():
-            a_all = self.main_advantage_all_actions(mb.obs)
-            logits = a_all / self.lambda_sum
-            for k, (lam, actor) in enumerate(zip(self.lambdas, self.stage_one, strict=True)):
-                logits = logits + (lam / self.lambda_sum) * self._stage_one_log_policy(mb.obs, actor, k)
+            advantages = self.advantages_all_actions(mb.obs)
+            logits = advantages[:, 0] / self.lambda_sum
+            # With `stage_one_exact` (ours) the geometric mean reads the exact stage-one targets, not the
+            # fitted actors: it weighs every action by their log-probabilities, tails included, and a
+            # fitted actor's tails are what its KL fit constrains least.
+            stage_one = (
+                self.exact_stage_one_targets(advantages)
+                if self.cfg.stage_one_exact
+                else [actor(mb.obs) for actor in self.stage_one]
+            )
+            for lam, log_p in zip(self.lambdas, stage_one, strict=True):
+                logits = logits + (lam / self.lambda_sum) * log_p
             log_target = torch.log_softmax(logits, dim=-1)
             eta = self.cfg.stage_two_step
             if eta < 1:  # ours: a mirror-descent step from the collecting actor (config docstring)
@@ -481,8 +466,7 @@ class TSCACLoss(LossModule):
                 n = log_target.shape[-1]
                 floor = min(floor, 0.5 / n)
                 log_target = torch.log((1 - n * floor) * log_target.exp() + floor)
-        log_pi = self.actor(mb.obs)
-        return (log_target.exp() * (log_target - log_pi)).sum(-1).mean()
+        return exact_kl(log_target, self.actor(mb.obs))
 
     @torch.no_grad()
     def stage_one_distances(self, obs: Tensor) -> dict[str, float]:

@@ -36,12 +36,12 @@ from __future__ import annotations
 import copy
 from collections import deque
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 from torch import Tensor
 
 from training.rl.distributions import kl
+from training.rl.losses import LossConfig
 from training.rl.networks import Actor
 
 
@@ -128,6 +128,40 @@ def _divergence(teacher: Actor, student: Actor, obs: Tensor, generator: torch.Ge
 SHIP_MODES = ("iterate", "window_average")
 
 
+@dataclass(frozen=True)
+class BestFeasibleConfig(LossConfig):
+    """What RCPO and TSCAC share about the iterate they ship: the `BestFeasibleTracker`'s window, recency
+    and start (training.rl.lagrangian) and `ShippedPolicy`'s mode (plus the shared `LossConfig` fields)."""
+
+    best_feasible_window: int = 10
+    """Batches whose measured slacks and main value are averaged to judge an iterate (noise)."""
+    best_feasible_recency: float = 0.0
+    """Ours: a later feasible iterate replaces the kept one when its windowed main value is within this
+    relative distance of the best seen (`BestFeasibleTracker.recency`); 0 = strictly higher wins."""
+    best_feasible_start: int = 0
+    """First batch whose iterate may be shipped as the best feasible one (ours; `BestFeasibleTracker.start`)."""
+    best_feasible_ship: str = "iterate"
+    """"iterate": ship the kept iterate (the window's last); "window_average" (ours): ship the average of the
+    kept window's iterates, the policy the window's measurements describe (module docstring)."""
+    window_average_rows: int = 512
+    """States kept per batch for fitting the window average (the batch's visited states, drawn uniformly)."""
+    window_average_steps: int = 300
+    """Adam steps (at `actor_lr`) that fit the window average into the shipped actor when training ends."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.best_feasible_window < 1:
+            raise ValueError(f"best_feasible_window: must be >= 1, got {self.best_feasible_window}")
+        if not 0 <= self.best_feasible_recency < 1:
+            raise ValueError(f"best_feasible_recency: must be in [0, 1), got {self.best_feasible_recency}")
+        if self.best_feasible_start < 0:
+            raise ValueError(f"best_feasible_start: must be >= 0, got {self.best_feasible_start}")
+        if self.best_feasible_ship not in SHIP_MODES:
+            raise ValueError(f"best_feasible_ship: one of {SHIP_MODES}, got {self.best_feasible_ship!r}")
+        if self.window_average_rows < 1 or self.window_average_steps < 1:
+            raise ValueError("window_average_rows and window_average_steps: must be >= 1")
+
+
 class ShippedPolicy:
     """What a constrained loss ships from its `BestFeasibleTracker`: the kept iterate or its window's average.
 
@@ -146,8 +180,8 @@ class ShippedPolicy:
         self.window = IterateWindow(window, rows) if mode == "window_average" else None
 
     @classmethod
-    def from_config(cls, cfg: Any) -> ShippedPolicy:
-        """From a constrained loss's config (RCPOConfig, TSCACConfig): its best_feasible_* and window_average_* fields."""
+    def from_config(cls, cfg: BestFeasibleConfig) -> ShippedPolicy:
+        """From a constrained loss's config (RCPOConfig, TSCACConfig)."""
         return cls(
             cfg.best_feasible_ship,
             cfg.best_feasible_window,
