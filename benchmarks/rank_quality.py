@@ -236,8 +236,9 @@ def _online(algo: str) -> dict[str, Any]:
     return dict(load_config_file(path).get("online", {})) if path.is_file() else {}
 
 
-def _algo_config(algo: str, lam: float | None) -> dict[str, Any]:
-    """configs/rank/<algo>.yaml's algo section (the shipped configuration), λ optionally overridden."""
+def _algo_config(algo: str, lam: float | None, start: np.ndarray | None = None) -> dict[str, Any]:
+    """configs/rank/<algo>.yaml's algo section (the shipped configuration), λ optionally overridden; a learner
+    trained online starts exactly at `start` when given (`start_action`: the warm start at the incumbent)."""
     from pathlib import Path
 
     from training.train import load_config_file
@@ -248,6 +249,8 @@ def _algo_config(algo: str, lam: float | None) -> dict[str, Any]:
         cfg["lam"] = lam
     if algo == "ma_rdpg_no_message":
         cfg["message"] = False
+    if start is not None and algo in (*ONLINE, *OFF_POLICY):
+        cfg["start_action"] = [float(x) for x in start]
     return cfg
 
 
@@ -335,7 +338,11 @@ def run_one(algo: str, seed: int, a: argparse.Namespace, best_fixed: np.ndarray)
         "rank",
         "ma_rdpg" if algo in OFF_POLICY else algo,
         sim=True,
-        config={"run": run, "algo": _algo_config(algo, a.lam), "online": _online(algo)},
+        config={
+            "run": run,
+            "algo": _algo_config(algo, a.lam, best_fixed if a.start == "incumbent" else None),
+            "online": _online(algo),
+        },
     )
     return evaluate(algo, res.learner, a.users, a.days, eval_seed)
 
@@ -356,6 +363,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--users", type=int, default=200)
     p.add_argument("--days", type=int, default=3)
     p.add_argument("--lam", type=float, default=None, help="override λ of configs/rank/{tscac,ma_cascade}.yaml")
+    p.add_argument(
+        "--start",
+        choices=("incumbent", "default"),
+        default="incumbent",
+        help="where the online learners start: the fixed-fusion search's constant (ours) or the production default",
+    )
     p.add_argument("--algos", default=",".join(ALGOS))
     p.add_argument("--jobs", type=int, default=3, help="(algorithm, seed) runs in parallel processes")
     a = p.parse_args(argv)
@@ -467,6 +480,7 @@ def main(argv: list[str] | None = None) -> None:
         "users": a.users,
         "days": a.days,
         "lam_override": a.lam,
+        "start": a.start,
         "jobs": a.jobs,
         "fixed_fusion_best": [float(x) for x in best_fixed],
         "fixed_fusion_grid": grid,
