@@ -1,10 +1,17 @@
 """Quality of the `rank` policies against the simulator's ground truth (issue 5).
 
 For each seed (≥ 5): TSCAC, the multi-agent cascade, main-only and RCPO train
-online in the batched rank simulator from the production default weights;
-behaviour cloning trains on logs of the simulator's behaviour policy; the
-fixed-fusion baseline is the best constant weight vector of a grid (searched
-once on held-out users, then evaluated per seed). Every policy is then
+online in the batched rank simulator, MA-RDPG (and its no-message ablation) in
+its sequential view; behaviour cloning trains on logs of the simulator's
+behaviour policy; the fixed-fusion baseline is the best constant weight vector
+of a grid (searched once on held-out users, then evaluated per seed).
+
+Warm start at the incumbent (ours, `--start incumbent`, the default): every
+online learner starts exactly at the fixed-fusion search's constant
+(`start_action`: the actor plays it in every state at step zero) instead of the
+production default weights, and learns state-dependent deviations from it — as
+a team would never ship below the rule it already runs. The constant is searched
+on the held-out users (seed 10 000), never on the evaluation seeds. Every policy is then
 evaluated deterministically (the Gaussian mean, as serving acts) with
 `evaluate_policy` on fresh users over `days` days (next-day returns
 included). Reported per algorithm: watch time per user-day (mean over seeds,
@@ -15,7 +22,8 @@ Goal (issue 5): TSCAC and the MA cascade beat BC and the best fixed fusion on
 watch time by ≥ 3% with every constraint satisfied; main-only violates ≥ 1.
 Written honestly whether met or not.
 
-    python -m benchmarks.rank_quality [--seeds 5] [--iterations 8] [--rdpg-iterations 30] [--n-envs 64] [--users 200] [--jobs 3]
+    python -m benchmarks.rank_quality [--seeds 5] [--iterations N] [--rdpg-iterations M] [--n-envs 64] [--users 200]
+        [--start incumbent|default] [--jobs 2]
 """
 
 from __future__ import annotations
@@ -188,7 +196,7 @@ thresholds): MA-RDPG (training/algorithms/ma_rdpg.py) and its no-communication a
   fixed-fusion search finds feasible constants with high interaction weights at a watch-time cost.
 * Budget: the host ran at load 18–21 on 2 cores (nice 10: a process got ~5–10 % of a core), so the
   earlier 40-iteration table (5 373 s on 2026-12-04 04:51 with four learners) could not fit the issue's
-  ≤ 25 min. This table trains the on-policy learners for 5–8 iterations × 64 envs × 32 steps (they barely
+  ≤ 25 min. Its table trained the on-policy learners for 5–8 iterations × 64 envs × 32 steps (they barely
   leave the default weights and violate like it), MA-RDPG for 20–30 iterations × 64 rows × 32 requests
   (~4× cheaper per iteration: a 0.6 s CPU iteration at 128 rows vs 2.65 s for TSCAC), 200 users × 3 days
   per seed, (algorithm, seed) runs in 3 processes. Unequal budgets: read the on-policy rows as "untrained
@@ -196,8 +204,8 @@ thresholds): MA-RDPG (training/algorithms/ma_rdpg.py) and its no-communication a
 * First run (on-policy 5 it., MA-RDPG 20 it., margin 0.03; 1 087 s): MA-RDPG +5.5 % [−6.1, +17.0] over
   fixed fusion but comment 1.077 < 1.1 at the deterministic policy (the multipliers read the noisy
   training policy); vs the MA cascade +10.2 % [−0.9, +21.3]; vs no message +14.1 % [−11.1, +39.4].
-  Hence `margin: 0.1` in configs/rank/ma_rdpg.yaml for the table above.
-* The table above (on-policy 8 it., MA-RDPG 30 it., margin 0.1; 1 414 s): MA-RDPG meets every constraint
+  Hence `margin: 0.1` in configs/rank/ma_rdpg.yaml for its table.
+* Its table (on-policy 8 it., MA-RDPG 30 it., margin 0.1; 1 414 s): MA-RDPG meets every constraint
   on the mean over seeds (comment 1.104; per seed 1.073 / 1.231 / 1.068 / 1.083 / 1.064 — four seeds
   just below, as the fixed fusion's seed 0 at 1.095) at −0.9 % [−13.2, +11.5] against fixed fusion, the
   only feasible baseline; the seed-to-seed spread of MA-RDPG (3 146–3 752 s/user-day) is the DDPG
@@ -355,10 +363,10 @@ def _paired(results: dict[str, dict[str, list[float]]], algo: str, ref: list[flo
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--seeds", type=int, default=5)
-    # Sized for ≤ 25 min on the shared 2-core host (issue 18); the on-policy learners cost ~2.6 s CPU per
-    # iteration, MA-RDPG ~0.6 s — see NOTES, sixth round.
-    p.add_argument("--iterations", type=int, default=8, help="on-policy learners: iterations × n_envs × 32 steps")
-    p.add_argument("--rdpg-iterations", type=int, default=30, help="MA-RDPG: iterations × n_envs × 32 requests")
+    # Sized for ~20 min on the shared 2-core host (issue 18): at 64 envs an iteration costs ~0.4 s (TSCAC,
+    # main-only, RCPO), ~0.8 s (MA cascade, MA-RDPG) on an unloaded core — see NOTES, seventh round.
+    p.add_argument("--iterations", type=int, default=40, help="on-policy learners: iterations × n_envs × 32 steps")
+    p.add_argument("--rdpg-iterations", type=int, default=40, help="MA-RDPG: iterations × n_envs × 32 requests")
     p.add_argument("--n-envs", type=int, default=64, help="simulator rows per online iteration (× 32 steps)")
     p.add_argument("--users", type=int, default=200)
     p.add_argument("--days", type=int, default=3)
@@ -370,7 +378,7 @@ def main(argv: list[str] | None = None) -> None:
         help="where the online learners start: the fixed-fusion search's constant (ours) or the production default",
     )
     p.add_argument("--algos", default=",".join(ALGOS))
-    p.add_argument("--jobs", type=int, default=3, help="(algorithm, seed) runs in parallel processes")
+    p.add_argument("--jobs", type=int, default=2, help="(algorithm, seed) runs in parallel processes")
     a = p.parse_args(argv)
     from concurrent.futures import ProcessPoolExecutor
 
@@ -502,12 +510,18 @@ def _markdown(
         + " | all constraints |"
     )
     lam = "λ from configs/rank/{tscac,ma_cascade}.yaml" + (f", overridden to {a.lam}" if a.lam is not None else "")
+    start = (
+        "Every online learner starts exactly at the fixed-fusion constant below (warm start at the incumbent, "
+        "ours: `start_action`) and learns deviations from it."
+        if a.start == "incumbent"
+        else "Every online learner starts at the production default weights."
+    )
     lines = [
         f"# rank policy quality on simulators 2.0 ({a.seeds} seeds, {a.users} users × {a.days} days per seed)",
         "",
         f"Training budgets: on-policy learners (TSCAC, MA cascade, main-only, RCPO) {a.iterations} iterations × "
         f"{a.n_envs} envs × 32 steps; MA-RDPG {a.rdpg_iterations} iterations × {a.n_envs} rows × 32 requests (its "
-        f"own replay loop, ~4× cheaper per iteration). {lam}. Constraint columns: per-decision means over seeds. "
+        f"own replay loop). {lam}. {start} Constraint columns: per-decision means over seeds. "
         "Ground truth on fresh users with common random numbers (the same users and luck for every algorithm); "
         "the stage agents (MA cascade, MA-RDPG) act in the sequential view, each stage on the pool the upstream "
         "stages really kept (`training.rl.sim.evaluate_sequential`), and the MA cascade also *trains* in it "

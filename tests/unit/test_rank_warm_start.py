@@ -108,3 +108,22 @@ def test_the_benchmark_starts_the_online_learners_at_the_searched_constant_and_n
         assert rank_quality._algo_config(algo, None, start)["start_action"] == pytest.approx(CONSTANT.tolist())
     assert "start_action" not in rank_quality._algo_config("bc", None, start)
     assert "start_action" not in rank_quality._algo_config("tscac", None, None)
+
+
+def test_ma_rdpg_actors_wait_for_actor_starts_while_the_critic_learns() -> None:
+    from tests.unit.test_ma_rdpg import RelaySim, relay_task
+
+    start = (0.3, 0.6, 0.2)
+    cfg = ma_rdpg.MARDPGConfig(
+        hidden_sizes=(16,), message_size=4, batch_size=32, start_action=start, actor_starts=12, learning_starts=2
+    )
+    frozen = ma_rdpg.train(cfg, relay_task(), RelaySim(8), 11, 4)  # stops before the actors' first step
+    moved = ma_rdpg.train(cfg, relay_task(), RelaySim(8), 14, 4)  # two requests past it
+    fresh = ma_rdpg.MARDPG(relay_task(), cfg)
+    heads = lambda m: torch.cat([p.flatten() for a in m.actors for p in a.policy.parameters()])  # noqa: E731
+    critic = lambda m: torch.cat([p.flatten() for p in m.critic.parameters()])  # noqa: E731
+    assert torch.equal(heads(frozen), heads(fresh))
+    assert not torch.equal(critic(frozen), critic(fresh))
+    assert not torch.equal(heads(moved), heads(fresh))
+    with pytest.raises(ValueError, match="actor_starts"):
+        ma_rdpg.MARDPGConfig(actor_starts=-1)
