@@ -37,6 +37,7 @@ Advantages and critic targets
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass, fields
 from typing import Any, ClassVar
@@ -115,6 +116,13 @@ class LossConfig:
     `anneal_lr`), so the last iterates settle instead of keeping the full step size to the end."""
     discounts: tuple[float, ...] = ()
     """γ per signal in the task's order (main first), overriding the task's; empty = the task's."""
+    start_action: tuple[float, ...] = ()
+    """Ours (warm start at the incumbent): box actors start playing exactly this action in every state
+    (`Actor.start_constant`: last layer's weights zeroed, bias at the action; σ from `init_std`), and every
+    other policy of the loss (TSCAC's stage-one actors, the best-feasible copy) starts as a copy of it.
+    On `rank` the benchmark passes the best constant fusion weights of the fixed-fusion search, so a learner
+    starts feasible at the incumbent rule and spends its budget on state-dependent deviations from it.
+    Empty = the task's default action (the production weights). Offline behaviour cloning replaces it."""
 
     def __post_init__(self) -> None:
         if not self.hidden or any(h < 1 for h in self.hidden):
@@ -138,6 +146,8 @@ class LossConfig:
             raise ValueError(f"exploration: one of {EXPLORATIONS}, got {self.exploration!r}")
         if self.advantage not in ADVANTAGES:
             raise ValueError(f"advantage: one of {ADVANTAGES}, got {self.advantage!r}")
+        if any(not math.isfinite(v) for v in self.start_action):
+            raise ValueError(f"start_action: every value must be finite, got {self.start_action}")
         if self.advantage == "episode_pairs" and self.exploration != "antithetic":
             raise ValueError("advantage='episode_pairs' needs exploration='antithetic' (partner rows play ±z)")
 
@@ -194,6 +204,11 @@ class LossModule(nn.Module):
         self.offline = False  # set by the trainer: offline losses weight by π/μ
         self.entropy_weight = cfg.entropy_coef  # the trainer decays it (`entropy_halflife`)
         self.actor: Actor = make_actor(task, cfg.hidden, init_mean, cfg.init_std, cfg.action_distribution)
+        if cfg.start_action:
+            if len(cfg.start_action) != task.action_dim:
+                raise ValueError(f"start_action: {len(cfg.start_action)} values for an action of {task.action_dim}")
+            # Before `build()`, so the policies it copies from the actor start at the constant too.
+            self.actor.start_constant(torch.tensor(cfg.start_action, dtype=torch.float32))
         if cfg.discounts and len(cfg.discounts) != len(task.signals):
             raise ValueError(
                 f"discounts: {len(cfg.discounts)} values for {len(task.signals)} signals {task.signal_names}"

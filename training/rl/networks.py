@@ -40,6 +40,8 @@ from training.rl.distributions import FactorisedCategorical, ScaledBeta, TanhNor
 from training.rl.task import TaskSpec
 
 ACTION_DISTRIBUTIONS = ("tanh_normal", "beta")
+START_BOUND_MARGIN = 0.01
+"""A tanh-Gaussian actor started at an action on a bound starts this share of the half-width inside it."""
 
 
 def mlp(in_size: int, out_size: int, hidden: Sequence[int], activation: type[nn.Module] = nn.Tanh) -> nn.Sequential:
@@ -97,6 +99,15 @@ class Actor(nn.Module):
     def start_at(self, mean: Tensor, std: Tensor) -> None:
         """Box actors: move the policy to (about) mean ± std in every state, before behaviour cloning. Others: nothing."""
 
+    def start_constant(self, action: Tensor) -> None:
+        """Box actors: play exactly `action` (the deterministic `mode`) in every state, exploration σ unchanged.
+
+        Ours (the warm start at an incumbent constant, e.g. the best fixed fusion weights): the last layer's
+        weights are zeroed and its bias set so the output is the constant whatever the observation; the hidden
+        layers keep their random init, so the first gradient steps on the last layer's weights start
+        state-dependent deviations from it. Categorical actors refuse (no constant to play exactly)."""
+        raise TypeError(f"{type(self).__name__}: start_constant needs a box actor (tanh-Gaussian or Beta)")
+
     def mode(self, obs: Tensor) -> Tensor:
         """The deterministic action (what serving plays without exploration)."""
         return self.distribution(obs).mode
@@ -141,19 +152,33 @@ class TanhGaussianActor(Actor):
         self.log_std_logit = _log_std_logit(init_std / half_width, log_std_bounds, action_size)
         if init_mean is not None:
             # Start at a known-good action (e.g. the problem's default fusion weights): the last
-            # layer's bias is atanh of the initial median; a bound is moved 1 % of h inside
-            # (atanh(±1) is infinite).
-            m = torch.as_tensor(list(init_mean), dtype=torch.float32)
-            x = ((m - (self.low + self.high) / 2.0) / half_width).clamp(-0.99, 0.99)
+            # layer's bias is atanh of the initial median (`pre_squash`).
             with torch.no_grad():
-                self.net[-1].bias.copy_(torch.atanh(x))
+                self.net[-1].bias.copy_(self.pre_squash(torch.as_tensor(list(init_mean), dtype=torch.float32)))
         self.action_size = action_size
+
+    def box_position(self, action: Tensor) -> Tensor:
+        """x = (a − c)/h in [−1, 1], a bound moved `START_BOUND_MARGIN` inside (atanh(±1) is infinite)."""
+        half_width = (self.high - self.low) / 2.0
+        x = (action - (self.low + self.high) / 2.0) / half_width
+        return x.clamp(-1.0 + START_BOUND_MARGIN, 1.0 - START_BOUND_MARGIN)
+
+    def pre_squash(self, action: Tensor) -> Tensor:
+        """u = atanh(x), the pre-squash value whose median is `action` (`box_position`)."""
+        return torch.atanh(self.box_position(action))
+
+    @torch.no_grad()
+    def start_constant(self, action: Tensor) -> None:
+        """The median c + h·tanh(f(s)) (what `mode` plays) is `action` in every state: zero last-layer weights,
+        bias u = atanh((a − c)/h); exact inside the box, a bound `START_BOUND_MARGIN`·h inside. σ unchanged."""
+        nn.init.zeros_(self.net[-1].weight)
+        self.net[-1].bias.copy_(self.pre_squash(action.to(self.net[-1].bias)))
 
     @torch.no_grad()
     def start_at(self, mean: Tensor, std: Tensor) -> None:
         """Median ≈ `mean` (the last layer's bias; its weights are near 0) and linearised σ = `std`, per component."""
         half_width = (self.high - self.low) / 2.0
-        x = ((mean - (self.low + self.high) / 2.0) / half_width).clamp(-0.99, 0.99)
+        x = self.box_position(mean)
         loc = torch.atanh(x)
         log_scale = torch.log(std.clamp_min(1e-6) / (half_width * (1.0 - x * x)))
         lo, hi = self.log_std_min, self.log_std_max
@@ -202,7 +227,16 @@ class BetaActor(Actor):
             else torch.as_tensor(list(init_mean), dtype=torch.float32)
         )
         self.action_size = action_size
+        self.init_std = float(init_std)
         self.start_at(m, torch.full((action_size,), float(init_std)))
+
+    @torch.no_grad()
+    def start_constant(self, action: Tensor) -> None:
+        """The mean (what `mode` plays) is `action` in every state, with σ = `init_std`: zero last-layer weights,
+        α, β from `start_at` — exact where the Beta's clamps do not bind (mean in [2 %, 98 %] of the box,
+        α, β > 1.01: at σ 0.1 on [0, 1], means in about [0.11, 0.89])."""
+        nn.init.zeros_(self.net[-1].weight)
+        self.start_at(action.to(self.net[-1].bias), torch.full_like(action, self.init_std))
 
     @torch.no_grad()
     def start_at(self, mean: Tensor, std: Tensor) -> None:
@@ -285,6 +319,12 @@ class JointActor(Actor):
         sizes = [int(getattr(a, "action_size", 0)) for a in self.agents]
         for agent, m, s in zip(self.agents, torch.split(mean, sizes), torch.split(std, sizes), strict=True):
             agent.start_at(m, s)
+
+    def start_constant(self, action: Tensor) -> None:
+        """Every agent plays its slice of `action` in every state (box agents; `Actor.start_constant`)."""
+        sizes = [int(getattr(a, "action_size", 0)) for a in self.agents]
+        for agent, part in zip(self.agents, torch.split(action, sizes), strict=True):
+            agent.start_constant(part)
 
     def _parts(self, obs: Tensor) -> list[Distribution]:
         return [a.distribution(o) for a, o in zip(self.agents, torch.split(obs, self.obs_sizes, dim=-1), strict=True)]
