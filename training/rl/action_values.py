@@ -48,10 +48,11 @@ def advantages_all_actions(
 ) -> Tensor:
     """A_i(s, ·) = Q_i(s, ·) − V_i(s) of every head, shape (B, heads, n), head k ↔ signal `signals[k]`
     (the heads' output when `dueling`)."""
-    q = heads(obs)
+    q: Tensor = heads(obs)
     if dueling:
         return q
-    return q - loss.critics(obs)[:, list(signals)].unsqueeze(-1)
+    values: Tensor = loss.critics(obs)
+    return q - values[:, list(signals)].unsqueeze(-1)
 
 
 def action_value_loss(
