@@ -78,6 +78,9 @@ ALGO_CONFIGS: dict[str, dict[str, Any]] = {
     # best_feasible_start 75 with the window average (was 50): replayed on tuning instances (seed 0, the
     # tracker's rule on the recorded iterates, window mixtures evaluated exactly) 100–119 0.045 → 0.037,
     # 120–139 0.032 → 0.032 (feasible 1.00 / 0.95 either way); 100 was no better.
+    # Not `policy_step: exact` (rcpo.py, ours): on tuning instances 100–119 (seed 0) η = 0.5 / 1 / 3 gave
+    # 0.039 / 0.038 / 0.057 against this config's 0.037, better in 7 / 8 / 5 of 20 runs (the learned
+    # all-action advantages are too noisy; docs/training.md).
     "rcpo": {"margin": 0.01, "dual_lr": 2.0, "best_feasible_start": 75, "best_feasible_ship": "window_average"},
     # With exact quantities and λ found by bisection, TSCAC's closed form lands 1–3 % below the LP
     # optimum at α = 0.1–0.3 and up to 39 % at α = 0.01 (π_θi too sharp). Trained, α = 0.1 from the

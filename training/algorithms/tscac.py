@@ -114,6 +114,7 @@ import torch
 from torch import Tensor, nn
 
 from models.problems import DiscreteAction
+from training.rl.action_values import action_value_loss, advantages_all_actions, exact_kl, floor_actions
 from training.rl.data import TransitionBatch
 from training.rl.distributions import kl
 from training.rl.lagrangian import ConstraintController, PIDLagrangianConfig, measured_constraint_values
@@ -232,11 +233,6 @@ class TSCACConfig(BestFeasibleConfig):
 # ---------------------------------------------------------------------------
 # Networks + loss
 # ---------------------------------------------------------------------------
-def exact_kl(log_target: Tensor, log_pi: Tensor) -> Tensor:
-    """Mean over states of KL(target ‖ π) summed over every action of one discrete choice (log-probabilities)."""
-    return (log_target.exp() * (log_target - log_pi)).sum(-1).mean()
-
-
 def mean_kl(p: Actor, q: Actor, obs: Tensor) -> Tensor:
     """Mean over states of KL(p(·|s) ‖ q(·|s)), exact for every actor family (`distributions.kl`)."""
     return kl(p.distribution(obs), q.distribution(obs)).mean()
@@ -355,38 +351,21 @@ class TSCACLoss(LossModule):
     def extra_critic_loss(self, mb: MiniBatch) -> tuple[Tensor, dict[str, float]]:
         if not self.exact_stage_two:
             return super().extra_critic_loss(mb)
-        q_all = self.main_q(mb.obs)  # (B, heads, n)
-        values = self.critics(mb.obs).detach() if self.cfg.main_q_dueling else None
-        next_values = None
-        if not self.offline and self.cfg.main_q_target == "one_step":
-            with torch.no_grad():
-                next_values = self.target_critics(mb.next_obs)
-        loss = torch.zeros((), device=mb.obs.device)
-        for head, sig in enumerate(self.q_head_signals):
-            q = q_all[:, head, :].gather(1, mb.action.long())[:, 0]
-            if values is not None:
-                # Ours (`main_q_dueling`): the head holds A_i(s, a) and Q_i = V_i(s) (detached critic) + A_i(s, a), so it
-                # learns only the differences between actions, which are a few % of V_i on long horizons.
-                q = q + values[:, sig]
-            target = mb.targets[:, sig]
-            if next_values is not None:
-                # Ours: Q_i(s, a) ← r_i + γ_i (1 − done) V̄_i(s'), the one-step target offline training
-                # already uses; far less noisy than the λ-return, whose noise swamped the differences
-                # between actions that the closed form exponentiates (issue 14).
-                target = (
-                    mb.rewards[:, sig] / self.reward_scales[sig]
-                    + self.gammas[sig] * (1 - mb.done) * next_values[:, sig]
-                )
-            loss = loss + ((q - target).pow(2) * mb.weights).mean()
+        # Ours (`main_q_dueling`, `main_q_target: one_step`): training/rl/action_values.py says why.
+        loss = action_value_loss(
+            self.main_q,
+            self.q_head_signals,
+            self,
+            mb,
+            dueling=self.cfg.main_q_dueling,
+            one_step=self.cfg.main_q_target == "one_step",
+        )
         return loss, {"losses/critic_main_q": loss.item()}
 
     def advantages_all_actions(self, obs: Tensor) -> Tensor:
         """A_i(s, ·) = Q_i(s, ·) − V_i(s) of every Q head, shape (B, heads, n), head k ↔ signal
         `q_head_signals[k]` (discrete only; the heads' output when dueling)."""
-        q = self.main_q(obs)
-        if self.cfg.main_q_dueling:
-            return q
-        return q - self.critics(obs)[:, list(self.q_head_signals)].unsqueeze(-1)
+        return advantages_all_actions(self.main_q, self.q_head_signals, self, obs, self.cfg.main_q_dueling)
 
     def main_advantage_all_actions(self, obs: Tensor) -> Tensor:
         """A_1(s, ·) = Q_1(s, ·) − V_1(s), shape (B, n) (discrete only; the head's output when dueling)."""
@@ -461,11 +440,8 @@ class TSCACLoss(LossModule):
             eta = self.cfg.stage_two_step
             if eta < 1:  # ours: a mirror-descent step from the collecting actor (config docstring)
                 log_target = torch.log_softmax((1 - eta) * self.previous_actor(mb.obs) + eta * log_target, dim=-1)
-            floor = self.temperature * self.cfg.min_action_prob
-            if floor > 0:  # ours: a floor on every action (config docstring); n·floor < 1 by validation
-                n = log_target.shape[-1]
-                floor = min(floor, 0.5 / n)
-                log_target = torch.log((1 - n * floor) * log_target.exp() + floor)
+            # ours: a floor on every action (config docstring)
+            log_target = floor_actions(log_target, self.temperature * self.cfg.min_action_prob)
         return exact_kl(log_target, self.actor(mb.obs))
 
     @torch.no_grad()
