@@ -331,6 +331,7 @@ def evaluate(algo: str, learner: Any, users: int, days: int, seed: int) -> tuple
     algorithm). The stage agents (MA cascade, MA-RDPG) act in the sequential view, each stage on the pool
     the upstream stages really kept; the others act on the single view's observation."""
     from training.envs.evaluate import evaluate_policy
+    from training.rl.losses import shipped_policy
     from training.rl.sim import actor_policy, evaluate_sequential, joint_actor_stage_policy
 
     if algo in OFF_POLICY:
@@ -340,10 +341,12 @@ def evaluate(algo: str, learner: Any, users: int, days: int, seed: int) -> tuple
         policy = message_policy(actors, message=algo == "ma_rdpg")
         r = evaluate_sequential(policy, learner.state_size, users, days, seed=seed)
         return float(r["per_user_day"]["watch_time"].mean()), r["per_decision"]
+    # What ships (`shipped_policy`, the export path's accessor): TSCAC's, the MA cascade's and RCPO's best
+    # feasible iterate, the last iterate for main-only and BC; MA-RDPG's `shipped_actors()` above.
     if algo == "ma_cascade":
-        r = evaluate_sequential(joint_actor_stage_policy(learner.actor), 0, users, days, seed=seed)
+        r = evaluate_sequential(joint_actor_stage_policy(shipped_policy(learner)), 0, users, days, seed=seed)
         return float(r["per_user_day"]["watch_time"].mean()), r["per_decision"]
-    actor = learner.actor if hasattr(learner, "actor") else learner
+    actor = shipped_policy(learner) if hasattr(learner, "actor") else learner
     ev = evaluate_policy(
         "rank",
         actor_policy(actor) if callable(getattr(actor, "mode", None)) else actor,
