@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -141,7 +143,7 @@ def test_ma_rdpg_actors_wait_for_actor_starts_while_the_critic_learns(monkeypatc
         ma_rdpg.MARDPGConfig(actor_starts=-1)
 
 
-def test_ma_rdpg_refuses_a_run_too_short_for_actor_starts_naming_the_field_and_the_length() -> None:
+def test_ma_rdpg_refuses_a_run_too_short_for_actor_starts_naming_the_field_and_the_length(tmp_path: Path) -> None:
     from tests.unit.test_ma_rdpg import RelaySim, relay_task
 
     cfg = ma_rdpg.MARDPGConfig(hidden_sizes=(16,), message_size=4, batch_size=32, actor_starts=320)
@@ -151,6 +153,7 @@ def test_ma_rdpg_refuses_a_run_too_short_for_actor_starts_naming_the_field_and_t
     from training.train import train_problem
 
     run = {"iterations": 5, "n_envs": 2, "rollout_steps": 32, "progress": False, "tensorboard": False}
+    run["out_dir"] = str(tmp_path)
     with pytest.raises(ValueError, match=r"actor_starts: 320 requests, but the run has only 160"):
         train_problem("rank", "ma_rdpg", sim=True, config={"run": run, "algo": {"actor_starts": 320}})
 
