@@ -243,12 +243,14 @@ def export_and_register(
     result: RunResult, problem: str, algo: str, export_dir: Path, registry: str | None, version: str | None
 ) -> dict[str, Any]:
     from training.export import export_policy, register_policy
+    from training.rl.losses import shipped_policy
 
     spec = get_problem(problem)
     learner: Any = result.learner
     # A learner with its own serving export (MA-RDPG: stage models with a message input and output).
     own = getattr(learner, "export_for_serving", None)
-    files = own(export_dir) if own is not None else export_policy(learner.actor, spec, export_dir)
+    # What ships: a constrained learner's best feasible iterate (`shipped_policy`), not its last one.
+    files = own(export_dir) if own is not None else export_policy(shipped_policy(learner), spec, export_dir)
     out: dict[str, Any] = {
         "exported": {k: str(v.path) for k, v in files.items()},
         "parity_max_abs_diff": max(f.max_abs_diff for f in files.values()),

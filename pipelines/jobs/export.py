@@ -71,7 +71,8 @@ def run_export(problem: str, trained: dict[str, Any]) -> dict[str, Any]:
     export = require("training.export", "export_policy", POLICIES)
     spec = get_problem(problem)
     learner = load_learner(problem, trained)
-    fresh = export(shipped_actor(learner.actor, trained), spec, out_dir / "onnx")
+    shipped = require("training.rl.losses", "shipped_policy", POLICIES)(learner)
+    fresh = export(shipped_actor(shipped, trained), spec, out_dir / "onnx")
     pairs = {"model.onnx": Path(trained["onnx"])}
     pairs |= {f"{agent}.onnx": Path(path) for agent, path in (trained.get("agents") or {}).items()}
     parity: dict[str, float] = {}

@@ -101,7 +101,8 @@ def run_train(
     trust_cfg = trust.TrustRegionConfig(**effective[TRUST_REGION])
     result = train_mod.train_problem(problem, algo, data=str(dataset), config=effective)
     export = require("training.export", "export_policy", POLICIES)
-    actor, region = result.learner.actor, None
+    # What ships (`shipped_policy`: a constrained learner's best feasible iterate online; offline the actor).
+    actor, region = require("training.rl.losses", "shipped_policy", POLICIES)(result.learner), None
     if trust_cfg.enabled:
         actor, region = trust_region_actor(spec, result, Path(dataset), trust_cfg, out_dir / "trust_region")
     # Exported (and parity-checked) now, so the evaluate step scores exactly the file that would ship.

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -110,20 +112,71 @@ def test_the_benchmark_starts_the_online_learners_at_the_searched_constant_and_n
     assert "start_action" not in rank_quality._algo_config("tscac", None, None)
 
 
-def test_ma_rdpg_actors_wait_for_actor_starts_while_the_critic_learns() -> None:
+def test_ma_rdpg_actors_wait_for_actor_starts_while_the_critic_learns(monkeypatch: pytest.MonkeyPatch) -> None:
     from tests.unit.test_ma_rdpg import RelaySim, relay_task
 
     start = (0.3, 0.6, 0.2)
     cfg = ma_rdpg.MARDPGConfig(
         hidden_sizes=(16,), message_size=4, batch_size=32, start_action=start, actor_starts=12, learning_starts=2
     )
-    frozen = ma_rdpg.train(cfg, relay_task(), RelaySim(8), 11, 4)  # stops before the actors' first step
-    moved = ma_rdpg.train(cfg, relay_task(), RelaySim(8), 14, 4)  # two requests past it
+    steps = {"critic": 0, "before_first_actor_step": -1}
+    critic_loss, actor_loss = ma_rdpg.MARDPG.critic_loss, ma_rdpg.MARDPG.actor_loss
+
+    def counted_critic(self: ma_rdpg.MARDPG, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        steps["critic"] += 1
+        return critic_loss(self, batch)
+
+    def counted_actor(self: ma_rdpg.MARDPG, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        if steps["before_first_actor_step"] < 0:
+            steps["before_first_actor_step"] = steps["critic"]
+        return actor_loss(self, batch)
+
+    monkeypatch.setattr(ma_rdpg.MARDPG, "critic_loss", counted_critic)
+    monkeypatch.setattr(ma_rdpg.MARDPG, "actor_loss", counted_actor)
+    moved = ma_rdpg.train(cfg, relay_task(), RelaySim(8), 14, 4)  # two requests past actor_starts
     fresh = ma_rdpg.MARDPG(relay_task(), cfg)
     heads = lambda m: torch.cat([p.flatten() for a in m.actors for p in a.policy.parameters()])  # noqa: E731
-    critic = lambda m: torch.cat([p.flatten() for p in m.critic.parameters()])  # noqa: E731
-    assert torch.equal(heads(frozen), heads(fresh))
-    assert not torch.equal(critic(frozen), critic(fresh))
+    # the critic stepped on requests 2..11 (two steps each) before the actors' first step, on request 12
+    assert steps["before_first_actor_step"] == (cfg.actor_starts - cfg.learning_starts) * cfg.updates_per_request + 1
     assert not torch.equal(heads(moved), heads(fresh))
     with pytest.raises(ValueError, match="actor_starts"):
         ma_rdpg.MARDPGConfig(actor_starts=-1)
+
+
+def test_ma_rdpg_refuses_a_run_too_short_for_actor_starts_naming_the_field_and_the_length(tmp_path: Path) -> None:
+    from tests.unit.test_ma_rdpg import RelaySim, relay_task
+
+    cfg = ma_rdpg.MARDPGConfig(hidden_sizes=(16,), message_size=4, batch_size=32, actor_starts=320)
+    with pytest.raises(ValueError, match=r"actor_starts: 320 requests, but the run has only 160"):
+        ma_rdpg.train(cfg, relay_task(), RelaySim(8), 160, 32)
+    # through the CLI path too: 5 iterations × 32 requests with the shipped rank config's actor_starts
+    from training.train import train_problem
+
+    run = {"iterations": 5, "n_envs": 2, "rollout_steps": 32, "progress": False, "tensorboard": False}
+    run["out_dir"] = str(tmp_path)
+    with pytest.raises(ValueError, match=r"actor_starts: 320 requests, but the run has only 160"):
+        train_problem("rank", "ma_rdpg", sim=True, config={"run": run, "algo": {"actor_starts": 320}})
+
+
+def test_the_benchmark_evaluates_the_shipped_best_feasible_actor_not_the_last_iterate() -> None:
+    from training.rl.losses import shipped_policy
+
+    spec = get_algorithm("tscac")
+    task = TaskSpec.from_problem(RANK)
+    other = [0.9, 0.1, 0.1, 0.1, 0.1, 0.1] * 3
+
+    def learner(start: list[float]) -> torch.nn.Module:
+        return spec.loss(task, spec.config.from_dict({"start_action": start}))  # type: ignore[misc,no-any-return]
+
+    trained = learner(CONSTANT.tolist())
+    assert shipped_policy(trained) is trained.actor  # nothing feasible kept: the last iterate ships
+    trained.best_actor.load_state_dict(learner(other).actor.state_dict())
+    trained.has_best_feasible.fill_(True)
+    assert shipped_policy(trained) is trained.best_actor
+    shipped = rank_quality.evaluate("tscac", trained, users=20, days=1, seed=7)
+    assert shipped == rank_quality.evaluate("tscac", learner(other), users=20, days=1, seed=7)
+    assert shipped[0] != rank_quality.evaluate("tscac", learner(CONSTANT.tolist()), users=20, days=1, seed=7)[0]
+    # a loss without a best feasible copy ships its actor
+    main_only = get_algorithm("main_only")
+    plain = main_only.loss(task, main_only.config.from_dict({}))  # type: ignore[misc]
+    assert shipped_policy(plain) is plain.actor

@@ -28,7 +28,7 @@ The constrained scheme (RCPO's, ours on DDPG): the actors ascend the mixed value
 with Q̃_i the critic on rewards scaled by 1/mean|r_i| (measured on the warm-up data, then fixed), and the
 PID multipliers ν_j (`training.rl.lagrangian.ConstraintController`) updated once per iteration from the
 measured per-request mean of every constrained signal; the shipped actors are the best feasible iterate
-when one was found (as RCPO and TSCAC ship).
+when one was found (as RCPO and TSCAC ship) — the actors' state that played the judged window (below).
 
 DEPARTURES from the paper, marked:
 * One LSTM cell per stage (each stage's `MessageActor` owns its message update), not one shared cell:
@@ -48,6 +48,14 @@ DEPARTURES from the paper, marked:
 * Reward shaping: the team reward vector of the problem spec replaces the paper's purchase / click /
   exit shaping, and the constrained scheme above is ours.
 * Gaussian exploration noise per stage and request (σ a fraction of the box's half-width), not OU.
+* What the best feasible tracker keeps (ours): the actors learn after every request, so the W iterations
+  of a judged window were played by a moving policy, and the state at the window's end had not played
+  any of it (on the rank benchmark's seeds 0 and 4, 66 actor steps past `actor_starts`, judged on
+  the incumbent's play). The tracker keeps the snapshot taken before the actor updates of the window's
+  newest iteration: the state that started playing it, and the newest iteration must meet every
+  constraint on its own as well as on the window's mean (`BestFeasibleTracker.offer`). Not the middle
+  iteration's: on the relay (tests/unit/test_ma_rdpg.py), where the multiplier swings the actors across
+  the threshold, that state missed the constraint the window met.
 * Actors start at the spec's default stage weights (the last layer's bias; small last-layer weights),
   as the other rank learners start from the production default; or, with `start_action` (the warm start
   at the incumbent, ours), exactly at a given constant — the rank benchmark passes the best fixed fusion
@@ -109,7 +117,9 @@ class MARDPGConfig:
     """Ours: requests (× n_envs rows) before the actors' first gradient step; the critic (and the message cells)
     learn from the start. With the warm start at an incumbent constant (`start_action`), the critic first learns
     the value around the incumbent, so the actors' first steps follow ∂Q/∂a of a trained critic instead of an
-    untrained one's (which moved the warm-started actors by ±10 % of watch time either way on probe seeds)."""
+    untrained one's (which moved the warm-started actors by ±10 % of watch time either way on probe seeds).
+    Must be below the run's length in requests (iterations × rollout_steps): `train` refuses a run in
+    which the actors would never train."""
     exploration_std: float = 0.2
     """σ of the Gaussian exploration noise as a fraction of the box's half-width (0.2 → ±0.1 in weight units)."""
     discounts: tuple[float, ...] | None = None
@@ -368,6 +378,11 @@ def train(
     """`requests` requests of every row of `sim` (a reset `BatchedRankSim`, or anything with its sequential
     interface: n, stage_observation, run_stage, serve_page); a metrics row and a multiplier update every
     `per_iteration` requests."""
+    if cfg.actor_starts >= requests:
+        raise ValueError(
+            f"MARDPGConfig.actor_starts: {cfg.actor_starts} requests, but the run has only {requests} "
+            f"(iterations × rollout_steps): the actors would never train — lower actor_starts or run longer"
+        )
     module = MARDPG(task, cfg)
     groups = module.parameter_groups()
     actor_opt = torch.optim.Adam(groups["actor"], lr=cfg.actor_lr)
@@ -384,8 +399,11 @@ def train(
     obs = torch.as_tensor(sim.stage_observation(0, None))
     window_rewards: list[np.ndarray] = []
     losses: list[dict[str, Tensor]] = []
+    played: dict[str, Tensor] = {}  # the actors' state before this iteration's updates: the one that started it
     started = time.monotonic()
     for request in range(requests):
+        if request % per_iteration == 0:
+            played = {k: v.detach().clone() for k, v in module.actors.state_dict().items()}
         start_state, observations, actions, positions = state, [], [], None
         for k in range(N_STAGES):
             with torch.no_grad():
@@ -437,7 +455,7 @@ def train(
         if (request + 1) % per_iteration == 0 or request + 1 == requests:
             means = np.concatenate(window_rewards).mean(0) if window_rewards else np.zeros(len(names))
             values = means[list(task.constrained_signals)]
-            multipliers, metrics, improved = controller.step(values, float(means[0]), module.actors.state_dict())
+            multipliers, metrics, improved = controller.step(values, float(means[0]), played)
             if request + 1 >= cfg.learning_starts:
                 module.set_multipliers(multipliers)
             if improved and controller.tracker.best is not None:

@@ -7,8 +7,11 @@ hooks below, calls `forward(minibatch)` for the total loss and applies
 `target_pairs()` soft updates. Every algorithm file defines one subclass.
 
 What the base class provides
-* `actor` — the policy that ships (`make_actor`: tanh-Gaussian or Beta for boxes,
+* `actor` — the policy being trained (`make_actor`: tanh-Gaussian or Beta for boxes,
   factorised categorical for (multi-)discrete, `JointActor` for multi-agent tasks).
+* `shipped_actor()` — the policy that ships: `actor` here; the constrained losses (RCPO, TSCAC, the MA
+  cascade) override it with their best feasible iterate or window average. Export and benchmarks read
+  it through `shipped_policy(learner)`, never `learner.actor`.
 * `critics` / `target_critics` — one V_i per reward signal with its own γ_i (when
   `uses_critics`), regressed on TD(λ) returns online and one-step TD targets offline.
 * `reward_scales` — per-signal reward std frozen at the first batch, so one learning
@@ -247,6 +250,10 @@ class LossModule(nn.Module):
         """Once after the last online batch, before the checkpoint is written; returns metrics."""
         return {}
 
+    def shipped_actor(self) -> Actor:
+        """The policy that ships (exported, evaluated): the trained actor, unless a subclass keeps a better one."""
+        return self.actor
+
     def advantage_estimates(self, mb: MiniBatch) -> Tensor:
         """Per-signal advantages (B, m) the actor losses use; default: GAE / TD advantages."""
         return mb.advantages
@@ -357,6 +364,14 @@ class LossModule(nn.Module):
 
     def load_state_tensors(self, tensors: dict[str, Tensor]) -> None:
         self.load_state_dict(tensors)
+
+
+def shipped_policy(learner: Any) -> Any:
+    """What ships from a trained learner: its `shipped_actor()` (a `LossModule`'s, which constrained losses
+    override with their best feasible iterate), else its `actor` (learners outside this hierarchy). The one
+    accessor of the export path (training/train.py, pipelines/jobs) and the benchmarks."""
+    ship = getattr(learner, "shipped_actor", None)
+    return ship() if callable(ship) else learner.actor
 
 
 def module_parameters(modules: Iterable[nn.Module]) -> list[nn.Parameter]:
