@@ -181,6 +181,25 @@ def test_truncating_pool_reports_the_same_draws_and_its_bootstrapped_targets_hav
         CMDPPool(cmdp, n_envs=4, random_end="stop")
 
 
+def test_truncating_env_reports_the_same_draws_and_discounts_by_gamma() -> None:
+    cmdp = random_cmdp(4, n_constraints=1)
+    envs = {end: CMDPEnv(cmdp, random_end=end) for end in ("terminate", "truncate")}
+    for env in envs.values():
+        env.reset(seed=11)
+    ends = 0
+    for t in range(300):
+        term = envs["terminate"].step(t % cmdp.n_actions)
+        trunc = envs["truncate"].step(t % cmdp.n_actions)
+        assert np.array_equal(term[0], trunc[0]) and term[1] == trunc[1]
+        assert (term[2], term[3]) == (trunc[3], False) and trunc[2] is False
+        ends += int(term[2])
+    assert ends > 0
+    assert envs["truncate"].task().signals[0].discount == pytest.approx(cmdp.gamma)
+    assert envs["terminate"].task().signals[0].discount == pytest.approx(0.999)
+    with pytest.raises(ValueError, match="CMDPEnv.random_end"):
+        CMDPEnv(cmdp, random_end="stop")
+
+
 def test_benchmark_reuse_reads_rows_of_named_algorithms_and_marks_their_commit(tmp_path) -> None:
     import json
 

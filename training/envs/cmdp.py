@@ -298,14 +298,19 @@ def task_config(cmdp: TabularCMDP, discount: float = 0.999) -> dict[str, Any]:
     }
 
 
+RANDOM_ENDS = ("terminate", "truncate")
+"""How `CMDPEnv` and `CMDPPool` report the random episode end to the learner (`CMDPPool`'s docstring)."""
+
+
 class CMDPEnv(gym.Env[np.ndarray, int]):
     """A `TabularCMDP` as a Gymnasium env: one-hot state, discrete action, vector reward.
 
     Build it from an instance (`CMDPEnv(cmdp=...)`) or from the generator's
     arguments (`CMDPEnv(instance_seed=3, n_constraints=2)`, what a config file
     can name). Each step ends the episode with probability 1 − γ
-    (`terminated=True`), so per-decision means over episodes are the
-    normalised discounted values J (module docstring).
+    (`terminated=True`, or `truncated=True` with `random_end="truncate"`:
+    see `CMDPPool`), so per-decision means over episodes are the normalised
+    discounted values J (module docstring).
     """
 
     metadata: dict[str, Any] = {"render_modes": []}
@@ -319,15 +324,22 @@ class CMDPEnv(gym.Env[np.ndarray, int]):
         n_actions: int | None = None,
         gamma: float | None = None,
         n_constraints: int = 1,
+        random_end: str = "terminate",
     ) -> None:
+        if random_end not in RANDOM_ENDS:
+            raise ValueError(f"CMDPEnv.random_end: one of {RANDOM_ENDS}, got {random_end!r}")
+        self.random_end = random_end
         self.cmdp = cmdp if cmdp is not None else random_cmdp(instance_seed, n_states, n_actions, gamma, n_constraints)
         self.observation_space = gym.spaces.Box(0.0, 1.0, (self.cmdp.n_states,), np.float32)
         self.action_space = gym.spaces.Discrete(self.cmdp.n_actions)
         self._state = 0
         self._rewards = self.cmdp.rewards()
 
-    def task(self, discount: float = 0.999) -> TaskSpec:
-        """The `TaskSpec` of this env (signals and constraints with their thresholds)."""
+    def task(self, discount: float | None = None) -> TaskSpec:
+        """The `TaskSpec` of this env (signals and constraints with their thresholds); the learner's discount
+        defaults to γ when the end is a truncation, else 0.999 (module docstring)."""
+        if discount is None:
+            discount = self.cmdp.gamma if self.random_end == "truncate" else 0.999
         return task_spec(self.cmdp, discount)
 
     def _obs(self) -> np.ndarray:
@@ -349,12 +361,9 @@ class CMDPEnv(gym.Env[np.ndarray, int]):
         values = self._rewards[:, self._state, a]
         signals = dict(zip(self.cmdp.signal_names, (float(v) for v in values), strict=True))
         self._state = int(self.np_random.choice(self.cmdp.n_states, p=self.cmdp.transitions[self._state, a]))
-        terminated = bool(self.np_random.random() >= self.cmdp.gamma)
-        return self._obs(), signals[MAIN_SIGNAL], terminated, False, {"signals": signals}
-
-
-RANDOM_ENDS = ("terminate", "truncate")
-"""How `CMDPPool` reports the random episode end to the learner (its docstring)."""
+        ended = bool(self.np_random.random() >= self.cmdp.gamma)
+        terminated, truncated = (ended, False) if self.random_end == "terminate" else (False, ended)
+        return self._obs(), signals[MAIN_SIGNAL], terminated, truncated, {"signals": signals}
 
 
 class CMDPPool:
