@@ -151,6 +151,55 @@ def test_pool_per_decision_means_are_the_exact_values() -> None:
         pool.step(np.full((64, 1), 2.0))
 
 
+def test_truncating_pool_reports_the_same_draws_and_its_bootstrapped_targets_have_the_exact_values() -> None:
+    cmdp = random_cmdp(8, n_states=6, n_actions=2, gamma=0.85, n_constraints=1)
+    policy = np.array([[0.3, 0.7]] * cmdp.n_states)
+    pools = {end: CMDPPool(cmdp, n_envs=64, random_end=end) for end in ("terminate", "truncate")}
+    obs = {end: pool.reset(seed=3) for end, pool in pools.items()}
+    rng = np.random.default_rng(0)
+    n = cmdp.n_states
+    a_matrix, b_vector = np.zeros((n, n)), np.zeros(n)
+    for _ in range(2000):
+        actions = (rng.random(64) < 0.7).astype(np.float32)[:, None]
+        steps = {end: pool.step(actions) for end, pool in pools.items()}
+        term, trunc = steps["terminate"], steps["truncate"]
+        # The same dynamics and the same random end, told as a truncation instead of a termination.
+        assert np.array_equal(term.next_obs, trunc.next_obs) and np.array_equal(term.obs, trunc.obs)
+        assert np.array_equal(term.terminated, trunc.truncated) and not trunc.terminated.any()
+        assert not term.truncated.any()
+        # LSTD(0) at discount γ, bootstrapping from s' on every row (the end is not terminal).
+        phi, phi_next = obs["truncate"], trunc.next_obs
+        a_matrix += phi.T @ (phi - cmdp.gamma * phi_next)
+        b_vector += phi.T @ trunc.rewards[:, 0]
+        obs = {end: steps[end].obs for end in pools}
+    values = np.linalg.solve(a_matrix, b_vector)
+    p_pi = np.einsum("sa,sat->st", policy, cmdp.transitions)
+    r_pi = (policy * cmdp.rewards()[0]).sum(1)
+    exact = np.linalg.solve(np.eye(n) - cmdp.gamma * p_pi, r_pi)
+    assert values == pytest.approx(exact, rel=0.03)
+    with pytest.raises(ValueError, match="CMDPPool.random_end"):
+        CMDPPool(cmdp, n_envs=4, random_end="stop")
+
+
+def test_truncating_env_reports_the_same_draws_and_discounts_by_gamma() -> None:
+    cmdp = random_cmdp(4, n_constraints=1)
+    envs = {end: CMDPEnv(cmdp, random_end=end) for end in ("terminate", "truncate")}
+    for env in envs.values():
+        env.reset(seed=11)
+    ends = 0
+    for t in range(300):
+        term = envs["terminate"].step(t % cmdp.n_actions)
+        trunc = envs["truncate"].step(t % cmdp.n_actions)
+        assert np.array_equal(term[0], trunc[0]) and term[1] == trunc[1]
+        assert (term[2], term[3]) == (trunc[3], False) and trunc[2] is False
+        ends += int(term[2])
+    assert ends > 0
+    assert envs["truncate"].task().signals[0].discount == pytest.approx(cmdp.gamma)
+    assert envs["terminate"].task().signals[0].discount == pytest.approx(0.999)
+    with pytest.raises(ValueError, match="CMDPEnv.random_end"):
+        CMDPEnv(cmdp, random_end="stop")
+
+
 def test_benchmark_reuse_reads_rows_of_named_algorithms_and_marks_their_commit(tmp_path) -> None:
     import json
 

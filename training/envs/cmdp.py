@@ -16,7 +16,10 @@ becomes the episode length instead of a weight on rewards). Then the states an
 agent visits follow d_π exactly, and the per-decision mean of a signal over
 whole episodes — what the training loop measures and what a constraint bounds —
 is J_r(π). So the learner's own discount should be (nearly) 1: `task_spec`
-sets 0.999 by default (the task requires γ < 1).
+sets 0.999 by default (the task requires γ < 1) — or, better, the learner is
+told the end is a truncation and discounts by γ itself (`CMDPPool(...,
+random_end="truncate")`, what benchmarks/cmdp.py uses: same expectation, far
+less variance in every value target).
 
 Pieces, top to bottom:
 * `TabularCMDP` and `random_cmdp(seed, ...)`: S ∈ [4, 10] states, A ∈ [2, 4]
@@ -295,14 +298,19 @@ def task_config(cmdp: TabularCMDP, discount: float = 0.999) -> dict[str, Any]:
     }
 
 
+RANDOM_ENDS = ("terminate", "truncate")
+"""How `CMDPEnv` and `CMDPPool` report the random episode end to the learner (`CMDPPool`'s docstring)."""
+
+
 class CMDPEnv(gym.Env[np.ndarray, int]):
     """A `TabularCMDP` as a Gymnasium env: one-hot state, discrete action, vector reward.
 
     Build it from an instance (`CMDPEnv(cmdp=...)`) or from the generator's
     arguments (`CMDPEnv(instance_seed=3, n_constraints=2)`, what a config file
     can name). Each step ends the episode with probability 1 − γ
-    (`terminated=True`), so per-decision means over episodes are the
-    normalised discounted values J (module docstring).
+    (`terminated=True`, or `truncated=True` with `random_end="truncate"`:
+    see `CMDPPool`), so per-decision means over episodes are the normalised
+    discounted values J (module docstring).
     """
 
     metadata: dict[str, Any] = {"render_modes": []}
@@ -316,15 +324,22 @@ class CMDPEnv(gym.Env[np.ndarray, int]):
         n_actions: int | None = None,
         gamma: float | None = None,
         n_constraints: int = 1,
+        random_end: str = "terminate",
     ) -> None:
+        if random_end not in RANDOM_ENDS:
+            raise ValueError(f"CMDPEnv.random_end: one of {RANDOM_ENDS}, got {random_end!r}")
+        self.random_end = random_end
         self.cmdp = cmdp if cmdp is not None else random_cmdp(instance_seed, n_states, n_actions, gamma, n_constraints)
         self.observation_space = gym.spaces.Box(0.0, 1.0, (self.cmdp.n_states,), np.float32)
         self.action_space = gym.spaces.Discrete(self.cmdp.n_actions)
         self._state = 0
         self._rewards = self.cmdp.rewards()
 
-    def task(self, discount: float = 0.999) -> TaskSpec:
-        """The `TaskSpec` of this env (signals and constraints with their thresholds)."""
+    def task(self, discount: float | None = None) -> TaskSpec:
+        """The `TaskSpec` of this env (signals and constraints with their thresholds); the learner's discount
+        defaults to γ when the end is a truncation, else 0.999 (module docstring)."""
+        if discount is None:
+            discount = self.cmdp.gamma if self.random_end == "truncate" else 0.999
         return task_spec(self.cmdp, discount)
 
     def _obs(self) -> np.ndarray:
@@ -346,8 +361,9 @@ class CMDPEnv(gym.Env[np.ndarray, int]):
         values = self._rewards[:, self._state, a]
         signals = dict(zip(self.cmdp.signal_names, (float(v) for v in values), strict=True))
         self._state = int(self.np_random.choice(self.cmdp.n_states, p=self.cmdp.transitions[self._state, a]))
-        terminated = bool(self.np_random.random() >= self.cmdp.gamma)
-        return self._obs(), signals[MAIN_SIGNAL], terminated, False, {"signals": signals}
+        ended = bool(self.np_random.random() >= self.cmdp.gamma)
+        terminated, truncated = (ended, False) if self.random_end == "terminate" else (False, ended)
+        return self._obs(), signals[MAIN_SIGNAL], terminated, truncated, {"signals": signals}
 
 
 class CMDPPool:
@@ -355,12 +371,25 @@ class CMDPPool:
 
     Same dynamics as `CMDPEnv` (one-hot states, episode end with probability 1 − γ after each
     step), without a Python loop over environments.
+
+    `random_end` says how a learner is told about that end (ours):
+    * "terminate" (as `CMDPEnv`): a terminal state; the learner's discount must be ~1 (`task_spec`'s
+      0.999) and its value targets are sums of rewards up to a geometric end — unbiased, but the
+      episode length's own spread (std ≈ its mean, 1/(1 − γ) ≈ 5–20 steps) is in every target.
+    * "truncate": a truncation; the learner bootstraps from the true successor (`next_obs` is s'
+      whether or not the episode ends) with discount γ (`task_spec(cmdp, discount=cmdp.gamma)`), so a
+      one-step target reads r + γ·V(s') — the same expectation as the random end, E = r + γ·V(s'),
+      without the length's spread. The visited states still follow d_π (episodes still restart at
+      rate 1 − γ), so per-decision means still measure J.
     """
 
-    def __init__(self, cmdp: TabularCMDP, n_envs: int) -> None:
+    def __init__(self, cmdp: TabularCMDP, n_envs: int, random_end: str = "terminate") -> None:
         if n_envs < 1:
             raise ValueError(f"CMDPPool.n_envs: must be >= 1, got {n_envs}")
+        if random_end not in RANDOM_ENDS:
+            raise ValueError(f"CMDPPool.random_end: one of {RANDOM_ENDS}, got {random_end!r}")
         self.cmdp, self.n_envs = cmdp, n_envs
+        self.random_end = random_end
         self._rewards = cmdp.rewards().transpose(1, 2, 0)  # (S, A, 1 + K)
         self._cumulative = np.cumsum(cmdp.transitions, axis=-1)  # (S, A, S)
         self._initial_cumulative = np.cumsum(cmdp.initial)
@@ -388,7 +417,9 @@ class CMDPPool:
         rewards = self._rewards[self._states, a]
         rows = self._cumulative[self._states, a]  # (N, S)
         successors = np.minimum((rows < self._rng.random(self.n_envs)[:, None]).sum(1), self.cmdp.n_states - 1)
-        terminated = self._rng.random(self.n_envs) >= self.cmdp.gamma
+        ended = self._rng.random(self.n_envs) >= self.cmdp.gamma
         next_obs = self._one_hot(successors)
-        self._states = np.where(terminated, self._draw_initial(self.n_envs), successors)
-        return PoolStep(next_obs, rewards, terminated, np.zeros(self.n_envs, bool), self._one_hot(self._states))
+        self._states = np.where(ended, self._draw_initial(self.n_envs), successors)
+        no_end = np.zeros(self.n_envs, bool)
+        terminated, truncated = (ended, no_end) if self.random_end == "terminate" else (no_end, ended)
+        return PoolStep(next_obs, rewards, terminated, truncated, self._one_hot(self._states))
