@@ -81,6 +81,7 @@ from models.problems import RANK, RANK_DEFAULT_STAGE_WEIGHTS, RANK_STAGES, BoxAc
 from training.algorithms.ddpg import MessageActor, _mlp
 from training.rl.functional import soft_update
 from training.rl.lagrangian import ConstraintController, PIDLagrangianConfig
+from training.rl.networks import START_BOUND_MARGIN
 from training.rl.registry import AlgorithmSpec, register_algorithm
 from training.rl.replay import ReplayBuffer
 from training.rl.task import TaskSpec
@@ -187,10 +188,6 @@ class MARDPGConfig:
 def message_update(actor: MessageActor, obs: Tensor, action: Tensor, state: Tensor) -> Tensor:
     """The next message state after stage `actor` played `action` (the played, noisy one when exploring)."""
     return actor.cell(torch.cat([obs, action], dim=-1), state)
-
-
-START_BOUND_MARGIN = 0.01
-"""An actor started exactly (`_start_at(..., exact=True)`) at a bound starts this share of the half-width inside."""
 
 
 def _start_at(actor: MessageActor, weights: Sequence[float], exact: bool = False) -> None:

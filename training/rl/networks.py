@@ -41,7 +41,8 @@ from training.rl.task import TaskSpec
 
 ACTION_DISTRIBUTIONS = ("tanh_normal", "beta")
 START_BOUND_MARGIN = 0.01
-"""A tanh-Gaussian actor started at an action on a bound starts this share of the half-width inside it."""
+"""An actor squashed by tanh (tanh-Gaussian here, MA-RDPG's deterministic stage actors) started exactly at an
+action on a bound starts this share of the half-width inside it (atanh(±1) is infinite)."""
 
 
 def mlp(in_size: int, out_size: int, hidden: Sequence[int], activation: type[nn.Module] = nn.Tanh) -> nn.Sequential:
