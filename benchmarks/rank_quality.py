@@ -325,6 +325,47 @@ the seventh round's per-seed numbers exactly), so the on-policy rows differ only
   multiplier swings the actors between over- and under-satisfying comments, so a feasible window is often
   an over-corrected one (seed 2). No learner reaches +3 % with every constraint met; only main-only,
   which ignores the constraints, clears it.
+
+Ninth round (2026-12-05, issue 18): MA-RDPG's multiplier dynamics and its actors' reach; 1 000 evaluation
+users. Probes on the tuning seeds only (training seeds 100–103, ground truth on 1 000 users of worlds
+3100–3103, lift vs the same incumbent constant on the same users, 40 iterations × 64 rows; "comment" is
+the rate relative to the constant's on those users; probe script /work/scratch/rank_probe.py, not shipped):
+
+* Diagnosis, MA-RDPG as shipped (margin 0.1): it ships +0.1 / +0.1 / +0.3 / +0.2 % — the tracker keeps
+  iteration 2 or 5, before the actors move. (1) The multiplier's set point sat above the incumbent: with
+  exploration the incumbent's rates move by < 1.3 % (comment < 0.5 %) on the four training worlds, whose
+  deterministic comment rates are 1.118 / 1.196 / 1.101 / 1.114, so a 10 % margin (aim 1.21) asked for more
+  comments than the incumbent gives and the comment multiplier wound up 0 → 3.4–4.8 over every run.
+  (2) The comment value entered Q_mix at a tenth of the watch-time value's scale (γ 0.9 vs 0.99: a
+  discounted sum over ~10 vs ~100 requests), so when the actors start (iteration 10) they trade comments
+  for watch time at once — the training comment rate fell 1.17 → 0.44 within one iteration (seed 101,
+  margin 0) — and the integral needs ~20 iterations to catch up; margin 0: +0.1 / +0.1 / −10.0 % (seed 102
+  ships an over-corrected state); margin 0.03 with a smoothed P term (α 0.2, K_P 1): −1.3 % on average.
+* `per_request_mix` (ours): Q̃_i·(1 − γ_i)/(1 − γ_main) in Q_mix, so a multiplier of 1 trades a relative
+  1 % of a constrained rate for 1 % of the main rate. With margin 0.03 the comment multiplier settles at
+  0.2–1 and the training comment rate at 1.1–1.2 after the first dip. It still ships +0.1 / +0.1 / +0.3 /
+  +0.2 %: the actors now swing between extremes at a held comment rate (per-request watch time 83–218 s
+  against the incumbent's ~145 s), and their last iterate loses 14–17 % of watch time per user-day on
+  every seed (also at actor lr 1e-4: −15 / −17 / −16 %, shipped −3.3 % on average) — the actors leave the
+  ±0.1 region the exploration covers and follow the critic's extrapolation.
+* `deviation_bound` (ours): each stage's actor acts within the incumbent ± the bound (its tanh squashes onto
+  that box; exploration and clipping use the full box). ± 0.2: +2.5 / +1.9 / +0.1 / +3.8 % (mean +2.1),
+  comment −4.6 / −6.0 / −0.1 / −7.7 %, last iterates −25.7 / +1.9 / −13.9 / −21.4 %; ± 0.2 with actor lr
+  1e-4: +2.0 / +2.2 / +3.0 / −0.0 % (+1.8), comment −5 %; **± 0.1 (adopted): +1.4 / +1.8 / +2.6 / +1.8 %
+  (mean +1.9), comment −2.8 / −3.2 / −2.4 / −2.8 %, last iterates −8.9 / +1.8 / +3.0 %** — the steadiest,
+  and the least comment per point of watch time (0.6–1.1 % watch per 1 % comment; main-only's rate is
+  ~0.5). A linear warm-up of the actors' learning rate over 10 iterations (with per_request_mix) was
+  tried on seed 100 only (shipped iteration 2, +0.1 %) and dropped.
+* Adopted in configs/rank/ma_rdpg.yaml: margin 0.03, per_request_mix, deviation_bound 0.1 (the
+  no-message ablation shares them). What it learns is still mostly the incumbent's comment slack,
+  traded at a slightly better rate than main-only's; state-dependent weights worth +3 % were not found.
+* Evaluation noise: two fixed constants (the incumbent and its comment weight × 0.6, no training noise) on
+  worlds 3100–3104: the paired lift's 95 % half-width over the 5 seeds is ±1.46 points at 200 users and
+  ±0.60 at 1 000 (/work/scratch/rank_evalnoise.py). The table's half-widths (±3.7 for TSCAC, ±12.4 for
+  MA-RDPG at 200 users) are mostly training variance, so 1 000 users narrow them only a little
+  (TSCAC: √(3.7² − 1.46² + 0.60²) ≈ ±3.5 expected) but remove up to ~1.5 points of per-seed evaluation
+  luck from each lift. `--users 1000` is now the default; `--search-users 200` keeps the fixed-fusion
+  search (and so its constant) as before.
 """
 
 ALGOS = ("tscac", "ma_cascade", "ma_rdpg", "ma_rdpg_no_message", "main_only", "rcpo", "bc", "fixed_fusion")

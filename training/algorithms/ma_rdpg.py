@@ -56,6 +56,11 @@ DEPARTURES from the paper, marked:
   constraint on its own as well as on the window's mean (`BestFeasibleTracker.offer`). Not the middle
   iteration's: on the relay (tests/unit/test_ma_rdpg.py), where the multiplier swings the actors across
   the threshold, that state missed the constraint the window met.
+* `per_request_mix` (ours): Q_mix reads Q̃_i·(1 − γ_i)/(1 − γ_main), every value in per-request units, so
+  the multiplier ν_j trades relative per-request rates — what the PID measures — one for one.
+* `deviation_bound` (ours): with `start_action`, each stage's actor acts within start ± the bound (the
+  tanh squashes onto that box), so the deterministic policy stays where the exploration gave the critic
+  data; the paper's actors act on the whole action space.
 * Actors start at the spec's default stage weights (the last layer's bias; small last-layer weights),
   as the other rank learners start from the production default; or, with `start_action` (the warm start
   at the incumbent, ours), exactly at a given constant — the rank benchmark passes the best fixed fusion
