@@ -330,7 +330,7 @@ the seventh round's per-seed numbers exactly), so the on-policy rows differ only
 Ninth round (2026-12-05, issue 18): MA-RDPG's multiplier dynamics and its actors' reach; 1 000 evaluation
 users. Probes on the tuning seeds only (training seeds 100–103, ground truth on 1 000 users of worlds
 3100–3103, lift vs the same incumbent constant on the same users, 40 iterations × 64 rows; "comment" is
-the rate relative to the constant's on those users; probe script /work/scratch/rank_probe.py, not shipped):
+the rate relative to the constant's on those users; `python -m benchmarks.rank_probe '<JSON overrides>'`):
 
 * Diagnosis, MA-RDPG as shipped (margin 0.1): it ships +0.1 / +0.1 / +0.3 / +0.2 % — the tracker keeps
   iteration 2 or 5, before the actors move. (1) The multiplier's set point sat above the incumbent: with
@@ -362,7 +362,7 @@ the rate relative to the constant's on those users; probe script /work/scratch/r
   traded at a slightly better rate than main-only's; state-dependent weights worth +3 % were not found.
 * Evaluation noise: two fixed constants (the incumbent and its comment weight × 0.6, no training noise) on
   worlds 3100–3104: the paired lift's 95 % half-width over the 5 seeds is ±1.46 points at 200 users and
-  ±0.60 at 1 000 (/work/scratch/rank_evalnoise.py). The table's half-widths (±3.7 for TSCAC, ±12.4 for
+  ±0.60 at 1 000 (`python -m benchmarks.rank_probe --eval-noise`). The table's half-widths (±3.7 for TSCAC, ±12.4 for
   MA-RDPG at 200 users) are mostly training variance, so 1 000 users narrow them only a little
   (TSCAC: √(3.7² − 1.46² + 0.60²) ≈ ±3.5 expected) but remove up to ~1.5 points of per-seed evaluation
   luck from each lift. `--users 1000` is now the default; `--search-users 200` keeps the fixed-fusion
@@ -373,7 +373,8 @@ the rate relative to the constant's on those users; probe script /work/scratch/r
   - MA-RDPG −1.7 % [−10.8, +7.3], comment 1.136, every constraint met (was −5.2 % [−17.6, +7.3] on 200
     users with the old settings). Per seed against fixed fusion +1.7 / +1.6 / −14.6 / +2.7 / −0.0 %.
     The previous settings (margin 0.1, neither new option) rerun once in the same conditions for a paired
-    comparison (same seeds, same 1 000 users; /work/scratch/rank_old_rdpg.py, not a tuning run): 3 298
+    comparison (same seeds, same 1 000 users, trained and scored as `run_one` does with the overrides
+    {"margin": 0.1, "per_request_mix": false, "deviation_bound": 0}; a one-off, not a tuning run): 3 298
     s/user-day, −6.7 % [−26.3, +12.8] against fixed fusion (per seed +1.3 / +5.5 / −31.6 / +4.1 / −13.0 %),
     comment 1.095 — violated on the mean (0.943 and 0.950 on seeds 0 and 3). New against old, paired:
     +7.0 % [−8.3, +22.3] (per seed +0.4 / −3.7 / +24.8 / −1.3 / +14.9 %).
