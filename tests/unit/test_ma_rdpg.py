@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -177,6 +178,21 @@ def test_the_mixed_value_weights_the_constraint_by_its_multiplier() -> None:
     module = ma_rdpg.MARDPG(relay_task(), ma_rdpg.MARDPGConfig(hidden_sizes=(16,)))
     module.set_multipliers(np.array([3.0]))
     assert module.mix.tolist() == pytest.approx([0.25, 0.75])
+
+
+def test_the_per_request_mix_puts_every_signal_on_its_horizon() -> None:
+    # γ 0.99 for watch time, 0.9 for the interactions: a comment's discounted sum is a tenth of the horizon's
+    cfg = ma_rdpg.MARDPGConfig(hidden_sizes=(16,), message_size=4, discounts=(0.99, 0.9, 0.9, 0.9, 0.9, 0.9))
+    task = TaskSpec.from_problem(RANK, multi_agent=True)
+    comment = task.signal_names.index("comment")
+    multipliers = np.zeros(len(task.constraints))
+    multipliers[[c.signal for c in task.constraints].index("comment")] = 1.0
+    plain, per_request = (ma_rdpg.MARDPG(task, replace(cfg, per_request_mix=flag)) for flag in (False, True))
+    for module in (plain, per_request):
+        module.set_multipliers(multipliers)
+    assert plain.mix[0].item() == pytest.approx(0.5) and plain.mix[comment].item() == pytest.approx(0.5)
+    assert per_request.mix[0].item() == pytest.approx(0.5)
+    assert per_request.mix[comment].item() == pytest.approx(5.0, rel=1e-4)
 
 
 def test_each_stage_exports_with_the_message_as_input_and_output(tmp_path: Path) -> None:

@@ -180,3 +180,21 @@ def test_the_benchmark_evaluates_the_shipped_best_feasible_actor_not_the_last_it
     main_only = get_algorithm("main_only")
     plain = main_only.loss(task, main_only.config.from_dict({}))  # type: ignore[misc]
     assert shipped_policy(plain) is plain.actor
+
+
+def test_ma_rdpg_deviation_bound_keeps_every_stage_within_the_bound_of_its_start() -> None:
+    task = TaskSpec.from_problem(RANK, multi_agent=True)
+    cfg = ma_rdpg.MARDPGConfig(message_size=8, start_action=tuple(CONSTANT.tolist()), deviation_bound=0.2)
+    module = ma_rdpg.MARDPG(task, cfg)
+    low, high = (CONSTANT[:6] - 0.2).clamp(min=0.0), (CONSTANT[:6] + 0.2).clamp(max=1.0)
+    obs, state = torch.randn(40, module.obs_size), torch.randn(40, module.state_size)
+    for actor in module.actors:
+        assert torch.allclose(actor.policy.low, low) and torch.allclose(actor.policy.high, high)
+        with torch.no_grad():
+            assert torch.allclose(actor(obs, state)[0], CONSTANT[:6].expand(40, 6), atol=0.2 * START_BOUND_MARGIN)
+            actor.policy.body[-1].bias.fill_(50.0)  # however far the actor is pushed, it stays inside
+            assert torch.allclose(actor(obs, state)[0], high.expand(40, 6))
+    # exploration and clipping still use the full box
+    assert module.box_low.tolist() == [0.0] * 6 and module.box_high.tolist() == [1.0] * 6
+    with pytest.raises(ValueError, match="deviation_bound"):
+        ma_rdpg.MARDPGConfig(deviation_bound=-0.1)

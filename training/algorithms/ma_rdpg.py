@@ -56,6 +56,11 @@ DEPARTURES from the paper, marked:
   constraint on its own as well as on the window's mean (`BestFeasibleTracker.offer`). Not the middle
   iteration's: on the relay (tests/unit/test_ma_rdpg.py), where the multiplier swings the actors across
   the threshold, that state missed the constraint the window met.
+* `per_request_mix` (ours): Q_mix reads Q̃_i·(1 − γ_i)/(1 − γ_main), every value in per-request units, so
+  the multiplier ν_j trades relative per-request rates — what the PID measures — one for one.
+* `deviation_bound` (ours): with `start_action`, each stage's actor acts within start ± the bound (the
+  tanh squashes onto that box), so the deterministic policy stays where the exploration gave the critic
+  data; the paper's actors act on the whole action space.
 * Actors start at the spec's default stage weights (the last layer's bias; small last-layer weights),
   as the other rank learners start from the production default; or, with `start_action` (the warm start
   at the incumbent, ours), exactly at a given constant — the rank benchmark passes the best fixed fusion
@@ -131,6 +136,19 @@ class MARDPGConfig:
     """Ours (warm start at the incumbent, as `LossConfig.start_action`): the joint action (stages in order)
     every stage's actor plays exactly in every state at the start — last layer's weights zeroed, bias at the
     stage's slice (`_start_at`); overrides `init_at_default`. Empty = `init_at_default`'s start."""
+    per_request_mix: bool = False
+    """Ours: mix the signals' values in per-request units — Q̃_i·(1 − γ_i)/(1 − γ_main), the discounted sum
+    divided by its horizon — so a multiplier weighs a relative change of a constrained signal's per-request
+    rate (what the constraint and the PID read) against the same relative change of the main signal's.
+    Without it, a signal with γ 0.9 enters Q_mix at a tenth of the scale of the main signal's (γ 0.99), so
+    the multiplier must grow ~10× before it balances the main value's gradient."""
+    deviation_bound: float = 0.0
+    """Ours (with `start_action`; 0 = the full box): each stage's actor acts within start ± this bound (clipped
+    to the box) — its tanh squashes onto that narrower box — so the deterministic policy stays where the
+    exploration (σ = exploration_std × half-width around it) gave the critic data. Unbounded, the actors
+    left that region within a few iterations and swung between box corners (per-request watch time
+    90–218 s vs the incumbent's ~145 s) where the critic extrapolates: the last iterate lost 14–17 % of
+    watch time per user-day on every probe seed (rank_quality, ninth round)."""
     dual_lr: float = 0.5
     """K_I of the PID multipliers (per iteration, on the relative violation)."""
     multiplier_kp: float = 3.0
@@ -160,8 +178,8 @@ class MARDPGConfig:
             raise ValueError(f"MARDPGConfig.tau: must be in (0, 1], got {self.tau}")
         if self.actor_lr <= 0 or self.critic_lr <= 0:
             raise ValueError("MARDPGConfig.actor_lr and critic_lr: must be > 0")
-        if self.exploration_std < 0 or self.margin < 0:
-            raise ValueError("MARDPGConfig.exploration_std and margin: must be >= 0")
+        if self.exploration_std < 0 or self.margin < 0 or self.deviation_bound < 0:
+            raise ValueError("MARDPGConfig.exploration_std, margin and deviation_bound: must be >= 0")
         if any(not math.isfinite(v) for v in self.start_action):
             raise ValueError(f"MARDPGConfig.start_action: every value must be finite, got {self.start_action}")
         if self.discounts is not None and not all(0.0 <= g < 1.0 for g in self.discounts):
@@ -232,6 +250,10 @@ class MARDPG(nn.Module):
     the user's horizon ended), next_obs (B, O) pre-rank's observation of the next request.
     """
 
+    box_low: Tensor
+    box_high: Tensor
+    mix_horizon: Tensor
+
     def __init__(self, task: TaskSpec, cfg: MARDPGConfig) -> None:
         super().__init__()
         if len(task.agents) != N_STAGES or not isinstance(task.action, BoxAction):
@@ -247,19 +269,41 @@ class MARDPG(nn.Module):
         # the joint box's first agent's share (the stages' boxes are the same, [0, 1] per weight)
         low = box.low if isinstance(box.low, float | int) else box.low[: self.action_size]
         high = box.high if isinstance(box.high, float | int) else box.high[: self.action_size]
-        self.actors = nn.ModuleList(
-            MessageActor(self.obs_size, self.action_size, cfg.hidden_sizes, low, high, cfg.message_size, cfg.cell)
-            for _ in range(N_STAGES)
+        # The full box: the played (noisy) actions are clipped to it and σ is a fraction of its half-width.
+        self.register_buffer(
+            "box_low", torch.as_tensor(low, dtype=torch.float32).expand(self.action_size).clone(), persistent=False
         )
-        if cfg.start_action:
-            if len(cfg.start_action) != N_STAGES * self.action_size:
-                raise ValueError(
-                    f"MARDPGConfig.start_action: {len(cfg.start_action)} values, the joint action has "
-                    f"{N_STAGES * self.action_size}"
+        self.register_buffer(
+            "box_high", torch.as_tensor(high, dtype=torch.float32).expand(self.action_size).clone(), persistent=False
+        )
+        if cfg.start_action and len(cfg.start_action) != N_STAGES * self.action_size:
+            raise ValueError(
+                f"MARDPGConfig.start_action: {len(cfg.start_action)} values, the joint action has "
+                f"{N_STAGES * self.action_size}"
+            )
+        starts = [
+            torch.as_tensor(cfg.start_action[k * self.action_size : (k + 1) * self.action_size], dtype=torch.float32)
+            for k in range(N_STAGES if cfg.start_action else 0)
+        ]
+        boxes = [(self.box_low, self.box_high)] * N_STAGES
+        if starts and cfg.deviation_bound > 0:
+            # DEPARTURE (ours): each stage's actor acts within start ± deviation_bound (`deviation_bound`).
+            boxes = [
+                (
+                    torch.maximum(self.box_low, s - cfg.deviation_bound),
+                    torch.minimum(self.box_high, s + cfg.deviation_bound),
                 )
-            for k, actor in enumerate(self.actors):
-                part = cfg.start_action[k * self.action_size : (k + 1) * self.action_size]
-                _start_at(actor, part, exact=True)  # type: ignore[arg-type]
+                for s in starts
+            ]
+        self.actors = nn.ModuleList(
+            MessageActor(
+                self.obs_size, self.action_size, cfg.hidden_sizes, lo.tolist(), hi.tolist(), cfg.message_size, cfg.cell
+            )
+            for lo, hi in boxes
+        )
+        if starts:
+            for actor, part in zip(self.actors, starts, strict=True):
+                _start_at(actor, part.tolist(), exact=True)  # type: ignore[arg-type]
         elif cfg.init_at_default and task.name == RANK.name:
             for actor in self.actors:
                 _start_at(actor, RANK_DEFAULT_STAGE_WEIGHTS)  # type: ignore[arg-type]
@@ -272,6 +316,13 @@ class MARDPG(nn.Module):
         self.register_buffer("mix", torch.zeros(n))
         self.mix[0] = 1.0
         self.register_buffer("reward_scale", torch.ones(n))
+        # Q_mix's per-signal horizon factor (1 − γ_i)/(1 − γ_main) with `per_request_mix`, else 1.
+        gammas = _discounts(task, cfg)
+        self.register_buffer(
+            "mix_horizon",
+            (1.0 - gammas) / (1.0 - gammas[0]) if cfg.per_request_mix else torch.ones(n),
+            persistent=False,
+        )
         self.best_actors = copy.deepcopy(self.actors).requires_grad_(False)
         self.register_buffer("has_best_feasible", torch.zeros((), dtype=torch.bool))
 
@@ -284,7 +335,7 @@ class MARDPG(nn.Module):
         mix[0] = 1.0
         for nu, c, idx in zip(multipliers, self.task.constraints, self.task.constrained_signals, strict=True):
             mix[idx] = float(nu) * self.task.constraint_sign(c)
-        self.mix.copy_(mix / (1.0 + float(np.sum(multipliers))))
+        self.mix.copy_(mix * self.mix_horizon / (1.0 + float(np.sum(multipliers))))
 
     def messages(self, actors: nn.ModuleList, batch: dict[str, Tensor]) -> list[Tensor]:
         """The message states h_0 (the request's start), h_1, h_2 read by the three stages and h_3 handed to
@@ -390,7 +441,7 @@ def train(
     replay = ReplayBuffer(cfg.buffer_capacity, cfg.seed)
     n, names = sim.n, task.signal_names
     actors: Sequence[MessageActor] = list(module.actors)  # type: ignore[arg-type]
-    low, high = actors[0].policy.low, actors[0].policy.high
+    low, high = module.box_low, module.box_high
     noise_std = cfg.exploration_std * (high - low) / 2.0
     state = torch.zeros(n, module.state_size)
     obs = torch.as_tensor(sim.stage_observation(0, None))
@@ -555,7 +606,7 @@ def export_for_serving(module: MARDPG, out_dir: Path) -> dict[str, Any]:
     from training.rl.recurrent import export_recurrent_step
 
     actors: Sequence[MessageActor] = list(module.shipped_actors())  # type: ignore[arg-type]
-    half_width = (actors[0].policy.high - actors[0].policy.low) / 2.0
+    half_width = (module.box_high - module.box_low) / 2.0
     log_std = torch.log(torch.clamp(module.cfg.exploration_std * half_width, min=1e-3))
     stages = [ServingStage(copy.deepcopy(a), log_std) for a in actors]
     obs, state = module.obs_size, module.state_size
