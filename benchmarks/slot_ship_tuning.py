@@ -7,7 +7,8 @@
    `slot_quality --search-rules`), SL-MGAC is trained as in `benchmarks.slot_quality` with
    `--train-seeds` training seeds, keeping the students of the last max(windows) batches. From one
    training run every candidate is read: the last iterate, and the average of the last W collecting
-   students (`ship: window_average`, `ship_window: W`, fitted as SL-MGAC does when training ends).
+   students (`ship: window_average`, `ship_window: W`, fitted as SL-MGAC does when training ends), and the
+   parameter-wise mean of those W students (`weights_W`, as stochastic weight averaging).
    Each is evaluated 7 days on `--users` paired users: lift vs the rule, exposure, and the std of the
    lift across training seeds pooled over worlds (with the part evaluation noise alone gives).
 2. OPE interval. For each world's first-seed student (the largest window's average), `--ope-draws`
@@ -50,7 +51,7 @@ from benchmarks.slot_quality import (  # noqa: E402
     run_users,
     train_policy,
 )
-from training.rl.policy_average import distil_window  # noqa: E402
+from training.rl.policy_average import average_weights, distil_window  # noqa: E402
 
 
 def bootstrap_ncis(logs: dict[str, Any], probs: Any, target: Any, n_boot: int, seed: int) -> dict[str, Any]:
@@ -117,6 +118,9 @@ def main() -> None:
                     )[-1]
                     candidates[f"window_{w}"] = student.requires_grad_(False).eval()
                     print(f"  {seed}@{k} window {w}: fit KL {kl:.4f}", flush=True)
+                    averaged = copy.deepcopy(learner.actor)
+                    averaged.load_state_dict(average_weights(snapshots[-w:]))
+                    candidates[f"weights_{w}"] = averaged.requires_grad_(False).eval()
                 row: dict[str, Any] = {"train_s": round(secs, 1)}
                 for name, actor in candidates.items():
                     ev = run_users(argmax_policy(actor.log_probs_all), args.users, seed, seed)

@@ -197,6 +197,14 @@ def test_window_average_ships_the_mixture_of_the_last_students_and_last_iterate_
     # Equal states per iterate: the visit-weighted mixture is the plain average of the two policies.
     assert torch.allclose(probs, mixture, atol=0.03)
     assert float(probs[:, 0].mean()) == pytest.approx(float(probs[:, 1].mean()), abs=0.03)
+    # weights_average: the parameter-wise mean of the same two students.
+    by_weights = _loss(ship="weights_average", ship_window=2)
+    for state in states:
+        by_weights.actor.load_state_dict(state)
+        by_weights.window.record(by_weights.actor, obs)
+    assert by_weights.on_train_end() == {}
+    for key, value in by_weights.shipped_actor().state_dict().items():
+        torch.testing.assert_close(value, (states[0][key] + states[1][key]) / 2)
     last = _loss(ship="last_iterate")
     assert last.window is None and last.on_train_end() == {} and last.shipped_actor() is last.actor
     with pytest.raises(ValueError, match="ship"):

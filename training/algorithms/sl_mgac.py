@@ -61,15 +61,17 @@ Losses, per minibatch (online: the rollout; offline: logged transitions, IS-weig
 What ships (ours; the paper does not say which iterate it serves)
 * `ship: last_iterate`: the student of the last batch (what the paper's text implies, and this loss's
   behaviour until 2026-12-05).
-* `ship: window_average` (DEPARTURE, ours, the default since 2026-12-05): the average of the students
-  that collected the last `ship_window` online batches — their visit-weighted mixture, fitted into a
-  copy of the student when training ends (`training.rl.policy_average.distil_window`, as RCPO's and
-  TSCAC's `best_feasible_ship: window_average`, without their feasibility selection: λ keeps the
-  collecting students at the cap on average). Why: λ still swings ×1.5–1.8 within the last 20
-  batches at 80 iterations, and the last iterate's argmax flips between "insert" and "none" on
-  near-tied states wherever the last swing left it (7-day exposure 0.02–0.37 across training seeds
-  of one world, docs/sl_mgac.md "Stability"); the average sits where λ is on average. Offline
-  (the retrain DAG) no window is kept and the last iterate ships.
+* `ship: weights_average` (DEPARTURE, ours): the parameter-wise mean of the students that collected the
+  last `ship_window` online batches (`training.rl.policy_average.average_weights`, as stochastic weight
+  averaging). Why: λ still swings ×1.5–1.8 within the last 20 batches at 80 iterations, and the last
+  iterate's argmax flips between "insert" and "none" on near-tied states wherever the last swing left it
+  (7-day exposure 0.02–0.37 across training seeds of one world, docs/sl_mgac.md "Stability"); the
+  average sits where the iterates are on average.
+* `ship: window_average` (ours): the visit-weighted mixture of those students, fitted into a copy of the
+  student when training ends (`distil_window`, as RCPO's and TSCAC's `best_feasible_ship:
+  window_average`, without their feasibility selection). Measured on tuning worlds: its argmax inserts
+  about half as often as the rule and loses the lift (docs/sl_mgac.md).
+Offline (the retrain DAG) no window is kept and the last iterate ships.
 """
 
 from __future__ import annotations
@@ -87,7 +89,7 @@ from training.rl.data import TransitionBatch
 from training.rl.lagrangian import ConstraintController, PIDLagrangianConfig, measured_constraint_values
 from training.rl.losses import LossConfig, LossModule, MiniBatch, ParamGroup, module_parameters
 from training.rl.networks import Actor
-from training.rl.policy_average import IterateWindow, distil_window
+from training.rl.policy_average import IterateWindow, average_weights, distil_window
 from training.rl.registry import register
 
 # The slot observation's layout (models/problems.py SLOT): where each part sits.
@@ -100,7 +102,7 @@ SEQUENCE = _FIELDS["user_live_sequence"]  # last 5 live exposures: (watch minute
 PAGE_SIZE = PAGE.stop - PAGE.start
 SEQUENCE_LENGTH = (SEQUENCE.stop - SEQUENCE.start) // 2
 SECONDS_PER_UNIT = 60.0  # rewards in minutes: one scale for live and short-video watch
-SHIP_RULES = ("last_iterate", "window_average")
+SHIP_RULES = ("last_iterate", "weights_average", "window_average")
 
 
 @dataclass(frozen=True)
@@ -148,13 +150,14 @@ class SLMGACConfig(LossConfig):
     critic_lr: float = 1e-3
     epochs: int = 2
     ship: str = "window_average"
-    """What ships (module docstring): "last_iterate" or "window_average" of the last `ship_window` students."""
+    """What ships (module docstring): "last_iterate", or the "weights_average" / "window_average" (the fitted
+    mixture) of the last `ship_window` students."""
     ship_window: int = 20
-    """Online batches whose collecting students are averaged into the shipped one ("window_average")."""
+    """Online batches whose collecting students are averaged into the shipped one."""
     window_average_rows: int = 512
-    """States kept per batch for fitting the average (the batch's visited states, drawn uniformly)."""
+    """"window_average": states kept per batch for fitting the mixture (the batch's visited states, uniformly)."""
     window_average_steps: int = 300
-    """Adam steps (at `actor_lr`) that fit the average into the shipped student when training ends."""
+    """"window_average": Adam steps (at `actor_lr`) that fit the mixture into the shipped student."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -310,7 +313,8 @@ class SLMGACLoss(LossModule):
         # The shipped student ("window_average"): fitted once, when online training ends.
         self.shipped_student = copy.deepcopy(self.actor).requires_grad_(False)
         self.register_buffer("has_shipped_average", torch.zeros((), dtype=torch.bool))
-        self.window = IterateWindow(cfg.ship_window, cfg.window_average_rows) if cfg.ship == "window_average" else None
+        rows = cfg.window_average_rows if cfg.ship == "window_average" else 1  # the weights' mean needs no states
+        self.window = IterateWindow(cfg.ship_window, rows) if cfg.ship != "last_iterate" else None
 
     def parameter_groups(self) -> list[ParamGroup]:
         return [
@@ -334,18 +338,23 @@ class SLMGACLoss(LossModule):
         return metrics
 
     def on_train_end(self) -> dict[str, float]:
-        """`ship: window_average`: fit the window's average student into `shipped_student`."""
+        """Average the window's students into `shipped_student` (`ship`: weights_average / window_average)."""
         if self.window is None or not self.window.contents():
             return {}
-        losses = distil_window(
-            self.shipped_student, self.window.contents(), steps=self.cfg.window_average_steps, lr=self.cfg.actor_lr
-        )
+        metrics: dict[str, float] = {}
+        if self.cfg.ship == "weights_average":
+            self.shipped_student.load_state_dict(average_weights(self.window.contents()))
+        else:
+            steps, lr = self.cfg.window_average_steps, self.cfg.actor_lr
+            metrics["losses/window_average_kl"] = distil_window(
+                self.shipped_student, self.window.contents(), steps, lr
+            )[-1]
         self.shipped_student.requires_grad_(False)
         self.has_shipped_average.fill_(True)
-        return {"losses/window_average_kl": losses[-1]}
+        return metrics
 
     def shipped_actor(self) -> Actor:
-        """The window's average student once fitted ("window_average"), else the last iterate (`actor`)."""
+        """The window's average student once fitted (`ship` other than last_iterate), else the last iterate."""
         return self.shipped_student if bool(self.has_shipped_average) else self.actor
 
     def q_values(self, obs: Tensor, target: bool = False) -> Tensor:
