@@ -171,7 +171,7 @@ def test_the_student_exports_to_onnx_logits_equal_to_torch(tmp_path: Path) -> No
 
 
 def test_window_average_ships_the_mixture_of_the_last_students_and_last_iterate_ships_the_actor() -> None:
-    loss = _loss(ship_window=2, window_average_steps=400, actor_lr=1e-2)
+    loss = _loss(ship="window_average", ship_window=2, window_average_steps=400, actor_lr=1e-2)
     obs = _minibatch().obs
     # Two collecting students that disagree: one always inserts at position 1, the other never inserts.
     states = []
