@@ -2,7 +2,7 @@
 
     python -m benchmarks.slot_quality [--seeds 1000,1001,1002,1003,1004] [--users 1000] [--iterations 80]
                                       [--search-rules] [--variants sl_mgac,no_anchor,no_groups,tscac,dqn]
-                                      [--train-seeds 3] [--ope-users 4000] [--ope-repetitions 10]
+                                      [--train-seeds 3] [--ope-users 16000] [--ope-repetitions 10]
                                       [--reuse sl_mgac,no_anchor,...|all] [--result slot_quality]
 
 Per seed (a simulated world of benchmarks/headroom_slot.py):
@@ -807,7 +807,9 @@ def main() -> None:
         "--variants", default=",".join(TRAINED), help=f"trained policies, among {','.join(TRAINED)} (sl_mgac required)"
     )
     ap.add_argument("--train-seeds", type=int, default=3, help=f"training seeds per world of {', '.join(STABILITY)}")
-    ap.add_argument("--ope-users", type=int, default=4000, help="logged first requests per OPE draw")
+    ap.add_argument(
+        "--ope-users", type=int, default=16000, help="logged first requests per OPE draw (4000 until 2026-12-05)"
+    )
     ap.add_argument("--ope-repetitions", type=int, default=10, help="independent log draws per world")
     ap.add_argument("--ope-truth-users", type=int, default=OPE_TRUTH_USERS, help="users of the OPE truth")
     ap.add_argument(
