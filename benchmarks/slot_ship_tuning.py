@@ -17,7 +17,8 @@
    bootstrap of the whole selection (cap chosen again on each of `--bootstrap` row resamples; percentile
    and basic intervals), and DR. Coverage of the truth (the student on 50,000 other fresh users).
 
-Writes benchmarks/results/slot_ship_tuning.json.
+Writes benchmarks/results/slot_ship_tuning.json (BENCHMARKS.md format: the summary as metrics, each world's
+rows under "worlds"; after each world a partial file without metrics).
 """
 
 from __future__ import annotations
@@ -37,11 +38,11 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from benchmarks.common import Metric, write_result  # noqa: E402
 from benchmarks.headroom_slot import SEARCH_OFFSET, search_threshold_rules  # noqa: E402
 from benchmarks.slot_quality import (  # noqa: E402
     OPE_EPSILON,
     OPE_OFFSET,
-    RESULTS,
     TRUTH_OFFSET,
     argmax_policy,
     explored,
@@ -173,11 +174,30 @@ def main() -> None:
             }
             print(f"{seed} OPE truth {truth:.1f}: coverage {cover}", flush=True)
             out["worlds"][str(seed)] = world
-            (RESULTS / f"{args.result}.json").write_text(json.dumps(out, indent=1))
-    out["summary"] = summarise(out["worlds"])
-    out["wall_s"] = round(time.time() - t0, 1)
-    (RESULTS / f"{args.result}.json").write_text(json.dumps(out, indent=1))
-    print(json.dumps(out["summary"], indent=1))
+            write_result(args.result, [], out["command"], {"worlds": out["worlds"]})
+    summary = summarise(out["worlds"])
+    extra = {"worlds": out["worlds"], "summary": summary, "wall_s": round(time.time() - t0, 1)}
+    write_result(args.result, tuning_metrics(summary), out["command"], extra)
+    print(json.dumps(summary, indent=1))
+
+
+def tuning_metrics(summary: dict[str, Any]) -> list[Metric]:
+    """The summary as BENCHMARKS.md metrics: per shipping candidate its seed spread and mean lift, per OPE
+    method its coverage."""
+    out: list[Metric] = []
+    for name, v in summary.items():
+        if name == "ope":
+            continue
+        note = f"lifts {v['lifts']}, exposures {v['exposures']}"
+        out.append(Metric(f"slot_tuning.{name}.seed_std", v["seed_std"], "ratio", note=note))
+        out.append(Metric(f"slot_tuning.{name}.seed_eval_noise", v["eval_noise"], "ratio"))
+        out.append(Metric(f"slot_tuning.{name}.mean_lift_vs_rule", v["mean_lift"], "ratio"))
+    for name, v in summary["ope"].items():
+        if name == "draws":
+            continue
+        note = f"{summary['ope']['draws']} draws; mean width {v['mean_width']:.1f} s, relative error {v['relative_error']:.3f}"
+        out.append(Metric(f"slot_tuning.ope.{name}.ci_coverage", v["coverage"], "share", note=note))
+    return out
 
 
 def summarise(worlds: dict[str, Any]) -> dict[str, Any]:
