@@ -2,7 +2,7 @@
 
     python -m benchmarks.slot_quality [--seeds 1000,1001,1002,1003,1004] [--users 1000] [--iterations 80]
                                       [--search-rules] [--variants sl_mgac,no_anchor,no_groups,tscac,dqn]
-                                      [--train-seeds 3] [--ope-users 4000] [--ope-repetitions 10]
+                                      [--train-seeds 3] [--ope-users 16000] [--ope-repetitions 10]
                                       [--reuse sl_mgac,no_anchor,...|all] [--result slot_quality]
 
 Per seed (a simulated world of benchmarks/headroom_slot.py):
@@ -54,7 +54,12 @@ Per seed (a simulated world of benchmarks/headroom_slot.py):
 
 Stability: `slot.sl_mgac.seed_std_ratio_vs_no_anchor` is the std of the lift vs the rule across *training
 seeds* within a world (same world, same evaluation users), pooled over worlds (root of the mean
-within-world variance), SL-MGAC over no-anchor. Until 2026-12-04 it was the std across *worlds* of the
+within-world variance), SL-MGAC over no-anchor. With `--stability-users N` (since 2026-12-05) every training
+seed of SL-MGAC and no-anchor and the rule are also evaluated on N users (rows `wide-<row>`) and the ratio is
+measured on those (with 1,000 users evaluation noise alone put a floor of ≈ 0.6 under it); the ratio a
+perfectly stable SL-MGAC would measure, its evaluation noise over no-anchor's spread, is reported beside it
+(`slot.sl_mgac.seed_std_ratio_floor`), and the 1,000-user ratio as `..._vs_no_anchor_main_users`.
+Until 2026-12-04 it was the std across *worlds* of the
 k = 0 rows, which mixes how hard each world is with how stable training is; that number is kept as
 `slot.sl_mgac.world_std_ratio_vs_no_anchor`.
 
@@ -109,6 +114,9 @@ BASELINES = ("tscac", "dqn")
 TRAINED = (*VARIANTS, *BASELINES)
 STABILITY = ("sl_mgac", "no_anchor")
 """Trained with every training seed (the others once)."""
+WIDE = "wide-"
+"""Prefix of the rows evaluated on `--stability-users` users (the rule and every training seed of STABILITY):
+the seed-to-seed spread is measured on them, so that evaluation noise does not swamp it."""
 OPE_EPSILON = 0.3
 OPE_ESTIMATORS = ("ncis", "ncis_cap10", "ncis_uncapped", "dr")
 """ncis: self-normalised, the cap on the ratios chosen from the logs by estimated MSE with a bias-aware interval
@@ -215,9 +223,12 @@ def _source(world_seed: int, total_watch: bool) -> Any:
 
 
 def train_policy(
-    name: str, seed: int, train_seed: int, iterations: int, out_dir: Path
+    name: str, seed: int, train_seed: int, iterations: int, out_dir: Path, algo_overrides: dict[str, Any] | None = None
 ) -> tuple[Any, Any, float, float]:
-    """(trained learner, numpy policy obs → action, largest |mean expected Q| seen (SL-MGAC; else nan), seconds)."""
+    """(trained learner, numpy policy obs → action, largest |mean expected Q| seen (SL-MGAC; else nan), seconds).
+    The SL-MGAC variants act with what ships (`shipped_policy`: the window's average student by default);
+    `algo_overrides` change their config (tuning)."""
+    from training.rl.losses import shipped_policy
     from training.rl.task import TaskSpec
     from training.rl.trainer import OnlineSource, train
     from training.train import load_config_file
@@ -230,11 +241,11 @@ def train_policy(
         task = TaskSpec.from_problem(SLOT)
         make = _source(seed, total_watch=False)
         source = OnlineSource(lambda n, s: make(n, task))
-        algo = {**base["algo"], **VARIANTS[name]}
+        algo = {**base["algo"], **VARIANTS[name], **(algo_overrides or {})}
         result = train("sl_mgac", task, source, {"run": run, "algo": algo, "online": {}})
         learner = result.learner.eval()
         q_max = max(abs(row.get("charts/q_mean", 0.0)) for row in result.history)
-        return learner, argmax_policy(learner.actor.log_probs_all), q_max, time.time() - t0
+        return learner, argmax_policy(shipped_policy(learner).log_probs_all), q_max, time.time() - t0
     if name == "tscac":
         task = total_watch_task(constrained=True)
         make = _source(seed, total_watch=True)
@@ -269,8 +280,9 @@ def onnx_p99_ms(learner: Any, out_dir: Path, calls: int = 2000) -> float:
     import onnxruntime as ort
 
     from training.export import export_policy
+    from training.rl.losses import shipped_policy
 
-    files = export_policy(learner.actor, SLOT, out_dir)
+    files = export_policy(shipped_policy(learner), SLOT, out_dir)
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = opts.inter_op_num_threads = 1
     session = ort.InferenceSession(str(files["model.onnx"].path), opts, providers=["CPUExecutionProvider"])
@@ -419,7 +431,8 @@ def load_world(path: Path) -> dict[str, Any]:
 def units_of(name: str, train_seeds: int) -> list[str]:
     """Rows a trained policy contributes: its own, its seed replicas (name@k), the teacher for sl_mgac."""
     rows = [name] + ([f"{name}@{k}" for k in range(1, train_seeds)] if name in STABILITY else [])
-    return rows + (["teacher"] if name == "sl_mgac" else [])
+    wide = [WIDE + row for row in rows] if name in STABILITY else []
+    return rows + wide + (["teacher"] if name == "sl_mgac" else [])
 
 
 def one_seed(seed: int, args: argparse.Namespace, work: Path, reuse: set[str]) -> dict[str, Any]:
@@ -447,9 +460,14 @@ def one_seed(seed: int, args: argparse.Namespace, work: Path, reuse: set[str]) -
         for row, policy in (("rule", rule), ("greedy", ThresholdRule(1))):
             world["evals"][row] = run_users(policy, args.users, seed, seed)
             world["commits"][row] = now
+    if args.stability_users:
+        world["evals"][WIDE + "rule"] = run_users(rule, args.stability_users, seed, seed)
+        world["commits"][WIDE + "rule"] = now
     for name in args.variant_list:
         if previous is not None and name in reuse:
             for row in units_of(name, args.train_seeds):
+                if row not in previous["evals"] and row.startswith(WIDE):
+                    continue  # rows from before --stability-users
                 world["evals"][row] = previous["evals"][row]
                 world["commits"][row] = previous["commits"][row]
                 if row in previous["train_s"]:
@@ -463,6 +481,9 @@ def one_seed(seed: int, args: argparse.Namespace, work: Path, reuse: set[str]) -
             learner, act, q_max, secs = train_policy(name, seed, k, args.iterations, work / f"{seed}-{row}")
             world["evals"][row] = run_users(act, args.users, seed, seed)
             world["commits"][row], world["train_s"][row] = now, round(secs, 1)
+            if name in STABILITY and args.stability_users:
+                world["evals"][WIDE + row] = run_users(act, args.stability_users, seed, seed)
+                world["commits"][WIDE + row] = now
             print(f"seed {seed} {row}: {world['evals'][row]['total'].mean():.0f} s in {secs:.0f} s", flush=True)
             if row != "sl_mgac":
                 continue
@@ -525,19 +546,20 @@ def pooled(runs: list[dict[str, Any]], name: str, key: str) -> np.ndarray:
     return np.concatenate([r["evals"][name][key] for r in runs])
 
 
-def seed_std(runs: list[dict[str, Any]], name: str) -> tuple[float, int]:
-    """(pooled within-world std of the lift vs the rule across training seeds, seeds per world)."""
+def seed_std(runs: list[dict[str, Any]], name: str, rule: str = "rule") -> tuple[float, int]:
+    """(pooled within-world std of the lift vs the rule across training seeds, seeds per world). `name` and `rule`
+    with the WIDE prefix: on the --stability-users rows."""
     variances, n = [], 0
     for r in runs:
         rows = [row for row in r["evals"] if row == name or row.startswith(f"{name}@")]
-        lifts = [paired_ratio(r["evals"][row]["total"], r["evals"]["rule"]["total"])[0] for row in rows]
+        lifts = [paired_ratio(r["evals"][row]["total"], r["evals"][rule]["total"])[0] for row in rows]
         n = len(lifts)
         if n >= 2:
             variances.append(float(np.var(lifts, ddof=1)))
     return (float(np.sqrt(np.mean(variances))) if variances else float("nan")), n
 
 
-def seed_eval_noise(runs: list[dict[str, Any]], name: str) -> float:
+def seed_eval_noise(runs: list[dict[str, Any]], name: str, rule: str = "rule") -> float:
     """The part of `seed_std` that evaluation noise alone would give: two training seeds of one world are
     evaluated on the same users, and the paired variance of the difference of their lifts, Var(d)/n with
     d = (total_k − total_j) / mean(rule total) per user, halved (the expected sample variance of the seeds'
@@ -545,12 +567,64 @@ def seed_eval_noise(runs: list[dict[str, Any]], name: str) -> float:
     halves = []
     for r in runs:
         rows = [row for row in r["evals"] if row == name or row.startswith(f"{name}@")]
-        scale = r["evals"]["rule"]["total"].mean()
+        scale = r["evals"][rule]["total"].mean()
         for i, a in enumerate(rows):
             for b in rows[i + 1 :]:
                 d = (r["evals"][a]["total"] - r["evals"][b]["total"]) / scale
                 halves.append(float(np.var(d, ddof=1) / d.shape[0] / 2.0))
     return float(np.sqrt(np.mean(halves))) if halves else float("nan")
+
+
+def stability_metrics(runs: list[dict[str, Any]]) -> list[Metric]:
+    """The seed-to-seed spread of SL-MGAC over no-anchor's: on the --stability-users rows where every world has
+    them, also on the main evaluation users; with each arm's spread and the part evaluation noise alone gives."""
+    out: list[Metric] = []
+    wide = all(WIDE + "rule" in r["evals"] for r in runs)
+    for prefix, suffix in ((WIDE, ""), ("", "_main_users")) if wide else (("", ""),):
+        rule = prefix + "rule"
+        (std, n), (std_ablation, _) = (
+            seed_std(runs, prefix + "sl_mgac", rule),
+            seed_std(runs, prefix + "no_anchor", rule),
+        )
+        if n < 2:
+            continue
+        users = runs[0]["evals"][rule]["total"].shape[0]
+        noise, noise_ablation = (
+            seed_eval_noise(runs, prefix + "sl_mgac", rule),
+            seed_eval_noise(runs, prefix + "no_anchor", rule),
+        )
+        out.append(
+            Metric(
+                f"slot.sl_mgac.seed_std_ratio_vs_no_anchor{suffix}",
+                std / max(std_ablation, 1e-12),
+                "ratio",
+                goal=("<=", 0.5) if not suffix else None,
+                note=(
+                    f"std of the lift vs the rule across {n} training seeds within a world (same world and "
+                    f"{users} evaluation users), pooled over {len(runs)} worlds: {std:.4f} (SL-MGAC) vs "
+                    f"{std_ablation:.4f} (no anchor); evaluation noise alone would give "
+                    f"{noise:.4f} / {noise_ablation:.4f}. "
+                    "Before 2026-12-04 the std across worlds: slot.sl_mgac.world_std_ratio_vs_no_anchor"
+                ),
+            )
+        )
+        if suffix:
+            continue
+        out.append(
+            Metric(
+                "slot.sl_mgac.seed_std_ratio_floor",
+                noise / max(std_ablation, 1e-12),
+                "ratio",
+                note=f"what a perfectly stable SL-MGAC would measure: its evaluation noise ({users} users) over "
+                "no-anchor's measured spread",
+            )
+        )
+        for name, value, noise_value in (("sl_mgac", std, noise), ("no_anchor", std_ablation, noise_ablation)):
+            out.append(
+                Metric(f"slot.{name}.seed_std", value, "ratio", note=f"lift std across training seeds, {users} users")
+            )
+            out.append(Metric(f"slot.{name}.seed_eval_noise", noise_value, "ratio", note="its evaluation-noise part"))
+    return out
 
 
 def metrics_of(runs: list[dict[str, Any]]) -> list[Metric]:
@@ -598,23 +672,7 @@ def metrics_of(runs: list[dict[str, Any]]) -> list[Metric]:
         value, lo, hi = lift(name, "rule")
         out.append(Metric(f"slot.{name}.lift_vs_rule", value, "ratio", ci=(lo, hi), note="ablation"))
     if "no_anchor" in ablations:
-        (std, n), (std_ablation, _) = seed_std(runs, "sl_mgac"), seed_std(runs, "no_anchor")
-        if n >= 2:
-            out.append(
-                Metric(
-                    "slot.sl_mgac.seed_std_ratio_vs_no_anchor",
-                    std / max(std_ablation, 1e-12),
-                    "ratio",
-                    goal=("<=", 0.5),
-                    note=(
-                        f"std of the lift vs the rule across {n} training seeds within a world (same world and "
-                        f"evaluation users), pooled over {len(runs)} worlds: {std:.4f} (SL-MGAC) vs "
-                        f"{std_ablation:.4f} (no anchor); evaluation noise alone would give "
-                        f"{seed_eval_noise(runs, 'sl_mgac'):.4f} / {seed_eval_noise(runs, 'no_anchor'):.4f}. "
-                        "Before 2026-12-04 the std across worlds: slot.sl_mgac.world_std_ratio_vs_no_anchor"
-                    ),
-                )
-            )
+        out += stability_metrics(runs)
         std_w, std_w_ablation = world_std("sl_mgac"), world_std("no_anchor")
         out.append(
             Metric(
@@ -749,7 +807,9 @@ def main() -> None:
         "--variants", default=",".join(TRAINED), help=f"trained policies, among {','.join(TRAINED)} (sl_mgac required)"
     )
     ap.add_argument("--train-seeds", type=int, default=3, help=f"training seeds per world of {', '.join(STABILITY)}")
-    ap.add_argument("--ope-users", type=int, default=4000, help="logged first requests per OPE draw")
+    ap.add_argument(
+        "--ope-users", type=int, default=16000, help="logged first requests per OPE draw (4000 until 2026-12-05)"
+    )
     ap.add_argument("--ope-repetitions", type=int, default=10, help="independent log draws per world")
     ap.add_argument("--ope-truth-users", type=int, default=OPE_TRUTH_USERS, help="users of the OPE truth")
     ap.add_argument(
@@ -759,6 +819,12 @@ def main() -> None:
         "or 'all' (summarise only)",
     )
     ap.add_argument("--rows-dir", default=str(ROWS_DIR), help="where each world's per-user rows are kept")
+    ap.add_argument(
+        "--stability-users",
+        type=int,
+        default=4000,
+        help="users on which every training seed of sl_mgac / no_anchor and the rule are also evaluated (0: none)",
+    )
     ap.add_argument("--no-summary", action="store_true", help="only write the worlds' rows (parallel parts)")
     ap.add_argument(
         "--ope-only",

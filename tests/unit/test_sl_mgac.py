@@ -168,3 +168,44 @@ def test_the_student_exports_to_onnx_logits_equal_to_torch(tmp_path: Path) -> No
     np.testing.assert_allclose(onnx_logits, torch_logits, atol=1e-5)
     # The served student's input follows the observation, the live sequence included (its last field).
     assert session.get_inputs()[0].shape[1] == SLOT.observation_size == SEQUENCE.stop
+
+
+def test_window_average_ships_the_mixture_of_the_last_students_and_last_iterate_ships_the_actor() -> None:
+    loss = _loss(ship="window_average", ship_window=2, window_average_steps=400, actor_lr=1e-2)
+    obs = _minibatch().obs
+    # Two collecting students that disagree: one always inserts at position 1, the other never inserts.
+    states = []
+    for favourite in (1, 0):
+        with torch.no_grad():
+            for p in loss.actor.parameters():
+                p.zero_()
+            last = [m for m in loss.actor.modules() if isinstance(m, torch.nn.Linear)][-1]
+            last.bias[favourite] = 4.0
+        states.append({k: v.clone() for k, v in loss.actor.state_dict().items()})
+        loss.window.record(loss.actor, obs)  # what on_batch_start does online, batch by batch
+    assert loss.shipped_actor() is loss.actor  # nothing fitted before training ends
+    metrics = loss.on_train_end()
+    assert "losses/window_average_kl" in metrics
+    shipped = loss.shipped_actor()
+    assert shipped is not loss.actor and not any(p.requires_grad for p in shipped.parameters())
+    with torch.no_grad():
+        probs = torch.exp(shipped.log_probs_all(obs))
+        mixture = torch.zeros_like(probs)
+        for state in states:
+            loss.actor.load_state_dict(state)
+            mixture += torch.exp(loss.actor.log_probs_all(obs)) / len(states)
+    # Equal states per iterate: the visit-weighted mixture is the plain average of the two policies.
+    assert torch.allclose(probs, mixture, atol=0.03)
+    assert float(probs[:, 0].mean()) == pytest.approx(float(probs[:, 1].mean()), abs=0.03)
+    # weights_average: the parameter-wise mean of the same two students.
+    by_weights = _loss(ship="weights_average", ship_window=2)
+    for state in states:
+        by_weights.actor.load_state_dict(state)
+        by_weights.window.record(by_weights.actor, obs)
+    assert by_weights.on_train_end() == {}
+    for key, value in by_weights.shipped_actor().state_dict().items():
+        torch.testing.assert_close(value, (states[0][key] + states[1][key]) / 2)
+    last = _loss(ship="last_iterate")
+    assert last.window is None and last.on_train_end() == {} and last.shipped_actor() is last.actor
+    with pytest.raises(ValueError, match="ship"):
+        SLMGACConfig(ship="best")

@@ -128,7 +128,7 @@ def test_rows_round_trip_and_reuse_trains_nothing(tmp_path: Path, monkeypatch: p
     monkeypatch.setattr(sq, "run_users", no_training)
     args = argparse.Namespace(
         rows_dir=str(tmp_path), users=50, iterations=3, search_rules=False, variant_list=("sl_mgac", "dqn"),
-        train_seeds=1, commit="new0000",
+        train_seeds=1, commit="new0000", stability_users=0,
     )  # fmt: skip
     again = sq.one_seed(WORLD, args, tmp_path, {"sl_mgac", "dqn", "rule"})
     assert again["commits"]["sl_mgac"] == "abc1234"  # the row keeps the commit that produced it
@@ -191,3 +191,26 @@ def test_ope_only_redoes_the_ope_keeps_the_rows_and_checks_the_student(
     fresh = sq.load_world(sq.rows_path(tmp_path / "other", WORLD))
     assert fresh["evals"] == {} and fresh["ope"]["truth"] == 2.0 and "student_reproduced" not in fresh["ope"]
     assert sq.ope_metrics([fresh])[0].name == f"slot.sl_mgac.ope.ncis.covers_truth.{WORLD}"
+
+
+def test_stability_is_measured_on_the_wide_rows_with_its_noise_floor_and_the_main_users_ratio() -> None:
+    # Main users: both arms spread alike (ratio 1); wide rows: SL-MGAC's seeds agree, no-anchor's spread.
+    main = {"sl_mgac": 0.01, "sl_mgac@1": 0.03, "no_anchor": 0.01, "no_anchor@1": 0.03}
+    runs = [_world(1, main), _world(2, main)]
+    wide = _world(1, {"x": 0.02, "x@1": 0.02, "y": 0.0, "y@1": 0.04}, users=200)
+    for run in runs:
+        rows = {"rule": "rule", "x": "sl_mgac", "x@1": "sl_mgac@1", "y": "no_anchor", "y@1": "no_anchor@1"}
+        for source, row in rows.items():
+            run["evals"][sq.WIDE + row] = wide["evals"][source]
+    metrics = {m.name: m for m in sq.stability_metrics(runs)}
+    assert metrics["slot.sl_mgac.seed_std_ratio_vs_no_anchor"].value == pytest.approx(0.0, abs=1e-9)
+    assert metrics["slot.sl_mgac.seed_std_ratio_vs_no_anchor"].goal == ("<=", 0.5)
+    assert "200 evaluation users" in metrics["slot.sl_mgac.seed_std_ratio_vs_no_anchor"].note
+    assert metrics["slot.sl_mgac.seed_std_ratio_vs_no_anchor_main_users"].value == pytest.approx(1.0)
+    assert metrics["slot.no_anchor.seed_std"].value == pytest.approx(np.std([0.0, 0.04], ddof=1))
+    # Identical seeds differ by no noise: the floor is 0 here.
+    assert metrics["slot.sl_mgac.seed_std_ratio_floor"].value == pytest.approx(0.0, abs=1e-9)
+    # Without wide rows, the main users' ratio is the goal metric, as before.
+    plain = {m.name: m for m in sq.stability_metrics([_world(1, main), _world(2, main)])}
+    assert plain["slot.sl_mgac.seed_std_ratio_vs_no_anchor"].value == pytest.approx(1.0)
+    assert "slot.sl_mgac.seed_std_ratio_vs_no_anchor_main_users" not in plain

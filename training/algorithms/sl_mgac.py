@@ -57,10 +57,27 @@ Losses, per minibatch (online: the rollout; offline: logged transitions, IS-weig
   that explores is always close to the teacher whose values it is judged by).
 * λ: once per batch, `training.rl.lagrangian.ConstraintController` (PID on the measured
   relative violation of the live-exposure cap, `margin` inside it), as RCPO.
+
+What ships (ours; the paper does not say which iterate it serves)
+* `ship: last_iterate`: the student of the last batch (what the paper's text implies, and this loss's
+  behaviour until 2026-12-05).
+* `ship: weights_average` (DEPARTURE, ours; the default since 2026-12-05, chosen on tuning worlds 2000–2002):
+  the parameter-wise mean of the students that collected the
+  last `ship_window` online batches (`training.rl.policy_average.average_weights`, as stochastic weight
+  averaging). Why: λ still swings ×1.5–1.8 within the last 20 batches at 80 iterations, and the last
+  iterate's argmax flips between "insert" and "none" on near-tied states wherever the last swing left it
+  (7-day exposure 0.02–0.37 across training seeds of one world, docs/sl_mgac.md "Stability"); the
+  average sits where the iterates are on average.
+* `ship: window_average` (ours): the visit-weighted mixture of those students, fitted into a copy of the
+  student when training ends (`distil_window`, as RCPO's and TSCAC's `best_feasible_ship:
+  window_average`, without their feasibility selection). Measured on tuning worlds: its argmax inserts
+  about half as often as the rule and loses the lift (docs/sl_mgac.md).
+Offline (the retrain DAG) no window is kept and the last iterate ships.
 """
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass
 
@@ -72,6 +89,8 @@ from models.problems import SLOT
 from training.rl.data import TransitionBatch
 from training.rl.lagrangian import ConstraintController, PIDLagrangianConfig, measured_constraint_values
 from training.rl.losses import LossConfig, LossModule, MiniBatch, ParamGroup, module_parameters
+from training.rl.networks import Actor
+from training.rl.policy_average import IterateWindow, average_weights, distil_window
 from training.rl.registry import register
 
 # The slot observation's layout (models/problems.py SLOT): where each part sits.
@@ -84,6 +103,7 @@ SEQUENCE = _FIELDS["user_live_sequence"]  # last 5 live exposures: (watch minute
 PAGE_SIZE = PAGE.stop - PAGE.start
 SEQUENCE_LENGTH = (SEQUENCE.stop - SEQUENCE.start) // 2
 SECONDS_PER_UNIT = 60.0  # rewards in minutes: one scale for live and short-video watch
+SHIP_RULES = ("last_iterate", "weights_average", "window_average")
 
 
 @dataclass(frozen=True)
@@ -130,9 +150,22 @@ class SLMGACConfig(LossConfig):
     actor_lr: float = 1e-3
     critic_lr: float = 1e-3
     epochs: int = 2
+    ship: str = "weights_average"
+    """What ships (module docstring): "last_iterate", or the "weights_average" / "window_average" (the fitted
+    mixture) of the last `ship_window` students."""
+    ship_window: int = 10
+    """Online batches whose collecting students are averaged into the shipped one."""
+    window_average_rows: int = 512
+    """"window_average": states kept per batch for fitting the mixture (the batch's visited states, uniformly)."""
+    window_average_steps: int = 300
+    """"window_average": Adam steps (at `actor_lr`) that fit the mixture into the shipped student."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.ship not in SHIP_RULES:
+            raise ValueError(f"ship: one of {SHIP_RULES}, got {self.ship!r}")
+        if self.ship_window < 1 or self.window_average_rows < 1 or self.window_average_steps < 1:
+            raise ValueError("ship_window, window_average_rows and window_average_steps: must be >= 1")
         if self.width < 4 or self.n_bins < 3:
             raise ValueError(f"width >= 4 and n_bins >= 3 required, got {self.width}, {self.n_bins}")
         if not self.value_min < self.value_max:
@@ -258,6 +291,7 @@ class SLMGACLoss(LossModule):
     cfg: SLMGACConfig
     multipliers: Tensor
     support: Tensor
+    has_shipped_average: Tensor
 
     def build(self) -> None:
         spec = self.task
@@ -277,6 +311,11 @@ class SLMGACLoss(LossModule):
         self.register_buffer("multipliers", torch.zeros(len(spec.constraints)))
         self.log_alpha = nn.Parameter(torch.tensor(math.log(0.05)))
         self.controller = ConstraintController(spec, cfg.pid_config(), 1, cfg.margin)
+        # The shipped student ("window_average"): fitted once, when online training ends.
+        self.shipped_student = copy.deepcopy(self.actor).requires_grad_(False)
+        self.register_buffer("has_shipped_average", torch.zeros((), dtype=torch.bool))
+        rows = cfg.window_average_rows if cfg.ship == "window_average" else 1  # the weights' mean needs no states
+        self.window = IterateWindow(cfg.ship_window, rows) if cfg.ship != "last_iterate" else None
 
     def parameter_groups(self) -> list[ParamGroup]:
         return [
@@ -290,11 +329,34 @@ class SLMGACLoss(LossModule):
         return [(self.target_critic, self.critic)]
 
     def on_batch_start(self, batch: TransitionBatch) -> dict[str, float]:
-        """The exposure price λ from the batch's measured exposure ratio (PID, as RCPO)."""
+        """The exposure price λ from the batch's measured exposure ratio (PID, as RCPO); online, the student that
+        collected the batch joins the shipping window."""
+        if self.window is not None and not self.offline:
+            self.window.record(self.actor, batch.obs)
         values = measured_constraint_values(self, batch)
         multipliers, metrics, _ = self.controller.step(values, float("nan"), None)
         self.multipliers.copy_(torch.as_tensor(multipliers, dtype=self.multipliers.dtype))
         return metrics
+
+    def on_train_end(self) -> dict[str, float]:
+        """Average the window's students into `shipped_student` (`ship`: weights_average / window_average)."""
+        if self.window is None or not self.window.contents():
+            return {}
+        metrics: dict[str, float] = {}
+        if self.cfg.ship == "weights_average":
+            self.shipped_student.load_state_dict(average_weights(self.window.contents()))
+        else:
+            steps, lr = self.cfg.window_average_steps, self.cfg.actor_lr
+            metrics["losses/window_average_kl"] = distil_window(
+                self.shipped_student, self.window.contents(), steps, lr
+            )[-1]
+        self.shipped_student.requires_grad_(False)
+        self.has_shipped_average.fill_(True)
+        return metrics
+
+    def shipped_actor(self) -> Actor:
+        """The window's average student once fitted (`ship` other than last_iterate), else the last iterate."""
+        return self.shipped_student if bool(self.has_shipped_average) else self.actor
 
     def q_values(self, obs: Tensor, target: bool = False) -> Tensor:
         """Expected Q(s, ·) (B, 7) from the bin distributions."""

@@ -113,6 +113,16 @@ def distil_window(
     return losses
 
 
+def average_weights(snapshots: tuple[IterateSnapshot, ...]) -> dict[str, Tensor]:
+    """The parameter-wise mean of the snapshots' actor states (ours for SL-MGAC; as stochastic weight averaging,
+    Izmailov et al. 2018): one network near the iterates' centre in weight space. Unlike `distil_window` it is not
+    the iterates' mixture; consecutive iterates of a small step size are close, so it acts like their centre."""
+    if not snapshots:
+        raise ValueError("average_weights: no snapshots")
+    states = [snap.state for snap in snapshots]
+    return {key: torch.stack([s[key].float() for s in states]).mean(0).to(states[0][key].dtype) for key in states[0]}
+
+
 def _divergence(teacher: Actor, student: Actor, obs: Tensor, generator: torch.Generator) -> Tensor:
     """KL(teacher ‖ student) per state; the sampled cross-entropy where the family has no exact KL."""
     with torch.no_grad():
