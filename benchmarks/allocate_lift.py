@@ -15,6 +15,7 @@ training length and `--updates` (gradient steps per interval) for the reported r
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from multiprocessing import get_context
 from pathlib import Path
@@ -58,7 +59,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--name", default="allocate_lift", help="result name (benchmarks/results/<name>.json/.md)")
     args = p.parse_args(argv)
     seeds = [int(s) for s in args.seeds.split(",")]
-    command = ("python -m benchmarks.allocate_lift " + " ".join(argv or [])).strip()
+    command = ("python -m benchmarks.allocate_lift " + " ".join(sys.argv[1:] if argv is None else argv)).strip()
     rows: list[dict[str, Any]] = []
     with get_context("spawn").Pool(min(args.workers, len(seeds))) as pool:
         for row in pool.imap_unordered(evaluate_seed, [(s, args.intervals, args.updates) for s in seeds]):
