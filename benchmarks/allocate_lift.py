@@ -1,17 +1,21 @@
 """MaRCA vs the best one-parameter rule with longer training (#16 item "revenue lift vs the rule").
 
-    python -m benchmarks.allocate_lift [--seeds 0,1,2,3,4] [--intervals 384] [--workers 2]
+    python -m benchmarks.allocate_lift [--seeds 0,1,2,3,4] [--intervals 384] [--updates 8] [--workers 2] [--name ...]
 
 allocate_quality.py trains every variant 96 intervals (one simulated day); there MaRCA was −2.4 % against
 the rule. This check trains MaRCA only, for `--intervals` intervals (384 = four days), and evaluates it on
-the same days (1000 + seed) against the same rule (feedback λ over v·Q̂(a) − λ·C(a), u* = 0.8) and the
-same controller for MaRCA's λ (feedback, u* = 0.8, so both run at the same utilisation). Paired per day;
+the same days (1000 + seed) against the same rule (feedback λ over v·Q̂(a) − λ·C(a), u* = RULE_TARGET) and the
+same controller for MaRCA's λ (feedback, u* = RULE_TARGET, so both run at the same utilisation). Paired per day;
 the lift is mean(MaRCA) / mean(rule) − 1 with a t interval over the per-day ratios.
+
+On tuning seeds (e.g. `--seeds 10,11,12 --name allocate_lift_tuning_...`) it is the probe that chooses the
+training length and `--updates` (gradient steps per interval) for the reported run; on 0–4 it is a check.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from multiprocessing import get_context
 from pathlib import Path
@@ -26,14 +30,15 @@ from training.envs import allocate_oracle as O
 from training.envs.allocate import AllocateConfig
 
 
-def evaluate_seed(job: tuple[int, int]) -> dict[str, Any]:
-    seed, intervals = job
+def evaluate_seed(job: tuple[int, int, int]) -> dict[str, Any]:
+    seed, intervals, updates = job
     torch.set_num_threads(1)
     config = AllocateConfig()
     day = 1000 + seed
     rule = O.ValueCostRule(O.rule_quality_table(config), O.cost_table(config), "feedback", RULE_TARGET, gain=RULE_GAIN)
     started = time.perf_counter()
-    learner = M.train(M.MarcaConfig(seed=seed, train_intervals=intervals), "marca", config).learner
+    cfg = M.MarcaConfig(seed=seed, train_intervals=intervals, updates_per_interval=updates)
+    learner = M.train(cfg, "marca", config).learner
     cost = M.CostTable.from_simulator(config, learner.split)
     out = {
         "seed": seed,
@@ -49,13 +54,15 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     p.add_argument("--seeds", default="0,1,2,3,4")
     p.add_argument("--intervals", type=int, default=384)
+    p.add_argument("--updates", type=int, default=M.MarcaConfig().updates_per_interval, help="gradient steps/interval")
     p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--name", default="allocate_lift", help="result name (benchmarks/results/<name>.json/.md)")
     args = p.parse_args(argv)
     seeds = [int(s) for s in args.seeds.split(",")]
-    command = ("python -m benchmarks.allocate_lift " + " ".join(argv or [])).strip()
+    command = ("python -m benchmarks.allocate_lift " + " ".join(sys.argv[1:] if argv is None else argv)).strip()
     rows: list[dict[str, Any]] = []
     with get_context("spawn").Pool(min(args.workers, len(seeds))) as pool:
-        for row in pool.imap_unordered(evaluate_seed, [(s, args.intervals) for s in seeds]):
+        for row in pool.imap_unordered(evaluate_seed, [(s, args.intervals, args.updates) for s in seeds]):
             rows.append(row)
             rows.sort(key=lambda r: r["seed"])
             lift, ci = paired([r["marca"] for r in rows], [r["rule"] for r in rows])
@@ -66,7 +73,7 @@ def main(argv: list[str] | None = None) -> None:
                     "ratio",
                     goal=(">=", 0.03),
                     ci=ci,
-                    note=f"MaRCA trained {args.intervals} intervals; rule: feedback λ over v·Q̂(a) − λ·C(a), u* = 0.8",
+                    note=f"MaRCA trained {args.intervals} intervals × {args.updates} updates; rule: feedback λ over v·Q̂(a) − λ·C(a), u* = {RULE_TARGET}",
                 ),
                 Metric("allocate.marca.revenue_per_request", sum(r["marca"].revenue_per_day for r in rows) / len(rows), "cents"),
                 Metric("allocate.rule.revenue_per_request", sum(r["rule"].revenue_per_day for r in rows) / len(rows), "cents"),
@@ -77,13 +84,14 @@ def main(argv: list[str] | None = None) -> None:
                 "seeds": seeds,
                 "seeds_completed": [r["seed"] for r in rows],
                 "train_intervals": args.intervals,
+                "updates_per_interval": args.updates,
                 "per_seed": {r["seed"]: [r["marca"].revenue_per_day, r["rule"].revenue_per_day] for r in rows},
                 "train_seconds": [r["train_s"] for r in rows],
             }
-            path = write_result("allocate_lift", metrics, command=command, extra=extra)
+            path = write_result(args.name, metrics, command=command, extra=extra)
             ci_text = f" [{ci[0]:+.4f}, {ci[1]:+.4f}]" if ci else ""
             Path(path).with_suffix(".md").write_text(
-                f"# allocate lift vs rule — {len(rows)} of {len(seeds)} seeds, {args.intervals} training intervals\n\n"
+                f"# allocate lift vs rule — {len(rows)} of {len(seeds)} seeds, {args.intervals} training intervals × {args.updates} updates\n\n"
                 f"`{command}`\n\nlift {lift:+.4f}{ci_text} (goal ≥ +0.03)\n"
             )
             print(f"wrote {path}", flush=True)

@@ -43,7 +43,8 @@ from serving.balancer import SERVED_ANCHOR_GAIN, SERVED_BIAS_GAIN
 from training.algorithms import marca as M
 from training.envs.allocate import AllocateConfig
 
-CACHE = Path("runs/allocate_setpoint")
+# One cache per world: learners and rows of the i.i.d.-arrivals world (before 2026-12-05) are not reused.
+CACHE = Path("runs/allocate_setpoint") / ("stratified" if AllocateConfig().stratified_arrivals else "iid")
 CONTROLLERS = ("mpc", "feedback")
 KEY_FIELDS = ("seed", "set_point", "intervals", "requests", "anchor_gain", "bias_gain")
 

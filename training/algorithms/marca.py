@@ -120,7 +120,7 @@ class MarcaConfig:
     """… at the end of the decay."""
     epsilon_decay_fraction: float = 0.5
     """Share of the training intervals over which ε decays linearly."""
-    utilisation_target: float = 0.8
+    utilisation_target: float = 0.82
     """u*: the feedback λ controller's target utilisation while collecting (the best feedback rule's)."""
     feedback_gain: float = 1.5
     """g: λ_t = λ_{t−1}·exp(g·(u_{t−1} − u*)) while collecting."""
