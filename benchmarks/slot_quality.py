@@ -487,7 +487,7 @@ def one_seed(seed: int, args: argparse.Namespace, work: Path, reuse: set[str]) -
             print(f"seed {seed} {row}: {world['evals'][row]['total'].mean():.0f} s in {secs:.0f} s", flush=True)
             if row != "sl_mgac":
                 continue
-            world["evals"]["teacher"] = run_users(argmax_policy(learner.teacher), args.users, seed, seed)
+            world["evals"]["teacher"] = run_users(argmax_policy(learner.shipped_teacher()), args.users, seed, seed)
             world["commits"]["teacher"] = now
             world["q_max"] = q_max
             world["q_support"] = float(max(abs(learner.cfg.value_min), abs(learner.cfg.value_max)))
