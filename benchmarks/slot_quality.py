@@ -17,7 +17,9 @@ Per seed (a simulated world of benchmarks/headroom_slot.py):
    search nor evaluation users) with the same budget (iterations × 32 steps × 128 rows):
    * SL-MGAC (configs/slot/sl_mgac.yaml) and two ablations trained identically: without the
      supervised anchor (`use_anchor: false`) and without groups (`use_groups: false`). What is
-     evaluated is what ships: the distilled student's argmax of `logits`; the teacher's argmax too;
+     evaluated is what ships: the distilled student's argmax of `logits`; the teacher's argmax too, the
+     teacher of the same kind as the shipped student (`shipped_teacher`: since 2026-12-05 the mean of the
+     teachers of the last 10 batches, as the student is the mean of their students; before, the last teacher);
    * TSCAC (the registered `tscac`, its default config) on the constrained task "total watch time
      (short video + live, minutes) subject to live exposure ≤ 0.25" — ours: the problem's main signal
      is live watch time, but the benchmark judges total watch, the same quantity SL-MGAC's reward
@@ -487,7 +489,7 @@ def one_seed(seed: int, args: argparse.Namespace, work: Path, reuse: set[str]) -
             print(f"seed {seed} {row}: {world['evals'][row]['total'].mean():.0f} s in {secs:.0f} s", flush=True)
             if row != "sl_mgac":
                 continue
-            world["evals"]["teacher"] = run_users(argmax_policy(learner.teacher), args.users, seed, seed)
+            world["evals"]["teacher"] = run_users(argmax_policy(learner.shipped_teacher()), args.users, seed, seed)
             world["commits"]["teacher"] = now
             world["q_max"] = q_max
             world["q_support"] = float(max(abs(learner.cfg.value_min), abs(learner.cfg.value_max)))

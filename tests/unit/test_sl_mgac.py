@@ -22,6 +22,7 @@ from training.algorithms.sl_mgac import (
     SlotEncoder,
     two_hot,
 )
+from training.rl.data import TransitionBatch
 from training.rl.losses import MiniBatch
 from training.rl.task import TaskSpec
 
@@ -209,3 +210,32 @@ def test_window_average_ships_the_mixture_of_the_last_students_and_last_iterate_
     assert last.window is None and last.on_train_end() == {} and last.shipped_actor() is last.actor
     with pytest.raises(ValueError, match="ship"):
         SLMGACConfig(ship="best")
+
+
+def test_shipped_teacher_is_the_weight_mean_of_the_teachers_of_the_shipped_students_batches() -> None:
+    loss = _loss(ship="weights_average", ship_window=2)
+    mb = _minibatch()
+    batch = TransitionBatch(mb.obs, mb.action, mb.rewards, mb.next_obs, mb.done, torch.full((len(mb.obs),), math.nan))
+    teachers, students = [], []
+    for shift in (1.0, 2.0, 4.0):  # three batches; the window keeps the last two
+        with torch.no_grad():
+            for p in (*loss.teacher.parameters(), *loss.actor.parameters()):
+                p.add_(shift)
+        teachers.append({k: v.clone() for k, v in loss.teacher.state_dict().items()})
+        students.append({k: v.clone() for k, v in loss.actor.state_dict().items()})
+        rng = torch.get_rng_state()
+        loss.on_batch_start(batch)  # what the trainer calls online, before it updates on the batch
+        assert torch.equal(torch.get_rng_state(), rng)  # no draws from the global generator: training unchanged
+    assert loss.shipped_teacher() is loss.teacher  # nothing averaged before training ends
+    loss.on_train_end()
+    shipped_teacher = loss.shipped_teacher()
+    assert shipped_teacher is not loss.teacher and not any(p.requires_grad for p in shipped_teacher.parameters())
+    for key, value in shipped_teacher.state_dict().items():
+        torch.testing.assert_close(value, (teachers[1][key] + teachers[2][key]) / 2)
+    # The same batches as the shipped student's window.
+    for key, value in loss.shipped_actor().state_dict().items():
+        torch.testing.assert_close(value, (students[1][key] + students[2][key]) / 2)
+    with torch.no_grad():  # and it is a different policy from the last teacher
+        assert not torch.allclose(shipped_teacher(mb.obs), loss.teacher(mb.obs))
+    last = _loss(ship="last_iterate")
+    assert last.teacher_window is None and last.on_train_end() == {} and last.shipped_teacher() is last.teacher

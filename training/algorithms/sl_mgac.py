@@ -316,6 +316,10 @@ class SLMGACLoss(LossModule):
         self.register_buffer("has_shipped_average", torch.zeros((), dtype=torch.bool))
         rows = cfg.window_average_rows if cfg.ship == "window_average" else 1  # the weights' mean needs no states
         self.window = IterateWindow(cfg.ship_window, rows) if cfg.ship != "last_iterate" else None
+        # The teachers of the same batches, for judging the shipped student against a teacher of the same kind
+        # (`shipped_teacher`); evaluation only: nothing trains on it, and the window draws from its own generator.
+        self.averaged_teacher = copy.deepcopy(self.teacher).requires_grad_(False)
+        self.teacher_window = IterateWindow(cfg.ship_window, 1) if cfg.ship != "last_iterate" else None
 
     def parameter_groups(self) -> list[ParamGroup]:
         return [
@@ -331,8 +335,9 @@ class SLMGACLoss(LossModule):
     def on_batch_start(self, batch: TransitionBatch) -> dict[str, float]:
         """The exposure price λ from the batch's measured exposure ratio (PID, as RCPO); online, the student that
         collected the batch joins the shipping window."""
-        if self.window is not None and not self.offline:
+        if self.window is not None and self.teacher_window is not None and not self.offline:
             self.window.record(self.actor, batch.obs)
+            self.teacher_window.record(self.teacher, batch.obs[:1])
         values = measured_constraint_values(self, batch)
         multipliers, metrics, _ = self.controller.step(values, float("nan"), None)
         self.multipliers.copy_(torch.as_tensor(multipliers, dtype=self.multipliers.dtype))
@@ -351,12 +356,20 @@ class SLMGACLoss(LossModule):
                 self.shipped_student, self.window.contents(), steps, lr
             )[-1]
         self.shipped_student.requires_grad_(False)
+        if self.teacher_window is not None and self.teacher_window.contents():
+            self.averaged_teacher.load_state_dict(average_weights(self.teacher_window.contents()))
         self.has_shipped_average.fill_(True)
         return metrics
 
     def shipped_actor(self) -> Actor:
         """The window's average student once fitted (`ship` other than last_iterate), else the last iterate."""
         return self.shipped_student if bool(self.has_shipped_average) else self.actor
+
+    def shipped_teacher(self) -> Teacher:
+        """The teacher to judge the shipped student against: the parameter-wise mean of the teachers of the same
+        last `ship_window` batches once training has ended (`ship` other than last_iterate), else the last teacher.
+        For "window_average" it is still the teachers' weight mean (ours: no mixture is fitted for the teacher)."""
+        return self.averaged_teacher if bool(self.has_shipped_average) else self.teacher
 
     def q_values(self, obs: Tensor, target: bool = False) -> Tensor:
         """Expected Q(s, ·) (B, 7) from the bin distributions."""

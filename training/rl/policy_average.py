@@ -38,7 +38,7 @@ from collections import deque
 from dataclasses import dataclass
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from training.rl.distributions import kl
 from training.rl.losses import LossConfig
@@ -64,7 +64,7 @@ class IterateWindow:
         self.generator = torch.Generator().manual_seed(seed)
 
     @torch.no_grad()
-    def record(self, actor: Actor, obs: Tensor) -> None:
+    def record(self, actor: nn.Module, obs: Tensor) -> None:
         """Snapshot `actor` (the iterate that collected `obs`) and up to `rows` of its states, drawn uniformly."""
         if len(obs) > self.rows:
             obs = obs[torch.randperm(len(obs), generator=self.generator)[: self.rows].to(obs.device)]
