@@ -9,7 +9,10 @@
 (`BatchedSimPool(world_seed=3000 + s)`: the simulator's constructor seed draws the catalog and the
 creators), other users (the reset seed s draws the users and the dynamics; evaluation draws its users
 from 3000 + s) — as a team that trains on its own platform's logs and A/B tests on the same platform.
-Both print the incumbent constant's comment rate in the training world (1 000 users of that world).
+Both print the reference constant's comment rate in the training world (1 000 users of that world).
+--start local: the reference constant and the warm start are rank_quality's fixed-fusion search run in the
+training world on 200 users drawn from seed 20 000 + s (neither training nor evaluation users);
+--local-constant: only that search, per evaluation world, scored against the incumbent.
 
 Probe: train `--algo` (default ma_rdpg) on each training seed s with the shipped config of
 configs/rank/<algo>.yaml plus the JSON overrides, warm-started at the recorded fixed-fusion constant
@@ -116,7 +119,7 @@ def probe(
             f"seed {s} {algo} {overrides}: lift {100 * (wt / cwt - 1):+.1f}% wt {wt:.0f} vs {cwt:.0f} "
             f"comment {pd['comment']:.3f} vs {cpd['comment']:.3f} ({100 * (pd['comment'] / cpd['comment'] - 1):+.1f}%) "
             f"violated {violated} kept {h[-1].get('charts/best_feasible_iteration', -1)} "
-            f"train world {world} (incumbent comment {tpd['comment']:.3f}) [{time.time() - t0:.0f} s]",
+            f"train world {world} (reference constant's comment there {tpd['comment']:.3f}) [{time.time() - t0:.0f} s]",
             flush=True,
         )
         for label, key in (
