@@ -2,6 +2,17 @@
 
     python -m benchmarks.rank_probe '{"deviation_bound": 0.2}' --seeds 100,101,102,103 --users 1000
     python -m benchmarks.rank_probe --eval-noise
+    python -m benchmarks.rank_probe --train-world eval --seeds 100,101,102,103
+
+--train-world (issue 18, NOTES tenth round): `own` (default, as rank_quality does) trains in world s
+(its catalog from seed s); `eval` trains in the evaluation world 3000 + s itself — the same catalog
+(`BatchedSimPool(world_seed=3000 + s)`: the simulator's constructor seed draws the catalog and the
+creators), other users (the reset seed s draws the users and the dynamics; evaluation draws its users
+from 3000 + s) — as a team that trains on its own platform's logs and A/B tests on the same platform.
+Both print the reference constant's comment rate in the training world (1 000 users of that world).
+--start local: the reference constant and the warm start are rank_quality's fixed-fusion search run in the
+training world on 200 users drawn from seed 20 000 + s (neither training nor evaluation users);
+--local-constant: only that search, per evaluation world, scored against the incumbent.
 
 Probe: train `--algo` (default ma_rdpg) on each training seed s with the shipped config of
 configs/rank/<algo>.yaml plus the JSON overrides, warm-started at the recorded fixed-fusion constant
@@ -35,18 +46,32 @@ def _incumbent() -> np.ndarray:
     return np.asarray(json.loads((RESULTS_DIR / "rank_quality.json").read_text())["fixed_fusion_best"], np.float32)
 
 
-def probe(algo: str, overrides: dict[str, object], seeds: list[int], users: int, iterations: int) -> float:
-    """Mean lift of what ships over the incumbent constant across `seeds`."""
+def probe(
+    algo: str,
+    overrides: dict[str, object],
+    seeds: list[int],
+    users: int,
+    iterations: int,
+    train_world: str = "own",
+    start: str = "incumbent",
+    search_users: int = 200,
+) -> float:
+    """Mean lift of what ships over the reference constant across `seeds`; `train_world` "eval" trains in
+    the evaluation world's catalog (other users) instead of world s's. `start` "local": the reference (and
+    the warm start) is the constant searched in the training world (`search_constant`), not the incumbent."""
     import torch
 
     from training.envs import constant_policy
     from training.train import train_problem
 
-    best = _incumbent()
+    incumbent = _incumbent()
     torch.set_num_threads(1)
-    lifts = []
+    lifts, comments = [], []
     for s in seeds:
         t0 = time.time()
+        # The catalog comes from the simulator's constructor seed (world_seed), the users from the reset seed s.
+        world = 3000 + s if train_world == "eval" else s
+        best = incumbent if start == "incumbent" else search_constant(world, s, search_users)
         cfg = {**rq._algo_config(algo, None, best), **overrides}
         run = {
             "seed": s,
@@ -56,16 +81,21 @@ def probe(algo: str, overrides: dict[str, object], seeds: list[int], users: int,
             "progress": False,
             "tensorboard": False,
             "plots": False,
-            "out_dir": f"var/bench/rank_probe/{algo}/seed{s}",
+            "out_dir": f"var/bench/rank_probe/{algo}/{train_world}/seed{s}",
         }
+        sim = {"world_seed": world} if train_world == "eval" else {}
         res = train_problem(
             "rank",
             "ma_rdpg" if algo in rq.OFF_POLICY else algo,
             sim=True,
-            config={"run": run, "algo": cfg, "online": rq._online(algo)},
+            config={"run": run, "algo": cfg, "online": rq._online(algo), "sim": sim},
         )
         wt, pd = rq.evaluate(algo, res.learner, users, 3, 3000 + s)
         cwt, cpd = rq.evaluate("fixed_fusion", constant_policy("rank", best), users, 3, 3000 + s)
+        if world != 3000 + s:
+            _, tpd = rq.evaluate("fixed_fusion", constant_policy("rank", best), users, 3, world)
+        else:
+            tpd = cpd  # same catalog; its users differ from training's, as training's differ between batches
         if algo in rq.OFF_POLICY:
             from training.algorithms.ma_rdpg import message_policy
             from training.rl.sim import evaluate_sequential
@@ -75,13 +105,21 @@ def probe(algo: str, overrides: dict[str, object], seeds: list[int], users: int,
             r = evaluate_sequential(policy, module.state_size, users, 3, seed=3000 + s)
             last = float(r["per_user_day"]["watch_time"].mean())
             print(f"   last iterate: lift {100 * (last / cwt - 1):+.1f}% comment {r['per_decision']['comment']:.3f}")
+        if start != "incumbent":
+            iwt, ipd = rq.evaluate("fixed_fusion", constant_policy("rank", incumbent), users, 3, 3000 + s)
+            print(
+                f"   local constant {np.round(best[:6], 2).tolist()}: vs incumbent {100 * (cwt / iwt - 1):+.1f}% "
+                f"(comment {cpd['comment']:.3f} vs {ipd['comment']:.3f}); learner vs incumbent {100 * (wt / iwt - 1):+.1f}%"
+            )
         h = res.history
         lifts.append(wt / cwt - 1)
+        comments.append(pd["comment"])
         violated = [k for k, t in THRESHOLDS.items() if pd[k] < t]
         print(
             f"seed {s} {algo} {overrides}: lift {100 * (wt / cwt - 1):+.1f}% wt {wt:.0f} vs {cwt:.0f} "
             f"comment {pd['comment']:.3f} vs {cpd['comment']:.3f} ({100 * (pd['comment'] / cpd['comment'] - 1):+.1f}%) "
-            f"violated {violated} kept {h[-1].get('charts/best_feasible_iteration', -1)} [{time.time() - t0:.0f} s]",
+            f"violated {violated} kept {h[-1].get('charts/best_feasible_iteration', -1)} "
+            f"train world {world} (reference constant's comment there {tpd['comment']:.3f}) [{time.time() - t0:.0f} s]",
             flush=True,
         )
         for label, key in (
@@ -90,8 +128,78 @@ def probe(algo: str, overrides: dict[str, object], seeds: list[int], users: int,
             ("train_wt", "losses/per_request_watch_time"),
         ):
             print(f"   {label} " + " ".join(f"{row.get(key, float('nan')):.2f}" for row in h), flush=True)
-    print(f"MEAN {overrides} lift {100 * float(np.mean(lifts)):+.2f}%", flush=True)
+    x = np.asarray(lifts)
+    half = stats.t.ppf(0.975, len(x) - 1) * x.std(ddof=1) / np.sqrt(len(x)) if len(x) > 1 else float("nan")
+    print(
+        f"MEAN {overrides} train-world {train_world}: lift {100 * x.mean():+.2f}% ±{100 * half:.2f} "
+        f"(sd {100 * x.std(ddof=1) if len(x) > 1 else float('nan'):.2f}; per seed {np.round(100 * x, 1).tolist()}) "
+        f"comment {np.round(comments, 3).tolist()}",
+        flush=True,
+    )
     return float(np.mean(lifts))
+
+
+def _constant_on_users(action: np.ndarray, world: int, user_seed: int, users: int, days: int = 3) -> dict[str, float]:
+    """A constant's per-decision rates and watch time per user-day on `users` users of world `world` drawn from
+    `user_seed` (evaluate_policy draws the users from the world's seed; a search on them would see the
+    evaluation users)."""
+    from models.problems import RANK
+    from training.envs import constant_policy, make_batched
+    from training.envs.evaluate import _rows
+
+    names = RANK.signal_names
+    sim = make_batched("rank", _rows(users), world, max_users=users, days=days, common_random_numbers=True)
+    policy = constant_policy("rank", action)
+    obs = sim.reset(user_seed)
+    totals = np.zeros((users * days, len(names)))
+    decisions = 0
+    while not sim.all_done:  # type: ignore[union-attr]
+        obs, rewards, _, info = sim.step(policy(obs))
+        live = info["active"]
+        np.add.at(
+            totals, info["user_id"][live] * days + info["day"][live], np.stack([rewards[k][live] for k in names], 1)
+        )
+        decisions += int(live.sum())
+    out = {k: float(totals[:, i].sum() / max(decisions, 1)) for i, k in enumerate(names)}
+    return {**out, "watch_time_per_user_day": float(totals[:, names.index("watch_time")].mean())}
+
+
+def _search(world: int, user_seed: int, search_users: int) -> Any:
+    from models.problems import RANK
+    from training.algorithms import fixed_fusion
+    from training.rl.task import TaskSpec
+
+    cfg = fixed_fusion.FixedFusionConfig(objective="watch_time_per_user_day", refine_sweeps=2)
+    task = TaskSpec.from_problem(RANK)
+    return fixed_fusion.train(cfg, task, lambda a: _constant_on_users(a, world, user_seed, search_users))
+
+
+def search_constant(world: int, s: int, search_users: int) -> np.ndarray:
+    """rank_quality's fixed-fusion search run in `world` on `search_users` users drawn from seed 20 000 + s
+    (neither the training users, seed s, nor the evaluation users, seed 3000 + s)."""
+    return np.asarray(_search(world, 20_000 + s, search_users).action, np.float32)
+
+
+def local_constant(seeds: list[int], users: int, search_users: int) -> None:
+    """The fixed-fusion search (as rank_quality's, 2 refine sweeps) in each evaluation world 3000 + s, on
+    `search_users` users of that world drawn from seed 20 000 + s (not the evaluation users); then that
+    constant against the incumbent on the `users` evaluation users of 3000 + s."""
+    from training.envs import constant_policy
+
+    best = _incumbent()
+    for s in seeds:
+        t0 = time.time()
+        res = _search(3000 + s, 20_000 + s, search_users)
+        searched = time.time() - t0
+        lwt, lpd = rq.evaluate("fixed_fusion", constant_policy("rank", res.action), users, 3, 3000 + s)
+        cwt, cpd = rq.evaluate("fixed_fusion", constant_policy("rank", best), users, 3, 3000 + s)
+        violated = [k for k, t in THRESHOLDS.items() if lpd[k] < t]
+        print(
+            f"world {3000 + s}: local constant {np.round(res.action[:6], 2).tolist()} (feasible on search users "
+            f"{res.feasible}, {len(res.table)} points, {searched:.0f} s) vs incumbent: {100 * (lwt / cwt - 1):+.1f}% "
+            f"wt {lwt:.0f} vs {cwt:.0f} comment {lpd['comment']:.3f} vs {cpd['comment']:.3f} violated {violated}",
+            flush=True,
+        )
 
 
 def eval_noise() -> None:
@@ -126,14 +234,30 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--users", type=int, default=1000)
     p.add_argument("--iterations", type=int, default=40)
     p.add_argument("--eval-noise", action="store_true")
+    p.add_argument("--local-constant", action="store_true", help="search the constant in each evaluation world")
+    p.add_argument("--search-users", type=int, default=200)
+    p.add_argument(
+        "--start",
+        choices=("incumbent", "local"),
+        default="incumbent",
+        help="reference constant and warm start: the recorded incumbent, or one searched in the training world",
+    )
+    p.add_argument(
+        "--train-world",
+        choices=("own", "eval"),
+        default="own",
+        help="own: train in world s (as rank_quality); eval: in evaluation world 3000+s's catalog, users from s",
+    )
     a = p.parse_args(argv)
     seeds = [int(s) for s in a.seeds.split(",")]
     if set(seeds) & set(range(5)):
         raise SystemExit("--seeds: 0-4 are the reported seeds; probe on tuning seeds (e.g. 100-103)")
     if a.eval_noise:
         eval_noise()
+    elif a.local_constant:
+        local_constant(seeds, a.users, a.search_users)
     else:
-        probe(a.algo, json.loads(a.overrides), seeds, a.users, a.iterations)
+        probe(a.algo, json.loads(a.overrides), seeds, a.users, a.iterations, a.train_world, a.start, a.search_users)
 
 
 if __name__ == "__main__":
