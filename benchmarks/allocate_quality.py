@@ -4,11 +4,11 @@ AWRQ-Mixer and its QMIX/VDN/DQN baselines against the oracle, and the MPC balanc
 Per seed s (paired: every policy sees the same evaluation day, common random numbers):
 * each variant (marca, qmix, vdn, dqn) of training/algorithms/marca.py is trained online in the simulator
   (seed s, `--intervals` intervals) and evaluated on day 1000 + s with the feedback λ controller of the
-  best one-parameter rule (u* = 0.82, g = 1.5: benchmarks/results/headroom_allocate.json's winner; 0.8 before the
-  stratified-arrivals world of 2026-12-05), so the
+  best one-parameter rule (u* = 0.85, g = 1.5: benchmarks/results/headroom_allocate.json's winner, searched on
+  days 3000–3007; 0.82 while it was searched on 1000–1007, which hold this benchmark's reported days), so the
   learned policies and the rule run at the same compute target;
 * the best static allocation and the best rule (feedback λ over v·Q̂(a) − λ·C(a)) of allocate_oracle.py,
-  and the oracle: the reference planner (exact expectations, foresight of the traffic curve, u* = 0.88; 0.82 before 2026-12-05);
+  and the oracle: the reference planner (exact expectations, foresight of the traffic curve, u* = 0.88);
 * Return % = revenue / the oracle's revenue on the same day; Spearman = per request, the rank correlation
   of the learned Q_tot(s, a) over the 384 joint actions with the oracle's exact E[revenue | s, a] at the
   interval's realised traffic and utilisation (every 8th interval, 64 requests), averaged;
