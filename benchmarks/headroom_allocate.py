@@ -5,7 +5,7 @@
 Issue #15, item 3 and its check (`headroom.allocate.*`). Policies and
 expectations live in training/envs/allocate_oracle.py:
 
-1. Search, on separate days (seeds 1000 + k), for the best parameter of each
+1. Search, on separate days (seeds 3000 + k), for the best parameter of each
    simple family — static allocation (every joint action on the Pareto front
    of cost C(a) and population quality Q̂(a)), constant λ, load-proportional λ,
    feedback λ (target utilisation × three gains) — and of the reference
@@ -66,7 +66,11 @@ OVER_BUDGET_LIMIT = 0.01
 SEARCH_OVER_BUDGET_LIMIT = 0.005
 """Search-day limit, half the goal's, for every family alike: a parameter chosen at the edge of 1 % on the
 search days breaks it on the evaluation days about half the time (measured: the reference at u* = 0.86 did)."""
-SEARCH_SEED_OFFSET = 1000
+SEARCH_SEED_OFFSET = 3000
+"""Search days 3000 + k: days no benchmark reports or otherwise uses (allocate_quality / allocate_setpoint /
+allocate_balancer / allocate_lift score days 1000 + s, warm up on 999 + s, fit load models on 500/600/700 + s;
+allocate_noise samples from 30 000). Until 2026-12-05 the search ran on 1000 + k, which are allocate_quality's
+reported days 1000–1004: the rule's u* was tuned on the days it is reported on."""
 T_975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
 
 

@@ -120,8 +120,9 @@ class MarcaConfig:
     """… at the end of the decay."""
     epsilon_decay_fraction: float = 0.5
     """Share of the training intervals over which ε decays linearly."""
-    utilisation_target: float = 0.82
-    """u*: the feedback λ controller's target utilisation while collecting (the best feedback rule's)."""
+    utilisation_target: float = 0.85
+    """u*: the feedback λ controller's target utilisation while collecting (the best feedback rule's,
+    benchmarks/headroom_allocate.py; 0.82 until 2026-12-05, when its search moved off the reported days)."""
     feedback_gain: float = 1.5
     """g: λ_t = λ_{t−1}·exp(g·(u_{t−1} − u*)) while collecting."""
     seed: int = 0
