@@ -43,8 +43,12 @@ from serving.balancer import SERVED_ANCHOR_GAIN, SERVED_BIAS_GAIN
 from training.algorithms import marca as M
 from training.envs.allocate import AllocateConfig
 
-# One cache per world: learners and rows of the i.i.d.-arrivals world (before 2026-12-05) are not reused.
-CACHE = Path("runs/allocate_setpoint") / ("stratified" if AllocateConfig().stratified_arrivals else "iid")
+# One cache per world and per collection target u*: learners and rows of the i.i.d.-arrivals world (before
+# 2026-12-05), or of agents that collected at another u* (0.82 before the rule's search moved off the reported
+# days), are not reused.
+CACHE = Path("runs/allocate_setpoint") / (
+    f"{'stratified' if AllocateConfig().stratified_arrivals else 'iid'}_u{M.MarcaConfig().utilisation_target}"
+)
 CONTROLLERS = ("mpc", "feedback")
 KEY_FIELDS = ("seed", "set_point", "intervals", "requests", "anchor_gain", "bias_gain")
 
