@@ -141,27 +141,13 @@ def probe(
 
 def _constant_on_users(action: np.ndarray, world: int, user_seed: int, users: int, days: int = 3) -> dict[str, float]:
     """A constant's per-decision rates and watch time per user-day on `users` users of world `world` drawn from
-    `user_seed` (evaluate_policy draws the users from the world's seed; a search on them would see the
-    evaluation users)."""
-    from models.problems import RANK
-    from training.envs import constant_policy, make_batched
-    from training.envs.evaluate import _rows
+    `user_seed` (by default evaluate_policy draws the users from the world's seed; a search on them would see
+    the evaluation users)."""
+    from training.envs import constant_policy
+    from training.envs.evaluate import evaluate_policy
 
-    names = RANK.signal_names
-    sim = make_batched("rank", _rows(users), world, max_users=users, days=days, common_random_numbers=True)
-    policy = constant_policy("rank", action)
-    obs = sim.reset(user_seed)
-    totals = np.zeros((users * days, len(names)))
-    decisions = 0
-    while not sim.all_done:  # type: ignore[union-attr]
-        obs, rewards, _, info = sim.step(policy(obs))
-        live = info["active"]
-        np.add.at(
-            totals, info["user_id"][live] * days + info["day"][live], np.stack([rewards[k][live] for k in names], 1)
-        )
-        decisions += int(live.sum())
-    out = {k: float(totals[:, i].sum() / max(decisions, 1)) for i, k in enumerate(names)}
-    return {**out, "watch_time_per_user_day": float(totals[:, names.index("watch_time")].mean())}
+    r = evaluate_policy("rank", constant_policy("rank", action), users, days, seed=world, user_seed=user_seed)
+    return {**r.per_decision, "watch_time_per_user_day": r.signals["watch_time"].mean}
 
 
 def _search(world: int, user_seed: int, search_users: int) -> Any:

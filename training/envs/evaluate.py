@@ -129,12 +129,20 @@ def _constraints(problem: str, per_decision: dict[str, float]) -> list[Constrain
 
 
 def evaluate_policy(
-    problem: str, policy: Policy, n_users: int, days: int, seed: int = 0, **overrides: Any
+    problem: str,
+    policy: Policy,
+    n_users: int,
+    days: int,
+    seed: int = 0,
+    *,
+    user_seed: int | None = None,
+    **overrides: Any,
 ) -> EvaluationResult:
     """Run `policy` in the problem's simulator and report ground-truth metrics.
 
-    rank/slot: `n_users` fresh users for `days` days each. allocate: `n_users`
-    requests per interval for `days` days. `overrides` go to the simulator config.
+    rank/slot: `n_users` fresh users for `days` days each, in the world of `seed`; `user_seed` draws other users
+    of that world (None: the users of `seed`). allocate: `n_users` requests per interval for `days` days.
+    `overrides` go to the simulator config.
     """
     if n_users < 2 or days < 1:
         raise ValueError(f"evaluate_policy: need n_users >= 2 and days >= 1, got {n_users}, {days}")
@@ -142,7 +150,7 @@ def evaluate_policy(
     if spec.name == "allocate":
         return _evaluate_allocate(policy, n_users, days, seed, overrides)
     names = spec.signal_names
-    per_user_day, act, decisions = _user_days(spec.name, policy, n_users, days, seed, overrides)
+    per_user_day, act, decisions = _user_days(spec.name, policy, n_users, days, seed, overrides, user_seed)
     signals = {s: _estimate(per_user_day[:, :, i].mean(axis=1)) for i, s in enumerate(names)}
     per_decision = {s: float(per_user_day[:, :, i].sum() / max(decisions, 1)) for i, s in enumerate(names)}
     return_rate = float((act[:, :-1] & act[:, 1:]).sum() / max(act[:, :-1].sum(), 1)) if days > 1 else None
@@ -159,9 +167,15 @@ def evaluate_policy(
 
 
 def _user_days(
-    problem: str, policy: Policy, n_users: int, days: int, seed: int, overrides: dict[str, Any]
+    problem: str,
+    policy: Policy,
+    n_users: int,
+    days: int,
+    seed: int,
+    overrides: dict[str, Any],
+    user_seed: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray, int]:
-    """Run `policy` on users 0 … n_users−1 of `seed`: (signal sums per user and day (U, D, S), active days (U, D),
+    """Run `policy` on users 0 … n_users−1 of `seed` (drawn from `user_seed` when given): (signal sums per user and day (U, D, S), active days (U, D),
     decisions). `rank` draws common random numbers unless the overrides say otherwise, so two policies run on
     the same seed meet the same users with the same luck (rows of `compare_policies` are paired)."""
     spec = get_problem(problem)
@@ -172,7 +186,7 @@ def _user_days(
     bind = getattr(policy, "bind_simulator", None)
     if bind is not None:  # a planner that reads the simulator's hidden state (benchmarks/headroom_rank.py)
         bind(sim)
-    obs = sim.reset()
+    obs = sim.reset(user_seed)  # None keeps the constructor's seed
     totals = np.zeros((n_users * days, len(names)))
     active_days = np.zeros(n_users * days, np.bool_)
     decisions = 0
