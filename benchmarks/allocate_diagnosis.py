@@ -1,7 +1,8 @@
 """Where MaRCA loses against the oracle on `allocate` (issue #16, "revenue lift vs the rule"): a diagnosis on one
 tuning seed, nothing chosen from it.
 
-    python -m benchmarks.allocate_diagnosis [--seed 10] [--intervals 768] [--updates 8] [--name allocate_diagnosis]
+    python -m benchmarks.allocate_diagnosis [--seed 10] [--intervals 768] [--updates 8] [--set FIELD=VALUE ...]
+                                            [--name allocate_diagnosis]
     python -m benchmarks.allocate_diagnosis --ceiling-seeds 10,11,12 --name allocate_diagnosis_ceiling
 
 `--ceiling-seeds`: only the untrained policies (rule, truth_feedback, both oracles) on days 1000 + s, each one's
@@ -42,6 +43,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from benchmarks.allocate_lift import parse_overrides
 from benchmarks.allocate_quality import ORACLE_TARGET, RULE_GAIN, RULE_TARGET
 from benchmarks.common import Metric, write_result
 from training.algorithms import marca as M
@@ -169,17 +171,29 @@ def near_top_fit(
     """How well the learned Q_tot orders the actions that matter: per request (every `every`-th interval of
     `day`), among its `top` truly best joint actions, the least-squares slope and the correlation of learned on
     exact E[revenue] (at the interval's realised traffic and utilisation); medians per request-value decile.
-    A slope below 1 means compressed differences (too little spent where it pays), a low correlation noise."""
+    A low correlation means noise. `cost_tilt`: the slope, over the same actions, of the learned value's error
+    (learned − exact, per unit of request value) on the action's expected cost: > 0 means the learner prices
+    extra compute too high for this request (it over-spends), < 0 too low (it under-spends)."""
+    cost_table = O.cost_table(config)
     rows = []
     for t in range(0, len(day["obs"]), every):
         obs = day["obs"][t]
         requests = O.Requests.from_observation(obs)
         truth = O.expected_revenue(config, requests, float(day["traffic"][t]), float(day["utilisation"][t]))
         learned = learner.joint_action_values(torch.as_tensor(np.asarray(obs, np.float32))).numpy()
+        cost = cost_table * config.contention_factor(float(day["traffic"][t]))
         for i in range(obs.shape[0]):
             best = np.argsort(truth[i])[-top:]
-            x, y = truth[i, best], learned[i, best]
-            rows.append((requests.value[i], np.cov(x, y)[0, 1] / np.var(x, ddof=1), np.corrcoef(x, y)[0, 1]))
+            x, y, c = truth[i, best], learned[i, best], cost[best]
+            error = (y - x) / requests.value[i]
+            rows.append(
+                (
+                    requests.value[i],
+                    np.cov(x, y)[0, 1] / np.var(x, ddof=1),
+                    np.corrcoef(x, y)[0, 1],
+                    np.cov(c, error)[0, 1] / max(np.var(c, ddof=1), 1e-12),
+                )
+            )
     r = np.asarray(rows)
     deciles = np.searchsorted(np.quantile(r[:, 0], np.linspace(0, 1, 11)[1:-1]), r[:, 0], side="right")
     return [
@@ -187,6 +201,7 @@ def near_top_fit(
             "decile": float(d + 1),
             "slope": float(np.median(r[deciles == d, 1])),
             "correlation": float(np.median(r[deciles == d, 2])),
+            "cost_tilt": float(np.median(r[deciles == d, 3])),
         }
         for d in range(10)
     ]
@@ -246,10 +261,15 @@ def ceiling(seeds: list[int], name: str, command: str) -> None:
     print("\n".join(lines), flush=True)
 
 
-def trained_learner(seed: int, intervals: int, updates: int, config: AllocateConfig) -> M.MarcaLearner:
-    """MaRCA exactly as benchmarks/allocate_lift.py trains it, cached under runs/allocate_diagnosis/."""
-    cfg = M.MarcaConfig(seed=seed, train_intervals=intervals, updates_per_interval=updates)
-    path = CACHE / f"marca_s{seed}_i{intervals}_u{updates}_t{cfg.utilisation_target}.pt"
+def trained_learner(
+    seed: int, intervals: int, updates: int, config: AllocateConfig, overrides: dict[str, Any] | None = None
+) -> M.MarcaLearner:
+    """MaRCA exactly as benchmarks/allocate_lift.py trains it (with its `--set` overrides), cached under
+    runs/allocate_diagnosis/."""
+    overrides = overrides or {}
+    cfg = M.MarcaConfig(seed=seed, train_intervals=intervals, updates_per_interval=updates, **overrides)
+    tag = "".join(f"_{k}{v}" for k, v in sorted(overrides.items()))
+    path = CACHE / f"marca_s{seed}_i{intervals}_u{updates}_t{cfg.utilisation_target}{tag}.pt"
     learner = M.VARIANTS["marca"](cfg)
     if path.exists():
         learner.load_state_dict(torch.load(path))
@@ -266,6 +286,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--seed", type=int, default=10, help="a tuning seed (evaluation day 1000 + seed)")
     p.add_argument("--intervals", type=int, default=768)
     p.add_argument("--updates", type=int, default=8)
+    p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", help="as allocate_lift's --set")
     p.add_argument("--ceiling-seeds", default="", help="comma-separated tuning seeds: only the untrained policies")
     p.add_argument("--name", default="allocate_diagnosis")
     args = p.parse_args(argv)
@@ -282,7 +303,8 @@ def main(argv: list[str] | None = None) -> None:
     config = AllocateConfig()
     day = 1000 + args.seed
     started = time.perf_counter()
-    learner = trained_learner(args.seed, args.intervals, args.updates, config)
+    overrides = parse_overrides(args.set)
+    learner = trained_learner(args.seed, args.intervals, args.updates, config, overrides)
     cost = M.CostTable.from_simulator(config, learner.split)
     policies = untrained_policies(config)
     policies = {
@@ -327,6 +349,7 @@ def main(argv: list[str] | None = None) -> None:
         "day": day,
         "train_intervals": args.intervals,
         "updates_per_interval": args.updates,
+        "overrides": overrides,
         "policies": summary,
         "equal_compute": regret,
         "near_top_fit": fit,
@@ -334,7 +357,7 @@ def main(argv: list[str] | None = None) -> None:
     }
     path = write_result(args.name, metrics, command=command, extra=extra)
     lines = [
-        f"# allocate diagnosis — seed {args.seed} (day {day}), MaRCA {args.intervals} × {args.updates}",
+        f"# allocate diagnosis — seed {args.seed} (day {day}), MaRCA {args.intervals} × {args.updates} {overrides or ''}",
         "",
         f"`{command}`",
         "",
@@ -372,6 +395,7 @@ def main(argv: list[str] | None = None) -> None:
         "|---|" + "---|" * len(fit),
         "| slope | " + " | ".join(f"{row['slope']:.3f}" for row in fit) + " |",
         "| correlation | " + " | ".join(f"{row['correlation']:.3f}" for row in fit) + " |",
+        "| cost tilt (per unit v) | " + " | ".join(f"{row['cost_tilt']:+.3f}" for row in fit) + " |",
     ]
     Path(path).with_suffix(".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines), flush=True)
