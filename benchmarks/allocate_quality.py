@@ -13,8 +13,9 @@ Per seed s (paired: every policy sees the same evaluation day, common random num
   of the learned Q_tot(s, a) over the 384 joint actions with the oracle's exact E[revenue | s, a] at the
   interval's realised traffic and utilisation (every 8th interval, 64 requests), averaged;
 * MPC vs feedback (serving/balancer.py): MaRCA's agents with λ from `MPCBalancer` on the `CurveLoadModel`
-  (fitted on two simulated history days run under a λ-perturbed feedback controller; the diurnal forecast
-  warmed on them; the hour terms read the coming slot) or from `FeedbackBalancer` (the PI fallback), all
+  (fitted on two simulated history days run under a λ-perturbed feedback controller; the traffic forecast —
+  diurnal profile × level × the AR(1) carry of the last deviation with φ̂ fitted, serving/balancer.py since
+  2026-12-05 — warmed on them; the hour terms read the coming slot) or from `FeedbackBalancer` (the PI fallback), all
   aiming at the set point `--target` (default serving/balancer.SERVED_SET_POINT = 0.97 of budget, chosen on
   tuning seeds 10–12 by benchmarks/allocate_setpoint.py: the issue's goal, a mean of min(u, 1) ≥ 0.95, needs
   a set point above 0.95). `mpc` is the served MPC (its plan starts from an observer's
@@ -23,7 +24,9 @@ Per seed s (paired: every policy sees the same evaluation day, common random num
   999 + s first and carries its state into the scored day (until 2026-12-04 each started cold at λ = 1).
   Metrics with the paper's definitions (from the authors' published evaluation code): utilisation =
   mean over intervals of min(u, 1); over-utilisation = mean over intervals of max(u − 1, 0), with u =
-  compute used / budget. Beside them (ours): the share of intervals over budget and the plain mean of u.
+  compute used / budget. Beside them (ours): the share of intervals over budget and the plain mean of u, and the
+  MPC's one-step surprise (utilisation − its plan's prediction) with its traffic-forecast and load-model parts
+  (`surprise_parts`).
   The ceiling: MaRCA's agents at λ = 0 (the most compute they choose to spend), mean of min(u, 1) — the
   paper's utilisation no λ ≥ 0 can exceed (until 2026-12-05 it was capped at the target, not at 1).
 

@@ -217,7 +217,10 @@ def plot(
 
     fig, (left, middle, right) = plt.subplots(1, 3, figsize=(15, 4.5))
     curves = [(f"MPC (anchor {a}, bias {b})", "mpc", (a, b)) for a, b in gains]
-    curves.append(("PI feedback", "feedback", gains[0]))
+    # the PI rows were measured beside the first gains of the run that measured them: cached rows of another
+    # first gains carry none, so the PI curve is drawn only where every set point has it
+    if all("feedback" in r for sp in set_points for r in select(rows, gains[0], sp)):
+        curves.append(("PI feedback", "feedback", gains[0]))
     for label, name, g in curves:
         values = {
             metric: [mean_over_seeds(select(rows, g, sp), name, metric) for sp in set_points]
