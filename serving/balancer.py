@@ -126,6 +126,8 @@ class DiurnalTrafficForecast:
     smooth: bool = True
     phi_memory_days: float = 7.0
     phi_min_pairs: int = 24
+    max_error: float = 1.0
+    """Bound on |r|, the log one-step error carried and fitted (ours; `observe`)."""
     profile: FloatArray = field(init=False)
     seen: npt.NDArray[np.bool_] = field(init=False)
     level: float = 1.0
@@ -145,6 +147,8 @@ class DiurnalTrafficForecast:
             raise BalancerError(f"slots_per_day must be ≥ 1, got {self.slots_per_day}")
         if not 0.0 < self.day_weight <= 1.0 or not 0.0 < self.level_weight <= 1.0:
             raise BalancerError("day_weight and level_weight must lie in (0, 1]")
+        if not self.max_error > 0:
+            raise BalancerError(f"max_error must be > 0, got {self.max_error}")
         if not self.phi_memory_days > 0 or self.phi_min_pairs < 1:
             raise BalancerError(
                 f"phi_memory_days must be > 0 and phi_min_pairs ≥ 1, got {self.phi_memory_days}, {self.phi_min_pairs}"
@@ -170,7 +174,10 @@ class DiurnalTrafficForecast:
             self.seen[slot] = True
             self.deviation_slot = -1  # no profile to compare this reading with
             return
-        error = math.log(max(traffic, 1e-9) / max(self.level * float(self._base_profile(np.asarray([slot]))[0]), 1e-9))
+        base = max(self.level * float(self._base_profile(np.asarray([slot]))[0]), 1e-9)
+        # ours: a reading more than a factor e off the forecast (an outage, a metrics glitch, 0 traffic) is carried
+        # and fitted as a factor e, so one bad report neither collapses the next forecasts nor φ̂ for a week
+        error = float(np.clip(math.log(max(traffic, 1e-9) / base), -self.max_error, self.max_error))
         if self.deviation_slot == (slot - 1) % self.slots_per_day:  # adjacent intervals: a pair for φ̂
             keep = 1.0 - 1.0 / (self.phi_memory_days * self.slots_per_day)
             self.phi_xy = keep * self.phi_xy + self.deviation * error

@@ -216,6 +216,18 @@ def test_no_carry_until_enough_adjacent_intervals_and_a_skipped_reading_decays_i
     assert lifted == pytest.approx(forecast.phi**3 * forecast.deviation)
 
 
+def test_a_zero_traffic_reading_does_not_collapse_the_forecast() -> None:
+    forecast = DiurnalTrafficForecast(SLOTS)
+    one_step_log_errors(forecast, ar1_traffic(days=7, phi=0.7, sigma=0.05, seed=5), 0)
+    phi, before = forecast.phi, traffic(1)
+    forecast.observe(0, 0.0)  # a metrics glitch: no traffic reported
+    assert forecast.deviation == -1.0
+    # carried as a factor e: the next forecast falls by about e^−φ̂ (and the level's and profile's own small
+    # steps), not by the e^−14 an unbounded log error of a 0 reading would carry
+    assert forecast.forecast(1, 1)[0] >= 0.8 * before * np.exp(-phi)
+    assert forecast.phi == pytest.approx(phi, abs=0.1)
+
+
 def test_a_forecast_state_from_before_the_carry_still_loads() -> None:
     old_state = {"profile": [1.0] * SLOTS, "seen": [True] * SLOTS, "level": 1.2}
     forecast = DiurnalTrafficForecast(SLOTS)
