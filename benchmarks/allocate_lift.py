@@ -1,20 +1,25 @@
 """MaRCA vs the best one-parameter rule with longer training (#16 item "revenue lift vs the rule").
 
-    python -m benchmarks.allocate_lift [--seeds 0,1,2,3,4] [--intervals 384] [--updates 8] [--workers 2] [--name ...]
+    python -m benchmarks.allocate_lift [--seeds 0,1,2,3,4] [--intervals 1536] [--updates 8] [--workers 2]
+                                       [--set FIELD=VALUE ...] [--name ...]
 
-allocate_quality.py trains every variant 96 intervals (one simulated day); there MaRCA was −2.4 % against
-the rule. This check trains MaRCA only, for `--intervals` intervals (384 = four days), and evaluates it on
+allocate_quality.py once trained every variant 96 intervals (one simulated day); there MaRCA was −2.4 % against
+the rule. This check trains MaRCA only, for `--intervals` intervals (default allocate_quality.TRAIN_INTERVALS,
+1,536 = sixteen days), and evaluates it on
 the same days (1000 + seed) against the same rule (feedback λ over v·Q̂(a) − λ·C(a), u* = RULE_TARGET) and the
 same controller for MaRCA's λ (feedback, u* = RULE_TARGET, so both run at the same utilisation). Paired per day;
 the lift is mean(MaRCA) / mean(rule) − 1 with a t interval over the per-day ratios.
 
 On tuning seeds (e.g. `--seeds 10,11,12 --name allocate_lift_tuning_...`) it is the probe that chooses the
 training length and `--updates` (gradient steps per interval) for the reported run; on 0–4 it is a check.
+`--set` changes one numeric MarcaConfig field for a probe (e.g. `--set final_learning_rate_fraction=0.1`);
+benchmarks/allocate_lift_pair.py pairs two probes' MaRCA revenues on the same days.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import time
 from multiprocessing import get_context
@@ -23,21 +28,21 @@ from typing import Any
 
 import torch
 
-from benchmarks.allocate_quality import RULE_GAIN, RULE_TARGET, paired, run_day
+from benchmarks.allocate_quality import RULE_GAIN, RULE_TARGET, TRAIN_INTERVALS, paired, run_day
 from benchmarks.common import Metric, write_result
 from training.algorithms import marca as M
 from training.envs import allocate_oracle as O
 from training.envs.allocate import AllocateConfig
 
 
-def evaluate_seed(job: tuple[int, int, int]) -> dict[str, Any]:
-    seed, intervals, updates = job
+def evaluate_seed(job: tuple[int, int, int, dict[str, Any]]) -> dict[str, Any]:
+    seed, intervals, updates, overrides = job
     torch.set_num_threads(1)
     config = AllocateConfig()
     day = 1000 + seed
     rule = O.ValueCostRule(O.rule_quality_table(config), O.cost_table(config), "feedback", RULE_TARGET, gain=RULE_GAIN)
     started = time.perf_counter()
-    cfg = M.MarcaConfig(seed=seed, train_intervals=intervals, updates_per_interval=updates)
+    cfg = M.MarcaConfig(seed=seed, train_intervals=intervals, updates_per_interval=updates, **overrides)
     learner = M.train(cfg, "marca", config).learner
     cost = M.CostTable.from_simulator(config, learner.split)
     out = {
@@ -50,19 +55,41 @@ def evaluate_seed(job: tuple[int, int, int]) -> dict[str, Any]:
     return out
 
 
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """["field=value", ...] → {field: value} for numeric MarcaConfig fields; anything else is refused by name."""
+    types = {f.name: str(f.type) for f in dataclasses.fields(M.MarcaConfig) if str(f.type) in ("int", "float")}
+    for fixed in ("seed", "train_intervals", "updates_per_interval"):  # set by their own options
+        types.pop(fixed)
+    out: dict[str, Any] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or name not in types:
+            raise ValueError(f"--set: expected FIELD=VALUE with FIELD one of {sorted(types)}, got {item!r}")
+        out[name] = int(value) if types[name] == "int" else float(value)
+    return out
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     p.add_argument("--seeds", default="0,1,2,3,4")
-    p.add_argument("--intervals", type=int, default=384)
+    p.add_argument("--intervals", type=int, default=TRAIN_INTERVALS, help="training intervals (as allocate_quality)")
     p.add_argument("--updates", type=int, default=M.MarcaConfig().updates_per_interval, help="gradient steps/interval")
     p.add_argument("--workers", type=int, default=2)
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="a numeric MarcaConfig field for this probe (repeatable), e.g. loss_value_power=1",
+    )
     p.add_argument("--name", default="allocate_lift", help="result name (benchmarks/results/<name>.json/.md)")
     args = p.parse_args(argv)
     seeds = [int(s) for s in args.seeds.split(",")]
+    overrides = parse_overrides(args.set)
     command = ("python -m benchmarks.allocate_lift " + " ".join(sys.argv[1:] if argv is None else argv)).strip()
     rows: list[dict[str, Any]] = []
     with get_context("spawn").Pool(min(args.workers, len(seeds))) as pool:
-        for row in pool.imap_unordered(evaluate_seed, [(s, args.intervals, args.updates) for s in seeds]):
+        for row in pool.imap_unordered(evaluate_seed, [(s, args.intervals, args.updates, overrides) for s in seeds]):
             rows.append(row)
             rows.sort(key=lambda r: r["seed"])
             lift, ci = paired([r["marca"] for r in rows], [r["rule"] for r in rows])
@@ -85,6 +112,7 @@ def main(argv: list[str] | None = None) -> None:
                 "seeds_completed": [r["seed"] for r in rows],
                 "train_intervals": args.intervals,
                 "updates_per_interval": args.updates,
+                "overrides": overrides,
                 "per_seed": {r["seed"]: [r["marca"].revenue_per_day, r["rule"].revenue_per_day] for r in rows},
                 "train_seconds": [r["train_s"] for r in rows],
             }

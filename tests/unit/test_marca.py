@@ -151,6 +151,35 @@ def test_registered_and_config_errors_name_the_field() -> None:
         M.train(TINY, "maddpg")
 
 
+def test_value_weighted_loss_and_learning_rate_decay_options() -> None:
+    with pytest.raises(ValueError, match="loss_value_power"):
+        M.MarcaConfig(loss_value_power=-1.0)
+    with pytest.raises(ValueError, match="final_learning_rate_fraction"):
+        M.MarcaConfig(final_learning_rate_fraction=0.0)
+    obs = torch.as_tensor(_obs(64))
+    value = torch.expm1(obs[:, 0] * 5.0)
+    assert torch.equal(M.MarcaLearner(TINY).row_weights(obs), torch.ones(64))  # p = 0: unweighted, as before
+    weights = M.MarcaLearner(M.MarcaConfig(loss_value_power=1.0)).row_weights(obs)
+    assert torch.allclose(weights.mean(), torch.tensor(1.0)) and torch.allclose(weights, value / value.mean())
+    # the step size falls linearly from learning_rate to the fraction of it over the gradient steps taken
+    torch.set_num_threads(1)
+    cfg = M.MarcaConfig(**{**TINY.__dict__, "train_intervals": 8, "final_learning_rate_fraction": 0.25})
+    seen: list[float] = []
+    original = torch.optim.Adam.step
+
+    def spy(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        seen.append(self.param_groups[0]["lr"])
+        return original(self, *args, **kwargs)
+
+    try:
+        torch.optim.Adam.step = spy  # type: ignore[method-assign]
+        M.train(cfg, "marca")
+    finally:
+        torch.optim.Adam.step = original  # type: ignore[method-assign]
+    assert seen[0] == cfg.learning_rate and 0.25 * cfg.learning_rate < seen[-1] < 0.3 * cfg.learning_rate
+    assert all(a >= b for a, b in zip(seen, seen[1:], strict=False))
+
+
 def test_onnx_agent_steps_chained_along_the_cascade_match_torch(tmp_path) -> None:  # type: ignore[no-untyped-def]
     import onnxruntime as ort
 

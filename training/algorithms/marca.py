@@ -102,6 +102,12 @@ class MarcaConfig:
     """Weight of the variance-guided per-agent credit loss beside the team TD loss (ours)."""
     learning_rate: float = 3e-3
     """Adam step size."""
+    final_learning_rate_fraction: float = 1.0
+    """Online training: Adam's step size falls linearly from `learning_rate` to this fraction of it over the
+    gradient steps (ours; 1 = constant, as until 2026-12-05)."""
+    loss_value_power: float = 0.0
+    """p: each row's squared error weighted by v^p, normalised to mean 1 in the batch (ours; 0 = unweighted, as
+    until 2026-12-05). The decision compares v·q(a) − λ·C(a), so an error in q costs in proportion to v."""
     batch_size: int = 512
     """Rows per gradient step."""
     buffer_capacity: int = 200_000
@@ -141,6 +147,12 @@ class MarcaConfig:
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"MarcaConfig.{name}: must be >= 1, got {getattr(self, name)}")
+        if not 0.0 < self.final_learning_rate_fraction <= 1.0:
+            raise ValueError(
+                f"MarcaConfig.final_learning_rate_fraction: must be in (0, 1], got {self.final_learning_rate_fraction}"
+            )
+        if not 0.0 <= self.loss_value_power <= 2.0:
+            raise ValueError(f"MarcaConfig.loss_value_power: must be in [0, 2], got {self.loss_value_power}")
         if self.credit_weight < 0 or self.learning_rate <= 0:
             raise ValueError("MarcaConfig: credit_weight must be >= 0 and learning_rate > 0")
         if not 0.0 <= self.epsilon_end <= self.epsilon_start <= 1.0:
@@ -360,20 +372,28 @@ class MarcaLearner(nn.Module):
     def loss(self, obs: Tensor, agent_actions: Tensor, reward: Tensor) -> tuple[Tensor, dict[str, float]]:
         """Team TD loss (γ = 0: target = reward / reward_scale), heads weighted by η, plus the credit loss."""
         target = reward / self.reward_unit(obs)
+        weight = self.row_weights(obs)[:, None]  # (B, 1)
         chosen = self.chosen_q(obs, agent_actions)  # (B, K, N)
         team = self.mix(chosen, obs)  # (B, K)
-        head_losses = ((team - target[:, None]) ** 2).mean(dim=0)  # (K,)
+        head_losses = (weight * (team - target[:, None]) ** 2).mean(dim=0)  # (K,)
         eta = head_weights(head_losses)
         total = (eta * head_losses).sum()
         logs = {"td_loss": float(head_losses.detach().mean()), "head_weight_max": float(eta.max())}
         if self.refinements.variance_guided and self.cfg.credit_weight > 0:
             shares = torch.as_tensor(credit_shares(self.credit.means()), dtype=obs.dtype, device=obs.device)
             local = chosen.mean(dim=1)  # (B, N): heads' mean, as at serving
-            credit_loss = ((local - shares[None, :] * target[:, None]) ** 2).mean()
+            credit_loss = (weight * (local - shares[None, :] * target[:, None]) ** 2).mean()
             total = total + self.cfg.credit_weight * credit_loss
             logs["credit_loss"] = float(credit_loss.detach())
             logs.update({f"credit_share_{n}": float(s) for n, s in zip(self.split.names, shares, strict=True)})
         return total, logs
+
+    def row_weights(self, obs: Tensor) -> Tensor:
+        """(B,): v^p normalised to mean 1 in the batch (`MarcaConfig.loss_value_power`; all ones at p = 0)."""
+        if self.cfg.loss_value_power == 0.0:
+            return torch.ones(obs.shape[0], dtype=obs.dtype, device=obs.device)
+        weight = torch.expm1(obs[:, _VALUE] * 5.0).clamp_min(1e-6) ** self.cfg.loss_value_power
+        return weight / weight.mean()
 
     def reward_unit(self, obs: Tensor) -> Tensor:
         """(B,): cents per unit of Q — request value v × `reward_scale` (ours: the agents learn revenue per unit
@@ -566,6 +586,11 @@ def train(
     rng = np.random.default_rng([cfg.seed, 7])
     learner = VARIANTS[variant](cfg)
     optimiser = torch.optim.Adam(learner.parameters(), lr=cfg.learning_rate)
+    first = max(0, -(-cfg.learning_starts // cfg.requests_per_interval) - 1)  # first interval with gradient steps
+    total_steps = max(1, (cfg.train_intervals - first) * cfg.updates_per_interval)
+    schedule = torch.optim.lr_scheduler.LambdaLR(  # linear to final_learning_rate_fraction (1 = constant)
+        optimiser, lambda step: 1.0 - (1.0 - cfg.final_learning_rate_fraction) * min(1.0, step / total_steps)
+    )
     replay = RowReplay(cfg.buffer_capacity, len(learner.split.names))
     cost = CostTable.from_simulator(env_config, learner.split)
     controller = FeedbackLambda(cfg.utilisation_target, cfg.feedback_gain)
@@ -600,6 +625,7 @@ def train(
                 loss.backward()
                 nn.utils.clip_grad_norm_(learner.parameters(), 10.0)
                 optimiser.step()
+                schedule.step()
         row = {
             "interval": float(interval),
             "epsilon": policy.epsilon,
