@@ -13,9 +13,10 @@ Per seed s (paired: every policy sees the same evaluation day, common random num
   of the learned Q_tot(s, a) over the 384 joint actions with the oracle's exact E[revenue | s, a] at the
   interval's realised traffic and utilisation (every 8th interval, 64 requests), averaged;
 * MPC vs feedback (serving/balancer.py): MaRCA's agents with λ from `MPCBalancer` on the `CurveLoadModel`
-  (fitted on two simulated history days run under a λ-perturbed feedback controller; the diurnal forecast
-  warmed on them; the hour terms read the coming slot) or from `FeedbackBalancer` (the PI fallback), all
-  aiming at the set point `--target` (default serving/balancer.SERVED_SET_POINT = 0.97 of budget, chosen on
+  (fitted on two simulated history days run under a λ-perturbed feedback controller; the traffic forecast —
+  diurnal profile × level × the AR(1) carry of the last deviation with φ̂ fitted, serving/balancer.py since
+  2026-12-05 — warmed on them; the hour terms read the coming slot) or from `FeedbackBalancer` (the PI fallback), all
+  aiming at the set point `--target` (default serving/balancer.SERVED_SET_POINT = 0.98 of budget, chosen on
   tuning seeds 10–12 by benchmarks/allocate_setpoint.py: the issue's goal, a mean of min(u, 1) ≥ 0.95, needs
   a set point above 0.95). `mpc` is the served MPC (its plan starts from an observer's
   estimate and it carries offset-free integral action: serving/balancer.py SERVED_*), `mpc_paper` the
@@ -23,7 +24,9 @@ Per seed s (paired: every policy sees the same evaluation day, common random num
   999 + s first and carries its state into the scored day (until 2026-12-04 each started cold at λ = 1).
   Metrics with the paper's definitions (from the authors' published evaluation code): utilisation =
   mean over intervals of min(u, 1); over-utilisation = mean over intervals of max(u − 1, 0), with u =
-  compute used / budget. Beside them (ours): the share of intervals over budget and the plain mean of u.
+  compute used / budget. Beside them (ours): the share of intervals over budget and the plain mean of u, and the
+  MPC's one-step surprise (utilisation − its plan's prediction) with its traffic-forecast and load-model parts
+  (`surprise_parts`).
   The ceiling: MaRCA's agents at λ = 0 (the most compute they choose to spend), mean of min(u, 1) — the
   paper's utilisation no λ ≥ 0 can exceed (until 2026-12-05 it was capped at the target, not at 1).
 
@@ -146,25 +149,52 @@ class BalancerLambda:
         if self.balancer is None:
             self.balancer, self.lam = self.make(), self.initial
         self._first, self.mpc_steps = True, 0
-        # per interval of the day, the utilisation the MPC's plan predicted for it (nan where no plan decided)
+        # per interval of the day, the utilisation the MPC's plan predicted for it (nan where no plan decided),
+        # the traffic forecast it read, and ∂Ĉ/∂m(q) of its prediction (to split its surprise: `surprise_parts`)
         self.predictions: list[float] = []
+        self.forecasts: list[float] = []
+        self.traffic_gains: list[float] = []
 
     def __call__(self, obs: np.ndarray) -> float:
         slot = O.interval_of(obs, self.per_day)
-        prediction = None
+        prediction, forecast, gain = None, float("nan"), float("nan")
         if not self._first:  # the first reading of a day is the neutral 0
             measured, load = float(obs[0, _UTIL]), float(obs[0, _LOAD])
             self.forecast.observe((slot - 1) % self.per_day, load)
             if isinstance(self.balancer, MPCBalancer):
                 horizon = self.balancer.horizon
-                self.lam = self.balancer.update(measured, self.forecast.forecast(slot, horizon), self.lam, slot)
+                traffic = self.forecast.forecast(slot, horizon)
+                self.lam = self.balancer.update(measured, traffic, self.lam, slot)
                 self.mpc_steps += self.balancer.last_reason == "mpc"
-                prediction = self.balancer.last_prediction
+                prediction, forecast = self.balancer.last_prediction, float(traffic[0])
+                if isinstance(self.balancer.model, CurveLoadModel):
+                    gain = traffic_gain(self.balancer.model, self.lam, slot)
             elif self.balancer is not None:
                 self.lam = self.balancer.update(measured, self.lam)
         self.predictions.append(float("nan") if prediction is None else prediction)
+        self.forecasts.append(forecast)
+        self.traffic_gains.append(gain)
         self._first = False
         return self.lam
+
+
+def traffic_gain(model: CurveLoadModel, lam: float, slot: int) -> float:
+    """∂Ĉ_{t+1}/∂m(q_{t+1}) of the model's one-step prediction at λ in `slot`: θ₂ + θ₃·z(λ) + θ₄·sin h + θ₅·cos h."""
+    th = model.theta
+    angle = 2.0 * np.pi * (slot % model.slots_per_day) / model.slots_per_day
+    return float(th[2] + th[3] * float(model.z(lam)) + th[4] * np.sin(angle) + th[5] * np.cos(angle))
+
+
+def surprise_parts(model: CurveLoadModel, day: Day, ctl: BalancerLambda) -> tuple[np.ndarray, np.ndarray]:
+    """The MPC's one-step surprises on `day` (utilisation − its plan's prediction) split into (traffic part, load-model
+    part): the traffic part is what the prediction would have moved by had the model been given the interval's true
+    traffic ℓ instead of the forecast q̂, (m(ℓ) − m(q̂))·∂Ĉ/∂m; the rest is the load model's error given the true
+    traffic (and the observer's anchor and bias). nan where no plan decided."""
+    kappa = model.contention
+    m_true = day.traffic * (1.0 + kappa * (day.traffic - 1.0))
+    q = np.asarray(ctl.forecasts)
+    traffic_part = (m_true - q * (1.0 + kappa * (q - 1.0))) * np.asarray(ctl.traffic_gains)
+    return traffic_part, day.utilisation - np.asarray(ctl.predictions) - traffic_part
 
 
 class PerturbedFeedback(M.FeedbackLambda):
@@ -203,8 +233,21 @@ def history_for_load_model(
     return model, list(zip(slots, q, strict=True))
 
 
-def warmed_forecast(readings: Sequence[tuple[int, float]], per_day: int) -> DiurnalTrafficForecast:
-    forecast = DiurnalTrafficForecast(per_day)
+FORECASTS = ("served", "plain")
+"""The traffic forecasts the balancers can read: `served` = `DiurnalTrafficForecast`'s defaults (profile × level ×
+the fitted AR(1) carry of the last deviation, smoothed profile; serving/balancer.py), `plain` = the forecast served
+until 2026-12-05 (profile × a fast level, no carry)."""
+
+
+def warmed_forecast(
+    readings: Sequence[tuple[int, float]], per_day: int, kind: str = "served"
+) -> DiurnalTrafficForecast:
+    if kind == "plain":
+        forecast = DiurnalTrafficForecast(per_day, level_weight=0.3, carry=False, smooth=False)
+    elif kind == "served":
+        forecast = DiurnalTrafficForecast(per_day)
+    else:
+        raise ValueError(f"forecast: expected one of {FORECASTS}, got {kind!r}")
     for slot, traffic in readings:
         forecast.observe(slot, traffic)
     return forecast
@@ -257,10 +300,12 @@ def balancer_days(
     controllers: Sequence[str] = ("mpc", "mpc_paper", "feedback"),
     ceiling: bool = True,
     mpc_gains: tuple[float, float] = (SERVED_ANCHOR_GAIN, SERVED_BIAS_GAIN),
+    forecast: str = "served",
 ) -> dict[str, Any]:
     """The balancers driving `learner`'s agents at set point `target` on day 1000 + seed (each warm from the day
     before), the load model fitted on history days 500 + seed and 600 + seed; and the λ = 0 ceiling.
-    `mpc_gains`: the served MPC's (anchor_gain, bias_gain) (serving/balancer.py)."""
+    `mpc_gains`: the served MPC's (anchor_gain, bias_gain) (serving/balancer.py); `forecast`: which traffic
+    forecast the balancers read (`FORECASTS`)."""
     day, per_day = 1000 + seed, config.intervals_per_day
     model, readings = history_for_load_model(learner, cost, config, n, [500 + seed, 600 + seed], target)
     out: dict[str, Any] = {"load_model_rmse": model.rmse}
@@ -272,12 +317,13 @@ def balancer_days(
             return MPCBalancer(target_utilisation=target, model=model, lambda_max=LAMBDA_MAX, fallback=pi(target),
                                anchor_gain=anchor_gain, bias_gain=bias_gain)  # fmt: skip
 
-        ctl = BalancerLambda(make, warmed_forecast(readings, per_day), per_day)
+        ctl = BalancerLambda(make, warmed_forecast(readings, per_day, forecast), per_day)
         out[name] = run_warm_day(M.MarcaPolicy(learner, cost, ctl), config, n, day)
         out[f"{name}_share"] = ctl.mpc_steps / max(1, per_day - 1)
         out[f"{name}_predictions"] = np.asarray(ctl.predictions)
+        out[f"{name}_surprise_parts"] = surprise_parts(model, out[name], ctl)
     if "feedback" in controllers:
-        feedback = BalancerLambda(lambda: pi(target), warmed_forecast(readings, per_day), per_day)
+        feedback = BalancerLambda(lambda: pi(target), warmed_forecast(readings, per_day, forecast), per_day)
         out["feedback"] = run_warm_day(M.MarcaPolicy(learner, cost, feedback), config, n, day)
     # What any λ ≥ 0 controller can reach on the paper's utilisation: the agents at λ = 0 spend all they see
     # value in, and compute above budget earns nothing, so the bound is the mean of min(u at λ = 0, 1).
@@ -404,6 +450,18 @@ def summarise(rows: list[dict[str, Any]], target: float) -> list[Metric]:
         if name != "feedback":
             value, ci = mean_ci([r[f"{name}_share"] for r in rows])
             metrics.append(Metric(f"allocate.{name}.mpc_share", value, "share of intervals", ci=ci))
+            # The one-step surprise (utilisation − the plan's prediction) and its two parts (`surprise_parts`),
+            # pooled over the seeds' planned intervals.
+            traffic_part = np.concatenate([r[f"{name}_surprise_parts"][0] for r in rows])
+            model_part = np.concatenate([r[f"{name}_surprise_parts"][1] for r in rows])
+            ok = np.isfinite(traffic_part) & np.isfinite(model_part)
+            for part, values in (
+                ("one_step_surprise_std", traffic_part + model_part),
+                ("surprise_traffic_std", traffic_part),
+                ("surprise_load_model_std", model_part),
+            ):
+                metrics.append(Metric(f"allocate.{name}.{part}", float(values[ok].std()), "budget",
+                                      note="pooled over seeds; surprise = traffic part + load-model part"))  # fmt: skip
         metrics.append(
             Metric(
                 f"allocate.{name}.revenue_per_request",

@@ -18,7 +18,9 @@ Rule (documented in docs/marca.md): among the (gains, set point) pairs whose MPC
 over the tuning seeds, stays ≤ `--over-limit` (the issue's 0.01), the one with the highest mean MPC
 utilisation. Then the one-step frontier: the chosen MPC is rerun and its one-step surprises (utilisation −
 the utilisation its plan predicted for that interval) give the best any constant plan could reach with the
-same errors (`one_step_frontier`).
+same errors (`one_step_frontier`), and the surprise is split into the traffic forecast's part and the load model's
+(`allocate_quality.surprise_parts`). `--forecast plain` runs the balancers on the traffic forecast served until
+2026-12-05 (profile × level, no AR(1) carry), for a before/after comparison.
 
 Trained learners and measured rows are cached under runs/allocate_setpoint/ (git-ignored), so the grid can
 be extended without retraining. Writes benchmarks/results/<--name>.{json,md,png}; run on other seeds
@@ -37,7 +39,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from benchmarks.allocate_quality import balancer_days, mean_ci, paper_over_utilisation, paper_utilisation
+from benchmarks.allocate_quality import (
+    FORECASTS,
+    balancer_days,
+    mean_ci,
+    paper_over_utilisation,
+    paper_utilisation,
+)
 from benchmarks.common import RESULTS_DIR, Metric, write_result
 from serving.balancer import SERVED_ANCHOR_GAIN, SERVED_BIAS_GAIN
 from training.algorithms import marca as M
@@ -50,7 +58,10 @@ CACHE = Path("runs/allocate_setpoint") / (
     f"{'stratified' if AllocateConfig().stratified_arrivals else 'iid'}_u{M.MarcaConfig().utilisation_target}"
 )
 CONTROLLERS = ("mpc", "feedback")
-KEY_FIELDS = ("seed", "set_point", "intervals", "requests", "anchor_gain", "bias_gain")
+KEY_FIELDS = ("seed", "set_point", "intervals", "requests", "anchor_gain", "bias_gain", "forecast")
+OLD_FORECAST = "plain"
+"""The forecast of rows cached before the key named it (allocate_quality.FORECASTS: until 2026-12-05 the balancers
+read the plain profile × level forecast)."""
 
 
 def trained_marca(seed: int, intervals: int, n: int, config: AllocateConfig) -> M.MarcaLearner:
@@ -68,7 +79,12 @@ def trained_marca(seed: int, intervals: int, n: int, config: AllocateConfig) -> 
 
 
 def measure(
-    seeds: list[int], set_points: list[float], gains: list[tuple[float, float]], intervals: int, n: int
+    seeds: list[int],
+    set_points: list[float],
+    gains: list[tuple[float, float]],
+    intervals: int,
+    n: int,
+    forecast: str = "served",
 ) -> list[dict[str, Any]]:
     """One row per (seed, MPC gains, set point) with the paper's utilisation and over-utilisation of each
     controller (the feedback controller, which has no such gains, at the first gains only); rows already
@@ -85,7 +101,7 @@ def measure(
         learner = None
         for anchor_gain, bias_gain in gains:
             for set_point in set_points:
-                key = (seed, set_point, intervals, n, anchor_gain, bias_gain)
+                key = (seed, set_point, intervals, n, anchor_gain, bias_gain, forecast)
                 if key in done:
                     rows.append(done[key])
                     continue
@@ -100,13 +116,13 @@ def measure(
 
 
 def row_key(row: dict[str, Any]) -> tuple[Any, ...]:
-    return tuple(row[k] for k in KEY_FIELDS)
+    return tuple(row.get(k, OLD_FORECAST) if k == "forecast" else row[k] for k in KEY_FIELDS)
 
 
 def measure_one(
     learner: M.MarcaLearner, cost: M.CostTable, config: AllocateConfig, key: tuple[Any, ...], with_feedback: bool
 ) -> dict[str, Any]:
-    seed, set_point, intervals, n, anchor_gain, bias_gain = key
+    seed, set_point, intervals, n, anchor_gain, bias_gain, forecast = key
     started = time.perf_counter()
     controllers = CONTROLLERS if with_feedback else ("mpc",)
     out = balancer_days(
@@ -119,6 +135,7 @@ def measure_one(
         controllers,
         ceiling=with_feedback,
         mpc_gains=(anchor_gain, bias_gain),
+        forecast=forecast,
     )
     row: dict[str, Any] = dict(zip(KEY_FIELDS, key, strict=True))
     row["load_model_rmse"] = out["load_model_rmse"]
@@ -200,7 +217,10 @@ def plot(
 
     fig, (left, middle, right) = plt.subplots(1, 3, figsize=(15, 4.5))
     curves = [(f"MPC (anchor {a}, bias {b})", "mpc", (a, b)) for a, b in gains]
-    curves.append(("PI feedback", "feedback", gains[0]))
+    # the PI rows were measured beside the first gains of the run that measured them: cached rows of another
+    # first gains carry none, so the PI curve is drawn only where every set point has it
+    if all("feedback" in r for sp in set_points for r in select(rows, gains[0], sp)):
+        curves.append(("PI feedback", "feedback", gains[0]))
     for label, name, g in curves:
         values = {
             metric: [mean_over_seeds(select(rows, g, sp), name, metric) for sp in set_points]
@@ -254,6 +274,12 @@ def main(argv: list[str] | None = None) -> None:
     )
     p.add_argument("--intervals", type=int, default=384, help="training intervals (as the reported run)")
     p.add_argument("--requests", type=int, default=256, help="requests per interval")
+    p.add_argument(
+        "--forecast",
+        default="served",
+        choices=FORECASTS,
+        help="traffic forecast the balancers read: served (profile × level × fitted AR(1) carry) or plain (before)",
+    )
     p.add_argument("--over-limit", type=float, default=0.01, help="the rule's bound on MPC over-utilisation")
     p.add_argument(
         "--name",
@@ -266,23 +292,48 @@ def main(argv: list[str] | None = None) -> None:
     set_points = sorted(float(s) for s in args.set_points.split(","))
     gains = [(float(a), float(b)) for a, b in (g.split(":") for g in args.gains.split(","))]
     start = time.perf_counter()
-    rows = measure(seeds, set_points, gains, args.intervals, args.requests)
+    rows = measure(seeds, set_points, gains, args.intervals, args.requests, args.forecast)
     chosen = choose(rows, gains, set_points, args.over_limit)
     ceiling, ceiling_ci = mean_ci([r["ceiling"] for r in rows if "ceiling" in r])
     # The chosen MPC's one-step surprises (utilisation − what its plan predicted for that interval), per seed.
-    residuals, residual_std = [], {}
+    residuals, residual_std, traffic_parts, model_parts = [], {}, [], []
     if chosen is not None:
         config = AllocateConfig()
         for seed in seeds:
             learner = trained_marca(seed, args.intervals, args.requests, config)
             cost = M.CostTable.from_simulator(config, learner.split)
             out = balancer_days(
-                learner, cost, config, args.requests, seed, chosen[1], ("mpc",), ceiling=False, mpc_gains=chosen[0]
+                learner,
+                cost,
+                config,
+                args.requests,
+                seed,
+                chosen[1],
+                ("mpc",),
+                ceiling=False,
+                mpc_gains=chosen[0],
+                forecast=args.forecast,
             )
             r = out["mpc"].utilisation - out["mpc_predictions"]
             residuals.append(r[np.isfinite(r)])
             residual_std[seed] = float(residuals[-1].std())
+            # the surprise split into the traffic forecast's part and the load model's (allocate_quality.surprise_parts)
+            traffic_part, model_part = out["mpc_surprise_parts"]
+            ok = np.isfinite(traffic_part) & np.isfinite(model_part)
+            traffic_parts.append(traffic_part[ok])
+            model_parts.append(model_part[ok])
     frontier = one_step_frontier(np.concatenate(residuals), args.over_limit) if residuals else None
+    decomposition = None
+    if residuals:
+        t_all, m_all = np.concatenate(traffic_parts), np.concatenate(model_parts)
+        decomposition = {
+            "surprise_std": float((t_all + m_all).std()),
+            "traffic_std": float(t_all.std()),
+            "load_model_std": float(m_all.std()),
+            "correlation": float(np.corrcoef(t_all, m_all)[0, 1]),
+            "frontier_traffic_only": one_step_frontier(t_all, args.over_limit)[1],
+            "frontier_load_model_only": one_step_frontier(m_all, args.over_limit)[1],
+        }
     rule = f"mean MPC over-utilisation ≤ {args.over_limit} on seeds {seeds}, then the highest mean MPC utilisation"
     metrics = [
         Metric("allocate.setpoint.chosen", float("nan") if chosen is None else chosen[1], "budget", note=rule),
@@ -300,7 +351,7 @@ def main(argv: list[str] | None = None) -> None:
         )
     lines = [
         f"# allocate balancer set point — seeds {seeds}, {args.intervals} training intervals, "
-        f"{args.requests} requests/interval",
+        f"{args.requests} requests/interval, {args.forecast} traffic forecast",
         "",
         "`"
         + ("python -m benchmarks.allocate_setpoint " + " ".join(sys.argv[1:] if argv is None else argv)).strip()
@@ -349,6 +400,16 @@ def main(argv: list[str] | None = None) -> None:
             f"({', '.join(f'seed {k}: {v:.4f}' for k, v in residual_std.items())}); with the plan held exactly at a "
             f"constant {frontier[0]:.4f} they would give utilisation {frontier[1]:.4f} at over {frontier[2]:.4f}.",
         ]
+    if decomposition is not None:
+        d = decomposition
+        lines += [
+            "",
+            "The surprise split (`allocate_quality.surprise_parts`): traffic-forecast part (what the prediction would "
+            f"have moved with the true traffic) std {d['traffic_std']:.4f}, load-model part (the error given the true "
+            f"traffic) std {d['load_model_std']:.4f}, correlation {d['correlation']:+.2f}; a constant plan with only "
+            f"one of them would reach {d['frontier_traffic_only']:.4f} (traffic) / "
+            f"{d['frontier_load_model_only']:.4f} (load model).",
+        ]
     command = ("python -m benchmarks.allocate_setpoint " + " ".join(sys.argv[1:] if argv is None else argv)).strip()
     extra = {
         "tuning_seeds": seeds,
@@ -364,6 +425,8 @@ def main(argv: list[str] | None = None) -> None:
         if frontier is None
         else dict(zip(("plan", "utilisation", "over"), frontier, strict=True)),
         "residual_std": residual_std,
+        "forecast": args.forecast,
+        "surprise_decomposition": decomposition,
         "rows": rows,
         "seconds": time.perf_counter() - start,
     }

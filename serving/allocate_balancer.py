@@ -9,9 +9,10 @@ Spec (ours; the paper runs its balancer beside the serving cluster without sayin
   (POST /v1/allocate/balancer/observe). The balancer (serving/balancer.py:
   `MPCBalancer` with the current MaRCA version's load model, its PI fallback
   when the model is missing or not trusted) steps on the *shared* state — the
-  diurnal traffic profile, the PI integral, the MPC observer's bias and
-  one-step prediction, the last reading — read and written
-  in one optimistic Redis transaction (`StateStore.update`), so whichever worker
+  traffic forecast (diurnal profile, level, the last deviation it carries
+  forward, the sums its persistence φ̂ is fitted from), the PI integral, the
+  MPC observer's bias and one-step prediction, the last reading — read and
+  written in one optimistic Redis transaction (`StateStore.update`), so whichever worker
   gets the report continues from the same state and two concurrent reports
   cannot lose a step. Then λ is published with `set_lambda`.
 * An admin may set λ by hand (PUT /v1/allocate/lambda); the PI fallback then
@@ -24,8 +25,6 @@ import math
 import threading
 from dataclasses import dataclass
 from typing import Any
-
-import numpy as np
 
 from serving.balancer import (
     SERVED_ANCHOR_GAIN,
@@ -71,10 +70,8 @@ def step_state(
     """One balancer interval on the JSON state: returns the new state (its `lambda` is the λ to apply)."""
     state = dict(state or {})
     forecast = DiurnalTrafficForecast(cfg.slots_per_day)
-    if "profile" in state:
-        forecast.profile = np.asarray(state["profile"], dtype=np.float64)
-        forecast.seen = np.asarray(state["seen"], dtype=bool)
-        forecast.level = float(state["level"])
+    if "profile" in state:  # a state from before the forecast's carry (no deviation, φ̂ sums) loads too
+        forecast.load_state(state)
     forecast.observe(slot, traffic)
     feedback = FeedbackBalancer(target_utilisation=cfg.target_utilisation, lambda_max=cfg.lambda_max)
     feedback.integral = float(state.get("integral", 0.0))
@@ -94,9 +91,7 @@ def step_state(
     next_slot = (slot + 1) % cfg.slots_per_day
     lam = mpc.update(utilisation, forecast.forecast(next_slot, cfg.horizon), current_lambda, next_slot)
     return {
-        "profile": forecast.profile.tolist(),
-        "seen": forecast.seen.tolist(),
-        "level": forecast.level,
+        **forecast.state(),
         "integral": feedback.integral,
         "base": feedback._base,  # noqa: SLF001
         "bias": mpc.bias,

@@ -52,3 +52,33 @@ def test_one_step_frontier_matches_the_gaussian_formula() -> None:
 def test_one_step_frontier_without_noise_plans_at_the_budget() -> None:
     m, util, over = one_step_frontier(np.zeros(10), 0.01)
     assert util == pytest.approx(1.0, abs=1e-3) and over <= 0.01
+
+
+def test_the_traffic_part_of_the_surprise_is_the_plans_own_sensitivity_to_traffic() -> None:
+    """`surprise_parts` moves the MPC's one-step prediction by (m(ℓ) − m(q̂))·traffic_gain: that gain must be the
+    planner's own ∂Ĉ_{t+1}/∂m(q), or the split would misattribute the load model's error to the forecast."""
+    from benchmarks.allocate_quality import traffic_gain
+    from serving.balancer import CurveLoadModel
+
+    rng = np.random.default_rng(0)
+    slots_per_day, n = 24, 24 * 4
+    slots = np.arange(n) % slots_per_day
+    q = 1.0 + 0.4 * np.sin(2 * np.pi * slots / slots_per_day) + 0.03 * rng.standard_normal(n)
+    lam = np.exp(rng.uniform(np.log(0.01), np.log(3.0), n))
+    u = np.empty(n)
+    u[0] = 0.9
+    for t in range(1, n):
+        per_request = 0.5 + 1.0 / (1.0 + lam[t]) + 0.1 * np.sin(2 * np.pi * slots[t] / slots_per_day)
+        u[t] = 0.1 * u[t - 1] + 0.8 * q[t] * (1 + 0.2 * (q[t] - 1)) * per_request
+    model = CurveLoadModel.fit(u, q, lam, slots, slots_per_day)
+    lam_next, slot, q0, dq = 0.3, 7, 1.1, 1e-4
+
+    def predicted(traffic: float) -> float:
+        offset, gain = model.rollout_affine(0.95, np.array([traffic]), slot)
+        return float(offset[0] + gain[0, 0] * model.z(lam_next))
+
+    def m(x: float) -> float:
+        return x * (1.0 + model.contention * (x - 1.0))
+
+    numeric = (predicted(q0 + dq) - predicted(q0)) / (m(q0 + dq) - m(q0))
+    assert traffic_gain(model, lam_next, slot) == pytest.approx(numeric, rel=1e-6)

@@ -117,7 +117,8 @@ def test_bounded_least_squares_matches_hand_solution() -> None:
 
 
 def test_forecast_learns_the_profile_and_today_level() -> None:
-    forecast = DiurnalTrafficForecast(4)
+    # the forecast served until 2026-12-05: no smoothing across slots (4 slots), a fast level, no carry
+    forecast = DiurnalTrafficForecast(4, level_weight=0.3, carry=False, smooth=False)
     for _ in range(3):
         for s, v in enumerate([1.0, 2.0, 3.0, 2.0]):
             forecast.observe(s, v)
@@ -148,6 +149,112 @@ def test_bad_inputs_name_the_field() -> None:
         balancer.update(float("nan"), np.ones(10), 1.0)
     with pytest.raises(BalancerError, match="slot"):
         DiurnalTrafficForecast(4).observe(7, 1.0)
+
+
+# --------------------------------------------------------------------------- the forecast's AR(1) carry (ours)
+def ar1_traffic(days: int, phi: float, sigma: float, seed: int) -> np.ndarray:
+    """Relative traffic profile(t)·exp(z_t), z AR(1) with persistence phi and stationary std sigma, day after day."""
+    rng = np.random.default_rng(seed)
+    z = np.empty(days * SLOTS)
+    z[0] = sigma * rng.standard_normal()
+    for t in range(1, z.size):
+        z[t] = phi * z[t - 1] + sigma * np.sqrt(1.0 - phi**2) * rng.standard_normal()
+    return np.array([traffic(t % SLOTS) for t in range(z.size)]) * np.exp(z)
+
+
+def one_step_log_errors(forecast: DiurnalTrafficForecast, series: np.ndarray, warm_days: int) -> np.ndarray:
+    """log(traffic / forecast made one interval before), over the days after `warm_days`."""
+    errors = []
+    for t, value in enumerate(series):
+        if t >= warm_days * SLOTS:
+            errors.append(np.log(value / forecast.forecast(t % SLOTS, 1)[0]))
+        forecast.observe(t % SLOTS, float(value))
+    return np.asarray(errors)
+
+
+def test_the_carry_brings_the_one_step_error_down_to_the_innovation_the_old_forecast_cannot() -> None:
+    """On AR(1) traffic around a diurnal profile (φ 0.7, σ 0.05), a forecast without the carry errs by about the
+    traffic's whole stationary spread; with the carry, and φ̂ fitted from the series, by about the innovation."""
+    phi, sigma = 0.7, 0.05
+    series = ar1_traffic(days=12, phi=phi, sigma=sigma, seed=3)
+    innovation = sigma * np.sqrt(1.0 - phi**2)  # 0.036: what no reading of the past can tell
+    old = one_step_log_errors(DiurnalTrafficForecast(SLOTS, level_weight=0.3, carry=False, smooth=False), series, 4)
+    new_forecast = DiurnalTrafficForecast(SLOTS)
+    new = one_step_log_errors(new_forecast, series, 4)
+    assert old.std() > 1.2 * innovation
+    assert new.std() < 1.1 * innovation
+    assert new_forecast.phi == pytest.approx(phi, abs=0.08)  # fitted from the history, not assumed
+
+
+def test_the_fitted_persistence_follows_the_series_and_the_carry_decays_as_phi_to_the_k() -> None:
+    for phi in (0.0, 0.4, 0.85):
+        forecast = DiurnalTrafficForecast(SLOTS)
+        one_step_log_errors(forecast, ar1_traffic(days=10, phi=phi, sigma=0.05, seed=4), 0)
+        assert forecast.phi == pytest.approx(phi, abs=0.08)
+    # k intervals after the last reading the carried deviation is φ̂^k of it
+    base = DiurnalTrafficForecast(SLOTS, carry=False)
+    base.load_state(forecast.state())
+    ratio = np.log(forecast.forecast(11, 5) / base.forecast(11, 5))
+    assert forecast.deviation_slot == SLOTS - 1
+    np.testing.assert_allclose(ratio, forecast.deviation * forecast.phi ** (12 + np.arange(5)), rtol=1e-9)
+
+
+def test_no_carry_until_enough_adjacent_intervals_and_a_skipped_reading_decays_it() -> None:
+    forecast = DiurnalTrafficForecast(SLOTS, phi_min_pairs=24)
+    for s in range(SLOTS):
+        forecast.observe(s, traffic(s))
+    for s in range(20):  # 19 adjacent pairs of one-step errors: too few to trust a persistence
+        forecast.observe(s, traffic(s) * (1.1 if s % 2 else 1.05))
+    assert forecast.phi == 0.0
+    for s in range(20, 40):
+        forecast.observe(s, traffic(s) * 1.1)
+    assert forecast.phi > 0.5
+    plain = DiurnalTrafficForecast(SLOTS, carry=False)
+    plain.load_state(forecast.state())
+    # the next interval is 40; forecasting 42 (two readings missing) carries φ̂³ of the deviation, not φ̂
+    lifted = np.log(forecast.forecast(42, 1)[0] / plain.forecast(42, 1)[0])
+    assert lifted == pytest.approx(forecast.phi**3 * forecast.deviation)
+
+
+def test_a_zero_traffic_reading_does_not_collapse_the_forecast() -> None:
+    forecast = DiurnalTrafficForecast(SLOTS)
+    one_step_log_errors(forecast, ar1_traffic(days=7, phi=0.7, sigma=0.05, seed=5), 0)
+    phi, before = forecast.phi, traffic(1)
+    forecast.observe(0, 0.0)  # a metrics glitch: no traffic reported
+    assert forecast.deviation == -1.0
+    # carried as a factor e: the next forecast falls by about e^−φ̂ (and the level's and profile's own small
+    # steps), not by the e^−14 an unbounded log error of a 0 reading would carry
+    assert forecast.forecast(1, 1)[0] >= 0.8 * before * np.exp(-phi)
+    assert forecast.phi == pytest.approx(phi, abs=0.1)
+
+
+def test_a_forecast_state_from_before_the_carry_still_loads() -> None:
+    old_state = {"profile": [1.0] * SLOTS, "seen": [True] * SLOTS, "level": 1.2}
+    forecast = DiurnalTrafficForecast(SLOTS)
+    forecast.load_state(old_state)
+    assert forecast.phi == 0.0 and forecast.deviation_slot == -1
+    np.testing.assert_allclose(forecast.forecast(3, 2), [1.2, 1.2])
+    again = DiurnalTrafficForecast(SLOTS)
+    again.load_state(json.loads(json.dumps(forecast.state())))
+    assert again.state() == forecast.state()
+    with pytest.raises(BalancerError, match="deviation_slot"):
+        again.load_state({**old_state, "deviation_slot": SLOTS})
+    with pytest.raises(BalancerError, match="profile"):
+        again.load_state({**old_state, "profile": [1.0] * 3})
+    with pytest.raises(BalancerError, match="phi_memory_days"):
+        DiurnalTrafficForecast(SLOTS, phi_memory_days=0.0)
+
+
+def test_the_served_state_carries_the_forecast_deviation_and_an_old_state_steps() -> None:
+    u, q, lam, slots = log_history(days=3, seed=6)
+    curve = CurveLoadModel.fit(u, q, lam, slots, SLOTS)
+    cfg = BalancerSettings(slots_per_day=SLOTS)
+    old_state = {"profile": [traffic(s) for s in range(SLOTS)], "seen": [True] * SLOTS, "level": 1.0, "bias": 0.0}
+    state = step_state(old_state, 1.0, 0.9, traffic(10) * 1.1, 10, curve, cfg)
+    assert state["deviation_slot"] == 10 and state["deviation"] > 0.05
+    state = json.loads(json.dumps(state))
+    state = step_state(state, state["lambda"], 0.9, traffic(11) * 1.1, 11, curve, cfg)
+    assert state["phi_pairs"] == pytest.approx(1.0)  # one adjacent pair of errors, shared through the store
 
 
 # --------------------------------------------------------------------------- the curve load model (ours)
