@@ -2,6 +2,7 @@
 
     python -m benchmarks.allocate_lift [--seeds 0,1,2,3,4] [--intervals 1536] [--updates 8] [--workers 2]
                                        [--set FIELD=VALUE ...] [--name ...]
+    python -m benchmarks.allocate_lift --pair NEW BASE     # names of benchmarks/results/<name>.json
 
 allocate_quality.py once trained every variant 96 intervals (one simulated day); there MaRCA was −2.4 % against
 the rule. This check trains MaRCA only, for `--intervals` intervals (default allocate_quality.TRAIN_INTERVALS,
@@ -13,23 +14,27 @@ the lift is mean(MaRCA) / mean(rule) − 1 with a t interval over the per-day ra
 On tuning seeds (e.g. `--seeds 10,11,12 --name allocate_lift_tuning_...`) it is the probe that chooses the
 training length and `--updates` (gradient steps per interval) for the reported run; on 0–4 it is a check.
 `--set` changes one numeric MarcaConfig field for a probe (e.g. `--set final_learning_rate_fraction=0.1`);
-benchmarks/allocate_lift_pair.py pairs two probes' MaRCA revenues on the same days.
+`--pair NEW BASE` trains nothing: it pairs two earlier probes' MaRCA revenues on the same days (both evaluate on
+days 1000 + seed against the same rule) and prints mean(new) / mean(base) − 1 with the 95 % t-interval over the
+per-day ratios, and each day's ratio.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import sys
 import time
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
-from benchmarks.allocate_quality import RULE_GAIN, RULE_TARGET, TRAIN_INTERVALS, paired, run_day
-from benchmarks.common import Metric, write_result
+from benchmarks.allocate_quality import RULE_GAIN, RULE_TARGET, TRAIN_INTERVALS, mean_ci, paired, run_day
+from benchmarks.common import RESULTS_DIR, Metric, write_result
 from training.algorithms import marca as M
 from training.envs import allocate_oracle as O
 from training.envs.allocate import AllocateConfig
@@ -69,6 +74,24 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
     return out
 
 
+def pair(new_name: str, base_name: str) -> str:
+    """The paired lift of probe `new_name`'s MaRCA over probe `base_name`'s on their common days (`--pair`)."""
+
+    def marca_revenue(name: str) -> dict[str, float]:
+        doc = json.loads((RESULTS_DIR / f"{name}.json").read_text())
+        return {seed: float(revenues[0]) for seed, revenues in doc["per_seed"].items()}
+
+    new, base = marca_revenue(new_name), marca_revenue(base_name)
+    seeds = sorted(set(new) & set(base), key=int)
+    if len(seeds) < 2:
+        raise ValueError(f"--pair {new_name} {base_name}: need ≥ 2 seeds in common, got {seeds}")
+    a, b = np.asarray([new[s] for s in seeds]), np.asarray([base[s] for s in seeds])
+    _, ci = mean_ci(list(a / b - 1.0))
+    per_day = ", ".join(f"{s}: {100 * (x / y - 1):+.2f} %" for s, x, y in zip(seeds, a, b, strict=True))
+    ci_text = f" [{100 * ci[0]:+.2f}, {100 * ci[1]:+.2f}]" if ci else ""
+    return f"{new_name} over {base_name}, seeds {seeds}: {100 * (a.mean() / b.mean() - 1):+.2f} %{ci_text} ({per_day})"
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     p.add_argument("--seeds", default="0,1,2,3,4")
@@ -83,7 +106,11 @@ def main(argv: list[str] | None = None) -> None:
         help="a numeric MarcaConfig field for this probe (repeatable), e.g. loss_value_power=1",
     )
     p.add_argument("--name", default="allocate_lift", help="result name (benchmarks/results/<name>.json/.md)")
+    p.add_argument("--pair", nargs=2, metavar=("NEW", "BASE"), help="pair two earlier probes' results; trains nothing")
     args = p.parse_args(argv)
+    if args.pair:
+        print(pair(*args.pair))
+        return
     seeds = [int(s) for s in args.seeds.split(",")]
     overrides = parse_overrides(args.set)
     command = ("python -m benchmarks.allocate_lift " + " ".join(sys.argv[1:] if argv is None else argv)).strip()

@@ -41,6 +41,7 @@ import torch
 
 from benchmarks.allocate_quality import (
     FORECASTS,
+    TRAIN_INTERVALS,
     balancer_days,
     mean_ci,
     paper_over_utilisation,
@@ -272,7 +273,7 @@ def main(argv: list[str] | None = None) -> None:
         default=f"{SERVED_ANCHOR_GAIN}:{SERVED_BIAS_GAIN}",
         help="MPC anchor_gain:bias_gain settings, comma-separated; the first is measured beside the feedback controller",
     )
-    p.add_argument("--intervals", type=int, default=384, help="training intervals (as the reported run)")
+    p.add_argument("--intervals", type=int, default=TRAIN_INTERVALS, help="training intervals (as the reported run)")
     p.add_argument("--requests", type=int, default=256, help="requests per interval")
     p.add_argument(
         "--forecast",
