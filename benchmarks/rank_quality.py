@@ -4,14 +4,31 @@ For each seed (≥ 5): TSCAC, the multi-agent cascade, main-only and RCPO train
 online in the batched rank simulator, MA-RDPG (and its no-message ablation) in
 its sequential view; behaviour cloning trains on logs of the simulator's
 behaviour policy; the fixed-fusion baseline is the best constant weight vector
-of a grid (searched once on held-out users, then evaluated per seed).
+of a grid refined by coordinate sweeps (`fixed_fusion_search`).
+
+One world per seed (ours, `--worlds one`, the default since the eleventh round, issue 18): a team has one
+catalog; it searches its rule on its own traffic, trains on its own traffic and A/B tests on fresh users of
+the same catalog. So for reported seed s, with world W = 1000 + s (the simulator's constructor seed draws the
+catalog and the creators, the reset seed draws the users and their luck; `seed_plan`):
+  * the fixed-fusion constant is searched IN world W on `--search-users` (default 1 000) users drawn from
+    user seed 20 000 + s, used for nothing else; cached under runs/rank_quality_search/ per (world, user
+    seed, users, days), so reruns are cheap (delete the folder after changing the search or the world);
+  * every learner warm-starts at that constant and trains on W's catalog with the users of seed s
+    (`BatchedSimPool(world_seed=W)`); BC learns from behaviour logs of W (users of seed s) too;
+  * every policy, the constant included, is judged on W's own users (seed W; common random numbers).
+The three user seeds s, W and 20 000 + s are disjoint for every s < 1 000 (tests/unit/test_rank_quality_plan.py).
+Why: the tenth round (NOTES) found that with three worlds per seed the lift follows the judged world's comment
+slack at a constant searched elsewhere (its comment rate 1.061–1.261 on evaluation worlds, threshold 1.1),
+and that the constant itself violates on some judged worlds, so the lift was not like for like.
+`--worlds split` keeps the previous layout (learners train in world s, are judged on world 1000 + s, and one
+constant is searched on 200 users of world 10 000), so the tenth round's table can be reproduced.
 
 Warm start at the incumbent (ours, `--start incumbent`, the default): every
 online learner starts exactly at the fixed-fusion search's constant
 (`start_action`: the actor plays it in every state at step zero) instead of the
 production default weights, and learns state-dependent deviations from it — as
-a team would never ship below the rule it already runs. The constant is searched
-on the held-out users (seed 10 000), never on the evaluation seeds. Every learner is evaluated on
+a team would never ship below the rule it already runs. The constant is never searched on the judged users.
+Every learner is evaluated on
 what ships (`training.rl.losses.shipped_policy`, the export path's accessor: TSCAC's, the MA cascade's
 and RCPO's best feasible iterate, MA-RDPG's `shipped_actors()`; the last iterate for main-only and BC),
 deterministically (the Gaussian mean, as serving acts) with
@@ -24,15 +41,18 @@ Goal (issue 5): TSCAC and the MA cascade beat BC and the best fixed fusion on
 watch time by ≥ 3% with every constraint satisfied; main-only violates ≥ 1.
 Written honestly whether met or not.
 
-    python -m benchmarks.rank_quality [--seeds 5] [--iterations N] [--rdpg-iterations M] [--n-envs 64] [--users 1000]
-        [--search-users 200] [--start incumbent|default] [--jobs 2]
+    python -m benchmarks.rank_quality [--seeds 5] [--worlds one|split] [--iterations N] [--rdpg-iterations M]
+        [--n-envs 64] [--users 1000] [--search-users 1000 (one) | 200 (split)] [--start incumbent|default] [--jobs 2]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -448,6 +468,54 @@ ONLINE = ("tscac", "ma_cascade", "main_only", "rcpo")
 OFF_POLICY = ("ma_rdpg", "ma_rdpg_no_message")
 """MA-RDPG and its no-communication ablation: own replay loop in the sequential view (`--rdpg-iterations`)."""
 GOAL_ALGOS = ("tscac", "ma_cascade", "ma_rdpg")
+WORLDS = ("one", "split")
+"""`--worlds`: one world per seed (search, train and judge in world 1000 + s; the default) or the old split."""
+SEARCH_CACHE = Path(__file__).resolve().parent.parent / "runs" / "rank_quality_search"
+
+
+@dataclass(frozen=True)
+class SeedPlan:
+    """Where seed s's constant is searched, its learners train and everything is judged (module docstring).
+
+    A world is the simulator's constructor seed (catalog, creators); a user seed is the reset seed that draws
+    the users and their luck. None as a user seed: the world's own users (`evaluate_policy(seed=world)`)."""
+
+    train_world: int | None
+    """The training pool's `world_seed`; None: the old layout, the catalog drawn from the training seed itself."""
+    train_users: int
+    """The training reset seed (`run.seed`): the users the learners (and BC's behaviour logs) see."""
+    judge_world: int
+    """Every policy is judged on this world's own users (common random numbers)."""
+    search_world: int
+    search_users: int | None
+    """User seed of the fixed-fusion search (None: the search world's own users)."""
+
+    def user_seeds(self) -> dict[str, int]:
+        """The reset seed each role draws its users from (the judged and, when None, the searched world's own)."""
+        return {
+            "train": self.train_users,
+            "judge": self.judge_world,
+            "search": self.search_world if self.search_users is None else self.search_users,
+        }
+
+
+def seed_plan(seed: int, worlds: str = "one", world_offset: int = 1000) -> SeedPlan:
+    """Seed `seed`'s plan. "one": search (user seed 20 000 + s), train (users s) and judge (the world's own
+    users) in world `world_offset` + s; "split" (before the eleventh round): train in world s, judge world
+    `world_offset` + s, search the world 10 000's own users. `world_offset` 3000: the probes' tuning worlds."""
+    if worlds not in WORLDS:
+        raise ValueError(f"worlds: expected one of {list(WORLDS)}, got {worlds!r}")
+    if not 0 <= seed < 1000 or world_offset < 1000 or world_offset + seed >= 10_000:
+        # keeps the three user seeds apart: s < 1 000 ≤ world_offset + s < 10 000 ≤ 20 000 + s
+        raise ValueError(
+            f"seed: expected 0 <= seed < 1000 and 1000 <= world_offset + seed < 10000, got {seed}, {world_offset}"
+        )
+    world = world_offset + seed
+    if worlds == "split":
+        return SeedPlan(train_world=None, train_users=seed, judge_world=world, search_world=10_000, search_users=None)
+    return SeedPlan(
+        train_world=world, train_users=seed, judge_world=world, search_world=world, search_users=20_000 + seed
+    )
 
 
 def _config_name(algo: str) -> str:
@@ -522,7 +590,10 @@ def evaluate(algo: str, learner: Any, users: int, days: int, seed: int) -> tuple
     return ev.signals["watch_time"].mean, dict(ev.per_decision)
 
 
-def fixed_fusion_search(users: int, days: int, seed: int) -> tuple[np.ndarray, list[dict[str, Any]]]:
+def fixed_fusion_search(
+    users: int, days: int, seed: int, user_seed: int | None = None
+) -> tuple[np.ndarray, list[dict[str, Any]]]:
+    """The best constant on `users` users of world `seed` (drawn from `user_seed`; None: the world's own)."""
     from training.algorithms import fixed_fusion
     from training.envs import constant_policy
     from training.envs.evaluate import evaluate_policy
@@ -531,7 +602,9 @@ def fixed_fusion_search(users: int, days: int, seed: int) -> tuple[np.ndarray, l
     task = TaskSpec.from_problem(RANK)
 
     def ev(action: np.ndarray) -> dict[str, float]:
-        r = evaluate_policy("rank", constant_policy("rank", action), n_users=users, days=days, seed=seed)
+        r = evaluate_policy(
+            "rank", constant_policy("rank", action), n_users=users, days=days, seed=seed, user_seed=user_seed
+        )
         return {**r.per_decision, "watch_time_per_user_day": r.signals["watch_time"].mean}
 
     # Ranked by the metric this benchmark reports (watch time per user-day, next-day returns included),
@@ -544,15 +617,33 @@ def fixed_fusion_search(users: int, days: int, seed: int) -> tuple[np.ndarray, l
     return res.action, table
 
 
+def searched_constant(
+    world: int, users: int, days: int, user_seed: int | None = None, cache: Path | None = SEARCH_CACHE
+) -> tuple[np.ndarray, list[dict[str, Any]]]:
+    """`fixed_fusion_search`, read back from `cache` when this (world, user seed, users, days) was searched
+    before (the search is deterministic: ~75 evaluations, 2–5 min at 1 000 users on a shared core)."""
+    path = None if cache is None else cache / f"world{world}_users{user_seed}_n{users}_days{days}.json"
+    if path is not None and path.is_file():
+        saved = json.loads(path.read_text())
+        return np.asarray(saved["action"], np.float32), saved["table"]
+    action, table = fixed_fusion_search(users, days, world, user_seed)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"action": [float(x) for x in action], "table": table}))
+    return np.asarray(action, np.float32), table
+
+
 def run_one(algo: str, seed: int, a: argparse.Namespace, best_fixed: np.ndarray) -> tuple[float, dict[str, float]]:
-    """Train `algo` on seed `seed` (fixed fusion: the searched constant) and evaluate it on that seed's users."""
+    """Train `algo` as seed `seed`'s plan says (fixed fusion: the constant searched for it, `best_fixed`) and
+    judge it on the plan's judged users."""
     import torch
 
     from training.envs import constant_policy
     from training.train import train_problem
 
     torch.set_num_threads(1)
-    eval_seed = 1000 + seed
+    plan = seed_plan(seed, a.worlds)
+    eval_seed = plan.judge_world
     if algo == "fixed_fusion":
         return evaluate(algo, constant_policy("rank", best_fixed), a.users, a.days, eval_seed)
     run = {
@@ -573,6 +664,8 @@ def run_one(algo: str, seed: int, a: argparse.Namespace, best_fixed: np.ndarray)
             "run": run,
             "algo": _algo_config(algo, a.lam, best_fixed if a.start == "incumbent" else None),
             "online": _online(algo),
+            # the catalog of the plan's training world, the users of the training seed (BC's logs too)
+            "sim": {} if plan.train_world is None else {"world_seed": plan.train_world},
         },
     )
     return evaluate(algo, res.learner, a.users, a.days, eval_seed)
@@ -596,10 +689,16 @@ def main(argv: list[str] | None = None) -> None:
     # 0.60 at 1 000 (NOTES, ninth round); an evaluation costs ~5 s instead of ~1 s.
     p.add_argument("--users", type=int, default=1000)
     p.add_argument(
+        "--worlds",
+        choices=WORLDS,
+        default="one",
+        help="one: search, train and judge in world 1000+s (ours, the default); split: the old three-world layout",
+    )
+    p.add_argument(
         "--search-users",
         type=int,
-        default=200,
-        help="held-out users of the fixed-fusion search (seed 10 000); 200 as before, so the constant is unchanged",
+        default=None,
+        help="users of the fixed-fusion search; default 1 000 (--worlds one) or 200 (split: the old constant)",
     )
     p.add_argument("--days", type=int, default=3)
     p.add_argument("--lam", type=float, default=None, help="override λ of configs/rank/{tscac,ma_cascade}.yaml")
@@ -612,6 +711,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--algos", default=",".join(ALGOS))
     p.add_argument("--jobs", type=int, default=2, help="(algorithm, seed) runs in parallel processes")
     a = p.parse_args(argv)
+    if a.search_users is None:
+        a.search_users = 1000 if a.worlds == "one" else 200
+    if a.search_users < 2:
+        raise SystemExit(f"--search-users: expected >= 2, got {a.search_users}")
     from concurrent.futures import ProcessPoolExecutor
 
     from training.algorithms import fixed_fusion  # noqa: F401  (import errors surface before the long run)
@@ -621,16 +724,29 @@ def main(argv: list[str] | None = None) -> None:
     if unknown:
         raise SystemExit(f"--algos: unknown {unknown}; known: {list(ALGOS)}")
     t0 = time.perf_counter()
-    best_fixed, grid = (
-        fixed_fusion_search(a.search_users, a.days, seed=10_000)
-        if "fixed_fusion" in algos
-        else (np.asarray(RANK.default_action, np.float32), [])
-    )
+    # The constant of each seed (split: one constant, searched once, for every seed). It is searched when
+    # fixed fusion is in the table or the learners warm-start at it; otherwise the production default.
+    constants: dict[int, np.ndarray] = {}
+    grids: dict[int, list[dict[str, Any]]] = {}
+    for seed in range(a.seeds):
+        plan = seed_plan(seed, a.worlds)
+        if "fixed_fusion" in algos or a.start == "incumbent":
+            constants[seed], grids[seed] = searched_constant(
+                plan.search_world, a.search_users, a.days, plan.search_users
+            )
+            print(
+                f"seed {seed}: constant {np.round(constants[seed][:6], 2).tolist()} (searched in world "
+                f"{plan.search_world} on {a.search_users} users of seed {plan.user_seeds()['search']}; "
+                f"plan {plan}) [{time.perf_counter() - t0:.0f} s]",
+                flush=True,
+            )
+        else:
+            constants[seed], grids[seed] = np.asarray(RANK.default_action, np.float32), []
     results: dict[str, dict[str, list[float]]] = {k: {"watch_time": []} for k in algos}
     # The on-policy learners are the slowest: submitted first so the pool drains evenly.
     order = sorted(((algo, seed) for seed in range(a.seeds) for algo in algos), key=lambda t: t[0] not in ONLINE)
     with ProcessPoolExecutor(max_workers=max(1, a.jobs)) as pool:
-        futures = {job: pool.submit(run_one, job[0], job[1], a, best_fixed) for job in order}
+        futures = {job: pool.submit(run_one, job[0], job[1], a, constants[job[1]]) for job in order}
         for seed in range(a.seeds):
             for algo in algos:
                 wt, pd = futures[(algo, seed)].result()
@@ -723,8 +839,12 @@ def main(argv: list[str] | None = None) -> None:
         "lam_override": a.lam,
         "start": a.start,
         "jobs": a.jobs,
-        "fixed_fusion_best": [float(x) for x in best_fixed],
-        "fixed_fusion_grid": grid,
+        "worlds": a.worlds,
+        "seed_plans": {seed: seed_plan(seed, a.worlds).__dict__ for seed in range(a.seeds)},
+        # one constant per seed (split: the same one for every seed); the grid with each point's rates on the
+        # search users (a shared search appears once per seed)
+        "fixed_fusion_constants": {seed: [float(x) for x in c] for seed, c in constants.items()},
+        "fixed_fusion_grids": {seed: g for seed, g in grids.items()},
         "seconds": time.perf_counter() - t0,
     }
     write_result(
@@ -752,6 +872,15 @@ def _markdown(
         if a.start == "incumbent"
         else "Every online learner starts at the production default weights."
     )
+    layout = (
+        f"Worlds: one per seed (ours, `--worlds one`). For seed s, world W = 1000 + s: the fixed-fusion constant "
+        f"is searched in W on {a.search_users} users of user seed 20 000 + s; every learner warm-starts at it and "
+        "trains on W's catalog with the users of seed s (BC on behaviour logs of the same); every policy, the "
+        "constant included, is judged on W's own users."
+        if a.worlds == "one"
+        else f"Worlds: split (the layout before the eleventh round, `--worlds split`): learners train in world s, "
+        f"are judged on world 1000 + s, and one constant is searched on {a.search_users} users of world 10 000."
+    )
     lines = [
         f"# rank policy quality on simulators 2.0 ({a.seeds} seeds, {a.users} users × {a.days} days per seed)",
         "",
@@ -765,6 +894,8 @@ def _markdown(
         "constant weights with the most watch time per user-day among those meeting every constraint (or, when "
         "none does, the least violation), from a grid refined by two coordinate sweeps over the six per-signal "
         "weights (the same at every stage), searched on held-out users.",
+        "",
+        layout,
         "",
         head,
         "|" + "---|" * (4 + len(cons)),
