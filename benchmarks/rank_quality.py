@@ -735,7 +735,7 @@ def main(argv: list[str] | None = None) -> None:
                 plan.search_world, a.search_users, a.days, plan.search_users
             )
             print(
-                f"seed {seed}: constant {np.round(constants[seed][:6], 2).tolist()} (searched in world "
+                f"seed {seed}: constant {np.round(constants[seed][:6].astype(float), 2).tolist()} (searched in world "
                 f"{plan.search_world} on {a.search_users} users of seed {plan.user_seeds()['search']}; "
                 f"plan {plan}) [{time.perf_counter() - t0:.0f} s]",
                 flush=True,
@@ -853,11 +853,52 @@ def main(argv: list[str] | None = None) -> None:
         command="python -m benchmarks.rank_quality " + " ".join(sys.argv[1:] if argv is None else argv),
         extra=extra,
     )
-    _markdown(summary, comparisons, goal_met, a)
+    _markdown(summary, comparisons, goal_met, a, constants, grids)
+
+
+def _on_search_users(constant: np.ndarray, grid: list[dict[str, Any]]) -> dict[str, Any]:
+    """The search's own row for `constant` (its rates on the search users); {} if the grid does not hold it."""
+    for row in grid:
+        if np.allclose(row["weights"], constant[:6]):
+            return row
+    return {}
+
+
+def _per_seed_lines(
+    summary: dict[str, Any], constants: dict[int, np.ndarray], grids: dict[int, list[dict[str, Any]]]
+) -> list[str]:
+    """Per seed: the constant, its comment rate on the search and the judged users, and each learner's lift."""
+    if "fixed_fusion" not in summary:
+        return []
+    learners = [k for k in (*GOAL_ALGOS, "ma_rdpg_no_message", "main_only", "rcpo") if k in summary]
+    ref = summary["fixed_fusion"]["per_seed"]
+    lines = [
+        "Per seed: the constant (the same block at every stage), its comment rate on the search users and on "
+        "the judged users, and each learner's lift over it (comment rate in brackets).",
+        "",
+        "| seed | constant | comment (search) | comment (judged) | " + " | ".join(learners) + " |",
+        "|" + "---|" * (4 + len(learners)),
+    ]
+    for i, seed in enumerate(sorted(constants)):
+        row = _on_search_users(constants[seed], grids.get(seed, []))
+        searched = f"{row['comment']:.3f}" if row else "–"
+        cells = [
+            f"{100 * (summary[k]['per_seed']['watch_time'][i] / ref['watch_time'][i] - 1):+.1f}% "
+            f"({summary[k]['per_seed']['comment'][i]:.3f})"
+            for k in learners
+        ]
+        constant = np.round(constants[seed][:6].astype(float), 2).tolist()
+        lines.append(f"| {seed} | {constant} | {searched} | {ref['comment'][i]:.3f} | " + " | ".join(cells) + " |")
+    return ["", *lines]
 
 
 def _markdown(
-    summary: dict[str, Any], comparisons: dict[str, Any], goal_met: bool | None, a: argparse.Namespace
+    summary: dict[str, Any],
+    comparisons: dict[str, Any],
+    goal_met: bool | None,
+    a: argparse.Namespace,
+    constants: dict[int, np.ndarray],
+    grids: dict[int, list[dict[str, Any]]],
 ) -> None:
     cons = list(RANK.constraints)
     head = (
@@ -908,6 +949,7 @@ def _markdown(
             + " | ".join(f"{s['constraints'][c.signal]:.3f}" for c in cons)
             + f" | {'yes' if s['all_constraints_satisfied'] else 'NO'} |"
         )
+    lines += _per_seed_lines(summary, constants, grids)
     for name, c in comparisons.items():
         lines.append("")
         lines.append(
