@@ -2,6 +2,7 @@
 
     python -m benchmarks.rank_probe '{"margin": 0.01}' --seeds 100,101,102,103 --users 1000
     python -m benchmarks.rank_probe --eval-noise
+    python -m benchmarks.rank_probe --constant-noise --seeds 100,101,102,103,104,105
     python -m benchmarks.rank_probe --train-world own --start incumbent --search-users 200 --seeds 100,101,102,103
 
 Defaults (eleventh round): rank_quality's one-world layout on the tuning worlds (`rank_quality.seed_plan(s,
@@ -173,6 +174,37 @@ def local_constant(seeds: list[int], users: int, search_users: int) -> None:
         )
 
 
+def constant_noise(seeds: list[int], search_users: int, samples: int = 5) -> None:
+    """Each world's searched constant (the cached `search_constant`, world 3000 + s): its comment rate on its
+    search users, on the judged users (world 3000 + s's own) and on `samples` fresh 1 000-user samples of the
+    same world (user seeds 40 000 + 100·k + s, used for nothing else) — how far a constant searched onto the
+    threshold moves between samples of users, and whether the search's pick regresses on fresh users."""
+    from training.envs import constant_policy
+    from training.envs.evaluate import evaluate_policy
+
+    gaps, sds = [], []
+    for s in seeds:
+        world = 3000 + s
+        c, table = rq.searched_constant(world, search_users, 3, 20_000 + s)
+        searched = rq._on_search_users(c, table)["comment"]
+
+        def comment(user_seed: int | None, c: np.ndarray = c, world: int = world) -> float:
+            r = evaluate_policy("rank", constant_policy("rank", c), 1000, 3, seed=world, user_seed=user_seed)
+            return float(r.per_decision["comment"])
+
+        fresh = [comment(40_000 + 100 * k + s) for k in range(samples)]
+        gaps.append(searched - float(np.mean(fresh)))
+        sds.append(float(np.std(fresh, ddof=1)))
+        print(
+            f"world {world}: comment on search users {searched:.3f}, judged {comment(None):.3f}, fresh "
+            f"{np.round(fresh, 3).tolist()} (mean {np.mean(fresh):.3f}, sd {sds[-1]:.3f})",
+            flush=True,
+        )
+    print(
+        f"search minus fresh mean: mean {np.mean(gaps):+.3f} (per world {np.round(gaps, 3).tolist()}); sd between samples {np.mean(sds):.3f}"
+    )
+
+
 def eval_noise() -> None:
     from training.envs import constant_policy
     from training.envs.evaluate import evaluate_policy
@@ -205,6 +237,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--users", type=int, default=1000)
     p.add_argument("--iterations", type=int, default=40)
     p.add_argument("--eval-noise", action="store_true")
+    p.add_argument(
+        "--constant-noise", action="store_true", help="the searched constants' comment rate on fresh user samples"
+    )
     p.add_argument("--local-constant", action="store_true", help="search the constant in each evaluation world")
     p.add_argument("--search-users", type=int, default=1000)
     p.add_argument(
@@ -225,6 +260,8 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit("--seeds: 0-4 are the reported seeds; probe on tuning seeds (e.g. 100-103)")
     if a.eval_noise:
         eval_noise()
+    elif a.constant_noise:
+        constant_noise(seeds, a.search_users)
     elif a.local_constant:
         local_constant(seeds, a.users, a.search_users)
     else:

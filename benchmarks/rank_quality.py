@@ -710,7 +710,15 @@ def main(argv: list[str] | None = None) -> None:
     )
     p.add_argument("--algos", default=",".join(ALGOS))
     p.add_argument("--jobs", type=int, default=2, help="(algorithm, seed) runs in parallel processes")
+    p.add_argument(
+        "--markdown-only",
+        action="store_true",
+        help="rewrite rank_quality.md from rank_quality.json with the current NOTES; trains and evaluates nothing",
+    )
     a = p.parse_args(argv)
+    if a.markdown_only:
+        _markdown_from_json()
+        return
     if a.search_users is None:
         a.search_users = 1000 if a.worlds == "one" else 200
     if a.search_users < 2:
@@ -854,6 +862,16 @@ def main(argv: list[str] | None = None) -> None:
         extra=extra,
     )
     _markdown(summary, comparisons, goal_met, a, constants, grids)
+
+
+def _markdown_from_json() -> None:
+    """rank_quality.md again from the recorded run (benchmarks/results/rank_quality.json), e.g. after NOTES changed."""
+    d = json.loads((RESULTS_DIR / "rank_quality.json").read_text())
+    fields = ("seeds", "users", "days", "iterations", "n_envs", "rdpg_iterations", "start", "search_users")
+    a = argparse.Namespace(**{k: d[k] for k in fields}, lam=d["lam_override"], worlds=d.get("worlds", "split"))
+    constants = {int(k): np.asarray(v, np.float32) for k, v in d.get("fixed_fusion_constants", {}).items()}
+    grids = {int(k): v for k, v in d.get("fixed_fusion_grids", {}).items()}
+    _markdown(d["summary"], d["comparisons"], d["goal_met"], a, constants, grids)
 
 
 def _on_search_users(constant: np.ndarray, grid: list[dict[str, Any]]) -> dict[str, Any]:
