@@ -460,6 +460,78 @@ catalog with other users. Commands (one process, nice 5, host load 3–4.5, ~35�
 * Not changed: no learner, no config, no default of the reported benchmark; the reported seeds were not run.
   A like-for-like score would judge each lift against a constant that is feasible on that world's
   evaluation users, and search it on more than 200 users.
+
+Eleventh round (2026-12-05, issue 18): one world per seed — the benchmark's layout changed (the lead's decision),
+the table rerun once.
+
+* What changed (`--worlds one`, the default; ours; module docstring): a team has one catalog, so per reported
+  seed s, with world W = 1000 + s (the judged world before), the fixed-fusion constant is searched IN W on
+  1 000 users of user seed 20 000 + s (same grid + 2 sweeps rule; cached per world, user seed, users and days
+  under runs/rank_quality_search/); every learner warm-starts at that constant and trains on W's catalog with
+  the users of seed s (`sim.world_seed`; BC's behaviour logs too); everything is judged on W's own users, as
+  before. `seed_plan` holds the layout; tests/unit/test_rank_quality_plan.py checks the three user seeds are
+  disjoint for s < 1 000 (and refuses others), that `run_one` trains and judges in W, and the cache.
+  `--worlds split` keeps the old layout (train in world s, judge 1000 + s, one constant on 200 users of world
+  10 000) to reproduce the tenth round's table; `--markdown-only` rewrites this .md from the .json (this file
+  was rewritten so, adding these notes; the table is byte-identical to the run's). benchmarks/rank_probe.py
+  defaults to the same layout on tuning worlds 3000 + s (`--train-world eval --start local --search-users
+  1000`); the tenth round's commands now need `--start incumbent --search-users 200`.
+* MA-RDPG's margin in the new layout (tuning seeds 100–105 only, worlds 3100–3105; rule fixed before looking:
+  keep 0.03 unless 0.01 or 0.0 has a higher mean lift with the mean comment rate ≥ 1.1 on the judged users;
+  `python -m benchmarks.rank_probe '{"margin": M}' --seeds 100,101,102,103,104,105`, 07:36–08:04 UTC, 29 min;
+  lift of what ships vs the local constant on the same 1 000 judged users):
+  - margin 0.03: +1.7 / +1.2 / +5.8 / +0.0 / +0.1 / −1.6 % (mean +1.22 % ±2.66), comment 1.109 / 1.034 /
+    1.069 / 1.120 / 1.037 / 1.099 (mean 1.078; below 1.1 on 4 of 6);
+  - margin 0.01: +1.8 / +1.4 / −0.0 / −0.0 / −1.2 / −7.7 % (mean −0.95 % ±3.65), comment mean 1.082;
+  - margin 0.0: +1.8 / +1.9 / −0.0 / +0.1 / −0.0 / +0.2 % (mean +0.66 % ±0.97), comment mean 1.085.
+  Kept 0.03: neither alternative has a higher mean lift, and no margin reaches a mean comment rate of 1.1.
+  The worry that 0.03 forces the learner to buy comments back did not show: with every margin the shipped
+  policy sits at or below the constant's comment rate (the tracker reads 64 noisy training users per batch).
+  The local constants (1 000 search users) on the judged users: comment 1.166 / 1.062 / 1.102 / 1.120 /
+  1.098 / 1.104 (two below 1.1), watch time vs the split layout's constant −0.8 / +1.6 / −5.9 / +8.9 / +10.1 /
+  +2.9 %.
+* Why a constant searched in its own world still violates on its judged users (`python -m
+  benchmarks.rank_probe --constant-noise --seeds 100,101,102,103,104,105`, 6 constants × 5 fresh samples of
+  1 000 users of the same world): the search keeps the best point with comment ≥ 1.1 on its search users, so it
+  lands on the threshold (1.100–1.112 there), and the per-decision comment rate of one constant moves by sd
+  0.021 (0.010–0.035 per world) between samples of 1 000 users of one world. There is no systematic winner's
+  curse (search minus fresh mean −0.006; per world −0.039 / −0.008 / +0.007 / +0.009 / −0.001 / −0.005), so a
+  constant on the threshold meets it on a fresh sample about half the time, and so do learners that stay near
+  it. Averaged over 5 worlds the sampling sd is still ~0.01, a whole 1 % of the threshold.
+* The table above (the reported command run once with the new defaults: `PYTHONPATH=$PWD OMP_NUM_THREADS=1
+  nice -n 5 .venv/bin/python -m benchmarks.rank_quality --jobs 1`, at ce70a7b, 1 062 s including 431 s of
+  constant searches, host load 2–3):
+  - Per-seed constants (the same block at every stage): (0.25, 0.3, 0.2, 0.5, 0.7, 0.7), (0.25, 0.3, 0.3, 0.5,
+    0.3, 0.3), (0.5, 0.3, 0.7, 0.3, 0.7, 0.7), (0.25, 0.3, 0.3, 0, 0.3, 0.3), (0.5, 0.3, 0.7, 0.2, 0.7, 0.7);
+    comment on their search users 1.103 / 1.106 / 1.113 / 1.103 / 1.100, on the judged users 1.053 / 1.135 /
+    1.097 / 1.070 / 1.081 (mean 1.087: fixed fusion itself misses the comment threshold, on 4 of 5 worlds).
+  - Against the best of BC and fixed fusion (fixed fusion on every seed; BC −12.3 % [−14.4, −10.3], comment
+    0.549), paired per seed, comment rate on the mean over seeds:
+    TSCAC +0.2 % [−5.5, +6.0], comment 1.086 (NO; per seed +6.6 / +3.0 / −5.1 / −2.5 / −1.0 %);
+    MA cascade +2.3 % [+0.1, +4.5], 1.067 (NO; +2.6 / +4.7 / −0.2 / +2.3 / +2.1 %);
+    MA-RDPG +0.4 % [−0.3, +1.2], 1.081 (NO; +0.0 / +1.4 / +0.2 / −0.0 / +0.4 % — on seed 0 it scores the
+    constant's numbers exactly, so it shipped an iterate from before its actors moved; elsewhere within 1.4 %);
+    MA-RDPG without the message +1.2 % [−0.1, +2.4], 1.074 (NO);
+    main-only +3.8 % [+0.4, +7.3], comment 0.842 — violates, as the goal wants;
+    RCPO −11.0 % [−21.6, −0.5], 1.155 — the only feasible learner, and the furthest below.
+    Per seed, the judged comment rate is ≥ 1.1 for TSCAC on 2 of 5 worlds, MA-RDPG 1, MA cascade 0, the
+    constant 1, RCPO 4.
+  - MA-RDPG vs the MA cascade, paired: −1.8 % [−3.5, −0.1] (per seed −2.5 / −3.1 / +0.4 / −2.3 / −1.6 %);
+    vs its no-message ablation −0.7 % [−2.1, +0.6].
+  - Against the tenth round's table (split layout, constant searched on 200 users of world 10 000): TSCAC
+    −0.1 → +0.2 %, MA cascade +0.5 → +2.3 %, MA-RDPG −1.7 → +0.4 %, all three feasible → all three not;
+    the between-seed intervals narrowed (MA-RDPG ±9.0 → ±0.8 points, the MA cascade ±6.4 → ±2.2): no learner
+    meets another world's comment slack any more (the ninth round's seed 2: −14.6 %), and MA-RDPG mostly
+    ships (nearly) the constant.
+* Verdict: goal not met. Judged like for like, the learners gain little over the constant their world's team
+  would run (MA cascade +2.3 %, the most, at 1.8 % fewer comments), none reaches +3 %, and none of TSCAC, the
+  MA cascade and MA-RDPG meets the comment threshold on the mean — nor does the constant: a point searched onto
+  the threshold on 1 000 users meets it on another 1 000 about half the time (sd 0.021). main-only violates
+  (that part holds). The message is worth nothing measurable here (−0.7 % vs no message; −1.8 % vs the cascade).
+  A next step is the benchmark's, not a learner's: either search the constant (and aim the learners) with a
+  safety margin sized to that sampling noise (e.g. comment ≥ 1.1 + 2 × 0.021 on the search users), or judge
+  feasibility with an interval rather than a point estimate; either changes the reference, so it needs its own
+  reported run. Not changed: no learner, config or simulator; the reported seeds were run once.
 """
 
 ALGOS = ("tscac", "ma_cascade", "ma_rdpg", "ma_rdpg_no_message", "main_only", "rcpo", "bc", "fixed_fusion")
