@@ -472,7 +472,9 @@ the table rerun once.
   before. `seed_plan` holds the layout; tests/unit/test_rank_quality_plan.py checks the three user seeds are
   disjoint for s < 1 000 (and refuses others), that `run_one` trains and judges in W, and the cache.
   `--worlds split` keeps the old layout (train in world s, judge 1000 + s, one constant on 200 users of world
-  10 000) to reproduce the tenth round's table; `--markdown-only` rewrites this .md from the .json (this file
+  10 000) to reproduce the tenth round's table (`--worlds split --algos bc,fixed_fusion`, written to a temp
+  folder, gave the tenth round's per-seed watch time and comment rates exactly, e.g. fixed fusion 3 608.79 /
+  3 577.88 / 3 617.42 / 3 422.86 / 3 471.80); `--markdown-only` rewrites this .md from the .json (this file
   was rewritten so, adding these notes; the table is byte-identical to the run's). benchmarks/rank_probe.py
   defaults to the same layout on tuning worlds 3000 + s (`--train-world eval --start local --search-users
   1000`); the tenth round's commands now need `--start incumbent --search-users 200`.
