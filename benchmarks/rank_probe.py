@@ -2,7 +2,7 @@
 
     python -m benchmarks.rank_probe '{"margin": 0.01}' --seeds 100,101,102,103 --users 1000
     python -m benchmarks.rank_probe --eval-noise
-    python -m benchmarks.rank_probe --constant-noise --seeds 100,101,102,103,104,105
+    python -m benchmarks.rank_probe --constant-noise --seeds 100,101,102,103,104,105 [--search-margin 0]
     python -m benchmarks.rank_probe --train-world own --start incumbent --search-users 200 --seeds 100,101,102,103
 
 Defaults (eleventh round): rank_quality's one-world layout on the tuning worlds (`rank_quality.seed_plan(s,
@@ -62,6 +62,7 @@ def probe(
     train_world: str = "own",
     start: str = "incumbent",
     search_users: int = 200,
+    search_margin: float = 0.03,
 ) -> float:
     """Mean lift of what ships over the reference constant across `seeds`; `train_world` "eval" trains in
     the evaluation world's catalog (other users) instead of world s's. `start` "local": the reference (and
@@ -78,7 +79,7 @@ def probe(
         t0 = time.time()
         # The catalog comes from the simulator's constructor seed (world_seed), the users from the reset seed s.
         world = 3000 + s if train_world == "eval" else s
-        best = incumbent if start == "incumbent" else search_constant(world, s, search_users)
+        best = incumbent if start == "incumbent" else search_constant(world, s, search_users, search_margin)
         cfg = {**rq._algo_config(algo, None, best), **overrides}
         run = {
             "seed": s,
@@ -146,13 +147,14 @@ def probe(
     return float(np.mean(lifts))
 
 
-def search_constant(world: int, s: int, search_users: int) -> np.ndarray:
+def search_constant(world: int, s: int, search_users: int, search_margin: float = 0.03) -> np.ndarray:
     """rank_quality's fixed-fusion search run in `world` on `search_users` users drawn from seed 20 000 + s
+    (every constraint clearing its threshold × (1 + `search_margin`) there; rank_quality's safety margin)
     (neither the training users, seed s, nor the evaluation users, world 3000 + s's own), cached."""
-    return rq.searched_constant(world, search_users, 3, 20_000 + s)[0]
+    return rq.searched_constant(world, search_users, 3, 20_000 + s, margin=search_margin)[0]
 
 
-def local_constant(seeds: list[int], users: int, search_users: int) -> None:
+def local_constant(seeds: list[int], users: int, search_users: int, search_margin: float = 0.03) -> None:
     """The fixed-fusion search (as rank_quality's, 2 refine sweeps) in each evaluation world 3000 + s, on
     `search_users` users of that world drawn from seed 20 000 + s (not the evaluation users); then that
     constant against the split layout's constant on the `users` evaluation users of 3000 + s."""
@@ -161,7 +163,7 @@ def local_constant(seeds: list[int], users: int, search_users: int) -> None:
     best = _incumbent()
     for s in seeds:
         t0 = time.time()
-        local = search_constant(3000 + s, s, search_users)
+        local = search_constant(3000 + s, s, search_users, search_margin)
         searched = time.time() - t0
         lwt, lpd = rq.evaluate("fixed_fusion", constant_policy("rank", local), users, 3, 3000 + s)
         cwt, cpd = rq.evaluate("fixed_fusion", constant_policy("rank", best), users, 3, 3000 + s)
@@ -174,7 +176,7 @@ def local_constant(seeds: list[int], users: int, search_users: int) -> None:
         )
 
 
-def constant_noise(seeds: list[int], search_users: int, samples: int = 5) -> None:
+def constant_noise(seeds: list[int], search_users: int, samples: int = 5, search_margin: float = 0.03) -> None:
     """Each world's searched constant (the cached `search_constant`, world 3000 + s): its comment rate on its
     search users, on the judged users (world 3000 + s's own) and on `samples` fresh 1 000-user samples of the
     same world (user seeds 40 000 + 100·k + s, used for nothing else) — how far a constant searched onto the
@@ -182,26 +184,35 @@ def constant_noise(seeds: list[int], search_users: int, samples: int = 5) -> Non
     from training.envs import constant_policy
     from training.envs.evaluate import evaluate_policy
 
-    gaps, sds = [], []
+    gaps, sds, met, n = [], [], 0, 0
     for s in seeds:
         world = 3000 + s
-        c, table = rq.searched_constant(world, search_users, 3, 20_000 + s)
+        c, table = rq.searched_constant(world, search_users, 3, 20_000 + s, margin=search_margin)
         searched = rq._on_search_users(c, table)["comment"]
 
-        def comment(user_seed: int | None, c: np.ndarray = c, world: int = world) -> float:
+        def judge(user_seed: int | None, c: np.ndarray = c, world: int = world) -> tuple[float, float]:
             r = evaluate_policy("rank", constant_policy("rank", c), 1000, 3, seed=world, user_seed=user_seed)
-            return float(r.per_decision["comment"])
+            return float(r.per_decision["comment"]), float(r.signals["watch_time"].mean)
 
-        fresh = [comment(40_000 + 100 * k + s) for k in range(samples)]
+        fresh = [judge(40_000 + 100 * k + s)[0] for k in range(samples)]
+        met += sum(f >= THRESHOLDS["comment"] for f in fresh)
+        n += len(fresh)
         gaps.append(searched - float(np.mean(fresh)))
         sds.append(float(np.std(fresh, ddof=1)))
+        judged, wt = judge(None)
+        cost = ""
+        if search_margin:  # what the margin costs: watch time on the judged users against the margin-0 pick
+            c0 = rq.searched_constant(world, search_users, 3, 20_000 + s)[0]
+            cost = f", watch time vs the margin-0 constant {100 * (wt / judge(None, c0)[1] - 1):+.1f}%"
         print(
-            f"world {world}: comment on search users {searched:.3f}, judged {comment(None):.3f}, fresh "
-            f"{np.round(fresh, 3).tolist()} (mean {np.mean(fresh):.3f}, sd {sds[-1]:.3f})",
+            f"world {world}: constant {np.round(c[:6].astype(float), 2).tolist()} comment on search users "
+            f"{searched:.3f}, judged {judged:.3f}, fresh {np.round(fresh, 3).tolist()} (mean {np.mean(fresh):.3f}, "
+            f"sd {sds[-1]:.3f}){cost}",
             flush=True,
         )
     print(
-        f"search minus fresh mean: mean {np.mean(gaps):+.3f} (per world {np.round(gaps, 3).tolist()}); sd between samples {np.mean(sds):.3f}"
+        f"search minus fresh mean: mean {np.mean(gaps):+.3f} (per world {np.round(gaps, 3).tolist()}); "
+        f"sd between samples {np.mean(sds):.3f}; fresh samples meeting comment 1.1: {met} of {n}"
     )
 
 
@@ -243,6 +254,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--local-constant", action="store_true", help="search the constant in each evaluation world")
     p.add_argument("--search-users", type=int, default=1000)
     p.add_argument(
+        "--search-margin",
+        type=float,
+        default=0.03,
+        help="the search's relative safety margin on every constraint (rank_quality's one-world default; 0: before)",
+    )
+    p.add_argument(
         "--start",
         choices=("incumbent", "local"),
         default="local",
@@ -261,11 +278,21 @@ def main(argv: list[str] | None = None) -> None:
     if a.eval_noise:
         eval_noise()
     elif a.constant_noise:
-        constant_noise(seeds, a.search_users)
+        constant_noise(seeds, a.search_users, search_margin=a.search_margin)
     elif a.local_constant:
-        local_constant(seeds, a.users, a.search_users)
+        local_constant(seeds, a.users, a.search_users, a.search_margin)
     else:
-        probe(a.algo, json.loads(a.overrides), seeds, a.users, a.iterations, a.train_world, a.start, a.search_users)
+        probe(
+            a.algo,
+            json.loads(a.overrides),
+            seeds,
+            a.users,
+            a.iterations,
+            a.train_world,
+            a.start,
+            a.search_users,
+            a.search_margin,
+        )
 
 
 if __name__ == "__main__":

@@ -665,17 +665,39 @@ def evaluate(algo: str, learner: Any, users: int, days: int, seed: int) -> tuple
 
 
 def fixed_fusion_search(
-    users: int, days: int, seed: int, user_seed: int | None = None
+    users: int,
+    days: int,
+    seed: int,
+    user_seed: int | None = None,
+    margin: float = 0.0,
+    known: list[dict[str, Any]] | None = None,
 ) -> tuple[np.ndarray, list[dict[str, Any]]]:
-    """The best constant on `users` users of world `seed` (drawn from `user_seed`; None: the world's own)."""
+    """The best constant on `users` users of world `seed` (drawn from `user_seed`; None: the world's own).
+
+    `margin` (ours; `--search-margin`, 0.03 in the one-world layout since the twelfth round, 0 in the split
+    layout): a point counts as feasible only if every constraint clears its threshold × (1 + margin) on the
+    search users (`FixedFusionConfig.margin`). Why: a team ships a rule only with room for sampling noise, and
+    here the noise is large — one constant's per-decision comment rate moves by sd 0.021 between samples of
+    1 000 users of one world (NOTES, eleventh round), so a point searched onto the threshold meets it on fresh
+    users about half the time. 0.03 is the relative margin MA-RDPG's comment multiplier aims at
+    (configs/rank/ma_rdpg.yaml), ≈ 1.6 sd of that noise on comment (1.1 × 0.03 = 0.033): the constant then
+    meets 1.1 on a fresh sample ~95 % of the time (one-sided), if the noise is Gaussian. The value is ours,
+    not a paper's. The table is judged as before (point values on the judged users), only the search changed.
+
+    `known`: rows of an earlier search table on the SAME users (world, user seed, users, days), whose points
+    are not evaluated again — the evaluation is deterministic, so this only saves time."""
     from training.algorithms import fixed_fusion
     from training.envs import constant_policy
     from training.envs.evaluate import evaluate_policy
     from training.rl.task import TaskSpec
 
     task = TaskSpec.from_problem(RANK)
+    memo = {_point_key(row["weights"]): {k: v for k, v in row.items() if k != "weights"} for row in known or []}
 
     def ev(action: np.ndarray) -> dict[str, float]:
+        key = _point_key(action[:6])
+        if key in memo and np.allclose(np.tile(action[:6], len(action) // 6), action):
+            return memo[key]
         r = evaluate_policy(
             "rank", constant_policy("rank", action), n_users=users, days=days, seed=seed, user_seed=user_seed
         )
@@ -685,25 +707,44 @@ def fixed_fusion_search(
     # constraints per decision; every grid point sees the same users (same seed), so differences are paired.
     # Two coordinate sweeps after the shared-interaction grid: per-signal weights (e.g. clicks high, the
     # other interactions low), which the grid alone cannot express (NOTES, fourth round).
-    cfg = fixed_fusion.FixedFusionConfig(objective="watch_time_per_user_day", refine_sweeps=2)
+    cfg = fixed_fusion.FixedFusionConfig(objective="watch_time_per_user_day", refine_sweeps=2, margin=margin)
     res = fixed_fusion.train(cfg, task, ev)
     table = [{"weights": [float(x) for x in a[:6]], **m} for a, m in res.table]
     return res.action, table
 
 
+def _point_key(weights: Any) -> tuple[float, ...]:
+    """A constant's block of six weights as a dictionary key (grid values: exact to 4 decimals)."""
+    return tuple(round(float(x), 4) for x in weights)
+
+
 def searched_constant(
-    world: int, users: int, days: int, user_seed: int | None = None, cache: Path | None = SEARCH_CACHE
+    world: int,
+    users: int,
+    days: int,
+    user_seed: int | None = None,
+    cache: Path | None = SEARCH_CACHE,
+    margin: float = 0.0,
 ) -> tuple[np.ndarray, list[dict[str, Any]]]:
-    """`fixed_fusion_search`, read back from `cache` when this (world, user seed, users, days) was searched
-    before (the search is deterministic: ~75 evaluations, 2–5 min at 1 000 users on a shared core)."""
-    path = None if cache is None else cache / f"world{world}_users{user_seed}_n{users}_days{days}.json"
+    """`fixed_fusion_search`, read back from `cache` when this (world, user seed, users, days, margin) was
+    searched before (the search is deterministic: ~75 evaluations, 2–5 min at 1 000 users on a shared core).
+    Margin 0 keeps the file name of the searches before the twelfth round. A search with a margin reuses the
+    evaluations of the same users' margin-0 search when that is cached (the same points give the same numbers)."""
+
+    def path_for(m: float) -> Path | None:
+        tail = "" if m == 0 else f"_margin{m:g}"
+        return None if cache is None else cache / f"world{world}_users{user_seed}_n{users}_days{days}{tail}.json"
+
+    path = path_for(margin)
     if path is not None and path.is_file():
         saved = json.loads(path.read_text())
         return np.asarray(saved["action"], np.float32), saved["table"]
-    action, table = fixed_fusion_search(users, days, world, user_seed)
+    plain = path_for(0.0)
+    known = json.loads(plain.read_text())["table"] if margin and plain is not None and plain.is_file() else None
+    action, table = fixed_fusion_search(users, days, world, user_seed, margin=margin, known=known)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps({"action": [float(x) for x in action], "table": table}))
+        path.write_text(json.dumps({"action": [float(x) for x in action], "margin": margin, "table": table}))
     return np.asarray(action, np.float32), table
 
 
@@ -774,6 +815,12 @@ def main(argv: list[str] | None = None) -> None:
         default=None,
         help="users of the fixed-fusion search; default 1 000 (--worlds one) or 200 (split: the old constant)",
     )
+    p.add_argument(
+        "--search-margin",
+        type=float,
+        default=None,
+        help="relative safety margin of the fixed-fusion search's constraints; default 0.03 (one) or 0 (split)",
+    )
     p.add_argument("--days", type=int, default=3)
     p.add_argument("--lam", type=float, default=None, help="override λ of configs/rank/{tscac,ma_cascade}.yaml")
     p.add_argument(
@@ -797,6 +844,10 @@ def main(argv: list[str] | None = None) -> None:
         a.search_users = 1000 if a.worlds == "one" else 200
     if a.search_users < 2:
         raise SystemExit(f"--search-users: expected >= 2, got {a.search_users}")
+    if a.search_margin is None:
+        a.search_margin = 0.03 if a.worlds == "one" else 0.0
+    if not 0.0 <= a.search_margin < 1.0:
+        raise SystemExit(f"--search-margin: expected 0 <= margin < 1, got {a.search_margin}")
     from concurrent.futures import ProcessPoolExecutor
 
     from training.algorithms import fixed_fusion  # noqa: F401  (import errors surface before the long run)
@@ -814,11 +865,12 @@ def main(argv: list[str] | None = None) -> None:
         plan = seed_plan(seed, a.worlds)
         if "fixed_fusion" in algos or a.start == "incumbent":
             constants[seed], grids[seed] = searched_constant(
-                plan.search_world, a.search_users, a.days, plan.search_users
+                plan.search_world, a.search_users, a.days, plan.search_users, margin=a.search_margin
             )
             print(
                 f"seed {seed}: constant {np.round(constants[seed][:6].astype(float), 2).tolist()} (searched in world "
-                f"{plan.search_world} on {a.search_users} users of seed {plan.user_seeds()['search']}; "
+                f"{plan.search_world} on {a.search_users} users of seed {plan.user_seeds()['search']}, margin "
+                f"{a.search_margin:g}; "
                 f"plan {plan}) [{time.perf_counter() - t0:.0f} s]",
                 flush=True,
             )
@@ -917,6 +969,7 @@ def main(argv: list[str] | None = None) -> None:
         "n_envs": a.n_envs,
         "users": a.users,
         "search_users": a.search_users,
+        "search_margin": a.search_margin,
         "days": a.days,
         "lam_override": a.lam,
         "start": a.start,
@@ -942,7 +995,12 @@ def _markdown_from_json() -> None:
     """rank_quality.md again from the recorded run (benchmarks/results/rank_quality.json), e.g. after NOTES changed."""
     d = json.loads((RESULTS_DIR / "rank_quality.json").read_text())
     fields = ("seeds", "users", "days", "iterations", "n_envs", "rdpg_iterations", "start", "search_users")
-    a = argparse.Namespace(**{k: d[k] for k in fields}, lam=d["lam_override"], worlds=d.get("worlds", "split"))
+    a = argparse.Namespace(
+        **{k: d[k] for k in fields},
+        lam=d["lam_override"],
+        worlds=d.get("worlds", "split"),
+        search_margin=d.get("search_margin", 0.0),
+    )
     constants = {int(k): np.asarray(v, np.float32) for k, v in d.get("fixed_fusion_constants", {}).items()}
     grids = {int(k): v for k, v in d.get("fixed_fusion_grids", {}).items()}
     _markdown(d["summary"], d["comparisons"], d["goal_met"], a, constants, grids)
@@ -1007,7 +1065,13 @@ def _markdown(
     )
     layout = (
         f"Worlds: one per seed (ours, `--worlds one`). For seed s, world W = 1000 + s: the fixed-fusion constant "
-        f"is searched in W on {a.search_users} users of user seed 20 000 + s; every learner warm-starts at it and "
+        f"is searched in W on {a.search_users} users of user seed 20 000 + s"
+        + (
+            f", every constraint required to clear its threshold × {1 + a.search_margin:g} there (safety margin, ours)"
+            if a.search_margin
+            else ""
+        )
+        + "; every learner warm-starts at it and "
         "trains on W's catalog with the users of seed s (BC on behaviour logs of the same); every policy, the "
         "constant included, is judged on W's own users."
         if a.worlds == "one"

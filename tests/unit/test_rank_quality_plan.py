@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from benchmarks import rank_quality
+from models.problems import RANK
 
 
 @pytest.mark.parametrize("offset", [1000, 3000])
@@ -75,7 +76,7 @@ def test_the_search_is_cached_per_world_user_seed_users_and_days(
 ) -> None:
     calls: list[tuple[int, int, int, int | None]] = []
 
-    def fake_search(users: int, days: int, seed: int, user_seed: int | None = None) -> Any:
+    def fake_search(users: int, days: int, seed: int, user_seed: int | None = None, **kw: Any) -> Any:
         calls.append((users, days, seed, user_seed))
         return np.full(18, 0.1 * len(calls), np.float32), [{"weights": [0.0] * 6, "comment": 1.2}]
 
@@ -87,3 +88,62 @@ def test_the_search_is_cached_per_world_user_seed_users_and_days(
     assert table_again == table
     other, _ = rank_quality.searched_constant(1003, 60, 3, 20_003, cache=tmp_path)  # more users: searched anew
     assert len(calls) == 2 and not np.allclose(other, first)
+
+
+def _fake_world(monkeypatch: pytest.MonkeyPatch, calls: list[tuple[float, ...]]) -> None:
+    """A stand-in for the simulator under `fixed_fusion_search`: the comment rate rises with the comment weight
+    (block position 4; 1.0 + 0.21·w, so w 0.5 gives 1.105 — over 1.1, under 1.1 × 1.03 = 1.133 — and w 0.7
+    gives 1.147) and watch time falls with it; every other constraint is met with room."""
+    import training.envs
+    import training.envs.evaluate
+
+    def fake_evaluate(problem: str, action: np.ndarray, **kw: Any) -> Any:
+        calls.append(tuple(float(x) for x in action[:6]))
+        w = float(action[4])
+        per_decision = {c.signal: 2.0 * c.threshold for c in RANK.constraints} | {"comment": 1.0 + 0.21 * w}
+        return argparse.Namespace(
+            per_decision=per_decision, signals={"watch_time": argparse.Namespace(mean=1000.0 - 100.0 * w)}
+        )
+
+    monkeypatch.setattr(training.envs, "constant_policy", lambda problem, action: np.asarray(action))
+    monkeypatch.setattr(training.envs.evaluate, "evaluate_policy", fake_evaluate)
+
+
+def test_the_search_margin_passes_over_a_constant_just_above_the_threshold(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[tuple[float, ...]] = []
+    _fake_world(monkeypatch, calls)
+    plain, table = rank_quality.fixed_fusion_search(50, 1, 3100, 20_100)
+    assert plain[4] == pytest.approx(0.5)  # comment 1.105: the plain rule keeps the point on the threshold
+    safe, _ = rank_quality.fixed_fusion_search(50, 1, 3100, 20_100, margin=0.03)
+    assert safe[4] == pytest.approx(0.7)  # 1.105 < 1.133: the next feasible-with-margin point instead
+    np.testing.assert_allclose(safe.reshape(3, 6), np.tile(safe[:6], (3, 1)))  # the same block at every stage
+    # the margin-0 table's points are not evaluated again, and the answer is the same without them
+    calls.clear()
+    reused, _ = rank_quality.fixed_fusion_search(50, 1, 3100, 20_100, margin=0.03, known=table)
+    fresh_points = len(calls)
+    calls.clear()
+    rank_quality.fixed_fusion_search(50, 1, 3100, 20_100, margin=0.03)
+    np.testing.assert_allclose(reused, safe)
+    assert fresh_points < len(calls)
+
+
+def test_the_margin_is_part_of_the_search_cache_key(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    calls: list[tuple[float, ...]] = []
+    _fake_world(monkeypatch, calls)
+    plain, _ = rank_quality.searched_constant(3100, 50, 1, 20_100, cache=tmp_path)
+    assert (tmp_path / "world3100_users20100_n50_days1.json").is_file()  # margin 0: the old name, still valid
+    safe, _ = rank_quality.searched_constant(3100, 50, 1, 20_100, cache=tmp_path, margin=0.03)
+    assert (tmp_path / "world3100_users20100_n50_days1_margin0.03.json").is_file()
+    assert (plain[4], safe[4]) == pytest.approx((0.5, 0.7))
+    calls.clear()
+    again, _ = rank_quality.searched_constant(3100, 50, 1, 20_100, cache=tmp_path, margin=0.03)
+    assert calls == [] and np.allclose(again, safe)
+
+
+def test_a_bad_margin_is_refused_naming_the_field() -> None:
+    from training.algorithms.fixed_fusion import FixedFusionConfig
+
+    with pytest.raises(ValueError, match="margin"):
+        FixedFusionConfig(margin=-0.01)
+    with pytest.raises(SystemExit, match="--search-margin"):
+        rank_quality.main(["--search-margin", "1.5", "--algos", "fixed_fusion"])
