@@ -12,7 +12,10 @@ the same catalog. So for reported seed s, with world W = 1000 + s (the simulator
 catalog and the creators, the reset seed draws the users and their luck; `seed_plan`):
   * the fixed-fusion constant is searched IN world W on `--search-users` (default 1 000) users drawn from
     user seed 20 000 + s, used for nothing else; cached under runs/rank_quality_search/ per (world, user
-    seed, users, days), so reruns are cheap (delete the folder after changing the search or the world);
+    seed, users, days, margin), so reruns are cheap (delete the folder after changing the search or the world);
+    since the twelfth round with a safety margin (`--search-margin`, default 0.03; ours): every constraint
+    must clear its threshold × 1.03 on the search users, so that the rule stays feasible on fresh users of
+    the world (`fixed_fusion_search` says why 0.03); the table's judging rule is unchanged;
   * every learner warm-starts at that constant and trains on W's catalog with the users of seed s
     (`BatchedSimPool(world_seed=W)`); BC learns from behaviour logs of W (users of seed s) too;
   * every policy, the constant included, is judged on W's own users (seed W; common random numbers).
@@ -21,7 +24,8 @@ Why: the tenth round (NOTES) found that with three worlds per seed the lift foll
 slack at a constant searched elsewhere (its comment rate 1.061–1.261 on evaluation worlds, threshold 1.1),
 and that the constant itself violates on some judged worlds, so the lift was not like for like.
 `--worlds split` keeps the previous layout (learners train in world s, are judged on world 1000 + s, and one
-constant is searched on 200 users of world 10 000), so the tenth round's table can be reproduced.
+constant is searched on 200 users of world 10 000, margin 0), so the tenth round's table can be reproduced;
+`--worlds one --search-margin 0` gives the eleventh round's.
 
 Warm start at the incumbent (ours, `--start incumbent`, the default): every
 online learner starts exactly at the fixed-fusion search's constant
@@ -42,7 +46,8 @@ watch time by ≥ 3% with every constraint satisfied; main-only violates ≥ 1.
 Written honestly whether met or not.
 
     python -m benchmarks.rank_quality [--seeds 5] [--worlds one|split] [--iterations N] [--rdpg-iterations M]
-        [--n-envs 64] [--users 1000] [--search-users 1000 (one) | 200 (split)] [--start incumbent|default] [--jobs 2]
+        [--n-envs 64] [--users 1000] [--search-users 1000 (one) | 200 (split)] [--search-margin 0.03 (one) | 0 (split)]
+        [--start incumbent|default] [--jobs 2]
 """
 
 from __future__ import annotations
