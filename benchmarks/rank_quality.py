@@ -539,6 +539,87 @@ the table rerun once.
   safety margin sized to that sampling noise (e.g. comment ≥ 1.1 + 2 × 0.021 on the search users), or judge
   feasibility with an interval rather than a point estimate; either changes the reference, so it needs its own
   reported run. Not changed: no learner, config or simulator; the reported seeds were run once.
+
+Twelfth round (2026-12-05, issue 18): the fixed-fusion search keeps a safety margin (the lead's decision), the
+table rerun once.
+
+* What changed (ours; `fixed_fusion_search`'s docstring): in the one-world layout the search counts a point as
+  feasible only if every constraint clears threshold × (1 + `--search-margin`) on its 1 000 search users,
+  default 0.03 — the relative margin MA-RDPG's multiplier aims at (configs/rank/ma_rdpg.yaml); on comment
+  that is 0.033, ≈ 1.6 sd of one 1 000-user sample's noise (0.021, eleventh round) and ≈ 1.1 sd of the
+  difference between the search users' value and a fresh sample's. Why: a team ships a rule only with room for
+  sampling noise; without it the eleventh round's reference constant missed the comment threshold on its own
+  judged users in 4 of 5 worlds (mean 1.087), so the goal's comparator ("the best simple rule", which must meet
+  every constraint) was not a valid one. `FixedFusionConfig.margin` (0 = the old rule). The margin is part of
+  the search cache's file name (margin 0 keeps the old names, so the cached margin-0 searches stay valid); a
+  margin search reuses the same users' margin-0 evaluations (the evaluation is deterministic: one point
+  re-evaluated on world 3100 gave comment 1.109243 and 3 281.41 s/user-day, identical to the cached row).
+  `--worlds split` keeps margin 0 (the tenth round's table); `--worlds one --search-margin 0` gives the
+  eleventh round's, whose result files are kept as benchmarks/results/rank_quality_one_world_margin0.{json,md}.
+  `benchmarks.rank_probe --search-margin` (default 0.03). Tests (tests/unit/test_rank_quality_plan.py): in a
+  stand-in world where comment weight 0.5 gives comment 1.105 and 0.7 gives 1.147 (less watch time), margin 0
+  keeps 0.5 and margin 0.03 picks 0.7 (both tests fail when the margin is ignored — checked); reusing the
+  margin-0 table gives the same pick with fewer evaluations; the cache key; a bad margin is refused naming the
+  field. The table's judging rule is unchanged (point value on the judged users, mean over seeds). No learner
+  config changed: there was no time to retune them on tuning seeds for the new constant (MA-RDPG's multiplier
+  still aims 3 % inside every threshold, the constant's own search margin now).
+* Check before the run (tuning worlds 3100–3105 only; `python -m benchmarks.rank_probe --constant-noise --seeds
+  100,101,102,103,104,105`, margin 0.03 by default, ~9 min; the same with `--search-margin 0` for the before;
+  5 fresh samples of 1 000 users per world, user seeds 40 000 + 100·k + s):
+  - margin 0.03: comment on the search users 1.135 / 1.135 / 1.135 / 1.142 / 1.141 / 1.136; fresh-sample means
+    1.168 / 1.145 / 1.129 / 1.133 / 1.143 / 1.136 (sd between samples 0.022); **29 of 30 fresh samples meet
+    1.1** (the one miss 1.091, world 3105); on the judged users 1.194 / 1.097 / 1.131 / 1.149 / 1.131 / 1.135
+    (5 of 6). The price, on the judged users against the margin-0 constant: watch time −7.4 / −3.5 / −2.2 /
+    −1.2 / −2.5 / −2.8 % (mean −3.3 %).
+  - margin 0 (the eleventh round's constants): 1.100–1.112 on the search users; fresh means 1.140 / 1.109 /
+    1.098 / 1.104 / 1.107 / 1.112; 19 of 30 fresh samples meet 1.1; judged users 4 of 6.
+* The table above (the reported command run once: `PYTHONPATH=$PWD OMP_NUM_THREADS=1 nice -n 5 .venv/bin/python
+  -m benchmarks.rank_quality --jobs 1`, at d3593b7, 08:39–08:54 UTC, 883 s including 296 s of constant
+  searches):
+  - Per-seed constants: (0.25, 0.2, 0, 1, 1, 1), (0.25, 0.1, 0.1, 1, 0.5, 0.5), (0.25, 0.1, 0.2, 0.3, 0.5,
+    0.5), (0.5, 0.5, 0.7, 0.3, 0.7, 0.7), (0.25, 0.1, 0.3, 0.2, 0.5, 0.5); comment on their search users
+    1.138 / 1.136 / 1.134 / 1.136 / 1.142, on the judged users 1.091 / 1.165 / 1.123 / 1.097 / 1.125 (mean
+    1.120: the constant now meets every constraint on the mean, as the goal judges; singly on 3 of 5 worlds —
+    the judged users of worlds 1000 and 1003 comment less than their search users, by 0.047 and 0.039 now and
+    by 0.050 and 0.033 for the eleventh round's constants). Its price: −2.6 % [−3.7, −1.5] watch time against
+    the eleventh round's constant on the same judged users (per seed −3.6 / −2.2 / −2.6 / −1.3 / −3.2 %).
+  - Eleventh round (margin 0) → twelfth (margin 0.03), paired lift over the best of BC and fixed fusion (fixed
+    fusion on every seed in both), and the mean comment rate on the judged users:
+
+    | algorithm | lift, margin 0 | lift, margin 0.03 | comment, margin 0 | comment, margin 0.03 | all constraints |
+    |---|---|---|---|---|---|
+    | tscac | +0.2 % [−5.5, +6.0] | +1.7 % [+0.7, +2.7] | 1.086 | 1.091 | NO → NO |
+    | ma_cascade | +2.3 % [+0.1, +4.5] | +0.2 % [−8.2, +8.5] | 1.067 | 1.115 | NO → yes |
+    | ma_rdpg | +0.4 % [−0.3, +1.2] | −0.2 % [−3.6, +3.2] | 1.081 | 1.067 | NO → NO |
+    | ma_rdpg_no_message | +1.2 % [−0.1, +2.4] | +0.8 % [−1.6, +3.3] | 1.074 | 1.085 | NO → NO |
+    | main_only | +3.8 % [+0.4, +7.3] | +3.5 % [−4.8, +11.8] | 0.842 | 0.875 | NO → NO |
+    | rcpo | −11.0 % [−21.6, −0.5] | −0.7 % [−12.1, +10.8] | 1.155 | 1.112 | yes → yes |
+    | bc | −12.3 % [−14.4, −10.3] | −10.0 % [−12.2, −7.8] | 0.549 | 0.549 | NO → NO |
+    | fixed_fusion | 0 | 0 | 1.087 | 1.120 | NO → yes |
+
+  - Per seed (lift over the seed's constant, comment in brackets; the per-seed table above): TSCAC +2.8 (1.075)
+    / +1.9 (1.124) / +2.0 (1.051) / +1.0 (1.087) / +0.8 % (1.118) — positive on every seed, below 1.1 on 3;
+    MA cascade +8.7 (1.003) / −1.9 (1.196) / −9.4 (1.217) / +3.8 (1.039) / −0.4 % (1.119) — its lift
+    follows how many comments it gives up or buys; MA-RDPG +4.2 (1.024) / −2.2 (1.121) / −1.0 (1.064) / +0.3
+    (1.090) / −2.5 % (1.038); main-only −6.8 / +7.9 / +0.0 / +7.7 / +8.5 %, comment 0.63–0.97 on every seed;
+    RCPO +10.2 (0.994) / −9.1 / −10.9 / +0.5 / +6.2 % (0.996). Judged comment ≥ 1.1 per seed: the constant 3 of
+    5 (1 before), TSCAC 2 (2), MA cascade 3 (0), MA-RDPG 1 (1), RCPO 3 (4).
+  - MA-RDPG vs the MA cascade, paired: −0.1 % [−6.9, +6.6] (per seed −4.1 / −0.3 / +9.2 / −3.3 / −2.1 %); vs
+    its no-message ablation −1.1 % [−2.4, +0.3].
+  - On the same judged users against the eleventh round's (margin-0) constant: TSCAC −0.9 % [−2.0, +0.1], MA
+    cascade −2.4 % [−10.4, +5.6], MA-RDPG −2.8 % [−5.9, +0.3]: warm-started at the safer constant, no learner
+    won back the 2.6 % the margin costs.
+* Verdict: goal not met. The reference is now a valid one (fixed fusion meets every constraint on the mean of
+  the judged users, comment 1.120), and against it no goal learner has both: TSCAC has the steadiest lift
+  (+1.7 % [+0.7, +2.7], positive on all 5 seeds) but below +3 % and with comment 1.091 on the mean (it spends
+  the constant's margin); the MA cascade is feasible on the mean (1.115) with no lift (+0.2 %, per seed −9.4
+  to +8.7 %); MA-RDPG neither (−0.2 %, comment 1.067). main-only violates (comment 0.875; that part holds).
+  The message is worth nothing measurable (−1.1 % vs no message, −0.1 % vs the cascade, both intervals across
+  0). The margin made the reference honest and cost it 2.6 % watch time; the learners' comment rates did not
+  follow it up (TSCAC 1.086 → 1.091, MA-RDPG 1.081 → 1.067): they go where their own constraint handling
+  takes them on 64 training users per batch, not to the constant's margin. Making them feasible on fresh
+  users would need their own aim retuned on tuning seeds (not done here: no learner config changed).
+  The reported seeds were run once.
 """
 
 ALGOS = ("tscac", "ma_cascade", "ma_rdpg", "ma_rdpg_no_message", "main_only", "rcpo", "bc", "fixed_fusion")
@@ -685,9 +766,12 @@ def fixed_fusion_search(
     here the noise is large — one constant's per-decision comment rate moves by sd 0.021 between samples of
     1 000 users of one world (NOTES, eleventh round), so a point searched onto the threshold meets it on fresh
     users about half the time. 0.03 is the relative margin MA-RDPG's comment multiplier aims at
-    (configs/rank/ma_rdpg.yaml), ≈ 1.6 sd of that noise on comment (1.1 × 0.03 = 0.033): the constant then
-    meets 1.1 on a fresh sample ~95 % of the time (one-sided), if the noise is Gaussian. The value is ours,
-    not a paper's. The table is judged as before (point values on the judged users), only the search changed.
+    (configs/rank/ma_rdpg.yaml), ≈ 1.6 sd of that noise on comment (1.1 × 0.03 = 0.033). Both the search
+    users' value and a fresh sample's carry that noise, so their difference has sd ≈ 0.021·√2 ≈ 0.030 and
+    a point that just clears 1.133 on its search users meets 1.1 on one fresh sample ~85 % of the time
+    (Gaussian, one-sided; ~95 % if the search's value were exact); on tuning worlds 3100–3105 the kept
+    points sit at 1.135–1.142 there. The value is ours, not a paper's. The table is judged as before (point
+    values on the judged users, mean over seeds); only the search changed.
 
     `known`: rows of an earlier search table on the SAME users (world, user seed, users, days), whose points
     are not evaluated again — the evaluation is deterministic, so this only saves time."""
