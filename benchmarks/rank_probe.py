@@ -1,25 +1,31 @@
-"""Short probes for `benchmarks/rank_quality.py` on TUNING seeds only (issue 18, NOTES ninth round).
+"""Short probes for `benchmarks/rank_quality.py` on TUNING seeds only (issue 18, NOTES ninth to eleventh rounds).
 
-    python -m benchmarks.rank_probe '{"deviation_bound": 0.2}' --seeds 100,101,102,103 --users 1000
+    python -m benchmarks.rank_probe '{"margin": 0.01}' --seeds 100,101,102,103 --users 1000
     python -m benchmarks.rank_probe --eval-noise
-    python -m benchmarks.rank_probe --train-world eval --seeds 100,101,102,103
+    python -m benchmarks.rank_probe --constant-noise --seeds 100,101,102,103,104,105 [--search-margin 0]
+    python -m benchmarks.rank_probe --train-world own --start incumbent --search-users 200 --seeds 100,101,102,103
 
---train-world (issue 18, NOTES tenth round): `own` (default, as rank_quality does) trains in world s
-(its catalog from seed s); `eval` trains in the evaluation world 3000 + s itself — the same catalog
-(`BatchedSimPool(world_seed=3000 + s)`: the simulator's constructor seed draws the catalog and the
-creators), other users (the reset seed s draws the users and the dynamics; evaluation draws its users
-from 3000 + s) — as a team that trains on its own platform's logs and A/B tests on the same platform.
+Defaults (eleventh round): rank_quality's one-world layout on the tuning worlds (`rank_quality.seed_plan(s,
+"one", world_offset=3000)`): the constant is searched in world 3000 + s on `--search-users` 1 000 users drawn
+from user seed 20 000 + s (rank_quality's cached `searched_constant`), the learner warm-starts at it and trains
+on world 3000 + s's catalog with the users of seed s, and both are judged on world 3000 + s's own users.
+
+--train-world (NOTES tenth round): `eval` (default) trains in the evaluation world 3000 + s itself — the same
+catalog (`BatchedSimPool(world_seed=3000 + s)`: the simulator's constructor seed draws the catalog and the
+creators), other users (the reset seed s draws the users and the dynamics; evaluation draws its users from
+3000 + s); `own` trains in world s (its catalog from seed s), as rank_quality's `--worlds split`.
 Both print the reference constant's comment rate in the training world (1 000 users of that world).
---start local: the reference constant and the warm start are rank_quality's fixed-fusion search run in the
-training world on 200 users drawn from seed 20 000 + s (neither training nor evaluation users);
---local-constant: only that search, per evaluation world, scored against the incumbent.
+--start: `local` (default) — the reference constant and the warm start are rank_quality's fixed-fusion search
+run in the training world on `--search-users` users drawn from seed 20 000 + s (neither training nor
+evaluation users); `incumbent` — the split layout's constant (searched on 200 users of world 10 000). The
+tenth round's commands were `--train-world own|eval --start incumbent --search-users 200`.
+--local-constant: only that search, per evaluation world, scored against the split layout's constant.
 
 Probe: train `--algo` (default ma_rdpg) on each training seed s with the shipped config of
-configs/rank/<algo>.yaml plus the JSON overrides, warm-started at the recorded fixed-fusion constant
-(benchmarks/results/rank_quality.json), and evaluate what ships — and, for MA-RDPG, the last iterate —
-on `--users` users of world 3000 + s against that constant on the same users. Prints the lift, the
-comment rate relative to the constant's and, per iteration, the comment multiplier and the training
-batch's comment rate and watch time per request.
+configs/rank/<algo>.yaml plus the JSON overrides, warm-started at the reference constant, and evaluate what
+ships — and, for MA-RDPG, the last iterate — on `--users` users of world 3000 + s against that constant on the
+same users. Prints the lift, the comment rate relative to the constant's and, per iteration, the comment
+multiplier and the training batch's comment rate and watch time per request.
 
 --eval-noise: the paired lift's 95 % half-width over worlds 3100–3104 between two fixed constants (the
 incumbent and its comment weight × 0.6) at 200 and 1 000 users — evaluation noise without training noise.
@@ -37,13 +43,14 @@ import numpy as np
 from scipy import stats
 
 from benchmarks import rank_quality as rq
-from benchmarks.common import RESULTS_DIR
 
 THRESHOLDS = {"click": 3.0, "like": 1.6, "follow": 0.3, "comment": 1.1, "share": 0.45}
 
 
 def _incumbent() -> np.ndarray:
-    return np.asarray(json.loads((RESULTS_DIR / "rank_quality.json").read_text())["fixed_fusion_best"], np.float32)
+    """The split layout's constant: rank_quality's search on 200 users of world 10 000 (cached; before the
+    eleventh round it was read from rank_quality.json, (0.25, 0, 0.5, 0.2, 0.5, 0.5) at every stage)."""
+    return rq.searched_constant(10_000, 200, 3)[0]
 
 
 def probe(
@@ -55,6 +62,7 @@ def probe(
     train_world: str = "own",
     start: str = "incumbent",
     search_users: int = 200,
+    search_margin: float = 0.03,
 ) -> float:
     """Mean lift of what ships over the reference constant across `seeds`; `train_world` "eval" trains in
     the evaluation world's catalog (other users) instead of world s's. `start` "local": the reference (and
@@ -71,7 +79,7 @@ def probe(
         t0 = time.time()
         # The catalog comes from the simulator's constructor seed (world_seed), the users from the reset seed s.
         world = 3000 + s if train_world == "eval" else s
-        best = incumbent if start == "incumbent" else search_constant(world, s, search_users)
+        best = incumbent if start == "incumbent" else search_constant(world, s, search_users, search_margin)
         cfg = {**rq._algo_config(algo, None, best), **overrides}
         run = {
             "seed": s,
@@ -139,53 +147,73 @@ def probe(
     return float(np.mean(lifts))
 
 
-def _constant_on_users(action: np.ndarray, world: int, user_seed: int, users: int, days: int = 3) -> dict[str, float]:
-    """A constant's per-decision rates and watch time per user-day on `users` users of world `world` drawn from
-    `user_seed` (by default evaluate_policy draws the users from the world's seed; a search on them would see
-    the evaluation users)."""
-    from training.envs import constant_policy
-    from training.envs.evaluate import evaluate_policy
-
-    r = evaluate_policy("rank", constant_policy("rank", action), users, days, seed=world, user_seed=user_seed)
-    return {**r.per_decision, "watch_time_per_user_day": r.signals["watch_time"].mean}
-
-
-def _search(world: int, user_seed: int, search_users: int) -> Any:
-    from models.problems import RANK
-    from training.algorithms import fixed_fusion
-    from training.rl.task import TaskSpec
-
-    cfg = fixed_fusion.FixedFusionConfig(objective="watch_time_per_user_day", refine_sweeps=2)
-    task = TaskSpec.from_problem(RANK)
-    return fixed_fusion.train(cfg, task, lambda a: _constant_on_users(a, world, user_seed, search_users))
-
-
-def search_constant(world: int, s: int, search_users: int) -> np.ndarray:
+def search_constant(world: int, s: int, search_users: int, search_margin: float = 0.03) -> np.ndarray:
     """rank_quality's fixed-fusion search run in `world` on `search_users` users drawn from seed 20 000 + s
-    (neither the training users, seed s, nor the evaluation users, seed 3000 + s)."""
-    return np.asarray(_search(world, 20_000 + s, search_users).action, np.float32)
+    (every constraint clearing its threshold × (1 + `search_margin`) there; rank_quality's safety margin)
+    (neither the training users, seed s, nor the evaluation users, world 3000 + s's own), cached."""
+    return rq.searched_constant(world, search_users, 3, 20_000 + s, margin=search_margin)[0]
 
 
-def local_constant(seeds: list[int], users: int, search_users: int) -> None:
+def local_constant(seeds: list[int], users: int, search_users: int, search_margin: float = 0.03) -> None:
     """The fixed-fusion search (as rank_quality's, 2 refine sweeps) in each evaluation world 3000 + s, on
     `search_users` users of that world drawn from seed 20 000 + s (not the evaluation users); then that
-    constant against the incumbent on the `users` evaluation users of 3000 + s."""
+    constant against the split layout's constant on the `users` evaluation users of 3000 + s."""
     from training.envs import constant_policy
 
     best = _incumbent()
     for s in seeds:
         t0 = time.time()
-        res = _search(3000 + s, 20_000 + s, search_users)
+        local = search_constant(3000 + s, s, search_users, search_margin)
         searched = time.time() - t0
-        lwt, lpd = rq.evaluate("fixed_fusion", constant_policy("rank", res.action), users, 3, 3000 + s)
+        lwt, lpd = rq.evaluate("fixed_fusion", constant_policy("rank", local), users, 3, 3000 + s)
         cwt, cpd = rq.evaluate("fixed_fusion", constant_policy("rank", best), users, 3, 3000 + s)
         violated = [k for k, t in THRESHOLDS.items() if lpd[k] < t]
         print(
-            f"world {3000 + s}: local constant {np.round(res.action[:6], 2).tolist()} (feasible on search users "
-            f"{res.feasible}, {len(res.table)} points, {searched:.0f} s) vs incumbent: {100 * (lwt / cwt - 1):+.1f}% "
-            f"wt {lwt:.0f} vs {cwt:.0f} comment {lpd['comment']:.3f} vs {cpd['comment']:.3f} violated {violated}",
+            f"world {3000 + s}: local constant {np.round(local[:6], 2).tolist()} ({searched:.0f} s) vs incumbent: "
+            f"{100 * (lwt / cwt - 1):+.1f}% wt {lwt:.0f} vs {cwt:.0f} comment {lpd['comment']:.3f} vs "
+            f"{cpd['comment']:.3f} violated {violated}",
             flush=True,
         )
+
+
+def constant_noise(seeds: list[int], search_users: int, samples: int = 5, search_margin: float = 0.03) -> None:
+    """Each world's searched constant (the cached `search_constant`, world 3000 + s): its comment rate on its
+    search users, on the judged users (world 3000 + s's own) and on `samples` fresh 1 000-user samples of the
+    same world (user seeds 40 000 + 100·k + s, used for nothing else) — how far a constant searched onto the
+    threshold moves between samples of users, and whether the search's pick regresses on fresh users."""
+    from training.envs import constant_policy
+    from training.envs.evaluate import evaluate_policy
+
+    gaps, sds, met, n = [], [], 0, 0
+    for s in seeds:
+        world = 3000 + s
+        c, table = rq.searched_constant(world, search_users, 3, 20_000 + s, margin=search_margin)
+        searched = rq._on_search_users(c, table)["comment"]
+
+        def judge(user_seed: int | None, c: np.ndarray = c, world: int = world) -> tuple[float, float]:
+            r = evaluate_policy("rank", constant_policy("rank", c), 1000, 3, seed=world, user_seed=user_seed)
+            return float(r.per_decision["comment"]), float(r.signals["watch_time"].mean)
+
+        fresh = [judge(40_000 + 100 * k + s)[0] for k in range(samples)]
+        met += sum(f >= THRESHOLDS["comment"] for f in fresh)
+        n += len(fresh)
+        gaps.append(searched - float(np.mean(fresh)))
+        sds.append(float(np.std(fresh, ddof=1)))
+        judged, wt = judge(None)
+        cost = ""
+        if search_margin:  # what the margin costs: watch time on the judged users against the margin-0 pick
+            c0 = rq.searched_constant(world, search_users, 3, 20_000 + s)[0]
+            cost = f", watch time vs the margin-0 constant {100 * (wt / judge(None, c0)[1] - 1):+.1f}%"
+        print(
+            f"world {world}: constant {np.round(c[:6].astype(float), 2).tolist()} comment on search users "
+            f"{searched:.3f}, judged {judged:.3f}, fresh {np.round(fresh, 3).tolist()} (mean {np.mean(fresh):.3f}, "
+            f"sd {sds[-1]:.3f}){cost}",
+            flush=True,
+        )
+    print(
+        f"search minus fresh mean: mean {np.mean(gaps):+.3f} (per world {np.round(gaps, 3).tolist()}); "
+        f"sd between samples {np.mean(sds):.3f}; fresh samples meeting comment 1.1: {met} of {n}"
+    )
 
 
 def eval_noise() -> None:
@@ -220,19 +248,28 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--users", type=int, default=1000)
     p.add_argument("--iterations", type=int, default=40)
     p.add_argument("--eval-noise", action="store_true")
+    p.add_argument(
+        "--constant-noise", action="store_true", help="the searched constants' comment rate on fresh user samples"
+    )
     p.add_argument("--local-constant", action="store_true", help="search the constant in each evaluation world")
-    p.add_argument("--search-users", type=int, default=200)
+    p.add_argument("--search-users", type=int, default=1000)
+    p.add_argument(
+        "--search-margin",
+        type=float,
+        default=0.03,
+        help="the search's relative safety margin on every constraint (rank_quality's one-world default; 0: before)",
+    )
     p.add_argument(
         "--start",
         choices=("incumbent", "local"),
-        default="incumbent",
+        default="local",
         help="reference constant and warm start: the recorded incumbent, or one searched in the training world",
     )
     p.add_argument(
         "--train-world",
         choices=("own", "eval"),
-        default="own",
-        help="own: train in world s (as rank_quality); eval: in evaluation world 3000+s's catalog, users from s",
+        default="eval",
+        help="eval: train in evaluation world 3000+s's catalog, users from s (as rank_quality); own: in world s",
     )
     a = p.parse_args(argv)
     seeds = [int(s) for s in a.seeds.split(",")]
@@ -240,10 +277,22 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit("--seeds: 0-4 are the reported seeds; probe on tuning seeds (e.g. 100-103)")
     if a.eval_noise:
         eval_noise()
+    elif a.constant_noise:
+        constant_noise(seeds, a.search_users, search_margin=a.search_margin)
     elif a.local_constant:
-        local_constant(seeds, a.users, a.search_users)
+        local_constant(seeds, a.users, a.search_users, a.search_margin)
     else:
-        probe(a.algo, json.loads(a.overrides), seeds, a.users, a.iterations, a.train_world, a.start, a.search_users)
+        probe(
+            a.algo,
+            json.loads(a.overrides),
+            seeds,
+            a.users,
+            a.iterations,
+            a.train_world,
+            a.start,
+            a.search_users,
+            a.search_margin,
+        )
 
 
 if __name__ == "__main__":

@@ -4,14 +4,35 @@ For each seed (≥ 5): TSCAC, the multi-agent cascade, main-only and RCPO train
 online in the batched rank simulator, MA-RDPG (and its no-message ablation) in
 its sequential view; behaviour cloning trains on logs of the simulator's
 behaviour policy; the fixed-fusion baseline is the best constant weight vector
-of a grid (searched once on held-out users, then evaluated per seed).
+of a grid refined by coordinate sweeps (`fixed_fusion_search`).
+
+One world per seed (ours, `--worlds one`, the default since the eleventh round, issue 18): a team has one
+catalog; it searches its rule on its own traffic, trains on its own traffic and A/B tests on fresh users of
+the same catalog. So for reported seed s, with world W = 1000 + s (the simulator's constructor seed draws the
+catalog and the creators, the reset seed draws the users and their luck; `seed_plan`):
+  * the fixed-fusion constant is searched IN world W on `--search-users` (default 1 000) users drawn from
+    user seed 20 000 + s, used for nothing else; cached under runs/rank_quality_search/ per (world, user
+    seed, users, days, margin), so reruns are cheap (delete the folder after changing the search or the world);
+    since the twelfth round with a safety margin (`--search-margin`, default 0.03; ours): every constraint
+    must clear its threshold × 1.03 on the search users, so that the rule stays feasible on fresh users of
+    the world (`fixed_fusion_search` says why 0.03); the table's judging rule is unchanged;
+  * every learner warm-starts at that constant and trains on W's catalog with the users of seed s
+    (`BatchedSimPool(world_seed=W)`); BC learns from behaviour logs of W (users of seed s) too;
+  * every policy, the constant included, is judged on W's own users (seed W; common random numbers).
+The three user seeds s, W and 20 000 + s are disjoint for every s < 1 000 (tests/unit/test_rank_quality_plan.py).
+Why: the tenth round (NOTES) found that with three worlds per seed the lift follows the judged world's comment
+slack at a constant searched elsewhere (its comment rate 1.061–1.261 on evaluation worlds, threshold 1.1),
+and that the constant itself violates on some judged worlds, so the lift was not like for like.
+`--worlds split` keeps the previous layout (learners train in world s, are judged on world 1000 + s, and one
+constant is searched on 200 users of world 10 000, margin 0), so the tenth round's table can be reproduced;
+`--worlds one --search-margin 0` gives the eleventh round's.
 
 Warm start at the incumbent (ours, `--start incumbent`, the default): every
 online learner starts exactly at the fixed-fusion search's constant
 (`start_action`: the actor plays it in every state at step zero) instead of the
 production default weights, and learns state-dependent deviations from it — as
-a team would never ship below the rule it already runs. The constant is searched
-on the held-out users (seed 10 000), never on the evaluation seeds. Every learner is evaluated on
+a team would never ship below the rule it already runs. The constant is never searched on the judged users.
+Every learner is evaluated on
 what ships (`training.rl.losses.shipped_policy`, the export path's accessor: TSCAC's, the MA cascade's
 and RCPO's best feasible iterate, MA-RDPG's `shipped_actors()`; the last iterate for main-only and BC),
 deterministically (the Gaussian mean, as serving acts) with
@@ -24,15 +45,19 @@ Goal (issue 5): TSCAC and the MA cascade beat BC and the best fixed fusion on
 watch time by ≥ 3% with every constraint satisfied; main-only violates ≥ 1.
 Written honestly whether met or not.
 
-    python -m benchmarks.rank_quality [--seeds 5] [--iterations N] [--rdpg-iterations M] [--n-envs 64] [--users 1000]
-        [--search-users 200] [--start incumbent|default] [--jobs 2]
+    python -m benchmarks.rank_quality [--seeds 5] [--worlds one|split] [--iterations N] [--rdpg-iterations M]
+        [--n-envs 64] [--users 1000] [--search-users 1000 (one) | 200 (split)] [--search-margin 0.03 (one) | 0 (split)]
+        [--start incumbent|default] [--jobs 2]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -440,6 +465,161 @@ catalog with other users. Commands (one process, nice 5, host load 3–4.5, ~35�
 * Not changed: no learner, no config, no default of the reported benchmark; the reported seeds were not run.
   A like-for-like score would judge each lift against a constant that is feasible on that world's
   evaluation users, and search it on more than 200 users.
+
+Eleventh round (2026-12-05, issue 18): one world per seed — the benchmark's layout changed (the lead's decision),
+the table rerun once.
+
+* What changed (`--worlds one`, the default; ours; module docstring): a team has one catalog, so per reported
+  seed s, with world W = 1000 + s (the judged world before), the fixed-fusion constant is searched IN W on
+  1 000 users of user seed 20 000 + s (same grid + 2 sweeps rule; cached per world, user seed, users and days
+  under runs/rank_quality_search/); every learner warm-starts at that constant and trains on W's catalog with
+  the users of seed s (`sim.world_seed`; BC's behaviour logs too); everything is judged on W's own users, as
+  before. `seed_plan` holds the layout; tests/unit/test_rank_quality_plan.py checks the three user seeds are
+  disjoint for s < 1 000 (and refuses others), that `run_one` trains and judges in W, and the cache.
+  `--worlds split` keeps the old layout (train in world s, judge 1000 + s, one constant on 200 users of world
+  10 000) to reproduce the tenth round's table (`--worlds split --algos bc,fixed_fusion`, written to a temp
+  folder, gave the tenth round's per-seed watch time and comment rates exactly, e.g. fixed fusion 3 608.79 /
+  3 577.88 / 3 617.42 / 3 422.86 / 3 471.80); `--markdown-only` rewrites this .md from the .json (this file
+  was rewritten so, adding these notes; the table is byte-identical to the run's). benchmarks/rank_probe.py
+  defaults to the same layout on tuning worlds 3000 + s (`--train-world eval --start local --search-users
+  1000`); the tenth round's commands now need `--start incumbent --search-users 200`.
+* MA-RDPG's margin in the new layout (tuning seeds 100–105 only, worlds 3100–3105; rule fixed before looking:
+  keep 0.03 unless 0.01 or 0.0 has a higher mean lift with the mean comment rate ≥ 1.1 on the judged users;
+  `python -m benchmarks.rank_probe '{"margin": M}' --seeds 100,101,102,103,104,105`, 07:36–08:04 UTC, 29 min;
+  lift of what ships vs the local constant on the same 1 000 judged users):
+  - margin 0.03: +1.7 / +1.2 / +5.8 / +0.0 / +0.1 / −1.6 % (mean +1.22 % ±2.66), comment 1.109 / 1.034 /
+    1.069 / 1.120 / 1.037 / 1.099 (mean 1.078; below 1.1 on 4 of 6);
+  - margin 0.01: +1.8 / +1.4 / −0.0 / −0.0 / −1.2 / −7.7 % (mean −0.95 % ±3.65), comment mean 1.082;
+  - margin 0.0: +1.8 / +1.9 / −0.0 / +0.1 / −0.0 / +0.2 % (mean +0.66 % ±0.97), comment mean 1.085.
+  Kept 0.03: neither alternative has a higher mean lift, and no margin reaches a mean comment rate of 1.1.
+  The worry that 0.03 forces the learner to buy comments back did not show: with every margin the shipped
+  policy sits at or below the constant's comment rate (the tracker reads 64 noisy training users per batch).
+  The local constants (1 000 search users) on the judged users: comment 1.166 / 1.062 / 1.102 / 1.120 /
+  1.098 / 1.104 (two below 1.1), watch time vs the split layout's constant −0.8 / +1.6 / −5.9 / +8.9 / +10.1 /
+  +2.9 %.
+* Why a constant searched in its own world still violates on its judged users (`python -m
+  benchmarks.rank_probe --constant-noise --seeds 100,101,102,103,104,105`, 6 constants × 5 fresh samples of
+  1 000 users of the same world): the search keeps the best point with comment ≥ 1.1 on its search users, so it
+  lands on the threshold (1.100–1.112 there), and the per-decision comment rate of one constant moves by sd
+  0.021 (0.010–0.035 per world) between samples of 1 000 users of one world. There is no systematic winner's
+  curse (search minus fresh mean −0.006; per world −0.039 / −0.008 / +0.007 / +0.009 / −0.001 / −0.005), so a
+  constant on the threshold meets it on a fresh sample about half the time, and so do learners that stay near
+  it. Averaged over 5 worlds the sampling sd is still ~0.01, a whole 1 % of the threshold.
+* The table above (the reported command run once with the new defaults: `PYTHONPATH=$PWD OMP_NUM_THREADS=1
+  nice -n 5 .venv/bin/python -m benchmarks.rank_quality --jobs 1`, at ce70a7b, 1 062 s including 431 s of
+  constant searches, host load 2–3):
+  - Per-seed constants (the same block at every stage): (0.25, 0.3, 0.2, 0.5, 0.7, 0.7), (0.25, 0.3, 0.3, 0.5,
+    0.3, 0.3), (0.5, 0.3, 0.7, 0.3, 0.7, 0.7), (0.25, 0.3, 0.3, 0, 0.3, 0.3), (0.5, 0.3, 0.7, 0.2, 0.7, 0.7);
+    comment on their search users 1.103 / 1.106 / 1.113 / 1.103 / 1.100, on the judged users 1.053 / 1.135 /
+    1.097 / 1.070 / 1.081 (mean 1.087: fixed fusion itself misses the comment threshold, on 4 of 5 worlds).
+  - Against the best of BC and fixed fusion (fixed fusion on every seed; BC −12.3 % [−14.4, −10.3], comment
+    0.549), paired per seed, comment rate on the mean over seeds:
+    TSCAC +0.2 % [−5.5, +6.0], comment 1.086 (NO; per seed +6.6 / +3.0 / −5.1 / −2.5 / −1.0 %);
+    MA cascade +2.3 % [+0.1, +4.5], 1.067 (NO; +2.6 / +4.7 / −0.2 / +2.3 / +2.1 %);
+    MA-RDPG +0.4 % [−0.3, +1.2], 1.081 (NO; +0.0 / +1.4 / +0.2 / −0.0 / +0.4 % — on seed 0 it scores the
+    constant's numbers exactly, so it shipped an iterate from before its actors moved; elsewhere within 1.4 %);
+    MA-RDPG without the message +1.2 % [−0.1, +2.4], 1.074 (NO);
+    main-only +3.8 % [+0.4, +7.3], comment 0.842 — violates, as the goal wants;
+    RCPO −11.0 % [−21.6, −0.5], 1.155 — the only feasible learner, and the furthest below.
+    Per seed, the judged comment rate is ≥ 1.1 for TSCAC on 2 of 5 worlds, MA-RDPG 1, MA cascade 0, the
+    constant 1, RCPO 4.
+  - MA-RDPG vs the MA cascade, paired: −1.8 % [−3.5, −0.1] (per seed −2.5 / −3.1 / +0.4 / −2.3 / −1.6 %);
+    vs its no-message ablation −0.7 % [−2.1, +0.6].
+  - Against the tenth round's table (split layout, constant searched on 200 users of world 10 000): TSCAC
+    −0.1 → +0.2 %, MA cascade +0.5 → +2.3 %, MA-RDPG −1.7 → +0.4 %, all three feasible → all three not;
+    the between-seed intervals narrowed (MA-RDPG ±9.0 → ±0.8 points, the MA cascade ±6.4 → ±2.2): no learner
+    meets another world's comment slack any more (the ninth round's seed 2: −14.6 %), and MA-RDPG mostly
+    ships (nearly) the constant.
+* Verdict: goal not met. Judged like for like, the learners gain little over the constant their world's team
+  would run (MA cascade +2.3 %, the most, at 1.8 % fewer comments), none reaches +3 %, and none of TSCAC, the
+  MA cascade and MA-RDPG meets the comment threshold on the mean — nor does the constant: a point searched onto
+  the threshold on 1 000 users meets it on another 1 000 about half the time (sd 0.021). main-only violates
+  (that part holds). The message is worth nothing measurable here (−0.7 % vs no message; −1.8 % vs the cascade).
+  A next step is the benchmark's, not a learner's: either search the constant (and aim the learners) with a
+  safety margin sized to that sampling noise (e.g. comment ≥ 1.1 + 2 × 0.021 on the search users), or judge
+  feasibility with an interval rather than a point estimate; either changes the reference, so it needs its own
+  reported run. Not changed: no learner, config or simulator; the reported seeds were run once.
+
+Twelfth round (2026-12-05, issue 18): the fixed-fusion search keeps a safety margin (the lead's decision), the
+table rerun once.
+
+* What changed (ours; `fixed_fusion_search`'s docstring): in the one-world layout the search counts a point as
+  feasible only if every constraint clears threshold × (1 + `--search-margin`) on its 1 000 search users,
+  default 0.03 — the relative margin MA-RDPG's multiplier aims at (configs/rank/ma_rdpg.yaml); on comment
+  that is 0.033, ≈ 1.6 sd of one 1 000-user sample's noise (0.021, eleventh round) and ≈ 1.1 sd of the
+  difference between the search users' value and a fresh sample's. Why: a team ships a rule only with room for
+  sampling noise; without it the eleventh round's reference constant missed the comment threshold on its own
+  judged users in 4 of 5 worlds (mean 1.087), so the goal's comparator ("the best simple rule", which must meet
+  every constraint) was not a valid one. `FixedFusionConfig.margin` (0 = the old rule). The margin is part of
+  the search cache's file name (margin 0 keeps the old names, so the cached margin-0 searches stay valid); a
+  margin search reuses the same users' margin-0 evaluations (the evaluation is deterministic: one point
+  re-evaluated on world 3100 gave comment 1.109243 and 3 281.41 s/user-day, identical to the cached row).
+  `--worlds split` keeps margin 0 (the tenth round's table); `--worlds one --search-margin 0` gives the
+  eleventh round's, whose result files are kept as benchmarks/results/rank_quality_one_world_margin0.{json,md}.
+  `benchmarks.rank_probe --search-margin` (default 0.03). Tests (tests/unit/test_rank_quality_plan.py): in a
+  stand-in world where comment weight 0.5 gives comment 1.105 and 0.7 gives 1.147 (less watch time), margin 0
+  keeps 0.5 and margin 0.03 picks 0.7 (both tests fail when the margin is ignored — checked); reusing the
+  margin-0 table gives the same pick with fewer evaluations; the cache key; a bad margin is refused naming the
+  field. The table's judging rule is unchanged (point value on the judged users, mean over seeds). No learner
+  config changed: there was no time to retune them on tuning seeds for the new constant (MA-RDPG's multiplier
+  still aims 3 % inside every threshold, the constant's own search margin now).
+* Check before the run (tuning worlds 3100–3105 only; `python -m benchmarks.rank_probe --constant-noise --seeds
+  100,101,102,103,104,105`, margin 0.03 by default, ~9 min; the same with `--search-margin 0` for the before;
+  5 fresh samples of 1 000 users per world, user seeds 40 000 + 100·k + s):
+  - margin 0.03: comment on the search users 1.135 / 1.135 / 1.135 / 1.142 / 1.141 / 1.136; fresh-sample means
+    1.168 / 1.145 / 1.129 / 1.133 / 1.143 / 1.136 (sd between samples 0.022); **29 of 30 fresh samples meet
+    1.1** (the one miss 1.091, world 3105); on the judged users 1.194 / 1.097 / 1.131 / 1.149 / 1.131 / 1.135
+    (5 of 6). The price, on the judged users against the margin-0 constant: watch time −7.4 / −3.5 / −2.2 /
+    −1.2 / −2.5 / −2.8 % (mean −3.3 %).
+  - margin 0 (the eleventh round's constants): 1.100–1.112 on the search users; fresh means 1.140 / 1.109 /
+    1.098 / 1.104 / 1.107 / 1.112; 19 of 30 fresh samples meet 1.1; judged users 4 of 6.
+* The table above (the reported command run once: `PYTHONPATH=$PWD OMP_NUM_THREADS=1 nice -n 5 .venv/bin/python
+  -m benchmarks.rank_quality --jobs 1`, at d3593b7, 08:39–08:54 UTC, 883 s including 296 s of constant
+  searches):
+  - Per-seed constants: (0.25, 0.2, 0, 1, 1, 1), (0.25, 0.1, 0.1, 1, 0.5, 0.5), (0.25, 0.1, 0.2, 0.3, 0.5,
+    0.5), (0.5, 0.5, 0.7, 0.3, 0.7, 0.7), (0.25, 0.1, 0.3, 0.2, 0.5, 0.5); comment on their search users
+    1.138 / 1.136 / 1.134 / 1.136 / 1.142, on the judged users 1.091 / 1.165 / 1.123 / 1.097 / 1.125 (mean
+    1.120: the constant now meets every constraint on the mean, as the goal judges; singly on 3 of 5 worlds —
+    the judged users of worlds 1000 and 1003 comment less than their search users, by 0.047 and 0.039 now and
+    by 0.050 and 0.033 for the eleventh round's constants). Its price: −2.6 % [−3.7, −1.5] watch time against
+    the eleventh round's constant on the same judged users (per seed −3.6 / −2.2 / −2.6 / −1.3 / −3.2 %).
+  - Eleventh round (margin 0) → twelfth (margin 0.03), paired lift over the best of BC and fixed fusion (fixed
+    fusion on every seed in both), and the mean comment rate on the judged users:
+
+    | algorithm | lift, margin 0 | lift, margin 0.03 | comment, margin 0 | comment, margin 0.03 | all constraints |
+    |---|---|---|---|---|---|
+    | tscac | +0.2 % [−5.5, +6.0] | +1.7 % [+0.7, +2.7] | 1.086 | 1.091 | NO → NO |
+    | ma_cascade | +2.3 % [+0.1, +4.5] | +0.2 % [−8.2, +8.5] | 1.067 | 1.115 | NO → yes |
+    | ma_rdpg | +0.4 % [−0.3, +1.2] | −0.2 % [−3.6, +3.2] | 1.081 | 1.067 | NO → NO |
+    | ma_rdpg_no_message | +1.2 % [−0.1, +2.4] | +0.8 % [−1.6, +3.3] | 1.074 | 1.085 | NO → NO |
+    | main_only | +3.8 % [+0.4, +7.3] | +3.5 % [−4.8, +11.8] | 0.842 | 0.875 | NO → NO |
+    | rcpo | −11.0 % [−21.6, −0.5] | −0.7 % [−12.1, +10.8] | 1.155 | 1.112 | yes → yes |
+    | bc | −12.3 % [−14.4, −10.3] | −10.0 % [−12.2, −7.8] | 0.549 | 0.549 | NO → NO |
+    | fixed_fusion | 0 | 0 | 1.087 | 1.120 | NO → yes |
+
+  - Per seed (lift over the seed's constant, comment in brackets; the per-seed table above): TSCAC +2.8 (1.075)
+    / +1.9 (1.124) / +2.0 (1.051) / +1.0 (1.087) / +0.8 % (1.118) — positive on every seed, below 1.1 on 3;
+    MA cascade +8.7 (1.003) / −1.9 (1.196) / −9.4 (1.217) / +3.8 (1.039) / −0.4 % (1.119) — its lift
+    follows how many comments it gives up or buys; MA-RDPG +4.2 (1.024) / −2.2 (1.121) / −1.0 (1.064) / +0.3
+    (1.090) / −2.5 % (1.038); main-only −6.8 / +7.9 / +0.0 / +7.7 / +8.5 %, comment 0.63–0.97 on every seed;
+    RCPO +10.2 (0.994) / −9.1 / −10.9 / +0.5 / +6.2 % (0.996). Judged comment ≥ 1.1 per seed: the constant 3 of
+    5 (1 before), TSCAC 2 (2), MA cascade 3 (0), MA-RDPG 1 (1), RCPO 3 (4).
+  - MA-RDPG vs the MA cascade, paired: −0.1 % [−6.9, +6.6] (per seed −4.1 / −0.3 / +9.2 / −3.3 / −2.1 %); vs
+    its no-message ablation −1.1 % [−2.4, +0.3].
+  - On the same judged users against the eleventh round's (margin-0) constant: TSCAC −0.9 % [−2.0, +0.1], MA
+    cascade −2.4 % [−10.4, +5.6], MA-RDPG −2.8 % [−5.9, +0.3]: warm-started at the safer constant, no learner
+    won back the 2.6 % the margin costs.
+* Verdict: goal not met. The reference is now a valid one (fixed fusion meets every constraint on the mean of
+  the judged users, comment 1.120), and against it no goal learner has both: TSCAC has the steadiest lift
+  (+1.7 % [+0.7, +2.7], positive on all 5 seeds) but below +3 % and with comment 1.091 on the mean (it spends
+  the constant's margin); the MA cascade is feasible on the mean (1.115) with no lift (+0.2 %, per seed −9.4
+  to +8.7 %); MA-RDPG neither (−0.2 %, comment 1.067). main-only violates (comment 0.875; that part holds).
+  The message is worth nothing measurable (−1.1 % vs no message, −0.1 % vs the cascade, both intervals across
+  0). The margin made the reference honest and cost it 2.6 % watch time; the learners' comment rates did not
+  follow it up (TSCAC 1.086 → 1.091, MA-RDPG 1.081 → 1.067): they go where their own constraint handling
+  takes them on 64 training users per batch, not to the constant's margin. Making them feasible on fresh
+  users would need their own aim retuned on tuning seeds (not done here: no learner config changed).
+  The reported seeds were run once.
 """
 
 ALGOS = ("tscac", "ma_cascade", "ma_rdpg", "ma_rdpg_no_message", "main_only", "rcpo", "bc", "fixed_fusion")
@@ -448,6 +628,54 @@ ONLINE = ("tscac", "ma_cascade", "main_only", "rcpo")
 OFF_POLICY = ("ma_rdpg", "ma_rdpg_no_message")
 """MA-RDPG and its no-communication ablation: own replay loop in the sequential view (`--rdpg-iterations`)."""
 GOAL_ALGOS = ("tscac", "ma_cascade", "ma_rdpg")
+WORLDS = ("one", "split")
+"""`--worlds`: one world per seed (search, train and judge in world 1000 + s; the default) or the old split."""
+SEARCH_CACHE = Path(__file__).resolve().parent.parent / "runs" / "rank_quality_search"
+
+
+@dataclass(frozen=True)
+class SeedPlan:
+    """Where seed s's constant is searched, its learners train and everything is judged (module docstring).
+
+    A world is the simulator's constructor seed (catalog, creators); a user seed is the reset seed that draws
+    the users and their luck. None as a user seed: the world's own users (`evaluate_policy(seed=world)`)."""
+
+    train_world: int | None
+    """The training pool's `world_seed`; None: the old layout, the catalog drawn from the training seed itself."""
+    train_users: int
+    """The training reset seed (`run.seed`): the users the learners (and BC's behaviour logs) see."""
+    judge_world: int
+    """Every policy is judged on this world's own users (common random numbers)."""
+    search_world: int
+    search_users: int | None
+    """User seed of the fixed-fusion search (None: the search world's own users)."""
+
+    def user_seeds(self) -> dict[str, int]:
+        """The reset seed each role draws its users from (the judged and, when None, the searched world's own)."""
+        return {
+            "train": self.train_users,
+            "judge": self.judge_world,
+            "search": self.search_world if self.search_users is None else self.search_users,
+        }
+
+
+def seed_plan(seed: int, worlds: str = "one", world_offset: int = 1000) -> SeedPlan:
+    """Seed `seed`'s plan. "one": search (user seed 20 000 + s), train (users s) and judge (the world's own
+    users) in world `world_offset` + s; "split" (before the eleventh round): train in world s, judge world
+    `world_offset` + s, search the world 10 000's own users. `world_offset` 3000: the probes' tuning worlds."""
+    if worlds not in WORLDS:
+        raise ValueError(f"worlds: expected one of {list(WORLDS)}, got {worlds!r}")
+    if not 0 <= seed < 1000 or world_offset < 1000 or world_offset + seed >= 10_000:
+        # keeps the three user seeds apart: s < 1 000 ≤ world_offset + s < 10 000 ≤ 20 000 + s
+        raise ValueError(
+            f"seed: expected 0 <= seed < 1000 and 1000 <= world_offset + seed < 10000, got {seed}, {world_offset}"
+        )
+    world = world_offset + seed
+    if worlds == "split":
+        return SeedPlan(train_world=None, train_users=seed, judge_world=world, search_world=10_000, search_users=None)
+    return SeedPlan(
+        train_world=world, train_users=seed, judge_world=world, search_world=world, search_users=20_000 + seed
+    )
 
 
 def _config_name(algo: str) -> str:
@@ -522,37 +750,104 @@ def evaluate(algo: str, learner: Any, users: int, days: int, seed: int) -> tuple
     return ev.signals["watch_time"].mean, dict(ev.per_decision)
 
 
-def fixed_fusion_search(users: int, days: int, seed: int) -> tuple[np.ndarray, list[dict[str, Any]]]:
+def fixed_fusion_search(
+    users: int,
+    days: int,
+    seed: int,
+    user_seed: int | None = None,
+    margin: float = 0.0,
+    known: list[dict[str, Any]] | None = None,
+) -> tuple[np.ndarray, list[dict[str, Any]]]:
+    """The best constant on `users` users of world `seed` (drawn from `user_seed`; None: the world's own).
+
+    `margin` (ours; `--search-margin`, 0.03 in the one-world layout since the twelfth round, 0 in the split
+    layout): a point counts as feasible only if every constraint clears its threshold × (1 + margin) on the
+    search users (`FixedFusionConfig.margin`). Why: a team ships a rule only with room for sampling noise, and
+    here the noise is large — one constant's per-decision comment rate moves by sd 0.021 between samples of
+    1 000 users of one world (NOTES, eleventh round), so a point searched onto the threshold meets it on fresh
+    users about half the time. 0.03 is the relative margin MA-RDPG's comment multiplier aims at
+    (configs/rank/ma_rdpg.yaml), ≈ 1.6 sd of that noise on comment (1.1 × 0.03 = 0.033). Both the search
+    users' value and a fresh sample's carry that noise, so their difference has sd ≈ 0.021·√2 ≈ 0.030 and
+    a point that just clears 1.133 on its search users meets 1.1 on one fresh sample ~85 % of the time
+    (Gaussian, one-sided; ~95 % if the search's value were exact); on tuning worlds 3100–3105 the kept
+    points sit at 1.135–1.142 there. The value is ours, not a paper's. The table is judged as before (point
+    values on the judged users, mean over seeds); only the search changed.
+
+    `known`: rows of an earlier search table on the SAME users (world, user seed, users, days), whose points
+    are not evaluated again — the evaluation is deterministic, so this only saves time."""
     from training.algorithms import fixed_fusion
     from training.envs import constant_policy
     from training.envs.evaluate import evaluate_policy
     from training.rl.task import TaskSpec
 
     task = TaskSpec.from_problem(RANK)
+    memo = {_point_key(row["weights"]): {k: v for k, v in row.items() if k != "weights"} for row in known or []}
 
     def ev(action: np.ndarray) -> dict[str, float]:
-        r = evaluate_policy("rank", constant_policy("rank", action), n_users=users, days=days, seed=seed)
+        key = _point_key(action[:6])
+        if key in memo and np.allclose(np.tile(action[:6], len(action) // 6), action):
+            return memo[key]
+        r = evaluate_policy(
+            "rank", constant_policy("rank", action), n_users=users, days=days, seed=seed, user_seed=user_seed
+        )
         return {**r.per_decision, "watch_time_per_user_day": r.signals["watch_time"].mean}
 
     # Ranked by the metric this benchmark reports (watch time per user-day, next-day returns included),
     # constraints per decision; every grid point sees the same users (same seed), so differences are paired.
     # Two coordinate sweeps after the shared-interaction grid: per-signal weights (e.g. clicks high, the
     # other interactions low), which the grid alone cannot express (NOTES, fourth round).
-    cfg = fixed_fusion.FixedFusionConfig(objective="watch_time_per_user_day", refine_sweeps=2)
+    cfg = fixed_fusion.FixedFusionConfig(objective="watch_time_per_user_day", refine_sweeps=2, margin=margin)
     res = fixed_fusion.train(cfg, task, ev)
     table = [{"weights": [float(x) for x in a[:6]], **m} for a, m in res.table]
     return res.action, table
 
 
+def _point_key(weights: Any) -> tuple[float, ...]:
+    """A constant's block of six weights as a dictionary key (grid values: exact to 4 decimals)."""
+    return tuple(round(float(x), 4) for x in weights)
+
+
+def searched_constant(
+    world: int,
+    users: int,
+    days: int,
+    user_seed: int | None = None,
+    cache: Path | None = SEARCH_CACHE,
+    margin: float = 0.0,
+) -> tuple[np.ndarray, list[dict[str, Any]]]:
+    """`fixed_fusion_search`, read back from `cache` when this (world, user seed, users, days, margin) was
+    searched before (the search is deterministic: ~75 evaluations, 2–5 min at 1 000 users on a shared core).
+    Margin 0 keeps the file name of the searches before the twelfth round. A search with a margin reuses the
+    evaluations of the same users' margin-0 search when that is cached (the same points give the same numbers)."""
+
+    def path_for(m: float) -> Path | None:
+        tail = "" if m == 0 else f"_margin{m:g}"
+        return None if cache is None else cache / f"world{world}_users{user_seed}_n{users}_days{days}{tail}.json"
+
+    path = path_for(margin)
+    if path is not None and path.is_file():
+        saved = json.loads(path.read_text())
+        return np.asarray(saved["action"], np.float32), saved["table"]
+    plain = path_for(0.0)
+    known = json.loads(plain.read_text())["table"] if margin and plain is not None and plain.is_file() else None
+    action, table = fixed_fusion_search(users, days, world, user_seed, margin=margin, known=known)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"action": [float(x) for x in action], "margin": margin, "table": table}))
+    return np.asarray(action, np.float32), table
+
+
 def run_one(algo: str, seed: int, a: argparse.Namespace, best_fixed: np.ndarray) -> tuple[float, dict[str, float]]:
-    """Train `algo` on seed `seed` (fixed fusion: the searched constant) and evaluate it on that seed's users."""
+    """Train `algo` as seed `seed`'s plan says (fixed fusion: the constant searched for it, `best_fixed`) and
+    judge it on the plan's judged users."""
     import torch
 
     from training.envs import constant_policy
     from training.train import train_problem
 
     torch.set_num_threads(1)
-    eval_seed = 1000 + seed
+    plan = seed_plan(seed, a.worlds)
+    eval_seed = plan.judge_world
     if algo == "fixed_fusion":
         return evaluate(algo, constant_policy("rank", best_fixed), a.users, a.days, eval_seed)
     run = {
@@ -573,6 +868,8 @@ def run_one(algo: str, seed: int, a: argparse.Namespace, best_fixed: np.ndarray)
             "run": run,
             "algo": _algo_config(algo, a.lam, best_fixed if a.start == "incumbent" else None),
             "online": _online(algo),
+            # the catalog of the plan's training world, the users of the training seed (BC's logs too)
+            "sim": {} if plan.train_world is None else {"world_seed": plan.train_world},
         },
     )
     return evaluate(algo, res.learner, a.users, a.days, eval_seed)
@@ -596,10 +893,22 @@ def main(argv: list[str] | None = None) -> None:
     # 0.60 at 1 000 (NOTES, ninth round); an evaluation costs ~5 s instead of ~1 s.
     p.add_argument("--users", type=int, default=1000)
     p.add_argument(
+        "--worlds",
+        choices=WORLDS,
+        default="one",
+        help="one: search, train and judge in world 1000+s (ours, the default); split: the old three-world layout",
+    )
+    p.add_argument(
         "--search-users",
         type=int,
-        default=200,
-        help="held-out users of the fixed-fusion search (seed 10 000); 200 as before, so the constant is unchanged",
+        default=None,
+        help="users of the fixed-fusion search; default 1 000 (--worlds one) or 200 (split: the old constant)",
+    )
+    p.add_argument(
+        "--search-margin",
+        type=float,
+        default=None,
+        help="relative safety margin of the fixed-fusion search's constraints; default 0.03 (one) or 0 (split)",
     )
     p.add_argument("--days", type=int, default=3)
     p.add_argument("--lam", type=float, default=None, help="override λ of configs/rank/{tscac,ma_cascade}.yaml")
@@ -611,7 +920,23 @@ def main(argv: list[str] | None = None) -> None:
     )
     p.add_argument("--algos", default=",".join(ALGOS))
     p.add_argument("--jobs", type=int, default=2, help="(algorithm, seed) runs in parallel processes")
+    p.add_argument(
+        "--markdown-only",
+        action="store_true",
+        help="rewrite rank_quality.md from rank_quality.json with the current NOTES; trains and evaluates nothing",
+    )
     a = p.parse_args(argv)
+    if a.markdown_only:
+        _markdown_from_json()
+        return
+    if a.search_users is None:
+        a.search_users = 1000 if a.worlds == "one" else 200
+    if a.search_users < 2:
+        raise SystemExit(f"--search-users: expected >= 2, got {a.search_users}")
+    if a.search_margin is None:
+        a.search_margin = 0.03 if a.worlds == "one" else 0.0
+    if not 0.0 <= a.search_margin < 1.0:
+        raise SystemExit(f"--search-margin: expected 0 <= margin < 1, got {a.search_margin}")
     from concurrent.futures import ProcessPoolExecutor
 
     from training.algorithms import fixed_fusion  # noqa: F401  (import errors surface before the long run)
@@ -621,16 +946,30 @@ def main(argv: list[str] | None = None) -> None:
     if unknown:
         raise SystemExit(f"--algos: unknown {unknown}; known: {list(ALGOS)}")
     t0 = time.perf_counter()
-    best_fixed, grid = (
-        fixed_fusion_search(a.search_users, a.days, seed=10_000)
-        if "fixed_fusion" in algos
-        else (np.asarray(RANK.default_action, np.float32), [])
-    )
+    # The constant of each seed (split: one constant, searched once, for every seed). It is searched when
+    # fixed fusion is in the table or the learners warm-start at it; otherwise the production default.
+    constants: dict[int, np.ndarray] = {}
+    grids: dict[int, list[dict[str, Any]]] = {}
+    for seed in range(a.seeds):
+        plan = seed_plan(seed, a.worlds)
+        if "fixed_fusion" in algos or a.start == "incumbent":
+            constants[seed], grids[seed] = searched_constant(
+                plan.search_world, a.search_users, a.days, plan.search_users, margin=a.search_margin
+            )
+            print(
+                f"seed {seed}: constant {np.round(constants[seed][:6].astype(float), 2).tolist()} (searched in world "
+                f"{plan.search_world} on {a.search_users} users of seed {plan.user_seeds()['search']}, margin "
+                f"{a.search_margin:g}; "
+                f"plan {plan}) [{time.perf_counter() - t0:.0f} s]",
+                flush=True,
+            )
+        else:
+            constants[seed], grids[seed] = np.asarray(RANK.default_action, np.float32), []
     results: dict[str, dict[str, list[float]]] = {k: {"watch_time": []} for k in algos}
     # The on-policy learners are the slowest: submitted first so the pool drains evenly.
     order = sorted(((algo, seed) for seed in range(a.seeds) for algo in algos), key=lambda t: t[0] not in ONLINE)
     with ProcessPoolExecutor(max_workers=max(1, a.jobs)) as pool:
-        futures = {job: pool.submit(run_one, job[0], job[1], a, best_fixed) for job in order}
+        futures = {job: pool.submit(run_one, job[0], job[1], a, constants[job[1]]) for job in order}
         for seed in range(a.seeds):
             for algo in algos:
                 wt, pd = futures[(algo, seed)].result()
@@ -719,12 +1058,17 @@ def main(argv: list[str] | None = None) -> None:
         "n_envs": a.n_envs,
         "users": a.users,
         "search_users": a.search_users,
+        "search_margin": a.search_margin,
         "days": a.days,
         "lam_override": a.lam,
         "start": a.start,
         "jobs": a.jobs,
-        "fixed_fusion_best": [float(x) for x in best_fixed],
-        "fixed_fusion_grid": grid,
+        "worlds": a.worlds,
+        "seed_plans": {seed: seed_plan(seed, a.worlds).__dict__ for seed in range(a.seeds)},
+        # one constant per seed (split: the same one for every seed); the grid with each point's rates on the
+        # search users (a shared search appears once per seed)
+        "fixed_fusion_constants": {seed: [float(x) for x in c] for seed, c in constants.items()},
+        "fixed_fusion_grids": {seed: g for seed, g in grids.items()},
         "seconds": time.perf_counter() - t0,
     }
     write_result(
@@ -733,11 +1077,67 @@ def main(argv: list[str] | None = None) -> None:
         command="python -m benchmarks.rank_quality " + " ".join(sys.argv[1:] if argv is None else argv),
         extra=extra,
     )
-    _markdown(summary, comparisons, goal_met, a)
+    _markdown(summary, comparisons, goal_met, a, constants, grids)
+
+
+def _markdown_from_json() -> None:
+    """rank_quality.md again from the recorded run (benchmarks/results/rank_quality.json), e.g. after NOTES changed."""
+    d = json.loads((RESULTS_DIR / "rank_quality.json").read_text())
+    fields = ("seeds", "users", "days", "iterations", "n_envs", "rdpg_iterations", "start", "search_users")
+    a = argparse.Namespace(
+        **{k: d[k] for k in fields},
+        lam=d["lam_override"],
+        worlds=d.get("worlds", "split"),
+        search_margin=d.get("search_margin", 0.0),
+    )
+    constants = {int(k): np.asarray(v, np.float32) for k, v in d.get("fixed_fusion_constants", {}).items()}
+    grids = {int(k): v for k, v in d.get("fixed_fusion_grids", {}).items()}
+    _markdown(d["summary"], d["comparisons"], d["goal_met"], a, constants, grids)
+
+
+def _on_search_users(constant: np.ndarray, grid: list[dict[str, Any]]) -> dict[str, Any]:
+    """The search's own row for `constant` (its rates on the search users); {} if the grid does not hold it."""
+    for row in grid:
+        if np.allclose(row["weights"], constant[:6]):
+            return row
+    return {}
+
+
+def _per_seed_lines(
+    summary: dict[str, Any], constants: dict[int, np.ndarray], grids: dict[int, list[dict[str, Any]]]
+) -> list[str]:
+    """Per seed: the constant, its comment rate on the search and the judged users, and each learner's lift."""
+    if "fixed_fusion" not in summary:
+        return []
+    learners = [k for k in (*GOAL_ALGOS, "ma_rdpg_no_message", "main_only", "rcpo") if k in summary]
+    ref = summary["fixed_fusion"]["per_seed"]
+    lines = [
+        "Per seed: the constant (the same block at every stage), its comment rate on the search users and on "
+        "the judged users, and each learner's lift over it (comment rate in brackets).",
+        "",
+        "| seed | constant | comment (search) | comment (judged) | " + " | ".join(learners) + " |",
+        "|" + "---|" * (4 + len(learners)),
+    ]
+    for i, seed in enumerate(sorted(constants)):
+        row = _on_search_users(constants[seed], grids.get(seed, []))
+        searched = f"{row['comment']:.3f}" if row else "–"
+        cells = [
+            f"{100 * (summary[k]['per_seed']['watch_time'][i] / ref['watch_time'][i] - 1):+.1f}% "
+            f"({summary[k]['per_seed']['comment'][i]:.3f})"
+            for k in learners
+        ]
+        constant = np.round(constants[seed][:6].astype(float), 2).tolist()
+        lines.append(f"| {seed} | {constant} | {searched} | {ref['comment'][i]:.3f} | " + " | ".join(cells) + " |")
+    return ["", *lines]
 
 
 def _markdown(
-    summary: dict[str, Any], comparisons: dict[str, Any], goal_met: bool | None, a: argparse.Namespace
+    summary: dict[str, Any],
+    comparisons: dict[str, Any],
+    goal_met: bool | None,
+    a: argparse.Namespace,
+    constants: dict[int, np.ndarray],
+    grids: dict[int, list[dict[str, Any]]],
 ) -> None:
     cons = list(RANK.constraints)
     head = (
@@ -751,6 +1151,21 @@ def _markdown(
         "ours: `start_action`) and learns deviations from it."
         if a.start == "incumbent"
         else "Every online learner starts at the production default weights."
+    )
+    layout = (
+        f"Worlds: one per seed (ours, `--worlds one`). For seed s, world W = 1000 + s: the fixed-fusion constant "
+        f"is searched in W on {a.search_users} users of user seed 20 000 + s"
+        + (
+            f", every constraint required to clear its threshold × {1 + a.search_margin:g} there (safety margin, ours)"
+            if a.search_margin
+            else ""
+        )
+        + "; every learner warm-starts at it and "
+        "trains on W's catalog with the users of seed s (BC on behaviour logs of the same); every policy, the "
+        "constant included, is judged on W's own users."
+        if a.worlds == "one"
+        else f"Worlds: split (the layout before the eleventh round, `--worlds split`): learners train in world s, "
+        f"are judged on world 1000 + s, and one constant is searched on {a.search_users} users of world 10 000."
     )
     lines = [
         f"# rank policy quality on simulators 2.0 ({a.seeds} seeds, {a.users} users × {a.days} days per seed)",
@@ -766,6 +1181,8 @@ def _markdown(
         "none does, the least violation), from a grid refined by two coordinate sweeps over the six per-signal "
         "weights (the same at every stage), searched on held-out users.",
         "",
+        layout,
+        "",
         head,
         "|" + "---|" * (4 + len(cons)),
     ]
@@ -777,6 +1194,7 @@ def _markdown(
             + " | ".join(f"{s['constraints'][c.signal]:.3f}" for c in cons)
             + f" | {'yes' if s['all_constraints_satisfied'] else 'NO'} |"
         )
+    lines += _per_seed_lines(summary, constants, grids)
     for name, c in comparisons.items():
         lines.append("")
         lines.append(

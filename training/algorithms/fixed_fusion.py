@@ -24,6 +24,12 @@ The objective is `evaluate`'s entry named by `FixedFusionConfig.objective`
 per user-day including next-day returns — the ground truth it reports —
 because per-decision watch time misses the long-run effect of the weights
 (longer sessions, returns) and would keep a worse point.
+
+Safety margin (`margin` > 0; ours): a point counts as feasible only if every
+constraint holds with room to spare, relative to its threshold (a "≥ t"
+constraint needs ≥ t·(1 + margin), a "≤ t" one ≤ t·(1 − margin)), as a team
+ships a rule only with room for the sampling noise of the users it was
+searched on. 0 (the default) is the plain rule above.
 """
 
 from __future__ import annotations
@@ -51,6 +57,8 @@ class FixedFusionConfig:
     """Key of `evaluate`'s result that ranks feasible points; empty = the task's main signal."""
     refine_sweeps: int = 0
     """Coordinate sweeps over the block positions after the grid (0 = the grid only)."""
+    margin: float = 0.0
+    """Relative safety margin every constraint must clear to count as met (0 = the threshold itself)."""
 
     def __post_init__(self) -> None:
         if not self.main_weights or not self.aux_weights:
@@ -59,6 +67,8 @@ class FixedFusionConfig:
             raise ValueError(f"block_size: must be >= 1, got {self.block_size}")
         if self.refine_sweeps < 0:
             raise ValueError(f"refine_sweeps: must be >= 0, got {self.refine_sweeps}")
+        if not 0.0 <= self.margin < 1.0:
+            raise ValueError(f"margin: expected 0 <= margin < 1 (relative to each threshold), got {self.margin}")
 
     def candidates(self, action_size: int) -> list[np.ndarray]:
         if action_size % self.block_size:
@@ -102,7 +112,8 @@ def train(
         m = seen[key]
         violation = 0.0
         for con in task.constraints:
-            slack = task.constraint_sign(con) * (m[con.signal] - con.threshold)
+            # positive when met; the margin moves the bar away from the threshold by margin·|threshold|
+            slack = task.constraint_sign(con) * (m[con.signal] - con.threshold) - cfg.margin * abs(con.threshold)
             violation += max(0.0, -slack) / max(abs(con.threshold), 1e-8)
         return (violation == 0.0, -violation, m[objective])
 
