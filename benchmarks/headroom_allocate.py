@@ -102,14 +102,32 @@ def feasible(runs: DayRuns, limit: float = OVER_BUDGET_LIMIT) -> bool:
 
 
 def search(
-    family: str, make: Factory, grid: Sequence[Any], config: AllocateConfig, size: Size, seeds: Sequence[int]
+    family: str,
+    make: Factory,
+    grid: Sequence[Any],
+    config: AllocateConfig,
+    size: Size,
+    seeds: Sequence[int],
+    rows: list[dict[str, Any]] | None = None,
 ) -> Winner:
-    """The grid value with the most search-day revenue among those that keep the budget (the least over-budget if none)."""
+    """The grid value with the most search-day revenue among those that keep the budget (the least over-budget if none).
+
+    `rows`, if given, receives one dict per grid value (value, revenue, over_budget, feasible) for reports."""
     best: tuple[tuple[bool, float], Winner] | None = None
     for value in grid:
         policy = make(value)
         runs = run_days(policy, config, size.requests_per_interval, seeds)
         ok = feasible(runs, SEARCH_OVER_BUDGET_LIMIT)
+        if rows is not None:
+            rows.append(
+                {
+                    "value": value,
+                    "revenue": float(runs.revenue_per_day.mean()),
+                    "over_budget": runs.over_budget_fraction,
+                    "mean_compute": runs.mean_compute,
+                    "feasible": ok,
+                }
+            )
         key = (ok, float(runs.revenue_per_day.mean()) if ok else -runs.over_budget_fraction)
         if best is None or key > best[0]:
             best = (key, Winner(family, value, policy, float(runs.revenue_per_day.mean()), runs.over_budget_fraction))

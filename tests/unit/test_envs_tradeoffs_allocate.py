@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from benchmarks.headroom_allocate import static_candidates
+from benchmarks.headroom_allocate import SEARCH_OVER_BUDGET_LIMIT, Size, search, static_candidates
 from training.envs.allocate import AllocateConfig
 from training.envs.allocate_oracle import (
     DayRuns,
@@ -71,3 +71,22 @@ def test_unconstrained_revenue_optimum_breaks_the_budget(reference: DayRuns) -> 
     unconstrained = run_days(_planner(0.95), CONFIG, N, SEEDS)
     assert unconstrained.revenue_per_day.mean() > reference.revenue_per_day.mean()
     assert unconstrained.over_budget_fraction > 0.01
+
+
+def test_search_records_every_grid_value_and_picks_the_best_feasible_one() -> None:
+    """`search(rows=...)` (used by benchmarks/allocate_own_target_probe.py) reports each u* it tried, and its pick
+    is the highest-revenue row within the search limit."""
+    size = Size(requests_per_interval=32, search_days=1, planning_requests=32, traffic_grid_points=8)
+    quality, cost = rule_quality_table(CONFIG), cost_table(CONFIG)
+    rows: list[dict[str, object]] = []
+    grid = [0.80, 0.85, 0.95]
+    winner = search(
+        "feedback", lambda u: ValueCostRule(quality, cost, "feedback", u, gain=1.5), grid, CONFIG, size, [21], rows
+    )
+    assert [r["value"] for r in rows] == grid
+    assert all(r["feasible"] == (r["over_budget"] <= SEARCH_OVER_BUDGET_LIMIT) for r in rows)  # compute is far below
+    feasible = [r for r in rows if r["feasible"]]
+    assert feasible and not rows[-1]["feasible"]  # the grid spans the limit, so the choice is not trivial
+    best = max(feasible, key=lambda r: float(r["revenue"]))  # type: ignore[arg-type]
+    assert winner.parameter == best["value"]
+    assert winner.search_revenue == pytest.approx(best["revenue"])
