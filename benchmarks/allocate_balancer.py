@@ -1,6 +1,7 @@
 """The allocate balancer study (#16 item "MPC meeting its goal"): load models, then MPC vs feedback side by side.
 
     python -m benchmarks.allocate_balancer [--seeds 0,1,2,3,4] [--target 0.95] [--workers 1]
+                                           [--forecast served|plain] [--name allocate_balancer]
 
 Per seed s: MaRCA's agents are trained online (96 intervals, as in allocate_quality); two history days
 (500 + s, 600 + s) are run under a perturbed feedback λ (excitation for the fit, as in allocate_quality);
@@ -18,7 +19,10 @@ Then the evaluation day 1000 + s is run once per controller, MaRCA's agents each
   offset-free term; serving/balancer.py SERVED_*), and the PI feedback controller alone.
   Every controller is warm, as a serving balancer is: it runs through day 999 + s first and carries its
   state (λ, PI integral, observer, traffic forecast) into the scored day. (Until 2026-12-04 each started
-  cold at λ = 1 at midnight; that cost the MPC rows 0.01–0.03 of utilisation.)
+  cold at λ = 1 at midnight; that cost the MPC rows 0.01–0.03 of utilisation.) Every controller reads the
+  served traffic forecast (serving/balancer.DiurnalTrafficForecast, warmed on the history days);
+  `--forecast plain` gives them the one served until 2026-12-05 (allocate_quality.FORECASTS), to measure
+  what the forecast moved.
 * `ceiling`: MaRCA's agents at λ = 0 (the most compute they choose to spend), mean over intervals of
   min(u, 1) — the paper's utilisation no controller with λ ≥ 0 can exceed (until 2026-12-05 the cap was
   the target, which is not the paper's metric's cap).
@@ -33,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import sys
 import time
 from collections.abc import Callable
 from multiprocessing import get_context
@@ -43,6 +48,7 @@ import numpy as np
 import torch
 
 from benchmarks.allocate_quality import (
+    FORECASTS,
     LAMBDA_MAX,
     RULE_GAIN,
     BalancerLambda,
@@ -53,13 +59,13 @@ from benchmarks.allocate_quality import (
     pi,
     run_day,
     run_warm_day,
+    warmed_forecast,
 )
 from benchmarks.common import Metric, write_result
 from serving.balancer import (
     SERVED_ANCHOR_GAIN,
     SERVED_BIAS_GAIN,
     CurveLoadModel,
-    DiurnalTrafficForecast,
     FeedbackBalancer,
     LoadModel,
     MPCBalancer,
@@ -98,8 +104,8 @@ def history(
     return {"u": u, "q": q, "lam": lam, "slot": slot.astype(np.int64)}
 
 
-def evaluate_seed(job: tuple[int, int, float]) -> dict[str, Any]:
-    seed, intervals, target = job
+def evaluate_seed(job: tuple[int, int, float, str]) -> dict[str, Any]:
+    seed, intervals, target, forecast = job
     torch.set_num_threads(1)
     config = AllocateConfig()
     per_day = config.intervals_per_day
@@ -132,13 +138,7 @@ def evaluate_seed(job: tuple[int, int, float]) -> dict[str, Any]:
         "backlog_capacity": curve.backlog_capacity if math.isfinite(curve.backlog_capacity) else None,
     }
     # the diurnal forecast learns the traffic profile from the history days, as a serving balancer would
-    forecast_days = [*zip(fit["slot"], fit["q"], strict=True)]
-
-    def new_forecast() -> DiurnalTrafficForecast:
-        f = DiurnalTrafficForecast(per_day)
-        for s, q in forecast_days:
-            f.observe(int(s), float(q))
-        return f
+    forecast_days = [(int(s), float(q)) for s, q in zip(fit["slot"], fit["q"], strict=True)]
 
     def mpc(
         model: LoadModel | CurveLoadModel, max_rmse: float, bias_gain: float = 0.0, anchor_gain: float = 1.0
@@ -165,7 +165,7 @@ def evaluate_seed(job: tuple[int, int, float]) -> dict[str, Any]:
     ceiling = run_day(M.MarcaPolicy(learner, cost, lambda obs: 0.0), config, 256, 1000 + seed).utilisation
     out["ceiling"] = {"utilisation": float(np.minimum(ceiling, 1.0).mean())}
     for name in CONTROLLERS:
-        ctl = BalancerLambda(makers[name], new_forecast(), per_day)
+        ctl = BalancerLambda(makers[name], warmed_forecast(forecast_days, per_day, forecast), per_day)
         day = run_warm_day(M.MarcaPolicy(learner, cost, ctl), config, 256, 1000 + seed)
         out[name] = {
             "utilisation": paper_utilisation(day.utilisation),
@@ -217,20 +217,22 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--intervals", type=int, default=96, help="MaRCA training intervals")
     p.add_argument("--target", type=float, default=0.95, help="utilisation target of every controller")
     p.add_argument("--workers", type=int, default=1, help="processes (the host is shared: 1 unless it is idle)")
+    p.add_argument("--forecast", choices=FORECASTS, default="served", help="traffic forecast every controller reads")
+    p.add_argument("--name", default="allocate_balancer", help="result name (benchmarks/results/<name>.json/.md)")
     args = p.parse_args(argv)
     seeds = [int(s) for s in args.seeds.split(",")]
     started = time.perf_counter()
     rows: list[dict[str, Any]] = []
-    command = ("python -m benchmarks.allocate_balancer " + " ".join(argv or [])).strip()
+    command = ("python -m benchmarks.allocate_balancer " + " ".join(sys.argv[1:] if argv is None else argv)).strip()
     with get_context("spawn").Pool(min(args.workers, len(seeds))) as pool:
-        for row in pool.imap_unordered(evaluate_seed, [(s, args.intervals, args.target) for s in seeds]):
+        for row in pool.imap_unordered(evaluate_seed, [(s, args.intervals, args.target, args.forecast) for s in seeds]):
             rows.append(row)
             rows.sort(key=lambda r: r["seed"])
             metrics = summarise(rows)
-            extra = {"seeds": seeds, "seeds_completed": [r["seed"] for r in rows], "target": args.target,
+            extra = {"seeds": seeds, "seeds_completed": [r["seed"] for r in rows], "target": args.target, "forecast": args.forecast,
                      "train_intervals": args.intervals, "seconds": time.perf_counter() - started, "rows": rows}  # fmt: skip
-            path = write_result("allocate_balancer", metrics, command=command, extra=extra)
-            lines = [f"# allocate balancer — {len(rows)} of {len(seeds)} seeds, target {args.target}", "",
+            path = write_result(args.name, metrics, command=command, extra=extra)
+            lines = [f"# allocate balancer — {len(rows)} of {len(seeds)} seeds, target {args.target}, {args.forecast} traffic forecast", "",
                      f"`{command}`", "", "| metric | value | 95 % CI | goal |", "|---|---|---|---|"]  # fmt: skip
             for m in metrics:
                 ci = f"[{m.ci[0]:.4f}, {m.ci[1]:.4f}]" if m.ci else ""
