@@ -620,6 +620,42 @@ table rerun once.
   takes them on 64 training users per batch, not to the constant's margin. Making them feasible on fresh
   users would need their own aim retuned on tuning seeds (not done here: no learner config changed).
   The reported seeds were run once.
+
+Probe for the next session (twelfth round; issue 18, tuning worlds 3100–3105 only, no default changed). Question:
+would aiming 3 % inside every threshold, as MA-RDPG and the searched constant do, make TSCAC and the MA cascade
+feasible on the judged users, and at what lift? TSCAC's aim is `TSCACConfig.margin` (default 0: its PID multiplier
+drives Δ_i = s_i (C_i − Ĵ_i)/|C_i| + margin to zero on the training batch, i.e. aims at the threshold itself); the
+MA cascade inherits the field but ships `lambda_control: fixed` (λ 0.02), which reads no threshold, so its only
+cheap 3 % aim is the PID with a margin (`{"lambda_control": "pid", "margin": 0.03}`: TSCAC's constraint handling
+on the cascade's actors — a change of method, not a knob of the shipped one). Commands (the probe's defaults:
+one-world layout, constant searched with margin 0.03 on 1 000 users of seed 20 000 + s, judged on world 3000 + s's
+own 1 000 users, 40 iterations; `PYTHONPATH=$PWD OMP_NUM_THREADS=1 nice -n 5 .venv/bin/python -m
+benchmarks.rank_probe --algo A 'OVERRIDES' --seeds 100,101,102,103,104,105`, 2026-12-05 09:35–09:55 UTC):
+lift over the seed's constant on the same users, comment in brackets (the constants' own comment 1.194 / 1.097 /
+1.131 / 1.149 / 1.131 / 1.135 — world 3101's constant misses 1.1 on its judged users); mean ± 95 % half-width (t, 5 df).
+* TSCAC as shipped (`{}`): +0.3 (1.193) / +0.8 (1.099) / +4.4 (1.090) / +3.0 (1.082) / +1.9 (1.123) / +3.9 %
+  (1.074); +2.38 % ± 1.74, comment mean 1.110, ≥ 1.1 on 2 of 6 — on these worlds the shipped aim passes the
+  mean only narrowly and misses on 4 seeds (reported run: mean 1.091, 3 of 5 below).
+* TSCAC `{"margin": 0.03}`: +1.3 (1.182) / +2.6 (1.071) / +0.7 (1.114) / −3.8 (1.192) / +1.4 (1.106) / +0.2 %
+  (1.127); +0.39 % ± 2.34, comment mean 1.132, ≥ 1.1 on 5 of 6 (the miss is world 3101, where the constant
+  itself gives 1.097). Against the shipped aim, per seed −2.0 points [−5.4, +1.5]. Seed 102 tracked no feasible
+  iterate (kept −1 in the probe's line); seed 103 overshot (comment +3.7 % over the constant, lift −3.8 %).
+* MA cascade as shipped (`{}`, fixed λ 0.02): +8.4 (1.159) / −1.3 (1.106) / +3.3 (1.103) / +3.6 (1.083) / −2.3
+  (1.143) / −6.4 % (1.194); +0.88 % ± 5.50, comment mean 1.131, ≥ 1.1 on 5 of 6: feasible on the mean here
+  already, with the same wide spread as in the reported run (its lift follows how many comments it gives up).
+* MA cascade `{"lambda_control": "pid", "margin": 0.03}`: +0.6 (1.183) / +0.6 (1.085) / +3.4 (1.107) / +2.5
+  (1.109) / −1.0 (1.135) / +2.8 % (1.105); +1.49 % ± 1.75, comment mean 1.121, ≥ 1.1 on 5 of 6 (the miss again
+  world 3101): the PID's aim narrows the spread (sd 1.7 points against 5.2) at the same feasibility; against the
+  shipped fixed λ, per seed +0.6 points [−5.1, +6.3].
+* Reading: the 3 % aim does what it is for — TSCAC's comment mean moves from 1.110 to 1.132 and 5 of 6 worlds
+  meet 1.1 (2 before) — and costs what the margin buys: its steady lift (+2.4 %, positive on every seed, as
+  reported) falls to +0.4 % with an interval across 0. With a reference constant that already keeps a 3 %
+  margin, a learner that also keeps one has little room left on comment to trade for watch time; neither TSCAC
+  setting gives both ≥ +3 % and feasibility on these tuning worlds. For the MA cascade the fixed λ is already
+  feasible on the mean here (1.131); the PID with a 3 % aim keeps that (1.121) and steadies the lift (+1.5 %
+  ± 1.7, not different from the fixed λ's +0.9 % ± 5.5) — the one candidate for a tuning-seed confirmation
+  next session. A probe, not a decision: one run per seed, 1 000 judged users (comment noise sd ≈ 0.021 per
+  sample), no config changed; logs in runs/ of worktree rank3.
 """
 
 ALGOS = ("tscac", "ma_cascade", "ma_rdpg", "ma_rdpg_no_message", "main_only", "rcpo", "bc", "fixed_fusion")
