@@ -55,45 +55,54 @@ STAGES = {"retrieval": slice(0, 3), "pre_rank": slice(3, 4), "rank": slice(4, 6)
 """Stage → components of the joint action (spec order), as MaRCA's agents own them."""
 
 
-class TruthFeedback:
-    """argmax_a E[revenue_i(a)] − λ_t·E[cost(a)], exact values at the forecast traffic and u*, feedback λ."""
+class _FeedbackArgmax:
+    """argmax_a values(s, a) − λ_t·C(a)·contention(traffic) with the feedback λ at u* — the shared decision of the
+    two diagnostic policies below, which differ only in where the action values and the traffic come from."""
 
     def __init__(self, config: AllocateConfig, target: float, gain: float) -> None:
-        self.config, self.target = config, target
+        self.config = config
         self.controller = M.FeedbackLambda(target, gain)
-        self.forecaster = O.ReferencePlanner(config, target, traffic_grid_points=4)  # only its traffic forecast
         self.cost = O.cost_table(config)
         self.lam = float("nan")
 
     def reset(self) -> None:
         self.controller.reset()
 
+    def values_and_traffic(self, obs: np.ndarray) -> tuple[np.ndarray, float]:
+        """(N, 384) action values and the traffic the cost's contention is read at."""
+        raise NotImplementedError
+
     def __call__(self, obs: np.ndarray) -> np.ndarray:
         lam = self.lam = self.controller(obs)
-        _, traffic = self.forecaster.forecast_traffic(obs)
-        revenue = O.expected_revenue(self.config, O.Requests.from_observation(obs), traffic, self.target)
+        values, traffic = self.values_and_traffic(obs)
         cost = self.cost * self.config.contention_factor(traffic)
-        return O.ALL_ACTIONS[np.argmax(revenue - lam * cost[None, :], axis=1)]
+        return O.ALL_ACTIONS[np.argmax(values - lam * cost[None, :], axis=1)]
 
 
-class JointArgmax:
+class TruthFeedback(_FeedbackArgmax):
+    """argmax_a E[revenue_i(a)] − λ_t·E[cost(a)], exact values at the forecast traffic and u*, feedback λ."""
+
+    def __init__(self, config: AllocateConfig, target: float, gain: float) -> None:
+        super().__init__(config, target, gain)
+        self.target = target
+        self.forecaster = O.ReferencePlanner(config, target, traffic_grid_points=4)  # only its traffic forecast
+
+    def values_and_traffic(self, obs: np.ndarray) -> tuple[np.ndarray, float]:
+        _, traffic = self.forecaster.forecast_traffic(obs)
+        return O.expected_revenue(self.config, O.Requests.from_observation(obs), traffic, self.target), traffic
+
+
+class JointArgmax(_FeedbackArgmax):
     """MaRCA's learned Q_tot with the exact joint argmax over the 384 actions (no per-agent factorisation):
     argmax_a Q_tot(s, a) − λ_t·C(a)·contention(last load), the same feedback λ."""
 
     def __init__(self, learner: M.MarcaLearner, config: AllocateConfig, target: float, gain: float) -> None:
-        self.learner, self.config = learner, config
-        self.controller = M.FeedbackLambda(target, gain)
-        self.cost = O.cost_table(config)
-        self.lam = float("nan")
+        super().__init__(config, target, gain)
+        self.learner = learner
 
-    def reset(self) -> None:
-        self.controller.reset()
-
-    def __call__(self, obs: np.ndarray) -> np.ndarray:
-        lam = self.lam = self.controller(obs)
+    def values_and_traffic(self, obs: np.ndarray) -> tuple[np.ndarray, float]:
         values = self.learner.joint_action_values(torch.as_tensor(np.asarray(obs, np.float32))).numpy()
-        cost = self.cost * self.config.contention_factor(float(obs[0, 1]))
-        return O.ALL_ACTIONS[np.argmax(values - lam * cost[None, :], axis=1)]
+        return values, float(obs[0, 1])
 
 
 def record_day(policy: Any, config: AllocateConfig, n: int, day: int) -> dict[str, Any]:
