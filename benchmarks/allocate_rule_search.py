@@ -186,8 +186,12 @@ def main(argv: list[str] | None = None) -> None:
         Metric("allocate_rule_search.winner.target", winner.target, "budget"),
         Metric("allocate_rule_search.winner.gain", winner.gain, ""),
         Metric("allocate_rule_search.winner.revenue_per_request", winner.revenue, "cents"),
-        Metric("allocate_rule_search.winner.over_utilisation", winner.over_utilisation, "budget",
-               goal=("<=", OVER_UTILISATION_LIMIT)),  # fmt: skip
+        Metric(
+            "allocate_rule_search.winner.over_utilisation",
+            winner.over_utilisation,
+            "budget",
+            goal=("<=", OVER_UTILISATION_LIMIT),
+        ),  # fmt: skip
         Metric("allocate_rule_search.winner.share_of_intervals_over_budget", winner.share_over_budget, "share"),
         Metric("allocate_rule_search.winner.mean_utilisation", winner.mean_utilisation, "budget"),
     ]
