@@ -304,15 +304,6 @@ def ceiling(seeds: list[int], name: str, command: str) -> None:
     print("\n".join(lines), flush=True)
 
 
-class WarmFeedbackLambda(M.FeedbackLambda):
-    """The feedback λ run warm (ours, for `--ceiling-mpc`): `reset()` at a new day keeps λ where the last day left
-    it and only skips the day's first, neutral reading — as serving/balancer's balancers run day after day and
-    allocate_quality's `mpc` arm is scored (its λ = 1 only before the first day it ever sees)."""
-
-    def reset(self) -> None:
-        self._first = True
-
-
 CEILING_MPC_ARMS = ("rule", "rule_warm", "rule_mpc", "truth_rule", "truth_mpc", "oracle")
 """`--ceiling-mpc`'s arms (module docstring); lifts are over `rule` (cold, as allocate_quality scores it)."""
 
@@ -327,7 +318,7 @@ def ceiling_mpc_day(seed: int, n: int = 256, target: float = SERVED_SET_POINT) -
     out["rule"] = Q.run_day(
         O.ValueCostRule(quality, cost, "feedback", Q.BEST_RULE_TARGET, gain=Q.BEST_RULE_GAIN), config, n, day
     )
-    warm = Q.ControlledRule(quality, cost, WarmFeedbackLambda(Q.BEST_RULE_TARGET, Q.BEST_RULE_GAIN))
+    warm = Q.warm_rule(quality, cost, Q.BEST_RULE_TARGET, Q.BEST_RULE_GAIN)  # allocate_quality's `rule` since 12-05
     out["rule_warm"] = Q.run_warm_day(warm, config, n, day)
     rule_mpc = Q.controller_days(Q.rule_policy(config), config, n, seed, target, controllers=("mpc",), ceiling=False)
     out["rule_mpc"] = rule_mpc["mpc"]

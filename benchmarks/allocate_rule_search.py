@@ -1,6 +1,6 @@
 """The best one-parameter rule held to the MPC's budget bound: the baseline of issue #16's lift over the rule.
 
-    python -m benchmarks.allocate_rule_search [--quick]
+    python -m benchmarks.allocate_rule_search [--quick] [--cold]
 
 Ours (the lead's decision of 2026-12-05, docs/marca.md "How the lift over the rule is judged"). Issue #16's
 `allocate.marca.revenue_lift_vs_rule` compares MaRCA as served — its agents with λ from the served MPC at
@@ -10,10 +10,14 @@ is searched under that same bound here, not under headroom_allocate's (at most 0
 budget), which is stricter and would hand MaRCA a lift that is only a looser budget.
 
 The family is headroom_allocate's feedback rule (training/envs/allocate_oracle.ValueCostRule, schedule
-"feedback": λ_t = λ_{t−1}·exp(g·(u_{t−1} − u*)), cold at λ = 1 each day as everywhere the rule runs). The grid:
-u* from 0.80 to 0.98 in steps of 0.01 × the gains headroom_allocate searches (0.5, 1.5, 3.0). Each cell runs
-headroom_allocate FULL's search days 3000–3007 at its 300 requests per interval (common random numbers: every
-cell sees the same days).
+"feedback": λ_t = λ_{t−1}·exp(g·(u_{t−1} − u*))), run WARM (ours, the lead's decision of 2026-12-05): each search
+day d is scored after the rule ran through day d − 1 with its λ carried (allocate_quality.WarmFeedbackLambda; the
+warm-up day is not scored) — as the MPC arms are scored and as a served rule would run day after day. Cold (λ = 1
+at each day's start, `--cold`) was the search until then: results/allocate_rule_search_cold.*; on tuning days
+1010–1019 the warm rule (0.90, 1.5) earned +0.20 % over the cold one (results/allocate_diagnosis_ceiling_mpc.md).
+The grid: u* from 0.80 to 0.98 in steps of 0.01 × the gains headroom_allocate searches (0.5, 1.5, 3.0). Each
+cell runs headroom_allocate FULL's search days 3000–3007 at its 300 requests per interval (common random numbers:
+every cell sees the same days).
 
 Selection rule (written down before the search was run):
 * feasible = the paper's over-utilisation over all search intervals ≤ OVER_UTILISATION_LIMIT (0.01) and the
@@ -33,12 +37,14 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from benchmarks import allocate_quality as Q
 from benchmarks.common import Metric, write_result
 from benchmarks.headroom_allocate import FULL, QUICK, SEARCH_SEED_OFFSET, Size
 from models.problems import ALLOCATE
@@ -88,9 +94,26 @@ def select(cells: Iterable[Cell]) -> Cell:
     return min(cells, key=lambda c: c.over_utilisation)
 
 
-def run_cell(target: float, gain: float, config: AllocateConfig, size: Size, seeds: Sequence[int]) -> Cell:
-    rule = O.ValueCostRule(O.rule_quality_table(config), O.cost_table(config), "feedback", target, gain=gain)
-    runs = O.run_days(rule, config, size.requests_per_interval, seeds)
+def run_warm_days(make_policy: Callable[[], Any], config: AllocateConfig, n: int, seeds: Sequence[int]) -> O.DayRuns:
+    """Each day d of `seeds` scored after a fresh policy ran through day d − 1 with its state carried (the warm-up
+    day is not scored): allocate_quality.run_warm_day's protocol, with the compute per request kept."""
+    scored = []
+    for day in seeds:
+        policy = make_policy()
+        O.run_days(policy, config, n, [day - 1])
+        scored.append(O.run_days(policy, config, n, [day]))
+    return O.DayRuns(**{f.name: np.concatenate([getattr(r, f.name) for r in scored]) for f in fields(O.DayRuns)})
+
+
+def run_cell(
+    target: float, gain: float, config: AllocateConfig, size: Size, seeds: Sequence[int], warm: bool = True
+) -> Cell:
+    quality, cost = O.rule_quality_table(config), O.cost_table(config)
+    n = size.requests_per_interval
+    if warm:
+        runs = run_warm_days(lambda: Q.warm_rule(quality, cost, target, gain), config, n, seeds)
+    else:
+        runs = O.run_days(O.ValueCostRule(quality, cost, "feedback", target, gain=gain), config, n, seeds)
     over = float(np.maximum(runs.utilisation - 1.0, 0.0).mean())
     return Cell(
         target=target,
@@ -129,6 +152,7 @@ def search(
     targets: Sequence[float] = TARGETS,
     gains: Sequence[float] = GAINS,
     log: bool = False,
+    warm: bool = True,
 ) -> tuple[Cell, list[Cell]]:
     """(winner, every cell run) of the grid, extended while the winner sits on its edge."""
     grid_targets, grid_gains = list(targets), list(gains)
@@ -137,7 +161,7 @@ def search(
         for gain in grid_gains:
             for target in grid_targets:
                 if (target, gain) not in cells:
-                    cells[(target, gain)] = run_cell(target, gain, config, size, seeds)
+                    cells[(target, gain)] = run_cell(target, gain, config, size, seeds, warm)
                     if log:
                         c = cells[(target, gain)]
                         print(f"u* {target:.2f} g {gain:g}: revenue {c.revenue:.4f} over-util "
@@ -175,11 +199,12 @@ def markdown(winner: Cell, cells: Sequence[Cell], header: str) -> str:
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     p.add_argument("--quick", action="store_true", help="headroom_allocate QUICK: 2 search days, 96 requests")
+    p.add_argument("--cold", action="store_true", help="the search until 2026-12-05: every day cold (λ = 1)")
     args = p.parse_args(argv)
     size = QUICK if args.quick else FULL
     seeds = [SEARCH_SEED_OFFSET + k for k in range(size.search_days)]
     start = time.perf_counter()
-    winner, cells = search(AllocateConfig(), size, seeds, log=True)
+    winner, cells = search(AllocateConfig(), size, seeds, log=True, warm=not args.cold)
     seconds = time.perf_counter() - start
     command = ("python -m benchmarks.allocate_rule_search " + " ".join(sys.argv[1:] if argv is None else argv)).strip()
     metrics = [
@@ -197,6 +222,7 @@ def main(argv: list[str] | None = None) -> None:
     ]
     extra = {
         "quick": args.quick,
+        "warm": not args.cold,
         "search_days": seeds,
         "requests_per_interval": size.requests_per_interval,
         "over_utilisation_limit": OVER_UTILISATION_LIMIT,
@@ -205,12 +231,17 @@ def main(argv: list[str] | None = None) -> None:
         "cells": [asdict(c) for c in cells],
         "seconds": seconds,
     }
-    name = "allocate_rule_search" + ("_quick" if args.quick else "")
+    name = "allocate_rule_search" + ("_cold" if args.cold else "") + ("_quick" if args.quick else "")
     path = write_result(name, metrics, command=command, extra=extra)
     header = (
         f"# allocate rule search — the feedback rule's (u*, g) under the paper's over-utilisation ≤ "
         f"{OVER_UTILISATION_LIMIT}{' (--quick)' if args.quick else ''}\n\n`{command}`\n\nSearch days {seeds[0]}–"
-        f"{seeds[-1]}, {size.requests_per_interval} requests per interval, {len(cells)} cells, {seconds:.0f} s."
+        f"{seeds[-1]}, {size.requests_per_interval} requests per interval, {len(cells)} cells, {seconds:.0f} s. "
+        + (
+            "Cold: every day starts at λ = 1 (the search until 2026-12-05)."
+            if args.cold
+            else "Warm: each day scored after the rule ran through the day before, λ carried (the warm-up day unscored)."
+        )
     )
     Path(path).with_suffix(".md").write_text(markdown(winner, cells, header))
     print(f"winner u* {winner.target} g {winner.gain}: {winner}\nwrote {path} in {seconds:.0f} s")

@@ -21,7 +21,7 @@ def _obs(utilisation: float) -> np.ndarray:
 
 
 def test_warm_feedback_keeps_lambda_across_days_and_skips_each_days_first_reading() -> None:
-    ctl = D.WarmFeedbackLambda(0.9, 1.5)
+    ctl = Q.WarmFeedbackLambda(0.9, 1.5)
     ctl.reset()
     ctl(_obs(0.0))  # a day's first reading: neutral, λ stays 1
     lam = ctl(_obs(1.2))  # over target: λ rises

@@ -88,3 +88,41 @@ def test_the_lift_counts_only_with_marca_as_served_within_the_bound() -> None:
     assert "lift over the rule: met" in verdict(metrics(0.031, 0.009))
     assert "not met" in verdict(metrics(0.031, 0.011))
     assert "not met" in verdict(metrics(0.029, 0.009))
+
+
+def _tables() -> tuple[object, np.ndarray, np.ndarray]:
+    from training.envs import allocate_oracle as O
+    from training.envs.allocate import AllocateConfig
+
+    config = AllocateConfig()
+    return config, O.rule_quality_table(config), O.cost_table(config)
+
+
+def test_the_search_scores_each_day_warm_after_the_day_before() -> None:
+    """Since 2026-12-05 each search day starts where the rule's λ ended the day before (not at λ = 1)."""
+    from benchmarks import allocate_quality as Q
+    from training.envs import allocate_oracle as O
+
+    config, quality, cost = _tables()
+    warm = S.run_warm_days(lambda: Q.warm_rule(quality, cost, 0.9, 1.5), config, 16, [3000])  # type: ignore[arg-type]
+    rule = Q.warm_rule(quality, cost, 0.9, 1.5)
+    before = O.run_days(rule, config, 16, [2999])  # type: ignore[arg-type]
+    assert before.lam[0, -1] != 1.0
+    assert warm.lam[0, 0] == before.lam[0, -1]  # the scored day opens with the warm-up day's last λ
+    np.testing.assert_array_equal(warm.revenue, O.run_days(rule, config, 16, [3000]).revenue)  # type: ignore[arg-type]
+    cold = O.run_days(O.ValueCostRule(quality, cost, "feedback", 0.9, gain=1.5), config, 16, [3000])  # type: ignore[arg-type]
+    assert cold.lam[0, 0] == 1.0 and not np.array_equal(cold.revenue, warm.revenue)
+
+
+def test_allocate_qualitys_rule_is_scored_warm() -> None:
+    """`rule`, the headline's baseline, runs through the day before (λ carried): not the cold rule's day."""
+    from benchmarks import allocate_quality as Q
+    from training.envs import allocate_oracle as O
+
+    config, quality, cost = _tables()
+    day = Q.best_rule_day(config, 16, 1013)  # type: ignore[arg-type]
+    rule = Q.warm_rule(quality, cost, Q.BEST_RULE_TARGET, Q.BEST_RULE_GAIN)
+    Q.run_day(rule, config, 16, 1012)  # type: ignore[arg-type]
+    np.testing.assert_array_equal(day.revenue, Q.run_day(rule, config, 16, 1013).revenue)  # type: ignore[arg-type]
+    cold_rule = O.ValueCostRule(quality, cost, "feedback", Q.BEST_RULE_TARGET, gain=Q.BEST_RULE_GAIN)
+    assert not np.array_equal(day.revenue, Q.run_day(cold_rule, config, 16, 1013).revenue)  # type: ignore[arg-type]
