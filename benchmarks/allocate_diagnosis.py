@@ -13,7 +13,7 @@ the best rule held to the MPC's bound (u* 0.90, g 1.5) when MaRCA is served with
 MaRCA's decision with the learned Q replaced by the exact E[revenue | s, a] (`TruthFeedback`, values at the forecast
 traffic and the set point) and λ from the served MPC at serving/balancer.SERVED_SET_POINT, its load model fitted and
 forecast warmed on its own history days and warm from the day before (allocate_quality's `mpc` arm exactly), over
-that rule as allocate_quality scores it (cold); beside it the oracle (u* 0.88), the rule under the served MPC, the
+that rule cold (as allocate_quality scored it until 2026-12-05; warm since, as `rule_warm` here); beside it the oracle (u* 0.88), the rule under the served MPC, the
 exact values under the rule's own feedback λ, and the rule run warm (λ carried from the day before) to measure what
 the cold start costs the rule. The answer rule, written before the run: the learned part can reach 3 % only if
 `truth_mpc` over `rule` is ≥ 0.03 with `truth_mpc`'s over-utilisation ≤ 0.01; if its 95 % interval lies wholly
@@ -305,7 +305,8 @@ def ceiling(seeds: list[int], name: str, command: str) -> None:
 
 
 CEILING_MPC_ARMS = ("rule", "rule_warm", "rule_mpc", "truth_rule", "truth_mpc", "oracle")
-"""`--ceiling-mpc`'s arms (module docstring); lifts are over `rule` (cold, as allocate_quality scores it)."""
+"""`--ceiling-mpc`'s arms (module docstring); lifts are over `rule` (cold, as allocate_quality scored it until
+2026-12-05; its `rule` is `rule_warm` since)."""
 
 
 def ceiling_mpc_day(seed: int, n: int = 256, target: float = SERVED_SET_POINT) -> dict[str, Any]:
@@ -448,7 +449,8 @@ def ceiling_mpc_verdict(
 CEILING_MPC_ARMS_TEXT = """
 Arms (all on the same day, common random numbers; lifts over `rule`, paired per day, 95 % t-interval):
 `rule` the best rule held to the MPC's bound (feedback λ, u* 0.90, g 1.5; cold: λ = 1 at the day's start, as
-allocate_quality scores it); `rule_warm` the same rule warm (run through the day before, λ carried);
+allocate_quality scored it until 2026-12-05); `rule_warm` the same rule warm (run through the day before, λ
+carried; allocate_quality's `rule` since 2026-12-05);
 `rule_mpc` the rule's v·Q̂(a) − λ·C(a) with λ from the served MPC (as allocate_quality's `rule_mpc`);
 `truth_rule` MaRCA's decision with the exact E[revenue | s, a] under the rule's own feedback λ (u* 0.90, cold);
 `truth_mpc` the same exact values with λ from the served MPC at the served set point (load model fitted and

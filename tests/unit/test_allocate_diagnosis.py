@@ -84,6 +84,22 @@ def test_allocate_lift_does_not_emit_the_headline_name() -> None:
     assert abs(metrics[0].value - 0.02) < 1e-12
 
 
+def test_allocate_own_target_probe_does_not_emit_the_headline_name() -> None:
+    from benchmarks import allocate_own_target_probe as P
+
+    day = Q.Day(np.ones(4), np.ones(4), np.full(4, 0.8), float("nan"))
+    better = Q.Day(np.full(4, 1.02), np.ones(4), np.full(4, 0.8), float("nan"))
+    metrics = P.lift_metrics([better, better], [better, better], [day, day], "note")
+    names = [m.name for m in metrics]
+    assert names[:2] == [
+        "allocate.marca_own_target.revenue_lift_vs_rule_same_controller",
+        "allocate.marca.revenue_lift_vs_rule_same_controller",
+    ]
+    assert "allocate.marca.revenue_lift_vs_rule" not in names
+    assert all(m.goal is None for m in metrics[:2])
+    assert abs(metrics[1].value - 0.02) < 1e-12
+
+
 def test_ceiling_mpc_verdict_follows_the_written_rule() -> None:
     assert "out of reach" in D.ceiling_mpc_verdict(0.025, (0.02, 0.029), 0.008)
     assert "reachable" in D.ceiling_mpc_verdict(0.031, (0.029, 0.033), 0.008)
