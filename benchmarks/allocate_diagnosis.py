@@ -5,6 +5,21 @@ tuning seed, nothing chosen from it.
                                             [--name allocate_diagnosis]
     python -m benchmarks.allocate_diagnosis --ceiling-seeds 10,11,12 --name allocate_diagnosis_ceiling
 
+    python -m benchmarks.allocate_diagnosis --ceiling-mpc 10,11,12,13,14,15,16,17,18,19 \
+        --name allocate_diagnosis_ceiling_mpc
+
+`--ceiling-mpc` (ours, a diagnostic for issue #16's lift as judged since 2026-12-05): can any learner reach 3 % over
+the best rule held to the MPC's bound (u* 0.90, g 1.5) when MaRCA is served with the MPC? Per tuning day 1000 + s,
+MaRCA's decision with the learned Q replaced by the exact E[revenue | s, a] (`TruthFeedback`, values at the forecast
+traffic and the set point) and λ from the served MPC at serving/balancer.SERVED_SET_POINT, its load model fitted and
+forecast warmed on its own history days and warm from the day before (allocate_quality's `mpc` arm exactly), over
+that rule cold (as allocate_quality scored it until 2026-12-05; warm since, as `rule_warm` here); beside it the oracle (u* 0.88), the rule under the served MPC, the
+exact values under the rule's own feedback λ, and the rule run warm (λ carried from the day before) to measure what
+the cold start costs the rule. The answer rule, written before the run: the learned part can reach 3 % only if
+`truth_mpc` over `rule` is ≥ 0.03 with `truth_mpc`'s over-utilisation ≤ 0.01; if its 95 % interval lies wholly
+below 0.03, no learner deciding as MaRCA does under the served MPC reaches it on these days; in between, undecided.
+If `rule_warm` earns more than `rule`, the reported lift flatters MaRCA by about that much (rule_warm over rule).
+
 `--ceiling-seeds`: only the untrained policies (rule, truth_feedback, both oracles) on days 1000 + s, each one's
 revenue lift over the rule per day: what perfect action values could add to the rule under the rule's own
 feedback λ, and what the oracle's foresight and u* add on top (seconds per day).
@@ -37,15 +52,18 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from benchmarks import allocate_quality as Q
 from benchmarks.allocate_lift import parse_overrides
 from benchmarks.allocate_quality import ORACLE_TARGET, RULE_GAIN, RULE_TARGET
 from benchmarks.common import Metric, write_result
+from serving.balancer import SERVED_SET_POINT
 from training.algorithms import marca as M
 from training.envs import allocate_oracle as O
 from training.envs.allocate import AllocateConfig, BatchedAllocateSim
@@ -56,17 +74,26 @@ STAGES = {"retrieval": slice(0, 3), "pre_rank": slice(3, 4), "rank": slice(4, 6)
 
 
 class _FeedbackArgmax:
-    """argmax_a values(s, a) − λ_t·C(a)·contention(traffic) with the feedback λ at u* — the shared decision of the
-    two diagnostic policies below, which differ only in where the action values and the traffic come from."""
+    """argmax_a values(s, a) − λ_t·C(a)·contention(traffic) with the feedback λ at u* (or λ from `controller`,
+    obs → λ once per interval, e.g. the served MPC) — the shared decision of the diagnostic policies below, which
+    differ only in where the action values and the traffic come from."""
 
-    def __init__(self, config: AllocateConfig, target: float, gain: float) -> None:
+    def __init__(
+        self,
+        config: AllocateConfig,
+        target: float,
+        gain: float,
+        controller: Callable[[np.ndarray], float] | None = None,
+    ) -> None:
         self.config = config
-        self.controller = M.FeedbackLambda(target, gain)
+        self.controller = M.FeedbackLambda(target, gain) if controller is None else controller
         self.cost = O.cost_table(config)
         self.lam = float("nan")
 
     def reset(self) -> None:
-        self.controller.reset()
+        reset = getattr(self.controller, "reset", None)
+        if reset is not None:
+            reset()
 
     def values_and_traffic(self, obs: np.ndarray) -> tuple[np.ndarray, float]:
         """(N, 384) action values and the traffic the cost's contention is read at."""
@@ -80,10 +107,17 @@ class _FeedbackArgmax:
 
 
 class TruthFeedback(_FeedbackArgmax):
-    """argmax_a E[revenue_i(a)] − λ_t·E[cost(a)], exact values at the forecast traffic and u*, feedback λ."""
+    """argmax_a E[revenue_i(a)] − λ_t·E[cost(a)], exact values at the forecast traffic and u*, feedback λ (or λ
+    from `controller`: then u* is only the utilisation the values are read at)."""
 
-    def __init__(self, config: AllocateConfig, target: float, gain: float) -> None:
-        super().__init__(config, target, gain)
+    def __init__(
+        self,
+        config: AllocateConfig,
+        target: float,
+        gain: float,
+        controller: Callable[[np.ndarray], float] | None = None,
+    ) -> None:
+        super().__init__(config, target, gain, controller)
         self.target = target
         self.forecaster = O.ReferencePlanner(config, target, traffic_grid_points=4)  # only its traffic forecast
 
@@ -270,6 +304,161 @@ def ceiling(seeds: list[int], name: str, command: str) -> None:
     print("\n".join(lines), flush=True)
 
 
+CEILING_MPC_ARMS = ("rule", "rule_warm", "rule_mpc", "truth_rule", "truth_mpc", "oracle")
+"""`--ceiling-mpc`'s arms (module docstring); lifts are over `rule` (cold, as allocate_quality scored it until
+2026-12-05; its `rule` is `rule_warm` since)."""
+
+
+def ceiling_mpc_day(seed: int, n: int = 256, target: float = SERVED_SET_POINT) -> dict[str, Any]:
+    """Every `--ceiling-mpc` arm on day 1000 + seed; the MPC arms fit their load models on history days 500 + s and
+    600 + s and warm on 999 + s exactly as allocate_quality's `mpc` arm (`controller_days`)."""
+    config = AllocateConfig()
+    day = 1000 + seed
+    quality, cost = O.rule_quality_table(config), O.cost_table(config)
+    out: dict[str, Any] = {"seed": seed}
+    out["rule"] = Q.run_day(
+        O.ValueCostRule(quality, cost, "feedback", Q.BEST_RULE_TARGET, gain=Q.BEST_RULE_GAIN), config, n, day
+    )
+    warm = Q.warm_rule(quality, cost, Q.BEST_RULE_TARGET, Q.BEST_RULE_GAIN)  # allocate_quality's `rule` since 12-05
+    out["rule_warm"] = Q.run_warm_day(warm, config, n, day)
+    rule_mpc = Q.controller_days(Q.rule_policy(config), config, n, seed, target, controllers=("mpc",), ceiling=False)
+    out["rule_mpc"] = rule_mpc["mpc"]
+    out["truth_rule"] = Q.run_day(TruthFeedback(config, Q.BEST_RULE_TARGET, Q.BEST_RULE_GAIN), config, n, day)
+
+    def truth(controller: Callable[[np.ndarray], float]) -> TruthFeedback:
+        # exact values read at the set point the MPC steers to (TruthFeedback reads them at the feedback's u*)
+        return TruthFeedback(config, target, 0.0, controller)
+
+    truth_mpc = Q.controller_days(truth, config, n, seed, target, controllers=("mpc",), ceiling=False)
+    out["truth_mpc"], out["truth_mpc_share"] = truth_mpc["mpc"], truth_mpc["mpc_share"]
+    out["oracle"] = Q.run_day(O.ReferencePlanner(config, ORACLE_TARGET), config, n, day)
+    print(f"seed {seed}: " + ", ".join(f"{k} {out[k].revenue_per_day:.4f}" for k in CEILING_MPC_ARMS), flush=True)
+    return out
+
+
+def ceiling_mpc(seeds: list[int], name: str, command: str, n: int = 256) -> None:
+    """`--ceiling-mpc` (module docstring): per tuning day every arm, lifts over the cold best rule, utilisation."""
+    started = time.perf_counter()
+    rows: list[dict[str, Any]] = []
+    for seed in seeds:
+        rows.append(ceiling_mpc_day(seed, n))
+        write_ceiling_mpc(rows, seeds, name, command, n, time.perf_counter() - started)
+
+
+def write_ceiling_mpc(
+    rows: list[dict[str, Any]], seeds: list[int], name: str, command: str, n: int, seconds: float
+) -> None:
+    days = {k: [r[k] for r in rows] for k in CEILING_MPC_ARMS}
+    done = [r["seed"] for r in rows]
+    metrics: list[Metric] = []
+    lifts: dict[str, tuple[float, Any]] = {}
+    pairs = [(k, "rule") for k in CEILING_MPC_ARMS if k != "rule"]
+    pairs += [("truth_mpc", "rule_warm"), ("truth_mpc", "rule_mpc"), ("oracle", "rule_warm")]
+    for new, base in pairs:
+        lift, ci = Q.paired(days[new], days[base])
+        lifts[f"{new}_vs_{base}"] = (lift, ci)
+        per_day = [a.revenue_per_day / b.revenue_per_day - 1.0 for a, b in zip(days[new], days[base], strict=True)]
+        metrics.append(Metric(f"allocate.diagnosis.{new}.lift_vs_{base}", lift, "ratio", ci=ci,
+                              note="per day: " + ", ".join(f"{x:+.4f}" for x in per_day)))  # fmt: skip
+    arms: dict[str, dict[str, float]] = {}
+    for arm in CEILING_MPC_ARMS:
+        stats = {
+            "revenue_per_request": [d.revenue_per_day for d in days[arm]],
+            "utilisation": [Q.paper_utilisation(d.utilisation) for d in days[arm]],
+            "over_utilisation": [Q.paper_over_utilisation(d.utilisation) for d in days[arm]],
+            "share_over_budget": [float((d.utilisation > 1.0).mean()) for d in days[arm]],
+            "mean_utilisation": [float(d.utilisation.mean()) for d in days[arm]],
+        }
+        arms[arm] = {}
+        for key, values in stats.items():
+            value, ci = Q.mean_ci(values)
+            arms[arm][key] = value
+            metrics.append(Metric(f"allocate.diagnosis.{arm}.{key}", value, "cents" if key.startswith("rev") else
+                                  "budget", ci=ci))  # fmt: skip
+    extra = {
+        "seeds": seeds,
+        "seeds_completed": done,
+        "requests_per_interval": n,
+        "set_point": SERVED_SET_POINT,
+        "rule": [Q.BEST_RULE_TARGET, Q.BEST_RULE_GAIN],
+        "oracle_target": ORACLE_TARGET,
+        "arms": arms,
+        "truth_mpc_share": [r["truth_mpc_share"] for r in rows],
+        "seconds": seconds,
+    }
+    path = write_result(name, metrics, command=command, extra=extra)
+    lines = [
+        f"# allocate ceiling under the served MPC over the best rule — tuning days {[1000 + s for s in done]} "
+        f"({len(done)} of {len(seeds)})",
+        "",
+        f"`{command}` ({n} requests per interval, {seconds:.0f} s)",
+        "",
+        CEILING_MPC_ARMS_TEXT.strip(),
+        "",
+        "| lift | mean | 95 % CI |",
+        "|---|---|---|",
+    ]
+    for key, (lift, ci) in lifts.items():
+        ci_text = f"[{100 * ci[0]:+.2f}, {100 * ci[1]:+.2f}] %" if ci else ""
+        lines.append(f"| {key.replace('_vs_', ' over ')} | {100 * lift:+.2f} % | {ci_text} |")
+    lines += [
+        "",
+        "| arm | revenue/request | utilisation min(u,1) | over-utilisation | share over budget | mean u |",
+        "|---|---|---|---|---|---|",
+    ]
+    for arm, a in arms.items():
+        lines.append(
+            f"| {arm} | {a['revenue_per_request']:.4f} | {a['utilisation']:.4f} | {a['over_utilisation']:.4f} "
+            f"| {100 * a['share_over_budget']:.1f} % | {a['mean_utilisation']:.4f} |"
+        )
+    lift, ci = lifts["truth_mpc_vs_rule"]
+    warm, warm_ci = lifts["rule_warm_vs_rule"]
+    lines += [
+        "",
+        "**Answer** (rule written before the run, module docstring): "
+        + ceiling_mpc_verdict(lift, ci, arms["truth_mpc"]["over_utilisation"]),
+        "",
+        f"**Warm vs cold rule**: run warm, the rule earns {100 * warm:+.2f} %"
+        + (f" [{100 * warm_ci[0]:+.2f}, {100 * warm_ci[1]:+.2f}]" if warm_ci else "")
+        + f" more than cold, at over-utilisation {arms['rule_warm']['over_utilisation']:.4f} (cold "
+        f"{arms['rule']['over_utilisation']:.4f}): a lift over the cold rule flatters MaRCA by about that much.",
+    ]
+    Path(path).with_suffix(".md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines), flush=True)
+
+
+def ceiling_mpc_verdict(
+    lift: float, ci: tuple[float, float] | None, over_utilisation: float, goal: float = 0.03
+) -> str:
+    """The `--ceiling-mpc` answer rule (module docstring): reachable only if the exact values under the served MPC
+    reach the goal within the budget bound; out of reach if the whole interval lies below it; else undecided."""
+    head = (
+        f"`truth_mpc` over `rule` {100 * lift:+.2f} %"
+        + (f" [{100 * ci[0]:+.2f}, {100 * ci[1]:+.2f}]" if ci else "")
+        + f", over-utilisation {over_utilisation:.4f}: "
+    )
+    if over_utilisation > 0.01:
+        return head + "over the 0.01 bound, so not a fair ceiling; no verdict."
+    if ci is not None and ci[1] < goal:
+        return head + f"out of reach — no learner deciding as MaRCA does under the served MPC reaches {goal:.0%}."
+    if lift >= goal:
+        return head + f"reachable in principle — perfect action values under the served MPC give ≥ {goal:.0%}."
+    return head + f"undecided — the mean is below {goal:.0%} but the interval reaches it; at best just at the goal."
+
+
+CEILING_MPC_ARMS_TEXT = """
+Arms (all on the same day, common random numbers; lifts over `rule`, paired per day, 95 % t-interval):
+`rule` the best rule held to the MPC's bound (feedback λ, u* 0.90, g 1.5; cold: λ = 1 at the day's start, as
+allocate_quality scored it until 2026-12-05); `rule_warm` the same rule warm (run through the day before, λ
+carried; allocate_quality's `rule` since 2026-12-05);
+`rule_mpc` the rule's v·Q̂(a) − λ·C(a) with λ from the served MPC (as allocate_quality's `rule_mpc`);
+`truth_rule` MaRCA's decision with the exact E[revenue | s, a] under the rule's own feedback λ (u* 0.90, cold);
+`truth_mpc` the same exact values with λ from the served MPC at the served set point (load model fitted and
+forecast warmed on its own history days 500 + s, 600 + s, warm from day 999 + s: as the `mpc` arm) — the ceiling
+of MaRCA's learned part under the served MPC; `oracle` the reference planner at u* 0.88.
+"""
+
+
 def trained_learner(
     seed: int, intervals: int, updates: int, config: AllocateConfig, overrides: dict[str, Any] | None = None
 ) -> M.MarcaLearner:
@@ -297,14 +486,21 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--updates", type=int, default=8)
     p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", help="as allocate_lift's --set")
     p.add_argument("--ceiling-seeds", default="", help="comma-separated tuning seeds: only the untrained policies")
+    p.add_argument("--requests", type=int, default=256, help="requests per interval (`--ceiling-mpc` only)")
+    p.add_argument("--ceiling-mpc", default="", help="comma-separated tuning seeds: the `--ceiling-mpc` arms")
     p.add_argument("--name", default="allocate_diagnosis")
     args = p.parse_args(argv)
     command = ("python -m benchmarks.allocate_diagnosis " + " ".join(sys.argv[1:] if argv is None else argv)).strip()
-    if args.ceiling_seeds:
-        seeds = [int(x) for x in args.ceiling_seeds.split(",")]
+    for flag, text in (("--ceiling-seeds", args.ceiling_seeds), ("--ceiling-mpc", args.ceiling_mpc)):
+        seeds = [int(x) for x in text.split(",")] if text else []
         if any(0 <= x <= 4 for x in seeds):
-            raise ValueError(f"--ceiling-seeds: expected tuning seeds (not 0–4, the reported days), got {seeds}")
-        ceiling(seeds, args.name, command)
+            raise ValueError(f"{flag}: expected tuning seeds (not 0–4, the reported days), got {seeds}")
+    if args.ceiling_seeds:
+        ceiling([int(x) for x in args.ceiling_seeds.split(",")], args.name, command)
+        return
+    if args.ceiling_mpc:
+        torch.set_num_threads(1)
+        ceiling_mpc([int(x) for x in args.ceiling_mpc.split(",")], args.name, command, args.requests)
         return
     if 0 <= args.seed <= 4:
         raise ValueError(f"--seed: expected a tuning seed (not 0–4, the reported days), got {args.seed}")

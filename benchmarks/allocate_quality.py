@@ -3,12 +3,22 @@ AWRQ-Mixer and its QMIX/VDN/DQN baselines against the oracle, and the MPC balanc
 
 Per seed s (paired: every policy sees the same evaluation day, common random numbers):
 * each variant (marca, qmix, vdn, dqn) of training/algorithms/marca.py is trained online in the simulator
-  (seed s, `--intervals` intervals) and evaluated on day 1000 + s with the feedback λ controller of the
-  best one-parameter rule (u* = 0.85, g = 1.5: benchmarks/results/headroom_allocate.json's winner, searched on
-  days 3000–3007; 0.82 while it was searched on 1000–1007, which hold this benchmark's reported days), so the
-  learned policies and the rule run at the same compute target;
-* the best static allocation and the best rule (feedback λ over v·Q̂(a) − λ·C(a)) of allocate_oracle.py,
-  and the oracle: the reference planner (exact expectations, foresight of the traffic curve, u* = 0.88);
+  (seed s, `--intervals` intervals) and evaluated on day 1000 + s with the feedback λ controller of
+  headroom_allocate's best one-parameter rule (u* = 0.85, g = 1.5: benchmarks/results/headroom_allocate.json's
+  winner, searched on days 3000–3007 with at most 0.5 % of intervals over budget; 0.82 while it was searched on
+  1000–1007, which hold this benchmark's reported days), so the learned policies and that rule
+  (`rule_same_controller`) run at the same compute target;
+* the best static allocation, the rules (feedback λ over v·Q̂(a) − λ·C(a), allocate_oracle.py) and the oracle:
+  the reference planner (exact expectations, foresight of the traffic curve, u* = 0.88). The rules: `rule`, the
+  best rule held to the MPC's bound (u* = 0.90, g = 1.5: benchmarks/allocate_rule_search.py, the most revenue on
+  days 3000–3007 with the paper's over-utilisation ≤ 0.01); `rule_same_controller`, headroom_allocate's (above);
+  `rule_mpc`, the rule's decision with λ from the served MPC (below) at the set point, its load model fitted and
+  its forecast warmed on the rule's own history days 500 + s and 600 + s. `rule` runs WARM (ours, the lead's
+  decision of 2026-12-05, a fairness correction): through day 999 + s first with its λ carried
+  (`WarmFeedbackLambda`), as the MPC arms run and as a served rule would, and it was searched warm; on tuning days
+  1010–1019 warm earned +0.20 % over cold (results/allocate_diagnosis_ceiling_mpc.md). Until then it ran cold
+  (λ = 1 at the day's start): results/allocate_quality_cold_rule.*. `rule_same_controller` (and the agents under
+  its λ) stay cold, as in headroom_allocate's search: the old same-controller comparison, kept for continuity;
 * Return % = revenue / the oracle's revenue on the same day; Spearman = per request, the rank correlation
   of the learned Q_tot(s, a) over the 384 joint actions with the oracle's exact E[revenue | s, a] at the
   interval's realised traffic and utilisation (every 8th interval, 64 requests), averaged;
@@ -29,6 +39,16 @@ Per seed s (paired: every policy sees the same evaluation day, common random num
   (`surprise_parts`).
   The ceiling: MaRCA's agents at λ = 0 (the most compute they choose to spend), mean of min(u, 1) — the
   paper's utilisation no λ ≥ 0 can exceed (until 2026-12-05 it was capped at the target, not at 1).
+
+The lift over the rule (ours, the lead's decision of 2026-12-05; docs/marca.md "How the lift over the rule is
+judged"): issue #16's MaRCA is the whole system — agents, cost model, MPC balancer — so
+`allocate.marca.revenue_lift_vs_rule` is MaRCA as served (the `mpc` arm) over `rule`, the best rule held to the same
+budget bound (over-utilisation ≤ 0.01, the bound the served set point was chosen under). It counts as met only if
+MaRCA-as-served's over-utilisation on the reported days is ≤ 0.01 too (`verdict`, the line under the table). Beside
+it, so the source of the lift stays visible: `revenue_lift_vs_rule_same_controller` (marca over
+`rule_same_controller`, both under the feedback λ at u* 0.85: the learned agents alone under a feedback λ; the
+headline until 2026-12-05) and `revenue_lift_vs_rule_mpc` (mpc over `rule_mpc`: the agents alone when both get the
+MPC). `revenue_lift_vs_static` is unchanged (marca under the feedback λ at 0.85 over the static allocation).
 
 Lifts are ratios of mean revenue per request − 1 with 95 % t-intervals over the paired per-day lifts.
 `--quick`: 2 seeds, fewer training intervals and requests (say so when quoting it).
@@ -67,7 +87,16 @@ VARIANTS = ("marca", "qmix", "vdn", "dqn")
 # headroom_allocate's winners, searched on days 3000–3007 (until 2026-12-05 on 1000–1007, which hold this
 # benchmark's reported days 1000–1004: then the static action was (1, 1, 1, 1, 2, 0) and the rule's u* 0.82).
 STATIC_ACTION = (1, 0, 1, 1, 2, 0)  # best static allocation
-RULE_TARGET, RULE_GAIN = 0.85, 1.5  # best rule: feedback λ (u*, g); u* 0.86 breaks the search's 0.5 % limit
+# headroom_allocate's best rule, feedback λ (u*, g), searched with at most 0.5 % of intervals over budget (u* 0.86
+# breaks it): the feedback λ MaRCA's agents run under in the same-controller comparison (`rule_same_controller`).
+RULE_TARGET, RULE_GAIN = 0.85, 1.5
+# The best rule held to the MPC's bound (ours, the lead's decision of 2026-12-05): the same feedback family with
+# (u*, g) searched on the same days 3000–3007 for the most revenue with the paper's over-utilisation ≤ 0.01 —
+# benchmarks/allocate_rule_search.py, winner in benchmarks/results/allocate_rule_search.json. Searched warm (each day
+# after the day before, λ carried, as `rule` is scored): u* 0.90, g 1.5, 1.6902 cents/request, over-utilisation
+# 0.0029 (0.91 next, 1.6900); cold (results/allocate_rule_search_cold.json) the same cell won, 1.6870 / 0.0028.
+# Interior to the grid 0.80–0.98 × {0.5, 1.5, 3}. The baseline of the headline `allocate.marca.revenue_lift_vs_rule`.
+BEST_RULE_TARGET, BEST_RULE_GAIN = 0.90, 1.5
 ORACLE_TARGET = 0.88  # reference planner u* (unchanged by the move)
 # MaRCA's training length, chosen on tuning seeds 10–12 (benchmarks/allocate_lift.py, docs/marca.md "Training
 # length at u* 0.85"): 1,536 intervals × 8 updates (768 until 2026-12-05; 3,072 was +0.26 % more at twice the cost).
@@ -208,13 +237,73 @@ class PerturbedFeedback(M.FeedbackLambda):
         return super().__call__(obs) * float(np.exp(self.noise * self.rng.standard_normal()))
 
 
+Controller = Callable[[np.ndarray], float]
+PolicyFactory = Callable[[Controller], Any]
+"""Builds a policy around a λ controller (obs → λ, once per interval); the policy has `reset()` and `.lam`."""
+
+
+def marca_policy(learner: M.MarcaLearner, cost: M.CostTable) -> PolicyFactory:
+    return lambda controller: M.MarcaPolicy(learner, cost, controller)
+
+
+class ControlledRule:
+    """The rule's decision, argmax_a v_i·Q̂(a) − λ_t·C(a) (allocate_oracle.ValueCostRule), with λ_t from an outside
+    controller (ours: the `rule_mpc` arm gives it the served MPC; with `M.FeedbackLambda(u*, g)` it is exactly
+    ValueCostRule's feedback schedule)."""
+
+    def __init__(self, quality: np.ndarray, cost: np.ndarray, controller: Controller) -> None:
+        self.quality, self.cost, self.controller = quality, cost, controller
+        self.lam = float("nan")
+
+    def reset(self) -> None:
+        reset = getattr(self.controller, "reset", None)
+        if reset is not None:
+            reset()
+
+    def __call__(self, obs: np.ndarray) -> np.ndarray:
+        lam = self.lam = float(self.controller(obs))
+        value = O.Requests.from_observation(obs).value
+        out: np.ndarray = O.ALL_ACTIONS[np.argmax(value[:, None] * self.quality[None, :] - lam * self.cost[None, :], 1)]
+        return out
+
+
+class WarmFeedbackLambda(M.FeedbackLambda):
+    """The feedback λ run warm (ours, 2026-12-05): `reset()` at a new day keeps λ where the last day left it and only
+    skips the day's first, neutral reading — as a served rule's controller would run day after day, and as the
+    balancers (`BalancerLambda`) are scored. λ = `initial` only before the first day it ever sees. The one warm
+    feedback controller of the rule arms: allocate_rule_search's search, `rule` here, allocate_diagnosis's
+    `rule_warm`."""
+
+    def reset(self) -> None:
+        self._first = True
+
+
+def warm_rule(quality: np.ndarray, cost: np.ndarray, target: float, gain: float) -> ControlledRule:
+    """The feedback rule (ValueCostRule's "feedback" schedule exactly) with its λ carried across days; run it
+    through the day before the scored one (`run_warm_day`)."""
+    return ControlledRule(quality, cost, WarmFeedbackLambda(target, gain))
+
+
+def best_rule_day(config: AllocateConfig, n: int, day: int) -> Day:
+    """`rule`, the headline's baseline, on `day`: the best rule held to the MPC's bound, run WARM — through the day
+    before first, λ carried — as the MPC arms are and as a served rule would run (ours, the lead's decision of
+    2026-12-05; cold, λ = 1 at the day's start, until then: results/allocate_quality_cold_rule.*)."""
+    quality, cost = O.rule_quality_table(config), O.cost_table(config)
+    return run_warm_day(warm_rule(quality, cost, BEST_RULE_TARGET, BEST_RULE_GAIN), config, n, day)
+
+
+def rule_policy(config: AllocateConfig) -> PolicyFactory:
+    quality, cost = O.rule_quality_table(config), O.cost_table(config)
+    return lambda controller: ControlledRule(quality, cost, controller)
+
+
 def history_for_load_model(
-    learner: M.MarcaLearner, cost: M.CostTable, config: AllocateConfig, n: int, seeds: Sequence[int], target: float
+    make_policy: PolicyFactory, config: AllocateConfig, n: int, seeds: Sequence[int], target: float
 ) -> tuple[CurveLoadModel, list[tuple[int, float]]]:
-    """The curve load model fitted on history days run under a perturbed feedback λ, and the (slot, traffic)
-    readings of those days (each evaluation controller warms its own diurnal forecast on them)."""
+    """The curve load model fitted on history days run by the policy under a perturbed feedback λ, and the (slot,
+    traffic) readings of those days (each evaluation controller warms its own diurnal forecast on them)."""
     controller = PerturbedFeedback(target, RULE_GAIN, 0.4, seeds[0])
-    policy = M.MarcaPolicy(learner, cost, controller)
+    policy = make_policy(controller)
     per_day = config.intervals_per_day
     u, q, lam, slots = [], [], [], []
     for seed in seeds:
@@ -267,8 +356,15 @@ def evaluate_seed(job: tuple[int, int, int, float]) -> dict[str, Any]:
     day = 1000 + seed
     out: dict[str, Any] = {"seed": seed}
     out["static"] = run_day(O.StaticRule(STATIC_ACTION), config, n, day)
-    rule = O.ValueCostRule(O.rule_quality_table(config), O.cost_table(config), "feedback", RULE_TARGET, gain=RULE_GAIN)
-    out["rule"] = run_day(rule, config, n, day)
+    quality, cost_table = O.rule_quality_table(config), O.cost_table(config)
+    # the best rule held to the MPC's bound (the headline's baseline) and headroom_allocate's (the same-controller one)
+    out["rule"] = best_rule_day(config, n, day)
+    same_rule = O.ValueCostRule(quality, cost_table, "feedback", RULE_TARGET, gain=RULE_GAIN)
+    out["rule_same_controller"] = run_day(same_rule, config, n, day)
+    # the rule with λ from the served MPC at the set point: load model and forecast from the rule's own history days
+    rule_mpc = controller_days(rule_policy(config), config, n, seed, target, controllers=("mpc",), ceiling=False)
+    out["rule_mpc"], out["rule_mpc_share"] = rule_mpc["mpc"], rule_mpc["mpc_share"]
+    out["rule_mpc_load_model_rmse"] = rule_mpc["load_model_rmse"]
     out["oracle"] = run_day(O.ReferencePlanner(config, ORACLE_TARGET), config, n, day)
     cfg = M.MarcaConfig(seed=seed, train_intervals=intervals, requests_per_interval=n)
     learners = {}
@@ -306,8 +402,26 @@ def balancer_days(
     before), the load model fitted on history days 500 + seed and 600 + seed; and the λ = 0 ceiling.
     `mpc_gains`: the served MPC's (anchor_gain, bias_gain) (serving/balancer.py); `forecast`: which traffic
     forecast the balancers read (`FORECASTS`)."""
+    return controller_days(
+        marca_policy(learner, cost), config, n, seed, target, controllers, ceiling, mpc_gains, forecast
+    )
+
+
+def controller_days(
+    make_policy: PolicyFactory,
+    config: AllocateConfig,
+    n: int,
+    seed: int,
+    target: float,
+    controllers: Sequence[str] = ("mpc", "mpc_paper", "feedback"),
+    ceiling: bool = True,
+    mpc_gains: tuple[float, float] = (SERVED_ANCHOR_GAIN, SERVED_BIAS_GAIN),
+    forecast: str = "served",
+) -> dict[str, Any]:
+    """`balancer_days` for any policy built around a λ controller: its own history days fit its own load model
+    and warm its own forecast (the `rule_mpc` arm runs the rule through here)."""
     day, per_day = 1000 + seed, config.intervals_per_day
-    model, readings = history_for_load_model(learner, cost, config, n, [500 + seed, 600 + seed], target)
+    model, readings = history_for_load_model(make_policy, config, n, [500 + seed, 600 + seed], target)
     out: dict[str, Any] = {"load_model_rmse": model.rmse}
     gains = {"mpc": mpc_gains, "mpc_paper": (1.0, 0.0)}
     for name in (c for c in controllers if c in gains):
@@ -318,23 +432,21 @@ def balancer_days(
                                anchor_gain=anchor_gain, bias_gain=bias_gain)  # fmt: skip
 
         ctl = BalancerLambda(make, warmed_forecast(readings, per_day, forecast), per_day)
-        out[name] = run_warm_day(M.MarcaPolicy(learner, cost, ctl), config, n, day)
+        out[name] = run_warm_day(make_policy(ctl), config, n, day)
         out[f"{name}_share"] = ctl.mpc_steps / max(1, per_day - 1)
         out[f"{name}_predictions"] = np.asarray(ctl.predictions)
         out[f"{name}_surprise_parts"] = surprise_parts(model, out[name], ctl)
     if "feedback" in controllers:
         feedback = BalancerLambda(lambda: pi(target), warmed_forecast(readings, per_day, forecast), per_day)
-        out["feedback"] = run_warm_day(M.MarcaPolicy(learner, cost, feedback), config, n, day)
+        out["feedback"] = run_warm_day(make_policy(feedback), config, n, day)
     # What any λ ≥ 0 controller can reach on the paper's utilisation: the agents at λ = 0 spend all they see
     # value in, and compute above budget earns nothing, so the bound is the mean of min(u at λ = 0, 1).
     if ceiling:
-        out["ceiling"] = paper_utilisation(
-            run_day(M.MarcaPolicy(learner, cost, lambda obs: 0.0), config, n, day).utilisation
-        )
+        out["ceiling"] = paper_utilisation(run_day(make_policy(lambda obs: 0.0), config, n, day).utilisation)
     return out
 
 
-def run_warm_day(policy: M.MarcaPolicy, config: AllocateConfig, n: int, day: int) -> Day:
+def run_warm_day(policy: Any, config: AllocateConfig, n: int, day: int) -> Day:
     """`day` scored after the policy's balancer ran through the day before (its state carried over)."""
     run_day(policy, config, n, day - 1)
     return run_day(policy, config, n, day)
@@ -369,12 +481,20 @@ def paper_over_utilisation(u: np.ndarray) -> float:
     return float(np.maximum(np.asarray(u, np.float64) - 1.0, 0.0).mean())
 
 
+RULE_ARMS = ("rule", "rule_same_controller", "rule_mpc")
+CONTROLLED = ("mpc", "mpc_paper", "feedback", *RULE_ARMS)
+"""Arms reported with the paper's utilisation and over-utilisation: MaRCA's agents under the three balancers, and
+the three rules."""
+
+
 def summarise(rows: list[dict[str, Any]], target: float) -> list[Metric]:
-    days = {k: [r[k] for r in rows] for k in ("static", "rule", "oracle", *VARIANTS, "mpc", "mpc_paper", "feedback")}
+    days = {k: [r[k] for r in rows] for k in ("static", "oracle", *VARIANTS, *CONTROLLED)}
     metrics: list[Metric] = []
     lift, ci = paired(days["marca"], days["static"])
     metrics.append(Metric("allocate.marca.revenue_lift_vs_static", lift, "ratio", goal=(">=", 0.15), ci=ci))
-    lift, ci = paired(days["marca"], days["rule"])
+    # Issue #16's lift over the rule, judged system against system (ours, docs/marca.md "How the lift over the rule
+    # is judged"): MaRCA as served over the best rule held to the same budget bound.
+    lift, ci = paired(days["mpc"], days["rule"])
     metrics.append(
         Metric(
             "allocate.marca.revenue_lift_vs_rule",
@@ -382,12 +502,41 @@ def summarise(rows: list[dict[str, Any]], target: float) -> list[Metric]:
             "ratio",
             goal=(">=", 0.03),
             ci=ci,
-            note=f"rule: feedback λ over v·Q̂(a) − λ·C(a), u* = {RULE_TARGET} (headroom_allocate's best)",
+            note=f"MaRCA as served (its agents, λ from the served MPC at set point {target}) over the best rule held "
+            f"to the same bound (feedback λ over v·Q̂(a) − λ·C(a), u* = {BEST_RULE_TARGET}, g = {BEST_RULE_GAIN}, "
+            "warm from the day before: allocate_rule_search, over-utilisation ≤ 0.01 on days 3000–3007); counts only with "
+            "allocate.mpc.over_utilisation ≤ 0.01",
+        )
+    )
+    lift, ci = paired(days["marca"], days["rule_same_controller"])
+    metrics.append(
+        Metric(
+            "allocate.marca.revenue_lift_vs_rule_same_controller",
+            lift,
+            "ratio",
+            ci=ci,
+            note=f"MaRCA's agents under the rule's own feedback λ (u* = {RULE_TARGET}, g = {RULE_GAIN}: "
+            "headroom_allocate's best, ≤ 0.5 % of intervals over budget) over that rule: the agents alone",
+        )
+    )
+    lift, ci = paired(days["mpc"], days["rule_mpc"])
+    metrics.append(
+        Metric(
+            "allocate.marca.revenue_lift_vs_rule_mpc",
+            lift,
+            "ratio",
+            ci=ci,
+            note=f"both arms with λ from the served MPC at set point {target}, each with its own load model and "
+            "forecast: the agents alone under the MPC",
         )
     )
     lift, ci = paired(days["oracle"], days["rule"])
-    metrics.append(Metric("allocate.oracle.revenue_lift_vs_rule", lift, "ratio", ci=ci, note="the world's ceiling"))
-    for name in ("static", "rule", *VARIANTS):
+    metrics.append(Metric("allocate.oracle.revenue_lift_vs_rule", lift, "ratio", ci=ci,
+                          note=f"the world's ceiling over the best rule (u* = {BEST_RULE_TARGET})"))  # fmt: skip
+    lift, ci = paired(days["oracle"], days["rule_same_controller"])
+    metrics.append(Metric("allocate.oracle.revenue_lift_vs_rule_same_controller", lift, "ratio", ci=ci,
+                          note=f"over headroom_allocate's rule (u* = {RULE_TARGET})"))  # fmt: skip
+    for name in ("static", *RULE_ARMS, *VARIANTS, "mpc"):
         value, ci = mean_ci(
             [d.revenue_per_day / o.revenue_per_day for d, o in zip(days[name], days["oracle"], strict=True)]
         )
@@ -402,7 +551,7 @@ def summarise(rows: list[dict[str, Any]], target: float) -> list[Metric]:
         if name != "marca":
             lift, ci = paired(days["marca"], days[name])
             metrics.append(Metric(f"allocate.marca.revenue_lift_vs_{name}", lift, "ratio", ci=ci))
-    for name in ("static", "rule", "oracle", *VARIANTS):
+    for name in ("static", "oracle", *VARIANTS):
         metrics.append(
             Metric(
                 f"allocate.{name}.mean_utilisation",
@@ -417,8 +566,18 @@ def summarise(rows: list[dict[str, Any]], target: float) -> list[Metric]:
         )
     feedback_util, _ = mean_ci([paper_utilisation(d.utilisation) for d in days["feedback"]])
     feedback_over, _ = mean_ci([paper_over_utilisation(d.utilisation) for d in days["feedback"]])
-    for name in ("mpc", "mpc_paper", "feedback"):
+    arm_notes = {
+        "mpc": f"MaRCA as served: its agents, the served MPC at target {target}",
+        "mpc_paper": f"MaRCA's agents, the paper's plain MPC at target {target}",
+        "feedback": f"MaRCA's agents, the PI feedback balancer at target {target}",
+        "rule": f"the best rule held to over-utilisation ≤ 0.01 on the search days (u* = {BEST_RULE_TARGET}, "
+        f"g = {BEST_RULE_GAIN}), warm from the day before",
+        "rule_same_controller": f"headroom_allocate's rule (u* = {RULE_TARGET}, g = {RULE_GAIN}), cold",
+        "rule_mpc": f"the rule's v·Q̂(a) − λ·C(a), the served MPC at target {target}",
+    }
+    for name in CONTROLLED:
         is_goal = name == "mpc"
+        marca_balancer = name in ("mpc", "mpc_paper")
         util, util_ci = mean_ci([paper_utilisation(d.utilisation) for d in days[name]])
         over, over_ci = mean_ci([paper_over_utilisation(d.utilisation) for d in days[name]])
         metrics.append(
@@ -428,8 +587,8 @@ def summarise(rows: list[dict[str, Any]], target: float) -> list[Metric]:
                 "budget",
                 goal=(">=", 0.95) if is_goal else None,
                 ci=util_ci,
-                baseline=None if name == "feedback" else ("allocate.feedback.utilisation", feedback_util),
-                note=f"paper's definition: mean over intervals of min(u, 1); target {target}",
+                baseline=("allocate.feedback.utilisation", feedback_util) if marca_balancer else None,
+                note=f"paper's definition: mean over intervals of min(u, 1); {arm_notes[name]}",
             )
         )
         metrics.append(
@@ -439,7 +598,7 @@ def summarise(rows: list[dict[str, Any]], target: float) -> list[Metric]:
                 "budget",
                 goal=("<=", 0.01) if is_goal else None,
                 ci=over_ci,
-                baseline=None if name == "feedback" else ("allocate.feedback.over_utilisation", feedback_over),
+                baseline=("allocate.feedback.over_utilisation", feedback_over) if marca_balancer else None,
                 note="paper's definition: mean over intervals of max(u − 1, 0)",
             )
         )
@@ -447,9 +606,10 @@ def summarise(rows: list[dict[str, Any]], target: float) -> list[Metric]:
         metrics.append(Metric(f"allocate.{name}.share_of_intervals_over_budget", value, "share", ci=ci))
         value, ci = mean_ci([float(d.utilisation.mean()) for d in days[name]])
         metrics.append(Metric(f"allocate.{name}.mean_utilisation", value, "budget", ci=ci))
-        if name != "feedback":
+        if name in ("mpc", "mpc_paper", "rule_mpc"):
             value, ci = mean_ci([r[f"{name}_share"] for r in rows])
             metrics.append(Metric(f"allocate.{name}.mpc_share", value, "share of intervals", ci=ci))
+        if marca_balancer:
             # The one-step surprise (utilisation − the plan's prediction) and its two parts (`surprise_parts`),
             # pooled over the seeds' planned intervals.
             traffic_part = np.concatenate([r[f"{name}_surprise_parts"][0] for r in rows])
@@ -467,15 +627,56 @@ def summarise(rows: list[dict[str, Any]], target: float) -> list[Metric]:
                 f"allocate.{name}.revenue_per_request",
                 float(np.mean([d.revenue_per_day for d in days[name]])),
                 "cents",
-                note=f"MaRCA agents, balancer target {target}",
+                note=arm_notes[name],
             )
         )
     value, _ = mean_ci([r["load_model_rmse"] for r in rows])
     metrics.append(Metric("allocate.mpc.load_model_rmse", value, "budget"))
+    value, _ = mean_ci([r["rule_mpc_load_model_rmse"] for r in rows])
+    metrics.append(Metric("allocate.rule_mpc.load_model_rmse", value, "budget"))
     value, ci = mean_ci([r["ceiling"] for r in rows])
     metrics.append(Metric("allocate.mpc.ceiling_utilisation", value, "budget", ci=ci,
                           note="MaRCA's agents at λ = 0: mean over intervals of min(u, 1); no λ ≥ 0 gets more"))  # fmt: skip
     return metrics
+
+
+def verdict(metrics: Sequence[Metric]) -> str:
+    """Issue #16's lift over the rule, as the lead defined it: the lift ≥ 0.03 and MaRCA-as-served's
+    over-utilisation ≤ 0.01 on the reported days; and whether the rule kept the same bound there."""
+    value = {m.name: m.value for m in metrics}
+    lift, over = value["allocate.marca.revenue_lift_vs_rule"], value["allocate.mpc.over_utilisation"]
+    rule_over = value["allocate.rule.over_utilisation"]
+    met = lift >= 0.03 and over <= 0.01
+    return (
+        f"**Issue #16's lift over the rule: {'met' if met else 'not met'}** — MaRCA as served over the best rule held "
+        f"to the same bound: {lift:+.4f} (goal ≥ 0.03), MaRCA-as-served's over-utilisation {over:.4f} (≤ 0.01 "
+        f"{'kept' if over <= 0.01 else '**broken**'}); the rule's over-utilisation on these days {rule_over:.4f} "
+        f"({'within' if rule_over <= 0.01 else '**over**'} the 0.01 it was searched under on days 3000–3007)."
+    )
+
+
+NOTES = """## Notes
+
+* **How the lift over the rule is judged** (ours, the lead's decision of 2026-12-05; docs/marca.md).
+  `allocate.marca.revenue_lift_vs_rule` is MaRCA as the issue defines and serving runs it — the agents with λ from
+  the served MPC at serving/balancer.SERVED_SET_POINT (the `mpc` arm) — over the best rule held to the same budget
+  bound: the feedback rule's (u*, g) searched on days 3000–3007 for the most revenue with the paper's
+  over-utilisation ≤ 0.01 (benchmarks/allocate_rule_search.py; results/allocate_rule_search.md has every cell).
+  It counts as met only together with `allocate.mpc.over_utilisation` ≤ 0.01 on these days (the line above).
+* Side metrics, so the source of the lift stays visible: `revenue_lift_vs_rule_same_controller` (the agents under
+  headroom_allocate's rule's feedback λ, u* 0.85, against that rule: what the learned agents alone are worth under a
+  feedback λ; the headline until 2026-12-05, kept in allocate_quality_same_controller.*) and
+  `revenue_lift_vs_rule_mpc` (both arms under the served MPC, each with a load model fitted and a forecast warmed on
+  its own history days 500 + s and 600 + s: the agents alone under the MPC).
+* **Warm rule** (ours, the lead's decision of 2026-12-05, a fairness correction against our own algorithm): `rule`
+  runs warm — through day 999 + s first with its λ carried — as the MPC arms do and as a served rule would; it was
+  searched warm too. On tuning days 1010–1019 the warm rule earned +0.20 % [0.19, 0.22] more than the cold one
+  (allocate_diagnosis_ceiling_mpc.md), so the cold-rule run (allocate_quality_cold_rule.*, +2.47 % [2.17, 2.78])
+  flattered MaRCA by about that much. `rule_same_controller` and the agents under its feedback λ stay cold (λ = 1
+  at the day's start, as in headroom_allocate's search): the old comparison, unchanged for continuity.
+* `revenue_lift_vs_static`, the QMIX/VDN/DQN comparisons, Return % and Spearman of the variants are unchanged: the
+  agents under the feedback λ at u* 0.85.
+"""
 
 
 def markdown(metrics: list[Metric], header: str) -> str:
@@ -549,8 +750,9 @@ def write_summary(
         f"# allocate quality (MaRCA) — {len(done)} of {len(seeds)} seeds done {done}"
         f"{' (--quick)' if args.quick else ''}, {intervals} training intervals, {n} requests/interval\n\n`{command}`"
     )
-    Path(path).with_suffix(".md").write_text(markdown(metrics, header))
-    print(markdown(metrics, header), flush=True)
+    text = markdown(metrics, header) + "\n" + verdict(metrics) + "\n\n" + NOTES
+    Path(path).with_suffix(".md").write_text(text)
+    print(text, flush=True)
     print(f"wrote {path} after {seconds:.0f} s", flush=True)
 
 
