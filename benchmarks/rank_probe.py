@@ -119,6 +119,9 @@ def probe(
             r = evaluate_sequential(policy, module.state_size, users, 3, seed=3000 + s)
             last = float(r["per_user_day"]["watch_time"].mean())
             print(f"   last iterate: lift {100 * (last / cwt - 1):+.1f}% comment {r['per_decision']['comment']:.3f}")
+        elif hasattr(res.learner, "shipped_actor"):  # TSCAC, MA cascade: what ships is the best feasible iterate
+            lwt, lpd = _last_iterate(algo, res.learner, users, 3000 + s)
+            print(f"   last iterate: lift {100 * (lwt / cwt - 1):+.1f}% comment {lpd['comment']:.3f}")
         if start != "incumbent":
             iwt, ipd = rq.evaluate("fixed_fusion", constant_policy("rank", incumbent), users, 3, 3000 + s)
             print(
@@ -149,6 +152,19 @@ def probe(
         flush=True,
     )
     return float(np.mean(lifts))
+
+
+def _last_iterate(algo: str, learner: Any, users: int, seed: int) -> tuple[float, dict[str, float]]:
+    """The last iterate (`learner.actor`) judged as rank_quality judges what ships (its best feasible iterate):
+    whether a longer run moved the policy even where the tracker keeps an early iterate."""
+    from training.envs.evaluate import evaluate_policy
+    from training.rl.sim import actor_policy, evaluate_sequential, joint_actor_stage_policy
+
+    if algo == "ma_cascade":
+        r = evaluate_sequential(joint_actor_stage_policy(learner.actor), 0, users, 3, seed=seed)
+        return float(r["per_user_day"]["watch_time"].mean()), r["per_decision"]
+    ev = evaluate_policy("rank", actor_policy(learner.actor), n_users=users, days=3, seed=seed)
+    return ev.signals["watch_time"].mean, dict(ev.per_decision)
 
 
 HISTORY_KEYS = (
