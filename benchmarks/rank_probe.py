@@ -4,6 +4,10 @@
     python -m benchmarks.rank_probe --eval-noise
     python -m benchmarks.rank_probe --constant-noise --seeds 100,101,102,103,104,105 [--search-margin 0]
     python -m benchmarks.rank_probe --train-world own --start incumbent --search-users 200 --seeds 100,101,102,103
+    python -m benchmarks.rank_probe --algo ma_cascade '{"lambda_control": "pid"}' --iterations 120 --envs 64
+
+--iterations / --envs: the training budget (run.iterations × run.n_envs rows × 32 steps; default 40 × 64, as
+rank_quality's `--iterations` / `--n-envs`; the configs' own run section is overridden, as there).
 
 Defaults (eleventh round): rank_quality's one-world layout on the tuning worlds (`rank_quality.seed_plan(s,
 "one", world_offset=3000)`): the constant is searched in world 3000 + s on `--search-users` 1 000 users drawn
@@ -63,6 +67,7 @@ def probe(
     start: str = "incumbent",
     search_users: int = 200,
     search_margin: float = 0.03,
+    n_envs: int = 64,
 ) -> float:
     """Mean lift of what ships over the reference constant across `seeds`; `train_world` "eval" trains in
     the evaluation world's catalog (other users) instead of world s's. `start` "local": the reference (and
@@ -74,7 +79,8 @@ def probe(
 
     incumbent = _incumbent()
     torch.set_num_threads(1)
-    lifts, comments = [], []
+    lifts, comments, feasible = [], [], 0
+    started = time.time()
     for s in seeds:
         t0 = time.time()
         # The catalog comes from the simulator's constructor seed (world_seed), the users from the reset seed s.
@@ -84,7 +90,7 @@ def probe(
         run = {
             "seed": s,
             "iterations": iterations,
-            "n_envs": 64,
+            "n_envs": n_envs,
             "rollout_steps": 32,
             "progress": False,
             "tensorboard": False,
@@ -113,6 +119,9 @@ def probe(
             r = evaluate_sequential(policy, module.state_size, users, 3, seed=3000 + s)
             last = float(r["per_user_day"]["watch_time"].mean())
             print(f"   last iterate: lift {100 * (last / cwt - 1):+.1f}% comment {r['per_decision']['comment']:.3f}")
+        elif hasattr(res.learner, "shipped_actor"):  # TSCAC, MA cascade: what ships is the best feasible iterate
+            lwt, lpd = _last_iterate(algo, res.learner, users, 3000 + s)
+            print(f"   last iterate: lift {100 * (lwt / cwt - 1):+.1f}% comment {lpd['comment']:.3f}")
         if start != "incumbent":
             iwt, ipd = rq.evaluate("fixed_fusion", constant_policy("rank", incumbent), users, 3, 3000 + s)
             print(
@@ -123,6 +132,7 @@ def probe(
         lifts.append(wt / cwt - 1)
         comments.append(pd["comment"])
         violated = [k for k, t in THRESHOLDS.items() if pd[k] < t]
+        feasible += not violated
         print(
             f"seed {s} {algo} {overrides}: lift {100 * (wt / cwt - 1):+.1f}% wt {wt:.0f} vs {cwt:.0f} "
             f"comment {pd['comment']:.3f} vs {cpd['comment']:.3f} ({100 * (pd['comment'] / cpd['comment'] - 1):+.1f}%) "
@@ -130,21 +140,46 @@ def probe(
             f"train world {world} (reference constant's comment there {tpd['comment']:.3f}) [{time.time() - t0:.0f} s]",
             flush=True,
         )
-        for label, key in (
-            ("mult_comment", "charts/multiplier_comment"),
-            ("train_comment", "losses/per_request_comment"),
-            ("train_wt", "losses/per_request_watch_time"),
-        ):
-            print(f"   {label} " + " ".join(f"{row.get(key, float('nan')):.2f}" for row in h), flush=True)
+        for label, keys in HISTORY_KEYS:
+            print(f"   {label} " + " ".join(f"{_first(row, keys):.2f}" for row in h), flush=True)
     x = np.asarray(lifts)
     half = stats.t.ppf(0.975, len(x) - 1) * x.std(ddof=1) / np.sqrt(len(x)) if len(x) > 1 else float("nan")
     print(
         f"MEAN {overrides} train-world {train_world}: lift {100 * x.mean():+.2f}% ±{100 * half:.2f} "
         f"(sd {100 * x.std(ddof=1) if len(x) > 1 else float('nan'):.2f}; per seed {np.round(100 * x, 1).tolist()}) "
-        f"comment {np.round(comments, 3).tolist()}",
+        f"comment {np.round(comments, 3).tolist()} (mean {np.mean(comments):.3f}); every constraint met on "
+        f"{feasible} of {len(seeds)} seeds; {iterations} iterations × {n_envs} envs; {time.time() - started:.0f} s",
         flush=True,
     )
     return float(np.mean(lifts))
+
+
+def _last_iterate(algo: str, learner: Any, users: int, seed: int) -> tuple[float, dict[str, float]]:
+    """The last iterate (`learner.actor`) judged as rank_quality judges what ships (its best feasible iterate):
+    whether a longer run moved the policy even where the tracker keeps an early iterate."""
+    from training.envs.evaluate import evaluate_policy
+    from training.rl.sim import actor_policy, evaluate_sequential, joint_actor_stage_policy
+
+    if algo == "ma_cascade":
+        r = evaluate_sequential(joint_actor_stage_policy(learner.actor), 0, users, 3, seed=seed)
+        return float(r["per_user_day"]["watch_time"].mean()), r["per_decision"]
+    ev = evaluate_policy("rank", actor_policy(learner.actor), n_users=users, days=3, seed=seed)
+    return ev.signals["watch_time"].mean, dict(ev.per_decision)
+
+
+HISTORY_KEYS = (
+    ("mult_comment", ("charts/multiplier_comment", "losses/charts/multiplier_comment", "charts/lambda_comment")),
+    ("train_comment", ("losses/per_request_comment", "charts/signal_comment")),
+    ("train_wt", ("losses/per_request_watch_time", "charts/signal_watch_time")),
+)
+"""Per-iteration history printed by `probe`, the first key a row has: MA-RDPG's own loop logs its rows under
+losses/ (training/rl/offpolicy_runner.py, its multiplier as losses/charts/…), the generic Trainer (TSCAC, MA
+cascade) λ_comment and the batch's per-decision rates under charts/ (before, those printed nan)."""
+
+
+def _first(row: dict[str, float], keys: tuple[str, ...]) -> float:
+    """The first of `keys` that `row` has (nan if none): the learners name the same quantity differently."""
+    return next((float(row[k]) for k in keys if k in row), float("nan"))
 
 
 def search_constant(world: int, s: int, search_users: int, search_margin: float = 0.03) -> np.ndarray:
@@ -246,7 +281,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--algo", default="ma_rdpg")
     p.add_argument("--seeds", default="100,101,102,103")
     p.add_argument("--users", type=int, default=1000)
-    p.add_argument("--iterations", type=int, default=40)
+    p.add_argument("--iterations", type=int, default=40, help="run.iterations (× --envs rows × 32 steps)")
+    p.add_argument("--envs", type=int, default=64, help="run.n_envs: simulator rows per iteration (rank_quality's 64)")
     p.add_argument("--eval-noise", action="store_true")
     p.add_argument(
         "--constant-noise", action="store_true", help="the searched constants' comment rate on fresh user samples"
@@ -292,6 +328,7 @@ def main(argv: list[str] | None = None) -> None:
             a.start,
             a.search_users,
             a.search_margin,
+            a.envs,
         )
 
 

@@ -656,6 +656,87 @@ lift over the seed's constant on the same users, comment in brackets (the consta
   ± 1.7, not different from the fixed λ's +0.9 % ± 5.5) — the one candidate for a tuning-seed confirmation
   next session. A probe, not a decision: one run per seed, 1 000 judged users (comment noise sd ≈ 0.021 per
   sample), no config changed; logs in runs/ of worktree rank3.
+
+Thirteenth round: training budget (2026-12-05, issue 18; tuning worlds 3100–3105 only, no default changed).
+Question: are the goal learners data-starved at 40 iterations × 64 envs × 32 steps — does ×3 iterations (120),
+×3 rows (192 envs) or both carry one to ≥ +3 % with every constraint met? Adoption rule, written before the runs
+(commit c0c6197): a setting is adopted for a learner only if on seeds 100–105 its mean lift ≥ +3.0 % AND ≥ 5 of 6
+seeds meet every constraint. Commands: `PYTHONPATH=$PWD OMP_NUM_THREADS=1 nice -n 5 .venv/bin/python -m
+benchmarks.rank_probe --algo A 'OVERRIDES' --seeds 100,101,102,103,104,105 [--iterations 120] [--envs 192]`
+(`--envs` new this round; the probe's defaults as in the twelfth round's probe: one-world layout, constant
+searched with margin 0.03, judged on world 3000 + s's own 1 000 users), 10:24–11:52 UTC, one probe at a time
+on the shared 2-core host (another helper's job on the other core). Overrides: MA cascade `{"lambda_control":
+"pid", "margin": 0.03}`, MA-RDPG `{}` (its shipped PID with a 3 % aim; `actor_starts` stays 320 requests),
+TSCAC `{"margin": 0.03}`. Lift over the seed's constant on the same users, mean ± 95 % half-width (t, 5 df);
+"feasible": every constraint met on the judged users (only comment was ever missed); wall time of the whole
+6-seed probe with the constants cached (the first probe also ran the six constant searches, ~110 s each).
+
+| learner | iterations × envs | lift | sd | comment mean | feasible | wall |
+|---|---|---|---|---|---|---|
+| MA cascade PID 3 % | 40 × 64 | +1.49 % ± 1.75 | 1.67 | 1.121 | 5 of 6 | 789 s (a) |
+| | 120 × 64 | +1.77 % ± 2.91 | 2.78 | 1.122 | 4 of 6 | 561 s |
+| | 40 × 192 | +0.41 % ± 5.95 | 5.67 | 1.117 | 3 of 6 | 514 s |
+| | 40 × 192, minibatch 3 072 (c) | +3.81 % ± 4.26 | 4.06 | 1.105 | 3 of 6 | 354 s |
+| MA-RDPG (shipped) | 40 × 64 | +3.55 % ± 2.42 | 2.31 | 1.090 | 2 of 6 | 208 s |
+| | 120 × 64 | +2.75 % ± 2.19 | 2.09 | 1.079 | 2 of 6 | 514 s |
+| | 40 × 192 | +2.89 % ± 2.97 | 2.83 | 1.109 | 3 of 6 | 213 s |
+| | 120 × 192 | +3.32 % ± 2.73 | 2.60 | 1.106 | 4 of 6 | 577 s |
+| TSCAC margin 0.03 | 40 × 64 | +0.39 % ± 2.34 | 2.23 | 1.132 | 5 of 6 | 93 s (b) |
+| | 120 × 64 | +1.77 % ± 2.19 | 2.09 | 1.113 | 3 of 6 | 224 s |
+| | 40 × 192 | −0.44 % ± 5.86 | 5.58 | 1.147 | 5 of 6 | 233 s |
+| | 120 × 192 | −0.45 % ± 5.86 | 5.58 | 1.150 | 5 of 6 | 631 s |
+| | 40 × 192, minibatch 3 072 (c) | +3.02 % ± 4.98 | 4.75 | 1.118 | 3 of 6 | 163 s |
+
+(a) the twelfth round's probe rerun, identical to the digit on every seed; its 789 s include the six constant
+searches (~110 s each, cached since), training took ~30 s per seed. (b) the twelfth round's probe rerun, identical.
+MA-RDPG's 40 × 64 line is new (the twelfth round's probe had none). (c) run last (11:43–11:52 UTC), after (3) below:
+`{..., "minibatch_size": 3072}` keeps the 8 gradient steps per batch of 64 envs on 3× the rows.
+
+* Per seed (lift, comment; * = misses 1.1): MA cascade 120 × 64 +0.6 (1.183) / +0.6 (1.085*) / +6.8 (1.077*) /
+  +2.5 (1.109) / −1.3 (1.146) / +1.3 % (1.134); 40 × 192 −7.0 (1.214) / +5.0 (1.010*) / +6.1 (1.082*) / +2.7
+  (1.077*) / +2.0 (1.114) / −6.4 % (1.204). MA-RDPG 40 × 64 +6.5 (1.154) / +4.0 (1.041*) / +5.7 (1.089*) / +0.4
+  (1.121) / +2.3 (1.060*) / +2.4 % (1.078*); 120 × 192 +6.5 (1.154) / +2.8 (1.065*) / +6.5 (1.085*) / +0.4 (1.114)
+  / +1.5 (1.112) / +2.2 % (1.103). TSCAC 120 × 64 −2.0 (1.180) / +2.5 (1.096*) / +4.4 (1.099*) / +2.4 (1.088*) /
+  +1.4 (1.106) / +1.9 % (1.110); 40 × 192 +7.8 (1.136) / +0.8 (1.099*) / +0.6 (1.120) / −8.7 (1.232) / −4.3
+  (1.172) / +1.2 % (1.123); 120 × 192 the same lifts (shipped iterates 33, 12, 72, 12, 11, 19: five of six
+  from the first 40 iterations), comment 1.137 instead of 1.120 on seed 102. Minibatch 3 072 at 192 envs: MA
+  cascade +9.3 (1.147) / −0.3 (1.096*) / +7.1 (1.071*) / +0.1 (1.153) / +1.1 (1.133) / +5.6 % (1.029*); TSCAC
+  +10.7 (1.144) / −1.0 (1.093*) / +5.6 (1.093*) / −2.1 (1.189) / +0.9 (1.115) / +4.0 % (1.076*).
+* Decision by the rule: nothing adopted — no setting reaches +3.0 % with 5 of 6 seeds feasible. Four pass the lift
+  half and fail feasibility: the MA cascade and TSCAC with 192 envs at minibatch 3 072 (+3.81 %, +3.02 %; 3 of 6
+  each, their lift bought with comment: on every seed above +5 % their comment rate is 3–9 % below the constant's)
+  and MA-RDPG's: 40 × 64 has the lift (+3.55 %) but misses comment on 4 seeds (mean 1.090); 120 × 192 keeps +3.32 %
+  and is feasible on 4 of 6 (mean 1.106; the misses 1.065 and 1.085). MA-RDPG is the only learner whose lift stays
+  above +2.7 % at every budget; 192 envs move its comment mean up (1.090 → 1.109 / 1.106), 120 iterations alone down
+  (1.079); none past the rule. No config changed, so no reported run.
+* Reading: more iterations do little, and more rows help only with the gradient steps per batch held fixed — and
+  then at the cost of comment. (1) What ships is the best feasible iterate by the training batch's windowed watch
+  time (`BestFeasibleTracker`), and that batch value swings with the users in the batch (MA cascade seed 100:
+  101–154 s per request over 120 iterations while λ_comment stayed 0.01–0.15 until the last five) more than with the
+  policy: at 120 iterations the MA cascade shipped the very iterate it shipped at 40 on seeds 100, 101 and 103
+  (iterations 21, 11, 23; identical lifts), so tripling the iterations changed the table on 3 seeds only, where a
+  later noisy batch scored higher. (2) The last iterates, judged the same way (the probe now prints them for TSCAC
+  and the MA cascade too), are mostly worse than what ships, not better: TSCAC 120 × 64 last iterate −23.5 to +0.7 %
+  (5 of 6 below its shipped iterate), MA-RDPG 40 × 64 −11.1 to +1.6 %, MA cascade 40 × 192 −8.5 to +3.7 % — the
+  actors drift rather than converge with more updates. The one exception is TSCAC at 40 × 64: its last iterate
+  averaged +2.70 % ± 3.55 (+9.1 / +0.4 / +0.7 / +1.9 / +0.4 / +3.7 %; comment ≥ 1.1 on 5 of 6, the miss 1.055)
+  against +0.39 % for what ships (higher on 3 seeds, equal on seed 102, which tracked no feasible iterate, lower on
+  2) — and at 120 iterations the same learner's last iterate falls to −23.5…+0.7 %. So where the tracker keeps an
+  early iterate it is mostly rescuing the run from a drift, not hiding progress; which iterate to ship (the
+  tracker's window, `best_feasible_recency`/`_start`) is a separate question from the budget and was not probed
+  here. (3) ×3 envs is not "the same updates on more data" for TSCAC and the MA cascade: the Trainer takes epochs ×
+  rows / minibatch_size gradient steps per batch (4 × 6 144 / 1 024 = 24 at 192 envs against 8 at 64), so each batch
+  moves the actors three times as far, and both learners' spread tripled (sd 5.6–5.7 points against 1.7–2.3). A
+  like-for-like "more data" probe scales minibatch_size with n_envs (not run first; run last, (c): it raised both
+  learners' lifts, +1.49 → +3.81 % and +0.39 → +3.02 %, and their last iterates (TSCAC +1.0 to +7.5 %, mean +3.9 %,
+  where they were negative on 5 of 6 seeds at 120 × 64 and at 120 × 192, on 3 at 40 × 192 with minibatch 1 024),
+  while feasibility fell 5 → 3 of 6 — more data lets them move, and the training batch's 3 % aim does not keep the
+  judged comment rate above 1.1 as they do). MA-RDPG's updates are per request, so 192 envs only fills its replay
+  faster (100 000 one-row requests: 40 × 64 × 32 = 81 920 rows fit, 192 envs or 120 iterations drop the oldest).
+* Not run: 120 × 192 for the MA cascade (~30 min on this host); 120 × 192 with minibatch 3 072; more seeds. A probe,
+  not a decision: one run per seed, 1 000 judged users (comment noise sd ≈ 0.021 per sample); ten bigger budgets
+  were tried, so one that had passed the rule by a small margin would have needed a confirmation on fresh tuning
+  seeds before a reported run. Logs in runs/probe/ of worktree rank.
 """
 
 ALGOS = ("tscac", "ma_cascade", "ma_rdpg", "ma_rdpg_no_message", "main_only", "rcpo", "bc", "fixed_fusion")
