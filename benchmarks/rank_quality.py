@@ -737,6 +737,17 @@ MA-RDPG's 40 × 64 line is new (the twelfth round's probe had none). (c) run las
   not a decision: one run per seed, 1 000 judged users (comment noise sd ≈ 0.021 per sample); ten bigger budgets
   were tried, so one that had passed the rule by a small margin would have needed a confirmation on fresh tuning
   seeds before a reported run. Logs in runs/probe/ of worktree rank.
+* MA-RDPG's comment aim (the lead, 11:40–11:47 UTC, rule written before the runs: adopt a margin only with mean
+  lift ≥ +3.0 % and ≥ 5 of 6 seeds feasible). `python -m benchmarks.rank_probe --algo ma_rdpg '{"margin": M}'
+  --seeds 100,...,105` (40 × 64): margin 0.05 +2.10 % ± 2.41 (comment 1.157 / 1.068* / 1.131 / 1.114 / 1.096* /
+  1.102), margin 0.07 +1.29 % ± 2.52 (1.158 / 1.097* / 1.131 / 1.114 / 1.131 / 1.098*); 4 of 6 feasible each,
+  against the shipped 0.03's +3.55 %, 2 of 6. Nothing adopted. A higher aim on the training batch does not lift
+  the judged comment rate: on every seed where the learner moved, what ships lands 2.7–3.3 % below the
+  constant's comment rate on the judged users whatever the aim (3, 5 or 7 %), and where it did not move it ships
+  an iterate near the start (kept 3 or 8) — the best-feasible tracker picks iterates by one noisy 64-env batch,
+  so a batch that looked feasible and rich is over-read on both counts (a winner's curse). The next fix to try is
+  choosing what ships on held-out users of the training world (several candidate iterates, 1 000 fresh users
+  each), not a larger aim or budget.
 """
 
 ALGOS = ("tscac", "ma_cascade", "ma_rdpg", "ma_rdpg_no_message", "main_only", "rcpo", "bc", "fixed_fusion")
