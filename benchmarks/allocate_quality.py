@@ -378,33 +378,13 @@ def evaluate_seed(job: tuple[int, int, int, float]) -> dict[str, Any]:
         out[f"{variant}_train_s"] = time.perf_counter() - started
     # MPC vs feedback balancer, both driving MaRCA's agents at the set point
     learner = learners["marca"]
-    out.update(balancer_days(learner, M.CostTable.from_simulator(config, learner.split), config, n, seed, target))
+    cost = M.CostTable.from_simulator(config, learner.split)
+    out.update(controller_days(marca_policy(learner, cost), config, n, seed, target))
     print(
         f"seed {seed}: " + ", ".join(f"{k} {v.revenue_per_day:.3f}" for k, v in out.items() if isinstance(v, Day)),
         flush=True,
     )
     return out
-
-
-def balancer_days(
-    learner: M.MarcaLearner,
-    cost: M.CostTable,
-    config: AllocateConfig,
-    n: int,
-    seed: int,
-    target: float,
-    controllers: Sequence[str] = ("mpc", "mpc_paper", "feedback"),
-    ceiling: bool = True,
-    mpc_gains: tuple[float, float] = (SERVED_ANCHOR_GAIN, SERVED_BIAS_GAIN),
-    forecast: str = "served",
-) -> dict[str, Any]:
-    """The balancers driving `learner`'s agents at set point `target` on day 1000 + seed (each warm from the day
-    before), the load model fitted on history days 500 + seed and 600 + seed; and the λ = 0 ceiling.
-    `mpc_gains`: the served MPC's (anchor_gain, bias_gain) (serving/balancer.py); `forecast`: which traffic
-    forecast the balancers read (`FORECASTS`)."""
-    return controller_days(
-        marca_policy(learner, cost), config, n, seed, target, controllers, ceiling, mpc_gains, forecast
-    )
 
 
 def controller_days(
@@ -418,8 +398,11 @@ def controller_days(
     mpc_gains: tuple[float, float] = (SERVED_ANCHOR_GAIN, SERVED_BIAS_GAIN),
     forecast: str = "served",
 ) -> dict[str, Any]:
-    """`balancer_days` for any policy built around a λ controller: its own history days fit its own load model
-    and warm its own forecast (the `rule_mpc` arm runs the rule through here)."""
+    """The balancers driving the policy `make_policy` builds around each λ controller (MaRCA's agents:
+    `marca_policy`; the rule: `rule_policy`) at set point `target` on day 1000 + seed, each warm from the day
+    before; the load model fitted and the forecast warmed on the policy's own history days 500 + seed and
+    600 + seed; and the λ = 0 ceiling. `mpc_gains`: the served MPC's (anchor_gain, bias_gain)
+    (serving/balancer.py); `forecast`: which traffic forecast the balancers read (`FORECASTS`)."""
     day, per_day = 1000 + seed, config.intervals_per_day
     model, readings = history_for_load_model(make_policy, config, n, [500 + seed, 600 + seed], target)
     out: dict[str, Any] = {"load_model_rmse": model.rmse}

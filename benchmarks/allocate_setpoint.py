@@ -9,7 +9,7 @@ Per tuning seed s (default 10–12; the reported benchmark, benchmarks/allocate_
 MaRCA's agents are trained exactly as the reported benchmark trains them (`--intervals` online intervals,
 `--requests` per interval), and for each MPC gains setting (`--gains`, anchor_gain:bias_gain, the observer
 and offset-free gains of serving/balancer.py) and each set point of the grid the reported benchmark's own
-balancer code (`allocate_quality.balancer_days`: load model fitted on history days 500 + s and 600 + s run at
+balancer code (`allocate_quality.controller_days`: load model fitted on history days 500 + s and 600 + s run at
 that set point, each controller warm from day 999 + s, scored on day 1000 + s) runs the MPC at that set
 point; the PI feedback controller runs at every set point beside the first gains setting (it has no such
 gains). The ceiling (the agents at λ = 0, mean min(u, 1)) is measured once per seed.
@@ -42,7 +42,8 @@ import torch
 from benchmarks.allocate_quality import (
     FORECASTS,
     TRAIN_INTERVALS,
-    balancer_days,
+    controller_days,
+    marca_policy,
     mean_ci,
     paper_over_utilisation,
     paper_utilisation,
@@ -126,9 +127,8 @@ def measure_one(
     seed, set_point, intervals, n, anchor_gain, bias_gain, forecast = key
     started = time.perf_counter()
     controllers = CONTROLLERS if with_feedback else ("mpc",)
-    out = balancer_days(
-        learner,
-        cost,
+    out = controller_days(
+        marca_policy(learner, cost),
         config,
         n,
         seed,
@@ -303,9 +303,8 @@ def main(argv: list[str] | None = None) -> None:
         for seed in seeds:
             learner = trained_marca(seed, args.intervals, args.requests, config)
             cost = M.CostTable.from_simulator(config, learner.split)
-            out = balancer_days(
-                learner,
-                cost,
+            out = controller_days(
+                marca_policy(learner, cost),
                 config,
                 args.requests,
                 seed,
