@@ -297,3 +297,30 @@ def test_holdout_users_ship_the_candidate_the_held_out_users_prefer_not_the_trac
     assert not torch.equal(params(module.shipped_actors()), params(plain.shipped_actors()))
     with pytest.raises(ValueError, match="holdout_users"):
         ma_rdpg.train(cfg, relay_task(), RelaySim(32), 200, 10)
+
+
+def test_holdout_spread_judges_snapshots_spread_over_the_run_and_the_trackers_pick() -> None:
+    def params(actors: Any) -> torch.Tensor:
+        return torch.cat([p.flatten() for p in actors.parameters()])
+
+    shown: list[torch.Tensor] = []
+
+    def judge(actors: Any) -> tuple[float, np.ndarray]:  # the last one shown is the richest, all feasible
+        shown.append(params(torch.nn.ModuleList(actors)).clone())
+        return float(len(shown)), np.array([1.0])
+
+    cfg = ma_rdpg.MARDPGConfig(
+        hidden_sizes=(32,),
+        message_size=8,
+        batch_size=128,
+        actor_lr=1e-3,
+        updates_per_request=3,
+        best_feasible_window=1,
+        holdout_users=1,
+        holdout_spread=True,
+    )
+    module = ma_rdpg.train(cfg, relay_task(), RelaySim(32), 200, 10, judge=judge)
+    # 20 iterations, 4 snapshots: the actors that started iterations 4, 9, 14 and 19, and the tracker's 2
+    assert module.holdout["iterations"] == [2, 4, 9, 14, 19]
+    assert module.holdout["chosen"] == 19
+    assert torch.equal(params(module.shipped_actors()), shown[-1])
