@@ -460,7 +460,7 @@ def choose_on_holdout(task: TaskSpec, judged: Sequence[tuple[float, np.ndarray]]
     does, the one whose worst relative violation is smallest (the closest to feasible)."""
     thresholds = [c.threshold for c in task.constraints]
     senses = [task.constraint_sign(c) for c in task.constraints]
-    worst = [float(np.max(relative_violations(v, thresholds, senses))) for _, v in judged]
+    worst = [float(np.max(relative_violations(v.tolist(), thresholds, senses))) for _, v in judged]
     feasible = [i for i, w in enumerate(worst) if w <= -margin]
     if feasible:
         return max(feasible, key=lambda i: judged[i][0])
