@@ -119,6 +119,12 @@ def probe(
             r = evaluate_sequential(policy, module.state_size, users, 3, seed=3000 + s)
             last = float(r["per_user_day"]["watch_time"].mean())
             print(f"   last iterate: lift {100 * (last / cwt - 1):+.1f}% comment {r['per_decision']['comment']:.3f}")
+            if getattr(module, "holdout", None):  # MARDPGConfig.holdout_users: what the held-out users judged
+                ho = module.holdout
+                print(
+                    f"   holdout: iterations {ho['iterations']} wt {np.round(ho['main'], 1).tolist()} constrained "
+                    f"{np.round(ho['constrained'], 3).tolist()} chosen {ho['chosen']}"
+                )
         elif hasattr(res.learner, "shipped_actor"):  # TSCAC, MA cascade: what ships is the best feasible iterate
             lwt, lpd = _last_iterate(algo, res.learner, users, 3000 + s)
             print(f"   last iterate: lift {100 * (lwt / cwt - 1):+.1f}% comment {lpd['comment']:.3f}")

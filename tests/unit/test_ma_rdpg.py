@@ -254,3 +254,73 @@ def test_trains_in_the_rank_simulator_and_exports_and_registers_through_the_cli_
     assert set(out["exported"]) == {"pre_rank.onnx", "rank.onnx", "re_rank.onnx", "model.onnx"}
     assert out["registered"] == "rank/t1"
     ModelRegistry(tmp_path / "registry").promote("rank", "t1")  # every file loads and runs in onnxruntime
+
+
+def test_choose_on_holdout_ships_the_richest_candidate_feasible_with_margin_else_the_closest() -> None:
+    task = relay_task(threshold=1.0)  # safety >= 1.0
+    judged = [(5.0, np.array([1.2])), (9.0, np.array([1.02])), (7.0, np.array([1.05])), (8.0, np.array([0.9]))]
+    # margin 0.03: 1.02 misses 1.03, so the richest of those meeting it is 7.0 (index 2), not 9.0
+    assert ma_rdpg.choose_on_holdout(task, judged, 0.03) == 2
+    assert ma_rdpg.choose_on_holdout(task, judged, 0.0) == 1
+    # none meets 1.0 with the margin: the one closest to feasible
+    assert ma_rdpg.choose_on_holdout(task, [(9.0, np.array([0.8])), (1.0, np.array([0.95]))], 0.03) == 1
+
+
+def test_holdout_users_ship_the_candidate_the_held_out_users_prefer_not_the_trackers_last() -> None:
+    # The held-out judge prefers the oldest candidate it is shown and says the others miss the constraint,
+    # so that one ships instead of the tracker's choice.
+    def params(actors: Any) -> torch.Tensor:
+        return torch.cat([p.flatten() for p in actors.parameters()])
+
+    shown: list[torch.Tensor] = []
+
+    def judge(actors: Any) -> tuple[float, np.ndarray]:
+        shown.append(params(torch.nn.ModuleList(actors)).clone())
+        return 10.0 - len(shown), np.array([1.0 if len(shown) == 1 else -1.0])
+
+    cfg = ma_rdpg.MARDPGConfig(
+        hidden_sizes=(32,),
+        message_size=8,
+        batch_size=128,
+        actor_lr=1e-3,
+        updates_per_request=3,
+        best_feasible_window=1,
+        holdout_users=1,
+    )  # on this seed the tracker keeps iterations 0, then 2
+    plain = ma_rdpg.train(replace(cfg, holdout_users=0), relay_task(), RelaySim(32), 200, 10)
+    module = ma_rdpg.train(cfg, relay_task(), RelaySim(32), 200, 10, judge=judge)
+    assert 2 <= len(shown) <= cfg.holdout_candidates  # the tracker's latest kept iterates, oldest first
+    assert module.holdout["chosen"] == module.holdout["iterations"][0]
+    assert torch.equal(params(module.shipped_actors()), shown[0])
+    # training itself is unchanged: the tracker's own choice is the last candidate shown, and differs
+    assert torch.equal(params(plain.shipped_actors()), shown[-1])
+    assert not torch.equal(params(module.shipped_actors()), params(plain.shipped_actors()))
+    with pytest.raises(ValueError, match="holdout_users"):
+        ma_rdpg.train(cfg, relay_task(), RelaySim(32), 200, 10)
+
+
+def test_holdout_spread_judges_snapshots_spread_over_the_run_and_the_trackers_pick() -> None:
+    def params(actors: Any) -> torch.Tensor:
+        return torch.cat([p.flatten() for p in actors.parameters()])
+
+    shown: list[torch.Tensor] = []
+
+    def judge(actors: Any) -> tuple[float, np.ndarray]:  # the last one shown is the richest, all feasible
+        shown.append(params(torch.nn.ModuleList(actors)).clone())
+        return float(len(shown)), np.array([1.0])
+
+    cfg = ma_rdpg.MARDPGConfig(
+        hidden_sizes=(32,),
+        message_size=8,
+        batch_size=128,
+        actor_lr=1e-3,
+        updates_per_request=3,
+        best_feasible_window=1,
+        holdout_users=1,
+        holdout_spread=True,
+    )
+    module = ma_rdpg.train(cfg, relay_task(), RelaySim(32), 200, 10, judge=judge)
+    # 20 iterations, 4 snapshots: the actors that started iterations 4, 9, 14 and 19, and the tracker's 2
+    assert module.holdout["iterations"] == [2, 4, 9, 14, 19]
+    assert module.holdout["chosen"] == 19
+    assert torch.equal(params(module.shipped_actors()), shown[-1])

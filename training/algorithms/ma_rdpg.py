@@ -72,6 +72,7 @@ from __future__ import annotations
 import copy
 import math
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -85,7 +86,7 @@ from torch import Tensor, nn
 from models.problems import RANK, RANK_DEFAULT_STAGE_WEIGHTS, RANK_STAGES, BoxAction
 from training.algorithms.ddpg import MessageActor, _mlp
 from training.rl.functional import soft_update
-from training.rl.lagrangian import ConstraintController, PIDLagrangianConfig
+from training.rl.lagrangian import ConstraintController, PIDLagrangianConfig, relative_violations
 from training.rl.networks import START_BOUND_MARGIN
 from training.rl.registry import AlgorithmSpec, register_algorithm
 from training.rl.replay import ReplayBuffer
@@ -95,6 +96,16 @@ if TYPE_CHECKING:
     from training.rl.trainer import RunConfig, RunResult
 
 N_STAGES = len(RANK_STAGES)
+HOLDOUT_DAYS = 3
+"""Days per held-out user (`MARDPGConfig.holdout_users`): as the rank benchmark judges."""
+HOLDOUT_USER_SEED = 50_000
+"""Held-out users are drawn from seed HOLDOUT_USER_SEED + run seed: disjoint from the training users (the
+run seed), the rank benchmark's search users (20 000 + s), its judged users (the world's own) and the
+probe's fresh constant samples (40 000 + 100·k + s)."""
+
+Judge = Callable[[Sequence[MessageActor]], tuple[float, np.ndarray]]
+"""Stage actors → (watch time per user-day, the constrained signals' per-request means in constraint order)
+on held-out users (`MARDPGConfig.holdout_users`)."""
 
 
 @dataclass(frozen=True)
@@ -160,14 +171,40 @@ class MARDPGConfig:
     """Relative margin the multipliers aim inside every threshold (the measured values are the noisy policy's)."""
     best_feasible_window: int = 3
     """Iterations averaged to judge an iterate for the best feasible one."""
+    holdout_users: int = 0
+    """Ours (issue 18; 0 = off, as before): choose what ships on held-out users instead of the training batch.
+    The tracker judges iterates on one noisy 64-env batch, so the iterate it keeps is over-read on watch
+    time and on the constraints alike (a winner's curse: on tuning seeds what shipped landed ~3 % below the
+    reference constant's comment rate whatever the margin). With N > 0, the last `holdout_candidates`
+    iterates the tracker kept (each was its best at the time) are judged at the end of training on N fresh
+    users of the training world (`fit`: user seed 50 000 + run seed, `HOLDOUT_DAYS` days) and the one with
+    the most watch time per user-day among those meeting every constraint with `margin` ships; if none
+    does, the one closest to feasible (`choose_on_holdout`)."""
+    holdout_candidates: int = 4
+    """Ours: how many of the tracker's latest kept iterates `holdout_users` judges."""
+    holdout_spread: bool = False
+    """Ours (with `holdout_users`): the candidates are `holdout_candidates` snapshots spread evenly over the
+    run — the actors that started iterations ⌈(j+1)·I/K⌉ − 1, j < K, of the run's I iterations — plus the
+    tracker's kept iterate, instead of the tracker's latest kept iterates. On tuning seed 100 those four were
+    iterations 18–23 and played alike on the held-out users (watch time within 0.01 %): the tracker's
+    records cluster late, so they give the held-out users no real choice."""
     seed: int = 0
 
     def __post_init__(self) -> None:
         if self.actor_starts < 0:
             raise ValueError(f"MARDPGConfig.actor_starts: must be >= 0, got {self.actor_starts}")
-        for name in ("message_size", "batch_size", "buffer_capacity", "updates_per_request", "best_feasible_window"):
+        for name in (
+            "message_size",
+            "batch_size",
+            "buffer_capacity",
+            "updates_per_request",
+            "best_feasible_window",
+            "holdout_candidates",
+        ):
             if getattr(self, name) < 1:
                 raise ValueError(f"MARDPGConfig.{name}: must be >= 1, got {getattr(self, name)}")
+        if self.holdout_users < 0:
+            raise ValueError(f"MARDPGConfig.holdout_users: must be >= 0 (0 = off), got {self.holdout_users}")
         if self.learning_starts < 1:
             raise ValueError(
                 f"MARDPGConfig.learning_starts: must be >= 1 (the reward scales), got {self.learning_starts}"
@@ -325,6 +362,8 @@ class MARDPG(nn.Module):
         )
         self.best_actors = copy.deepcopy(self.actors).requires_grad_(False)
         self.register_buffer("has_best_feasible", torch.zeros((), dtype=torch.bool))
+        self.holdout: dict[str, Any] = {}
+        """What `holdout_users` judged (`_ship_on_holdout`); empty when off or no iterate was kept."""
 
     def message(self, state: Tensor) -> Tensor:
         h = state[..., : self.cfg.message_size]
@@ -415,6 +454,19 @@ def _discounts(task: TaskSpec, cfg: MARDPGConfig) -> Tensor:
     return torch.as_tensor(gammas, dtype=torch.float32)
 
 
+def choose_on_holdout(task: TaskSpec, judged: Sequence[tuple[float, np.ndarray]], margin: float) -> int:
+    """Index of the candidate to ship from its held-out (main value, constrained values): the most main
+    value among those meeting every constraint with the relative `margin` (ours, `holdout_users`); if none
+    does, the one whose worst relative violation is smallest (the closest to feasible)."""
+    thresholds = [c.threshold for c in task.constraints]
+    senses = [task.constraint_sign(c) for c in task.constraints]
+    worst = [float(np.max(relative_violations(v.tolist(), thresholds, senses))) for _, v in judged]
+    feasible = [i for i, w in enumerate(worst) if w <= -margin]
+    if feasible:
+        return max(feasible, key=lambda i: judged[i][0])
+    return int(np.argmin(worst))
+
+
 def train(
     cfg: MARDPGConfig,
     task: TaskSpec,
@@ -422,10 +474,13 @@ def train(
     requests: int,
     per_iteration: int,
     on_log: Callable[[dict[str, float]], None] | None = None,
+    judge: Judge | None = None,
 ) -> MARDPG:
     """`requests` requests of every row of `sim` (a reset `BatchedRankSim`, or anything with its sequential
     interface: n, stage_observation, run_stage, serve_page); a metrics row and a multiplier update every
-    `per_iteration` requests."""
+    `per_iteration` requests. `judge`: held-out users for `cfg.holdout_users` (required when it is > 0)."""
+    if cfg.holdout_users > 0 and judge is None:
+        raise ValueError("MARDPGConfig.holdout_users > 0: train needs a judge on held-out users (fit builds one)")
     if cfg.actor_starts >= requests:
         raise ValueError(
             f"MARDPGConfig.actor_starts: {cfg.actor_starts} requests, but the run has only {requests} "
@@ -448,6 +503,12 @@ def train(
     window_rewards: list[np.ndarray] = []
     losses: list[dict[str, Tensor]] = []
     played: dict[str, Tensor] = {}  # the actors' state before this iteration's updates: the one that started it
+    # (iteration, actors' state) of the tracker's latest kept iterates: the candidates `holdout_users` judges
+    candidates: deque[tuple[int, dict[str, Tensor]]] = deque(maxlen=cfg.holdout_candidates)
+    iterations = -(-requests // per_iteration)
+    k = cfg.holdout_candidates
+    spread_at = {-(-(j + 1) * iterations // k) - 1 for j in range(k)} if cfg.holdout_spread else set()
+    spread: list[tuple[int, dict[str, Tensor]]] = []
     started = time.monotonic()
     for request in range(requests):
         if request % per_iteration == 0:
@@ -503,12 +564,15 @@ def train(
         if (request + 1) % per_iteration == 0 or request + 1 == requests:
             means = np.concatenate(window_rewards).mean(0) if window_rewards else np.zeros(len(names))
             values = means[list(task.constrained_signals)]
+            if controller.iteration in spread_at:
+                spread.append((controller.iteration, played))
             multipliers, metrics, improved = controller.step(values, float(means[0]), played)
             if request + 1 >= cfg.learning_starts:
                 module.set_multipliers(multipliers)
             if improved and controller.tracker.best is not None:
                 module.best_actors.load_state_dict(controller.tracker.best.state)
                 module.has_best_feasible.fill_(True)
+                candidates.append((controller.tracker.best.iteration, controller.tracker.best.state))
             row = {
                 "requests": float(request + 1),
                 "env_steps": float((request + 1) * n),
@@ -523,7 +587,34 @@ def train(
             if on_log is not None:
                 on_log(row)
             window_rewards, losses = [], []
+    if cfg.holdout_spread and candidates:  # the tracker's kept iterate joins the spread snapshots
+        spread = sorted(dict([*spread, candidates[-1]]).items())
+    pool = spread if cfg.holdout_spread else list(candidates)
+    if cfg.holdout_users > 0 and pool:
+        assert judge is not None
+        module.holdout = _ship_on_holdout(module, task, cfg, pool, judge)
     return module
+
+
+def _ship_on_holdout(
+    module: MARDPG, task: TaskSpec, cfg: MARDPGConfig, candidates: list[tuple[int, dict[str, Tensor]]], judge: Judge
+) -> dict[str, Any]:
+    """Judge every candidate state on the held-out users, load the chosen one into `best_actors`; returns
+    what was judged (iterations, main values, constrained values, the chosen iteration) for the caller."""
+    actors = copy.deepcopy(module.best_actors)
+    judged = []
+    for _, state in candidates:
+        actors.load_state_dict(state)
+        main, values = judge(list(actors))  # type: ignore[arg-type]
+        judged.append((float(main), np.asarray(values, np.float64)))
+    chosen = choose_on_holdout(task, judged, cfg.margin)
+    module.best_actors.load_state_dict(candidates[chosen][1])
+    return {
+        "iterations": [it for it, _ in candidates],
+        "main": [m for m, _ in judged],
+        "constrained": [v.tolist() for _, v in judged],
+        "chosen": candidates[chosen][0],
+    }
 
 
 # ---------------------------------------------------------------- sequential evaluation
@@ -655,9 +746,10 @@ def fit(task: TaskSpec, source: Any, cfg: MARDPGConfig, run_cfg: RunConfig) -> R
         logger.log(len(history), metrics)
         history.append({"iteration": float(len(history)), **metrics})
 
+    judge = _holdout_judge(task, pool, run_cfg.seed, cfg.holdout_users, cfg.message) if cfg.holdout_users > 0 else None
     started = time.monotonic()
     try:
-        module = train(cfg, task, sim, run_cfg.iterations * run_cfg.rollout_steps, run_cfg.rollout_steps, on_log)
+        module = train(cfg, task, sim, run_cfg.iterations * run_cfg.rollout_steps, run_cfg.rollout_steps, on_log, judge)
     finally:
         logger.close()
     save_checkpoint(out_dir / "checkpoint.safetensors", module.state_dict(), {"algorithm": "ma_rdpg"})
@@ -668,6 +760,33 @@ def fit(task: TaskSpec, source: Any, cfg: MARDPGConfig, run_cfg: RunConfig) -> R
         transitions=run_cfg.iterations * run_cfg.rollout_steps * run_cfg.n_envs,
         seconds=time.monotonic() - started,
     )
+
+
+def _holdout_judge(task: TaskSpec, pool: Any, seed: int, users: int, message: bool = True) -> Judge:
+    """`holdout_users` fresh users of the training world: the pool's world (its `world_seed`; else the run
+    seed's, as `BatchedSimPool.reset` builds it) and simulator options, users from HOLDOUT_USER_SEED + seed,
+    judged as the rank benchmark judges (`evaluate_sequential`, common random numbers: every candidate
+    meets the same users and luck)."""
+    from training.rl.sim import evaluate_sequential
+
+    world = pool.world_seed if getattr(pool, "world_seed", None) is not None else seed
+    overrides = dict(getattr(pool, "overrides", {}))
+
+    def judge(actors: Sequence[MessageActor]) -> tuple[float, np.ndarray]:
+        policy = message_policy(actors, message=message)
+        r = evaluate_sequential(
+            policy,
+            actors[0].state_size,
+            users,
+            HOLDOUT_DAYS,
+            seed=world,
+            user_seed=HOLDOUT_USER_SEED + seed,
+            **overrides,
+        )
+        values = [r["per_decision"][c.signal] for c in task.constraints]
+        return float(r["per_user_day"][task.main_signal].mean()), np.asarray(values, np.float64)
+
+    return judge
 
 
 register_algorithm(AlgorithmSpec("ma_rdpg", MARDPGConfig, loss=None, multi_agent=True, data="online", fit=fit))

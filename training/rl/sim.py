@@ -200,7 +200,13 @@ StagePolicy = Callable[[int, np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarr
 
 
 def evaluate_sequential(
-    policy: StagePolicy, state_size: int, n_users: int, days: int, seed: int = 0, **overrides: Any
+    policy: StagePolicy,
+    state_size: int,
+    n_users: int,
+    days: int,
+    seed: int = 0,
+    user_seed: int | None = None,
+    **overrides: Any,
 ) -> dict[str, Any]:
     """Ground truth for stage agents in the `rank` sequential view: each stage acts on the pool the upstream
     stages actually kept, and a per-row state (MA-RDPG's message; size 0 for stateless agents) is passed
@@ -208,6 +214,7 @@ def evaluate_sequential(
 
     Same report as `training.envs.evaluate.evaluate_policy`, with the same
     common random numbers as `evaluate_policy` (user k of a seed is the same person under every policy).
+    `user_seed` (as `evaluate_policy`'s): the users of world `seed` are drawn from it; None: the world's own.
     """
     from models.problems import RANK
     from training.envs import make_batched
@@ -216,7 +223,7 @@ def evaluate_sequential(
     names = RANK.signal_names
     overrides = {"common_random_numbers": True, **overrides}
     sim: Any = make_batched("rank", _rows(n_users), seed, max_users=n_users, days=days, **overrides)
-    sim.reset()
+    sim.reset(user_seed)
     state = np.zeros((sim.n, state_size), np.float32)
     totals = np.zeros((n_users * days, len(names)))
     decisions = 0
