@@ -473,52 +473,43 @@ the three rules."""
 def summarise(rows: list[dict[str, Any]], target: float) -> list[Metric]:
     days = {k: [r[k] for r in rows] for k in ("static", "oracle", *VARIANTS, *CONTROLLED)}
     metrics: list[Metric] = []
-    lift, ci = paired(days["marca"], days["static"])
-    metrics.append(Metric("allocate.marca.revenue_lift_vs_static", lift, "ratio", goal=(">=", 0.15), ci=ci))
+
+    def add_lift(name: str, new: str, base: str, note: str | None = None, goal: float | None = None) -> None:
+        """`name`: the paired revenue lift of arm `new` over arm `base` (ratio of means − 1, 95 % CI)."""
+        lift, ci = paired(days[new], days[base])
+        metrics.append(Metric(name, lift, "ratio", goal=None if goal is None else (">=", goal), ci=ci, note=note))
+
+    add_lift("allocate.marca.revenue_lift_vs_static", "marca", "static", goal=0.15)
     # Issue #16's lift over the rule, judged system against system (ours, docs/marca.md "How the lift over the rule
     # is judged"): MaRCA as served over the best rule held to the same budget bound.
-    lift, ci = paired(days["mpc"], days["rule"])
-    metrics.append(
-        Metric(
-            "allocate.marca.revenue_lift_vs_rule",
-            lift,
-            "ratio",
-            goal=(">=", 0.03),
-            ci=ci,
-            note=f"MaRCA as served (its agents, λ from the served MPC at set point {target}) over the best rule held "
-            f"to the same bound (feedback λ over v·Q̂(a) − λ·C(a), u* = {BEST_RULE_TARGET}, g = {BEST_RULE_GAIN}, "
-            "warm from the day before: allocate_rule_search, over-utilisation ≤ 0.01 on days 3000–3007); counts only with "
-            "allocate.mpc.over_utilisation ≤ 0.01",
-        )
+    add_lift(
+        "allocate.marca.revenue_lift_vs_rule",
+        "mpc",
+        "rule",
+        goal=0.03,
+        note=f"MaRCA as served (its agents, λ from the served MPC at set point {target}) over the best rule held "
+        f"to the same bound (feedback λ over v·Q̂(a) − λ·C(a), u* = {BEST_RULE_TARGET}, g = {BEST_RULE_GAIN}, "
+        "warm from the day before: allocate_rule_search, over-utilisation ≤ 0.01 on days 3000–3007); counts only with "
+        "allocate.mpc.over_utilisation ≤ 0.01",
     )
-    lift, ci = paired(days["marca"], days["rule_same_controller"])
-    metrics.append(
-        Metric(
-            "allocate.marca.revenue_lift_vs_rule_same_controller",
-            lift,
-            "ratio",
-            ci=ci,
-            note=f"MaRCA's agents under the rule's own feedback λ (u* = {RULE_TARGET}, g = {RULE_GAIN}: "
-            "headroom_allocate's best, ≤ 0.5 % of intervals over budget) over that rule: the agents alone",
-        )
+    add_lift(
+        "allocate.marca.revenue_lift_vs_rule_same_controller",
+        "marca",
+        "rule_same_controller",
+        note=f"MaRCA's agents under the rule's own feedback λ (u* = {RULE_TARGET}, g = {RULE_GAIN}: "
+        "headroom_allocate's best, ≤ 0.5 % of intervals over budget) over that rule: the agents alone",
     )
-    lift, ci = paired(days["mpc"], days["rule_mpc"])
-    metrics.append(
-        Metric(
-            "allocate.marca.revenue_lift_vs_rule_mpc",
-            lift,
-            "ratio",
-            ci=ci,
-            note=f"both arms with λ from the served MPC at set point {target}, each with its own load model and "
-            "forecast: the agents alone under the MPC",
-        )
+    add_lift(
+        "allocate.marca.revenue_lift_vs_rule_mpc",
+        "mpc",
+        "rule_mpc",
+        note=f"both arms with λ from the served MPC at set point {target}, each with its own load model and "
+        "forecast: the agents alone under the MPC",
     )
-    lift, ci = paired(days["oracle"], days["rule"])
-    metrics.append(Metric("allocate.oracle.revenue_lift_vs_rule", lift, "ratio", ci=ci,
-                          note=f"the world's ceiling over the best rule (u* = {BEST_RULE_TARGET})"))  # fmt: skip
-    lift, ci = paired(days["oracle"], days["rule_same_controller"])
-    metrics.append(Metric("allocate.oracle.revenue_lift_vs_rule_same_controller", lift, "ratio", ci=ci,
-                          note=f"over headroom_allocate's rule (u* = {RULE_TARGET})"))  # fmt: skip
+    add_lift("allocate.oracle.revenue_lift_vs_rule", "oracle", "rule",
+             note=f"the world's ceiling over the best rule (u* = {BEST_RULE_TARGET})")  # fmt: skip
+    add_lift("allocate.oracle.revenue_lift_vs_rule_same_controller", "oracle", "rule_same_controller",
+             note=f"over headroom_allocate's rule (u* = {RULE_TARGET})")  # fmt: skip
     for name in ("static", *RULE_ARMS, *VARIANTS, "mpc"):
         value, ci = mean_ci(
             [d.revenue_per_day / o.revenue_per_day for d, o in zip(days[name], days["oracle"], strict=True)]
@@ -532,8 +523,7 @@ def summarise(rows: list[dict[str, Any]], target: float) -> list[Metric]:
         value, ci = mean_ci([d.spearman for d in days[name]])
         metrics.append(Metric(f"allocate.{name}.spearman", value, "", ci=ci))
         if name != "marca":
-            lift, ci = paired(days["marca"], days[name])
-            metrics.append(Metric(f"allocate.marca.revenue_lift_vs_{name}", lift, "ratio", ci=ci))
+            add_lift(f"allocate.marca.revenue_lift_vs_{name}", "marca", name)
     for name in ("static", "oracle", *VARIANTS):
         metrics.append(
             Metric(

@@ -114,7 +114,7 @@ def run_cell(
         runs = run_warm_days(lambda: Q.warm_rule(quality, cost, target, gain), config, n, seeds)
     else:
         runs = O.run_days(O.ValueCostRule(quality, cost, "feedback", target, gain=gain), config, n, seeds)
-    over = float(np.maximum(runs.utilisation - 1.0, 0.0).mean())
+    over = Q.paper_over_utilisation(runs.utilisation)
     return Cell(
         target=target,
         gain=gain,

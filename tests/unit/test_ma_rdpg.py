@@ -101,6 +101,11 @@ def test_the_last_stage_acts_on_what_the_first_saw_through_the_message_and_the_c
     assert 1.0 - (plus[2] + minus[2]) / 2 >= 0.6 - 0.03
 
 
+def _actor_params(actors: Any) -> torch.Tensor:
+    """All of a module's (or module list's) parameters as one flat tensor, to compare actors exactly."""
+    return torch.cat([p.flatten() for p in actors.parameters()])
+
+
 @pytest.mark.parametrize("window", [1, 3])
 def test_the_tracker_keeps_the_actors_that_played_the_window_not_their_state_after_it(window: int) -> None:
     # A threshold every iteration meets: the tracker keeps the window with the highest main value.
@@ -111,17 +116,14 @@ def test_the_tracker_keeps_the_actors_that_played_the_window_not_their_state_aft
         rows: list[dict[str, float]] = []
         return ma_rdpg.train(cfg, relay_task(threshold=0.0), RelaySim(16), requests, 10, rows.append), rows
 
-    def params(actors: Any) -> torch.Tensor:
-        return torch.cat([p.flatten() for p in actors.parameters()])
-
     module, rows = run(100)
     kept = int(rows[-1]["charts/best_feasible_iteration"])
     # the state that started the window's newest iteration (the tracker's last measurement)
     before = run(10 * kept)[0].actors if kept > 0 else ma_rdpg.MARDPG(relay_task(), module.cfg).actors
     after = run(10 * (kept + 1))[0].actors  # what the tracker kept before: the state after the window
     assert bool(module.has_best_feasible)
-    assert torch.equal(params(module.shipped_actors()), params(before))
-    assert not torch.equal(params(module.shipped_actors()), params(after))
+    assert torch.equal(_actor_params(module.shipped_actors()), _actor_params(before))
+    assert not torch.equal(_actor_params(module.shipped_actors()), _actor_params(after))
 
 
 def _requests(module: ma_rdpg.MARDPG, reset: float, terminal: float) -> dict[str, torch.Tensor]:
@@ -256,6 +258,18 @@ def test_trains_in_the_rank_simulator_and_exports_and_registers_through_the_cli_
     ModelRegistry(tmp_path / "registry").promote("rank", "t1")  # every file loads and runs in onnxruntime
 
 
+HOLDOUT_CONFIG = ma_rdpg.MARDPGConfig(
+    hidden_sizes=(32,),
+    message_size=8,
+    batch_size=128,
+    actor_lr=1e-3,
+    updates_per_request=3,
+    best_feasible_window=1,
+    holdout_users=1,
+)
+"""A small MA-RDPG that judges its candidates on held-out users (each test brings its own judge)."""
+
+
 def test_choose_on_holdout_ships_the_richest_candidate_feasible_with_margin_else_the_closest() -> None:
     task = relay_task(threshold=1.0)  # safety >= 1.0
     judged = [(5.0, np.array([1.2])), (9.0, np.array([1.02])), (7.0, np.array([1.05])), (8.0, np.array([0.9]))]
@@ -269,58 +283,35 @@ def test_choose_on_holdout_ships_the_richest_candidate_feasible_with_margin_else
 def test_holdout_users_ship_the_candidate_the_held_out_users_prefer_not_the_trackers_last() -> None:
     # The held-out judge prefers the oldest candidate it is shown and says the others miss the constraint,
     # so that one ships instead of the tracker's choice.
-    def params(actors: Any) -> torch.Tensor:
-        return torch.cat([p.flatten() for p in actors.parameters()])
-
     shown: list[torch.Tensor] = []
 
     def judge(actors: Any) -> tuple[float, np.ndarray]:
-        shown.append(params(torch.nn.ModuleList(actors)).clone())
+        shown.append(_actor_params(torch.nn.ModuleList(actors)).clone())
         return 10.0 - len(shown), np.array([1.0 if len(shown) == 1 else -1.0])
 
-    cfg = ma_rdpg.MARDPGConfig(
-        hidden_sizes=(32,),
-        message_size=8,
-        batch_size=128,
-        actor_lr=1e-3,
-        updates_per_request=3,
-        best_feasible_window=1,
-        holdout_users=1,
-    )  # on this seed the tracker keeps iterations 0, then 2
+    cfg = HOLDOUT_CONFIG  # on this seed the tracker keeps iterations 0, then 2
     plain = ma_rdpg.train(replace(cfg, holdout_users=0), relay_task(), RelaySim(32), 200, 10)
     module = ma_rdpg.train(cfg, relay_task(), RelaySim(32), 200, 10, judge=judge)
     assert 2 <= len(shown) <= cfg.holdout_candidates  # the tracker's latest kept iterates, oldest first
     assert module.holdout["chosen"] == module.holdout["iterations"][0]
-    assert torch.equal(params(module.shipped_actors()), shown[0])
+    assert torch.equal(_actor_params(module.shipped_actors()), shown[0])
     # training itself is unchanged: the tracker's own choice is the last candidate shown, and differs
-    assert torch.equal(params(plain.shipped_actors()), shown[-1])
-    assert not torch.equal(params(module.shipped_actors()), params(plain.shipped_actors()))
+    assert torch.equal(_actor_params(plain.shipped_actors()), shown[-1])
+    assert not torch.equal(_actor_params(module.shipped_actors()), _actor_params(plain.shipped_actors()))
     with pytest.raises(ValueError, match="holdout_users"):
         ma_rdpg.train(cfg, relay_task(), RelaySim(32), 200, 10)
 
 
 def test_holdout_spread_judges_snapshots_spread_over_the_run_and_the_trackers_pick() -> None:
-    def params(actors: Any) -> torch.Tensor:
-        return torch.cat([p.flatten() for p in actors.parameters()])
-
     shown: list[torch.Tensor] = []
 
     def judge(actors: Any) -> tuple[float, np.ndarray]:  # the last one shown is the richest, all feasible
-        shown.append(params(torch.nn.ModuleList(actors)).clone())
+        shown.append(_actor_params(torch.nn.ModuleList(actors)).clone())
         return float(len(shown)), np.array([1.0])
 
-    cfg = ma_rdpg.MARDPGConfig(
-        hidden_sizes=(32,),
-        message_size=8,
-        batch_size=128,
-        actor_lr=1e-3,
-        updates_per_request=3,
-        best_feasible_window=1,
-        holdout_users=1,
-        holdout_spread=True,
-    )
+    cfg = replace(HOLDOUT_CONFIG, holdout_spread=True)
     module = ma_rdpg.train(cfg, relay_task(), RelaySim(32), 200, 10, judge=judge)
     # 20 iterations, 4 snapshots: the actors that started iterations 4, 9, 14 and 19, and the tracker's 2
     assert module.holdout["iterations"] == [2, 4, 9, 14, 19]
     assert module.holdout["chosen"] == 19
-    assert torch.equal(params(module.shipped_actors()), shown[-1])
+    assert torch.equal(_actor_params(module.shipped_actors()), shown[-1])
