@@ -36,6 +36,17 @@ Decision rule, written before the first run (committed with this file):
   (critic/actor) lose even a good policy; more rounds on starts/ship choices can't fix #18.
 - Either way nothing ships; shipped configs are unchanged. d − b is the paired d / b − 1 per seed.
 
+Second variant, written after the first run and before its own (`'{"margin": 0.03}' --label margin3`): the first
+run (shipped config) read "updates net harmful" by its feasibility half only — d out-earned b (mean d − b +2.37 %)
+but met every constraint on 1 seed against b's 2, its comment rate below the rule's on every seed (the shipped PID
+aims Δ = 0, the threshold itself, on a 64-row training batch, so it spends whatever comment slack the start has).
+Why this variant and not actor lr / 3: the half that failed is the constraint aim, and `TSCACConfig.margin` 0.03 is
+the aim the twelfth round measured (TSCAC feasible on 5 of 6 tuning worlds with it, 2 of 6 without), the same 3 %
+the constant's search keeps; a smaller step would only move d towards b. Same rule, same seeds and users, c and d
+both with margin 0.03. Reading, fixed now: "productive" here with "net harmful" for the shipped config → the
+updates themselves keep and improve a good start, and the shipped aim (threshold on the training batch) is what
+loses feasibility; "net harmful" here too → the updates lose the start's feasibility even with a 3 % aim.
+
 JSON overrides (first argument) go to both learners' algo config (c and d alike); `--label` names the run's
 record in var/bench/rank_rule_start/<label>.json.
 """
