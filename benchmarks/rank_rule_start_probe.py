@@ -47,6 +47,15 @@ both with margin 0.03. Reading, fixed now: "productive" here with "net harmful" 
 updates themselves keep and improve a good start, and the shipped aim (threshold on the training batch) is what
 loses feasibility; "net harmful" here too → the updates lose the start's feasibility even with a 3 % aim.
 
+Trade curve (`--trade-curve`), written after both runs and before its own; a reading, not a decision. Both runs
+read "net harmful" by feasibility, and on every seed where d out-earned b its comment rate was lower: did the
+updates find watch time, or only sell comments along the rule's own trade-off? The rule with its comment weight
+× k (k = 1, 0.8, 0.65, 0.5, 0.35, every stage) is judged on the same users; its lift over the constant,
+interpolated linearly at d's comment rate, is what the rule alone gets for the comments d gave up. Reading: d
+above that curve on >= 4 of the 6 (run, seed) points → the updates find watch time beyond trading comments (an
+update worth having, held back by the aim); otherwise they only trade along (or below) the rule's curve. A point
+whose comment rate lies outside the curve's range is counted as not above.
+
 JSON overrides (first argument) go to both learners' algo config (c and d alike); `--label` names the run's
 record in var/bench/rank_rule_start/<label>.json.
 """
@@ -223,18 +232,78 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
+TRADE_FACTORS = (1.0, 0.8, 0.65, 0.5, 0.35)
+"""k of `--trade-curve`: the rule's comment weight × k at every stage."""
+
+
+def comment_scaled(rule: Any, factor: float) -> Any:
+    """The rule with its comment weight × `factor` at every stage (the other weights unchanged)."""
+
+    def policy(obs: Any) -> np.ndarray:
+        action = np.array(rule(obs), np.float32)
+        action[:, 4 :: hr.N_SIGNALS] *= factor
+        return action
+
+    return policy
+
+
+def trade_curve(labels: list[str], users: int) -> None:
+    """The rule's own watch-for-comment curve on each seed's judged users against the learners' shipped points
+    (`labels`: records of earlier runs in var/bench/rank_rule_start/; module docstring)."""
+    from training.envs.evaluate import paired_lift
+
+    records = {label: json.loads((OUT / f"{label}.json").read_text()) for label in labels}
+    seeds = [row["seed"] for row in records[labels[0]]["rows"]]
+    above, points = 0, 0
+    for i, seed in enumerate(seeds):
+        policies = {"constant": hr.constant(hr.REFERENCE_CONSTANT)}
+        policies |= {f"k={k}": comment_scaled(observed_rule(), k) for k in TRADE_FACTORS}
+        runs = judge(policies, users, JUDGE_OFFSET + seed)
+        curve = [
+            (runs[f"k={k}"][1]["comment"], paired_lift(runs[f"k={k}"][0], runs["constant"][0])[0])
+            for k in TRADE_FACTORS
+        ]
+        comments, lifts = zip(*sorted(curve), strict=True)
+        print(
+            f"seed {seed} rule curve (k, comment, lift): "
+            + " ".join(
+                f"({k}, {c:.3f}, {100 * lift:+.2f}%)" for k, (c, lift) in zip(TRADE_FACTORS, curve, strict=True)
+            ),
+            flush=True,
+        )
+        for label, record in records.items():
+            d = record["rows"][i]["tscac_rule"]
+            comment = d["rates"]["comment"]
+            inside = comments[0] <= comment <= comments[-1]
+            at = float(np.interp(comment, comments, lifts)) if inside else float("nan")
+            points += 1
+            above += bool(inside and d["lift"] > at)
+            print(
+                f"   {label}: d comment {comment:.3f} lift {100 * d['lift']:+.2f}%; rule curve there "
+                f"{100 * at:+.2f}% -> {'above' if inside and d['lift'] > at else 'not above'}"
+                f"{'' if inside else ' (outside the curve)'}",
+                flush=True,
+            )
+    reading = "beyond trading comments" if above >= 4 else "only trading along the rule's curve"
+    print(f"TRADE CURVE: d above the rule's curve on {above} of {points} points -> {reading}", flush=True)
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser()
     p.add_argument("overrides", nargs="?", default="{}", help="JSON: TSCAC config fields for both learners")
     p.add_argument("--seeds", default="100,101,102")
     p.add_argument("--users", type=int, default=1000)
     p.add_argument("--label", default="shipped")
+    p.add_argument("--trade-curve", default="", help="labels of earlier runs: the rule's comment trade-off curve")
     p.add_argument("--iterations", type=int, default=40, help="run.iterations (smoke runs only; the probe: 40)")
     p.add_argument("--envs", type=int, default=64, help="run.n_envs (smoke runs only; the probe: 64)")
     a = p.parse_args(argv)
     seeds = [int(s) for s in a.seeds.split(",")]
     if not set(seeds) <= set(range(100, 112)):
         raise SystemExit("--seeds: tuning seeds 100-111 only (judged on worlds 2100-2111, never 2000-2004)")
+    if a.trade_curve:
+        trade_curve(a.trade_curve.split(","), a.users)
+        return
     overrides = json.loads(a.overrides)
     started = time.time()
     rows = []
