@@ -61,7 +61,7 @@ The first `--trade-curve` run (k down to 0.35) left 4 of the 6 points below the 
 (written before that rerun).
 
 JSON overrides (first argument) go to both learners' algo config (c and d alike); `--label` names the run's
-record in var/bench/rank_rule_start/<label>.json.
+record in benchmarks/results/rank_rule_start_<label>.json (the runs' folders in var/bench/rank_rule_start/).
 """
 
 from __future__ import annotations
@@ -83,6 +83,9 @@ JUDGE_OFFSET = 2000
 """Seed s is judged on world 2000 + s's own users (headroom_rank's evaluation layout; 2100–2102 for 100–102)."""
 ROLLOUT_STEPS = 32
 OUT = Path(__file__).resolve().parents[1] / "var" / "bench" / "rank_rule_start"
+"""Training runs' folders (metrics, checkpoints)."""
+RESULTS = Path(__file__).resolve().parent / "results"
+"""Each run's record: rank_rule_start_<label>.json (rows per seed, summary, verdict)."""
 ARMS = ("rule", "tscac_constant", "tscac_rule")
 """The judged arms (b, c, d), each against `constant` (a)."""
 
@@ -253,10 +256,10 @@ def comment_scaled(rule: Any, factor: float) -> Any:
 
 def trade_curve(labels: list[str], users: int, factors: tuple[float, ...] = TRADE_FACTORS) -> None:
     """The rule's own watch-for-comment curve on each seed's judged users against the learners' shipped points
-    (`labels`: records of earlier runs in var/bench/rank_rule_start/; module docstring)."""
+    (`labels`: records of earlier runs, benchmarks/results/rank_rule_start_<label>.json; module docstring)."""
     from training.envs.evaluate import paired_lift
 
-    records = {label: json.loads((OUT / f"{label}.json").read_text()) for label in labels}
+    records = {label: json.loads((RESULTS / f"rank_rule_start_{label}.json").read_text()) for label in labels}
     seeds = [row["seed"] for row in records[labels[0]]["rows"]]
     above, points = 0, 0
     for i, seed in enumerate(seeds):
@@ -328,9 +331,8 @@ def main(argv: list[str] | None = None) -> None:
             f"(per seed {np.round(100 * np.asarray(m['per_seed']), 2).tolist()})"
         )
     print(f"VERDICT ({a.label} {overrides}): {summary['verdict']}; {time.time() - started:.0f} s", flush=True)
-    OUT.mkdir(parents=True, exist_ok=True)
     record = {"overrides": overrides, "users": a.users, "rows": rows, "summary": summary}
-    (OUT / f"{a.label}.json").write_text(json.dumps(record, indent=1, default=float))
+    (RESULTS / f"rank_rule_start_{a.label}.json").write_text(json.dumps(record, indent=1, default=float))
 
 
 if __name__ == "__main__":
