@@ -40,7 +40,7 @@ from models.problems import BoxAction, Constraint, DiscreteAction, MultiDiscrete
 from training.rl.data import GymEnvPool, TransitionBatch, dataset_observation_size, load_transitions
 from training.rl.registry import algorithm_names, get_algorithm
 from training.rl.task import TaskSignal, TaskSpec
-from training.rl.trainer import OfflineSource, OnlineSource, RunConfig, RunResult, default_out_dir, train
+from training.rl.trainer import OfflineSource, OnlineSource, PolicyStart, RunConfig, RunResult, default_out_dir, train
 
 # `trust_region` is read by the retraining job (pipelines/jobs/train.py), which steps the trained actor back
 # toward its behaviour-cloned start after training (training/rl/trust_region.py); `troupe train` ignores it.
@@ -102,8 +102,11 @@ def train_problem(
     data: str | None = None,
     config: dict[str, Any] | None = None,
     run_overrides: dict[str, Any] | None = None,
+    policy_start: PolicyStart | None = None,
 ) -> RunResult:
-    """Train on a Troupe problem: its simulator (`sim`) or a logged dataset (`data`), exactly one."""
+    """Train on a Troupe problem: its simulator (`sim`) or a logged dataset (`data`), exactly one.
+
+    `policy_start` (ours, `--sim` only, None = off): the learner starts at a state-dependent rule (`PolicyStart`)."""
     spec_algo = get_algorithm(algo)
     if spec_algo.loss is None and spec_algo.fit is None:
         raise ValueError(f"--algo {algo!r} is not trained by gradient steps; choose one of {_trainable()}")
@@ -135,7 +138,7 @@ def train_problem(
             lambda n, seed: BatchedSimPool(problem, n, task, multi_agent=spec_algo.multi_agent, **sim_overrides)
         )
     sections = {"run": run_fields, "algo": cfg_data.get("algo", {}), "online": cfg_data.get("online", {})}
-    return train(algo, task, source, sections, init_mean=init_mean)
+    return train(algo, task, source, sections, init_mean=init_mean, policy_start=policy_start)
 
 
 def _trainable() -> list[str]:

@@ -119,7 +119,7 @@ from training.rl.data import TransitionBatch
 from training.rl.distributions import kl
 from training.rl.lagrangian import ConstraintController, PIDLagrangianConfig, measured_constraint_values
 from training.rl.losses import LossModule, MiniBatch, ParamGroup, module_parameters
-from training.rl.networks import Actor, SignalCritics, make_actor
+from training.rl.networks import Actor, CloneConfig, SignalCritics, make_actor
 from training.rl.policy_average import BestFeasibleConfig, ShippedPolicy
 from training.rl.registry import register
 
@@ -338,6 +338,14 @@ class TSCACLoss(LossModule):
         for c, lam in zip(self.task.constraints, self.lambdas, strict=True):
             metrics[f"charts/lambda_{c.signal}"] = lam
         return metrics
+
+    def start_policy(self, obs: Tensor, actions: Tensor, clone: CloneConfig) -> float:
+        """Ours (`training.rl.trainer.PolicyStart`): the shipped actor starts at a rule, and the stage-one actors,
+        the best-feasible copy and the collecting actor π_old as copies of it, as `build` copies them."""
+        error = self.actor.start_policy(obs, actions, clone)
+        for copy_of_actor in (*self.stage_one, self.best_actor, self.previous_actor):
+            copy_of_actor.load_state_dict(self.actor.state_dict())
+        return error
 
     def on_train_end(self) -> dict[str, float]:
         """With `best_feasible_ship: window_average`, fit the kept window's average into `best_actor`."""

@@ -50,7 +50,7 @@ from torch import Tensor, nn
 
 from training.rl.data import Rollout, TransitionBatch
 from training.rl.functional import clipped_surrogate, gae, importance_weights, td_targets
-from training.rl.networks import ACTION_DISTRIBUTIONS, Actor, SignalCritics, make_actor
+from training.rl.networks import ACTION_DISTRIBUTIONS, Actor, CloneConfig, SignalCritics, make_actor
 from training.rl.runtime import Dist
 from training.rl.task import TaskSpec
 
@@ -245,6 +245,13 @@ class LossModule(nn.Module):
 
     def on_batch_start(self, batch: TransitionBatch) -> dict[str, float]:
         return {}
+
+    def start_policy(self, obs: Tensor, actions: Tensor, clone: CloneConfig) -> float:
+        """Hook (ours, `training.rl.trainer.PolicyStart`): start the actor at a state-dependent rule — its mode
+        fitted to `actions` at `obs` (`Actor.start_policy`) — and every policy the loss built as a copy of the
+        actor as that copy again; returns the fit's final mean squared error. The base refuses: a loss takes a
+        policy start only where it says which of its policies copy the actor."""
+        raise NotImplementedError(f"{self.algorithm}: no warm start at a rule (LossModule.start_policy)")
 
     def on_train_end(self) -> dict[str, float]:
         """Once after the last online batch, before the checkpoint is written; returns metrics."""

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -43,6 +44,29 @@ ACTION_DISTRIBUTIONS = ("tanh_normal", "beta")
 START_BOUND_MARGIN = 0.01
 """An actor squashed by tanh (tanh-Gaussian here, MA-RDPG's deterministic stage actors) started exactly at an
 action on a bound starts this share of the half-width inside it (atanh(±1) is infinite)."""
+
+
+@dataclass(frozen=True)
+class CloneConfig:
+    """Ours: how `Actor.start_policy` fits an actor's mode to a state-dependent rule (a warm start, off unless a
+    run is given one: `training.rl.trainer.PolicyStart`). The defaults bring a (64, 64) actor within a mean
+    absolute error of about 0.01 of `benchmarks/headroom_rank.py`'s observed rule on 32 768 observations of it
+    (measured on users it never saw; 8 000 steps: 0.02, 3 000: 0.04)."""
+
+    steps: int = 20_000
+    """Adam steps of least squares in action space."""
+    lr: float = 3e-3
+    """Adam step size at the first step; it decays linearly to 0."""
+    minibatch_size: int = 1024
+    """Observations per step, drawn with replacement."""
+    seed: int = 0
+    """Seeds the minibatch draws (a generator of its own: the run's random streams are untouched)."""
+
+    def __post_init__(self) -> None:
+        if self.steps < 1 or self.minibatch_size < 1:
+            raise ValueError(f"steps, minibatch_size: must be >= 1, got {self.steps}, {self.minibatch_size}")
+        if not self.lr > 0:
+            raise ValueError(f"lr: must be > 0, got {self.lr}")
 
 
 def mlp(in_size: int, out_size: int, hidden: Sequence[int], activation: type[nn.Module] = nn.Tanh) -> nn.Sequential:
@@ -109,6 +133,15 @@ class Actor(nn.Module):
         state-dependent deviations from it. Categorical actors refuse (no constant to play exactly)."""
         raise TypeError(f"{type(self).__name__}: start_constant needs a box actor (tanh-Gaussian or Beta)")
 
+    def start_policy(self, obs: Tensor, actions: Tensor, clone: CloneConfig) -> float:
+        """Tanh-Gaussian actors: play (about) a state-dependent rule — `actions` (B, A) at `obs` (B, O) — as the
+        deterministic `mode`, exploration σ unchanged; returns the final minibatch's mean squared error.
+
+        Ours (the warm start at a rule instead of a constant, `CloneConfig`): the mode is fitted to the rule's
+        actions by least squares in action space, Adam over the mean network only (σ is its own parameter), the
+        step size decaying linearly to 0. Other actors refuse: a Beta's mean and σ share one network."""
+        raise TypeError(f"{type(self).__name__}: start_policy needs a tanh-Gaussian actor")
+
     def mode(self, obs: Tensor) -> Tensor:
         """The deterministic action (what serving plays without exploration)."""
         return self.distribution(obs).mode
@@ -174,6 +207,26 @@ class TanhGaussianActor(Actor):
         bias u = atanh((a − c)/h); exact inside the box, a bound `START_BOUND_MARGIN`·h inside. σ unchanged."""
         nn.init.zeros_(self.net[-1].weight)
         self.net[-1].bias.copy_(self.pre_squash(action.to(self.net[-1].bias)))
+
+    def start_policy(self, obs: Tensor, actions: Tensor, clone: CloneConfig) -> float:
+        """The median c + h·tanh(f(s)) fitted to `actions` at `obs` (`Actor.start_policy`); σ unchanged."""
+        if obs.shape[0] != actions.shape[0] or actions.shape[1:] != (self.action_size,):
+            raise ValueError(
+                f"start_policy: need obs (B, O) and actions (B, {self.action_size}), got {tuple(obs.shape)}, "
+                f"{tuple(actions.shape)}"
+            )
+        generator = torch.Generator().manual_seed(clone.seed)
+        opt = torch.optim.Adam(self.net.parameters(), lr=clone.lr)
+        schedule = torch.optim.lr_scheduler.LambdaLR(opt, lambda k: 1.0 - k / clone.steps)
+        loss = torch.zeros(())
+        for _ in range(clone.steps):
+            pick = torch.randint(0, obs.shape[0], (clone.minibatch_size,), generator=generator)
+            loss = (self.mode(obs[pick]) - actions[pick]).pow(2).mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            schedule.step()
+        return float(loss.item())
 
     @torch.no_grad()
     def start_at(self, mean: Tensor, std: Tensor) -> None:

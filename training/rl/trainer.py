@@ -49,6 +49,7 @@ from training.rl.episode_pairs import EpisodePairBuffer
 from training.rl.exploration import make_act, make_exploration
 from training.rl.functional import soft_update
 from training.rl.losses import LossModule
+from training.rl.networks import CloneConfig
 from training.rl.runtime import Dist, MetricsLogger, pick_device, save_checkpoint, seed_everything
 from training.rl.task import TaskSpec, constraint_report
 
@@ -136,7 +137,32 @@ class RunResult:
     best_feasible: dict[str, float] | None = None
     cloned_actor_state: dict[str, Tensor] | None = None
     """Offline with a warm start: the actor's parameters right after behaviour cloning, before any
-    policy step (the anchor of the trust region, training/rl/trust_region.py)."""
+    policy step (the anchor of the trust region, training/rl/trust_region.py). Online with a
+    `PolicyStart`: the actor's parameters right after it was fitted to the rule."""
+
+
+@dataclass(frozen=True)
+class PolicyStart:
+    """Ours, off unless a run is given one (`train(..., policy_start=...)`, online only): the learner starts at a
+    state-dependent rule instead of a constant (`LossConfig.start_action`).
+
+    Before the first iteration the rule plays `rollout_steps` steps in every environment row of the training
+    world (the run's own seed, so its own catalog and first users; deterministic, no exploration), and the
+    loss fits its actor's mode to the rule's actions on those observations (`LossModule.start_policy`,
+    `Actor.start_policy`), exploration σ unchanged; every policy the loss keeps as a copy of the actor
+    starts as that copy. What the learner's updates then do to a good state-aware start is the question it
+    serves (benchmarks/rank_rule_start_probe.py)."""
+
+    rule: Callable[[np.ndarray], np.ndarray]
+    """observations (N, O) → actions (N, A) inside the action box, e.g. `benchmarks/headroom_rank.py`'s rule."""
+    rollout_steps: int = 512
+    """Steps per environment row the rule plays to collect the observations it is cloned on."""
+    clone: CloneConfig = field(default_factory=CloneConfig)
+    """How the actor's mode is fitted (steps, step size, minibatch, seed)."""
+
+    def __post_init__(self) -> None:
+        if self.rollout_steps < 1:
+            raise ValueError(f"rollout_steps: must be >= 1, got {self.rollout_steps}")
 
 
 WARM_START_HOLDOUT = 0.1
@@ -146,8 +172,9 @@ WARM_START_HOLDOUT = 0.1
 class Trainer:
     """Optimiser, DDP, minibatch loop, target updates, exploration, logging and checkpoints for one loss."""
 
-    def __init__(self, loss: LossModule, run_cfg: RunConfig) -> None:
+    def __init__(self, loss: LossModule, run_cfg: RunConfig, policy_start: PolicyStart | None = None) -> None:
         self.loss, self.run_cfg, self.cfg = loss, run_cfg, loss.cfg
+        self.policy_start = policy_start
         self.dist = Dist(pick_device(run_cfg.device))
         if self.dist.device.type == "cpu":
             torch.set_num_threads(run_cfg.cpu_threads)
@@ -318,6 +345,26 @@ class Trainer:
             return best_nll
         return float(loss.item())
 
+    def start_at_rule(self, source: OnlineSource, start: PolicyStart) -> float:
+        """Online, before the first iteration: fit the loss's policies to `start.rule` played in the training world
+        (`PolicyStart`); returns the fit's final mean squared error."""
+        if self.dist.world_size > 1:
+            raise ValueError("policy_start: single process only (each rank would fit its own start)")
+        pool = source.make_pool(self.run_cfg.n_envs, self.run_cfg.seed)
+        obs = pool.reset(self.run_cfg.seed)  # the training world and its first users
+        seen, played = [], []
+        for _ in range(start.rollout_steps):
+            actions = np.asarray(start.rule(obs), np.float32)
+            seen.append(obs)
+            played.append(actions)
+            obs = pool.step(actions).obs
+        device = self.dist.device
+        return self.loss.start_policy(
+            torch.as_tensor(np.concatenate(seen), dtype=torch.float32, device=device),
+            torch.as_tensor(np.concatenate(played), device=device),
+            start.clone,
+        )
+
     # -- whole runs ------------------------------------------------------------------
     def fit(self, source: OnlineSource | OfflineSource) -> RunResult:
         """Train on `source`; the same call works in one process or under torchrun."""
@@ -351,6 +398,9 @@ class Trainer:
     ) -> None:
         loss, run_cfg, dist = self.loss, self.run_cfg, self.dist
         loss.offline = False
+        if self.policy_start is not None:
+            logger.log(0, {"losses/policy_start_mse": self.start_at_rule(source, self.policy_start)})
+            result.cloned_actor_state = {k: v.detach().clone().cpu() for k, v in loss.actor.state_dict().items()}
         pool = source.make_pool(run_cfg.n_envs, run_cfg.seed + 1000 * dist.rank)
         if self.cfg.advantage == "episode_pairs":
             pair_rows = getattr(pool, "pair_rows", None)
@@ -401,6 +451,8 @@ class Trainer:
                 "file's `online:` section"
             )
         loss.offline = True
+        if self.policy_start is not None:
+            raise ValueError("policy_start: online training only (offline, the actors start by cloning the logs)")
         batch = source.batch
         result.data_range = batch.time_range
         missing = torch.isnan(batch.behaviour_log_prob)
@@ -460,11 +512,13 @@ def train(
     config: Mapping[str, Any] | None = None,
     out_dir: str | Path | None = None,
     init_mean: tuple[float, ...] | None = None,
+    policy_start: PolicyStart | None = None,
 ) -> RunResult:
     """The one generic entry point: registry name + task + data source + config sections → trained run.
 
     `config` holds the sections of a config file: `run` (RunConfig fields), `algo` (the algorithm's
     config fields) and `online` (algorithm fields applied only when `source` is an environment).
+    `policy_start` (ours, online, None = off): start at a state-dependent rule (`PolicyStart`).
     """
     from training.rl.registry import get_algorithm
 
@@ -493,5 +547,7 @@ def train(
     if spec.fit is not None:  # off-policy: the algorithm's own replay loop (training/rl/offpolicy_runner.py)
         return spec.fit(task, source, algo_cfg, run_cfg)  # type: ignore[no-any-return]
     assert spec.loss is not None
+    if policy_start is not None and spec.fit is not None:
+        raise ValueError(f"policy_start: {algorithm} trains in its own loop; only Trainer-based learners take one")
     loss = spec.loss(task, algo_cfg, init_mean)
-    return Trainer(loss, run_cfg).fit(source)
+    return Trainer(loss, run_cfg, policy_start).fit(source)
