@@ -58,6 +58,12 @@ still fails, the direction the critic gives is the harm, not the step. Caveat fi
 ships an iterate from before the actors' first step (kept iteration ≤ 9: actor_starts 320 requests = 10
 iterations of 32) is the untouched start; a pass made only of such seeds says the slower actor does no harm
 because it does not move, and will be reported as that, not as "productive".
+
+Second variant's run: mean d' − b +0.87 pts ± 2.14, d' feasible on 1 seed against b's 2 — "updates net harmful"
+again. Seed 100 shipped the untouched start (kept iteration 3, d' = b); seeds 101 and 102 shipped moved iterates
+that bought +1.7 / +0.9 pts of watch with 3.5 / 2.1 % fewer comments (101: 1.130 → 1.091, below 1.1). The last
+iterates: d' −11.0 / +6.4 / −15.7 %, c' −16.0 / −18.1 / −6.4 %. Per-iteration training watch time swings
+±30 % between iterations once the actors move (e.g. seed 101 d': 124 → 164 → 97 s per request) at either rate.
 """
 
 from __future__ import annotations

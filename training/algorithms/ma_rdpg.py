@@ -405,7 +405,7 @@ class MARDPG(nn.Module):
             # width when 0) — the bound `deviation_bound` puts around a constant start, around the rule instead.
             bound = cfg.deviation_bound if cfg.deviation_bound > 0 else float((self.box_high - self.box_low).max())
             for k, actor in enumerate(self.actors):
-                actor.policy = ResidualStagePolicy(  # type: ignore[assignment]
+                actor.policy = ResidualStagePolicy(
                     start_policy,
                     k,
                     self.obs_size,
