@@ -315,3 +315,57 @@ def test_holdout_spread_judges_snapshots_spread_over_the_run_and_the_trackers_pi
     assert module.holdout["iterations"] == [2, 4, 9, 14, 19]
     assert module.holdout["chosen"] == 19
     assert torch.equal(_actor_params(module.shipped_actors()), shown[-1])
+
+
+def _stage_rule(stage: int, obs: np.ndarray) -> np.ndarray:
+    """A state-dependent start for `start_policy`: weights that follow the group, the minutes in session and the
+    pool's predicted comment (the columns the headroom rule reads), different per stage."""
+    group = np.argmax(obs[:, :3], axis=1)
+    weights = np.tile(np.float32([0.1, 0.05, 0.05, 0.85, 0.2, 0.15]), (obs.shape[0], 1))
+    weights[:, 4] = 0.1 + 0.2 * group + 0.5 * np.clip(obs[:, 16], 0.0, 0.5)
+    weights[:, 0] = np.clip(0.05 * stage + 0.1 * obs[:, 26], 0.0, 1.0)
+    return weights
+
+
+def _stage_observations(rows: int, seed: int) -> list[np.ndarray]:
+    """Fresh local observations of the three stages of one request in the rank simulator, the rule playing."""
+    from training.envs import make_batched
+
+    sim: Any = make_batched("rank", rows, seed)
+    sim.reset(seed)
+    for _ in range(5):  # a few requests in, so minutes and completion vary between rows
+        sim.serve_page(sim.cascade(np.tile(np.float32([0.1, 0.05, 0.05, 0.85, 0.2, 0.15]), (rows, 3))))
+    out, positions = [], None
+    for k in range(3):
+        obs = sim.stage_observation(k, positions)
+        out.append(obs)
+        positions = sim.run_stage(k, _stage_rule(k, obs), positions)
+    return out
+
+
+def test_a_start_policy_makes_every_stage_play_the_rule_on_fresh_observations_then_deviate_within_the_bound() -> None:
+    from training.envs import make_batched
+
+    task = TaskSpec.from_problem(RANK, multi_agent=True)
+    cfg = ma_rdpg.MARDPGConfig(message_size=8, deviation_bound=0.1, batch_size=32, learning_starts=2, seed=3)
+    module = ma_rdpg.MARDPG(task, cfg, start_policy=_stage_rule)
+    observations = _stage_observations(64, seed=11)
+    message = torch.randn(64, module.state_size)  # whatever the message says
+    for k, obs in enumerate(observations):
+        rule = _stage_rule(k, obs)
+        assert np.ptp(rule[:, 4]) > 0.1  # the rule really depends on the state
+        action, _ = module.actors[k](torch.as_tensor(obs), message)
+        assert np.abs(action.detach().numpy() - rule).max() < 1e-6
+    # Trained a little (the actors from the second request on), the stages deviate from the rule, within ± 0.1.
+    sim: Any = make_batched("rank", 16, 5)
+    sim.reset(5)
+    trained = ma_rdpg.train(cfg, task, sim, requests=12, per_iteration=4, start_policy=_stage_rule)
+    deviations = []
+    for k, obs in enumerate(observations):
+        action, _ = trained.actors[k](torch.as_tensor(obs), torch.zeros(64, trained.state_size))
+        deviations.append(np.abs(action.detach().numpy() - _stage_rule(k, obs)).max())
+    assert 1e-4 < max(deviations) <= 0.1 + 1e-6, deviations
+    with pytest.raises(ValueError, match="not both"):
+        ma_rdpg.MARDPG(task, replace(cfg, start_action=(0.5,) * 18), start_policy=_stage_rule)
+    with pytest.raises(ValueError, match="ONNX"):  # the rule is numpy, not a graph
+        ma_rdpg.export_for_serving(trained, Path("unused"))

@@ -65,6 +65,11 @@ DEPARTURES from the paper, marked:
   as the other rank learners start from the production default; or, with `start_action` (the warm start
   at the incumbent, ours), exactly at a given constant — the rank benchmark passes the best fixed fusion
   weights of its search, so the actors start feasible and learn state-dependent deviations from them.
+* `start_policy` (ours, issue 18 fifteenth round, off by default: `train`'s argument, not a config field): the
+  warm start at a STATE-DEPENDENT rule instead of a constant — each stage's actor is a residual
+  μ_k(o_k, h) = clip(rule_k(o_k) + b·tanh(f_k(o_k, h)), box) (`ResidualStagePolicy`; b = `deviation_bound`),
+  with f's last layer zeroed, so at the start every stage plays the rule exactly on its own local observation
+  and then learns bounded deviations from it, as `deviation_bound` bounds them around a constant start.
 """
 
 from __future__ import annotations
@@ -102,6 +107,10 @@ HOLDOUT_USER_SEED = 50_000
 """Held-out users are drawn from seed HOLDOUT_USER_SEED + run seed: disjoint from the training users (the
 run seed), the rank benchmark's search users (20 000 + s), its judged users (the world's own) and the
 probe's fresh constant samples (40 000 + 100·k + s)."""
+
+StartPolicy = Callable[[int, np.ndarray], np.ndarray]
+"""(stage index k, stage k's local observations o_k (N, O)) → stage k's weights (N, d): the state-dependent start
+of `train`'s `start_policy` (ours). Numpy in, numpy out: a rule evaluated without gradient."""
 
 Judge = Callable[[Sequence[MessageActor]], tuple[float, np.ndarray]]
 """Stage actors → (watch time per user-day, the constrained signals' per-request means in constraint order)
@@ -265,6 +274,56 @@ def _start_at(actor: MessageActor, weights: Sequence[float], exact: bool = False
         last.weight.mul_(0.0 if exact else 0.01)
 
 
+class ResidualStagePolicy(nn.Module):
+    """Ours (`start_policy`): stage k's policy head as a learned, bounded deviation from a rule.
+
+    μ_k([o; h]) = clip(rule(k, o) + bound · tanh(f([o; h])), low, high), f a ReLU MLP on the same input as the
+    plain head (`DeterministicActor`), its last layer zeroed so that μ_k = rule(k, o) exactly at the start, on
+    every observation and message. The rule is numpy and gets no gradient (the actor loss moves f only). It is
+    a drop-in for `MessageActor.policy` (same input, same output, `obs_size` of the input); it does not export
+    to ONNX (the rule is not a torch graph), so `export_for_serving` refuses a module that has one.
+    """
+
+    low: Tensor
+    high: Tensor
+
+    def __init__(
+        self,
+        rule: StartPolicy,
+        stage: int,
+        obs_size: int,
+        message_size: int,
+        action_size: int,
+        hidden: Sequence[int],
+        bound: float,
+        low: Tensor,
+        high: Tensor,
+    ) -> None:
+        super().__init__()
+        if bound <= 0:
+            raise ValueError(f"ResidualStagePolicy: bound must be > 0, got {bound}")
+        self.rule, self.stage, self.bound = rule, stage, bound
+        self.local_size = obs_size
+        self.obs_size, self.action_size = obs_size + message_size, action_size
+        self.body = _mlp(self.obs_size, action_size, hidden)
+        last = self.body[-1]
+        assert isinstance(last, nn.Linear)
+        with torch.no_grad():
+            last.weight.zero_()
+            last.bias.zero_()
+        self.register_buffer("low", low.clone())
+        self.register_buffer("high", high.clone())
+
+    def centre(self, obs: Tensor) -> Tensor:
+        """rule(k, o) (B, d) on the local observations o (B, O): the start, and what f deviates from."""
+        weights = self.rule(self.stage, obs.detach().cpu().numpy())
+        return torch.as_tensor(np.asarray(weights, np.float32), dtype=obs.dtype, device=obs.device)
+
+    def forward(self, x: Tensor) -> Tensor:
+        deviation = self.bound * torch.tanh(self.body(x))
+        return torch.clamp(self.centre(x[..., : self.local_size]) + deviation, self.low, self.high)
+
+
 class CentralCritic(nn.Module):
     """Q(k, h, o_k, a_k) → (B, n_signals): one network for every stage (stage one-hot), one head per signal."""
 
@@ -291,7 +350,7 @@ class MARDPG(nn.Module):
     box_high: Tensor
     mix_horizon: Tensor
 
-    def __init__(self, task: TaskSpec, cfg: MARDPGConfig) -> None:
+    def __init__(self, task: TaskSpec, cfg: MARDPGConfig, start_policy: StartPolicy | None = None) -> None:
         super().__init__()
         if len(task.agents) != N_STAGES or not isinstance(task.action, BoxAction):
             raise ValueError(
@@ -338,7 +397,26 @@ class MARDPG(nn.Module):
             )
             for lo, hi in boxes
         )
-        if starts:
+        if start_policy is not None and starts:
+            raise ValueError("MARDPG: give start_action (a constant start) or start_policy (a rule), not both")
+        self.has_start_policy = start_policy is not None
+        if start_policy is not None:
+            # Ours (`start_policy`): every stage plays the rule, deviating within ± deviation_bound (the full box
+            # width when 0) — the bound `deviation_bound` puts around a constant start, around the rule instead.
+            bound = cfg.deviation_bound if cfg.deviation_bound > 0 else float((self.box_high - self.box_low).max())
+            for k, actor in enumerate(self.actors):
+                actor.policy = ResidualStagePolicy(
+                    start_policy,
+                    k,
+                    self.obs_size,
+                    cfg.message_size,
+                    self.action_size,
+                    cfg.hidden_sizes,
+                    bound,
+                    self.box_low,
+                    self.box_high,
+                )
+        elif starts:
             for actor, part in zip(self.actors, starts, strict=True):
                 _start_at(actor, part.tolist(), exact=True)  # type: ignore[arg-type]
         elif cfg.init_at_default and task.name == RANK.name:
@@ -475,10 +553,13 @@ def train(
     per_iteration: int,
     on_log: Callable[[dict[str, float]], None] | None = None,
     judge: Judge | None = None,
+    start_policy: StartPolicy | None = None,
 ) -> MARDPG:
     """`requests` requests of every row of `sim` (a reset `BatchedRankSim`, or anything with its sequential
     interface: n, stage_observation, run_stage, serve_page); a metrics row and a multiplier update every
-    `per_iteration` requests. `judge`: held-out users for `cfg.holdout_users` (required when it is > 0)."""
+    `per_iteration` requests. `judge`: held-out users for `cfg.holdout_users` (required when it is > 0).
+    `start_policy` (ours, off by default): the stage actors start at this rule and learn bounded deviations
+    from it (`ResidualStagePolicy`; module docstring)."""
     if cfg.holdout_users > 0 and judge is None:
         raise ValueError("MARDPGConfig.holdout_users > 0: train needs a judge on held-out users (fit builds one)")
     if cfg.actor_starts >= requests:
@@ -486,7 +567,7 @@ def train(
             f"MARDPGConfig.actor_starts: {cfg.actor_starts} requests, but the run has only {requests} "
             f"(iterations × rollout_steps): the actors would never train — lower actor_starts or run longer"
         )
-    module = MARDPG(task, cfg)
+    module = MARDPG(task, cfg, start_policy)
     groups = module.parameter_groups()
     actor_opt = torch.optim.Adam(groups["actor"], lr=cfg.actor_lr)
     critic_opt = torch.optim.Adam(groups["critic"], lr=cfg.critic_lr)
@@ -696,6 +777,8 @@ def export_for_serving(module: MARDPG, out_dir: Path) -> dict[str, Any]:
     from training.export import ExportedFile
     from training.rl.recurrent import export_recurrent_step
 
+    if module.has_start_policy:
+        raise ValueError("MA-RDPG with a start_policy (a numpy rule inside the actors) does not export to ONNX")
     actors: Sequence[MessageActor] = list(module.shipped_actors())  # type: ignore[arg-type]
     half_width = (module.box_high - module.box_low) / 2.0
     log_std = torch.log(torch.clamp(module.cfg.exploration_std * half_width, min=1e-3))
