@@ -777,6 +777,42 @@ spread over the run (iterations 9, 19, 29, 39) plus the tracker's pick. Rule, wr
   records are near-copies (seed 100: iterations 18–23, watch time within 0.01 %): no real choice. Not run:
   margin 0 on held-out users; read off the first line's log, it would change only seed 105 (the tracker's pick,
   +2.4 %, 1.078*), about +1.6 %, 4 of 6. Logs: runs/probe/holdout1000*.log of worktree holdout.
+
+Fifteenth round: can the learners' updates keep a GOOD state-aware start? (2026-12-05, issue 18; a diagnostic on
+tuning seeds only, nothing ships, no config changed). `benchmarks/headroom_rank.py`'s rule on observed features
+(table + `OBSERVED_TILT`) earns +5.2 % over its constant, so the headroom exists and the question is whether the
+learners lose it. Both learners started AT that rule (ours, off by default): TSCAC's actor fitted to the rule's
+actions in its training world (`training.rl.trainer.PolicyStart`; the fitted start plays +4.28 % vs the rule's
++4.25 %), MA-RDPG's stage actors as rule(o_k) + 0.1·tanh(f(o_k, h)) (`ma_rdpg.train(start_policy=...)`, each
+stage's sociability column mapped onto pre-rank's scale; +3.77 % in the sequential view). Trained in world s
+(100–102, 40 × 64), judged with common random numbers on 1 000 users × 3 days of worlds 2100–2102 against
+headroom_rank's `REFERENCE_CONSTANT` (world 2102's constant itself misses comment: 1.025). Rule, written before
+the runs (the probes' docstrings): "updates productive from a good start" if mean (d − b) ≥ 0 and d feasible on
+≥ as many seeds as the rule b; else "net harmful". `python -m benchmarks.rank_rule_start_probe [--trade-curve
+...]`, `python -m benchmarks.rank_residual_rdpg_probe ['{"actor_lr": 1e-4}']`; benchmarks/results/rank_rule_start.md.
+
+| arm (lift over the constant; comment; * misses 1.1) | seeds 100 / 101 / 102 | mean ± 95 % | feasible |
+|---|---|---|---|
+| b rule, single view | +4.12 (1.213) / +4.62 (1.130) / +4.02 % (1.030*) | +4.25 % ± 0.80 | 2 of 3 |
+| TSCAC at the constant (shipped config) | +6.88 (1.080*) / −3.37 (1.150) / +2.94 % (0.946*) | +2.15 % ± 12.85 | 1 of 3 |
+| TSCAC at the rule (shipped config) | +10.36 (1.124) / +4.30 (1.088*) / +5.48 % (0.999*) | +6.72 % ± 7.98 | 1 of 3 |
+| TSCAC at the rule, margin 0.03 | +3.03 (1.208) / +6.25 (1.070*) / +8.19 % (0.984*) | +5.83 % ± 6.47 | 1 of 3 |
+| b rule, sequential view | +3.74 (1.216) / +3.51 (1.130) / +4.07 % (1.030*) | +3.77 % ± 0.70 | 2 of 3 |
+| MA-RDPG at the constant (shipped) | 0.00 (1.208) / −1.95 (1.091*) / 0.00 % (1.025*) | −0.65 % ± 2.80 | 1 of 3 |
+| MA-RDPG at the rule (shipped) | +3.83 (1.158) / +4.32 (1.080*) / +4.09 % (1.030*) | +4.08 % ± 0.61 | 1 of 3 |
+| MA-RDPG at the rule, actor lr / 3 | +3.74 (1.216) / +5.23 (1.091*) / +4.96 % (1.008*) | +4.64 % ± 1.97 | 1 of 3 |
+
+* Decision by the rule: "net harmful" in all four learner runs — the watch-time half passes, feasibility fails
+  (the learners lose comments where the rule kept them: 1 seed feasible against the rule's 2).
+* Reading: the updates only TRADE along comments. Every TSCAC point lies below the rule's own trade curve (the
+  rule with its comment weight × k on the same users, `--trade-curve`): at d's comment rate the plainer rule
+  earns 0.5–3.6 points more (seed 101: d +4.30 % at 1.088, the rule at k 0.35 +7.86 %). MA-RDPG's shipped d
+  bought 0.0–1.7 points with 2–5 % fewer comments; once its actors learn, the batch's watch time per request
+  swings 97–187 s (rule ~125 s), the multiplier 0–0.9, and its LAST iterates lose 4–14 % (−11.2 / −3.8 /
+  −13.9 %; from the constant −15 … −31 %): what ships is good only because the tracker kept an early iterate.
+  So the bottleneck is the critic/actor updates, not the start or the ship choice: more rounds on starts, aims
+  or ship rules cannot carry the learners to the goal. Both options stay as tested, off by default; export
+  refuses MA-RDPG's rule start (the rule is numpy, not a graph).
 """
 
 ALGOS = ("tscac", "ma_cascade", "ma_rdpg", "ma_rdpg_no_message", "main_only", "rcpo", "bc", "fixed_fusion")
