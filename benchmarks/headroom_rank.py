@@ -225,6 +225,13 @@ class TiltedTablePolicy:
         return np.tile(weights, (1, 3))
 
 
+def observed_rule() -> TiltedTablePolicy:
+    """The recorded table tilted on the observed features only (`OBSERVED_TILT`): the learnable part of the
+    headroom, as the fifteenth round's probes start the learners at it (rank_rule_start_probe,
+    rank_residual_rdpg_probe); obs (N, 27) → joint weights (N, 18)."""
+    return TiltedTablePolicy(REFERENCE_TABLE, OBSERVED_TILT, OBSERVED_FEATURES)
+
+
 def violations(per_decision: dict[str, float]) -> list[str]:
     """The rank constraints `per_decision` breaks."""
     from models.problems import RANK

@@ -89,11 +89,6 @@ MAP_USERS = 300
 """Users of world `hr.SEARCH_SEED` (its own, 3 days) the sociability map is fitted on."""
 
 
-def observed_rule() -> hr.TiltedTablePolicy:
-    """b: headroom_rank's table tilted on the observed features (obs (N, 27) → joint weights (N, 18))."""
-    return hr.TiltedTablePolicy(hr.REFERENCE_TABLE, hr.OBSERVED_TILT, hr.OBSERVED_FEATURES)
-
-
 def fit_sociability_map(
     rule: hr.Policy, world: int = hr.SEARCH_SEED, users: int = MAP_USERS
 ) -> tuple[tuple[float, float], ...]:
@@ -219,7 +214,7 @@ def probe_seed(
     from training.envs.evaluate import compare_policies, paired_lift
 
     t0 = time.time()
-    rule = observed_rule()
+    rule = hr.observed_rule()
     b_rule = stage_rule(rule, sociability_map)
     constant = np.tile(np.asarray(hr.REFERENCE_CONSTANT, np.float32), 3)
     runs = {
@@ -315,7 +310,7 @@ def main(argv: list[str] | None = None) -> None:
     a = p.parse_args(argv)
     overrides = json.loads(a.overrides)
     started = time.time()
-    sociability_map = fit_sociability_map(observed_rule())
+    sociability_map = fit_sociability_map(hr.observed_rule())
     results = [
         probe_seed(s, e, sociability_map, overrides)
         for s, e in list(zip(TRAIN_SEEDS, EVAL_SEEDS, strict=True))[: a.seeds]

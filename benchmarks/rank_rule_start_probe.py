@@ -90,11 +90,6 @@ ARMS = ("rule", "tscac_constant", "tscac_rule")
 """The judged arms (b, c, d), each against `constant` (a)."""
 
 
-def observed_rule() -> hr.TiltedTablePolicy:
-    """b: headroom_rank's state-aware rule on observed features only."""
-    return hr.TiltedTablePolicy(hr.REFERENCE_TABLE, hr.OBSERVED_TILT, hr.OBSERVED_FEATURES)
-
-
 def train_tscac(
     seed: int, overrides: dict[str, Any], start_at_rule: bool, label: str, iterations: int = 40, n_envs: int = 64
 ) -> Any:
@@ -116,7 +111,7 @@ def train_tscac(
     }
     config = {"run": run, "algo": {**rq._algo_config("tscac", None, start_action), **overrides}}
     config["online"] = rq._online("tscac")
-    start = PolicyStart(observed_rule()) if start_at_rule else None
+    start = PolicyStart(hr.observed_rule()) if start_at_rule else None
     return train_problem("rank", "tscac", sim=True, config=config, policy_start=start)
 
 
@@ -158,7 +153,7 @@ def probe_seed(
     clone.load_state_dict(d.cloned_actor_state)
     policies = {
         "constant": hr.constant(hr.REFERENCE_CONSTANT),
-        "rule": observed_rule(),
+        "rule": hr.observed_rule(),
         "tscac_constant": actor_policy(shipped_policy(c.learner)),
         "tscac_rule": actor_policy(shipped_policy(d.learner)),
         "rule_clone": actor_policy(clone),
@@ -264,7 +259,7 @@ def trade_curve(labels: list[str], users: int, factors: tuple[float, ...] = TRAD
     above, points = 0, 0
     for i, seed in enumerate(seeds):
         policies = {"constant": hr.constant(hr.REFERENCE_CONSTANT)}
-        policies |= {f"k={k}": comment_scaled(observed_rule(), k) for k in factors}
+        policies |= {f"k={k}": comment_scaled(hr.observed_rule(), k) for k in factors}
         runs = judge(policies, users, JUDGE_OFFSET + seed)
         curve = [
             (runs[f"k={k}"][1]["comment"], paired_lift(runs[f"k={k}"][0], runs["constant"][0])[0]) for k in factors
