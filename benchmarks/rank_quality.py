@@ -777,6 +777,34 @@ spread over the run (iterations 9, 19, 29, 39) plus the tracker's pick. Rule, wr
   records are near-copies (seed 100: iterations 18–23, watch time within 0.01 %): no real choice. Not run:
   margin 0 on held-out users; read off the first line's log, it would change only seed 105 (the tracker's pick,
   +2.4 %, 1.078*), about +1.6 %, 4 of 6. Logs: runs/probe/holdout1000*.log of worktree holdout.
+
+Sixteenth round: TD3's stabilisers on MA-RDPG (2026-12-05, issue 18; tuning seeds 100–105 only, off by default, no
+config changed). Fifteenth round: once the actors learn, MA-RDPG's training batch swings (watch 97–187 s per
+request, comment 0.90–1.31, the PID multiplier 0–0.9) and the last iterates lose 4–31 % of watch time; what ships
+is good only because the tracker keeps an early iterate — DDPG's actor climbing the critic's overestimation
+errors (Fujimoto et al. 2018). Built (training/algorithms/ma_rdpg.py, ours on MA-RDPG, DEPARTURES from the paper's
+DDPG, each off by default): `twin_critics` (clipped double Q, per signal: min of the two target critics for main
+and ">=" signals, max for "<="; actors ascend critic 1's Q_mix; one shared set of message cells trained by both
+critics' losses), `policy_delay` (actors and every target's Polyak once per that many critic steps),
+`target_noise` / `target_noise_clip` (clipped Gaussian smoothing of the target actors' actions in y, as fractions
+of the half-width of the box each actor squashes onto, `target_noise_box` "actor": the shipped deviation box ±0.1
+→ σ 0.02, clip 0.05 in weight units; the smoothed action clipped to the full box, where the played actions lie).
+
+DECISION RULE, written and committed BEFORE the first run:
+`PYTHONPATH=$PWD OMP_NUM_THREADS=1 nice -n 5 .venv/bin/python -m benchmarks.rank_probe --algo ma_rdpg 'OVERRIDES'
+--seeds 100,101,102,103,104,105` (rank_probe's standard layout: tuning worlds 3100–3105, 40 × 64; baseline, the
+thirteenth round's shipped MA-RDPG: +3.55 % ± 2.42, feasible 2 of 6).
+* Run 1: all three on at TD3's defaults — `{"twin_critics": true, "policy_delay": 2, "target_noise": 0.2,
+  "target_noise_clip": 0.5}`.
+* CANDIDATE for the reported run (the lead decides; this round changes no config) only if mean lift ≥ +3.0 % AND
+  ≥ 5 of 6 seeds meet every constraint on the judged users. Otherwise "not a candidate".
+* Secondary reading, not a decision: the LAST iterate's lift per seed (the probe's new LAST ITERATE line).
+  "Stabilises" if the last iterate's mean lift is within 2 points of what ships (last − shipped ≥ −2 points),
+  against the baseline's much larger losses (thirteenth round: last iterates −11.1 … +1.6 %); the baseline `{}`
+  is rerun in this round for its per-seed last iterates (its shipped numbers must reproduce +3.55 %, 2 of 6).
+  "Still drifts" otherwise.
+* Run 2 only with a reason written (and committed) before it, one variant. Optional run 3: benchmarks/
+  rank_residual_rdpg_probe.py with the three on (fifteenth round's d arm), judged by that probe's own rule.
 """
 
 ALGOS = ("tscac", "ma_cascade", "ma_rdpg", "ma_rdpg_no_message", "main_only", "rcpo", "bc", "fixed_fusion")
