@@ -805,6 +805,25 @@ thirteenth round's shipped MA-RDPG: +3.55 % ± 2.42, feasible 2 of 6).
   "Still drifts" otherwise.
 * Run 2 only with a reason written (and committed) before it, one variant. Optional run 3: benchmarks/
   rank_residual_rdpg_probe.py with the three on (fifteenth round's d arm), judged by that probe's own rule.
+
+Run 1 (13:16–13:20 UTC, 197 s after the six constant searches of 66–94 s each) and the baseline rerun (13:21–13:24,
+197 s): run 1 +3.76 % ± 3.95 (8.7 / 3.2 / 7.8 / 1.0 / −0.9 / 2.7 %), comment mean 1.096, feasible 2 of 6 → NOT A
+CANDIDATE. Last iterate −3.96 % ± 8.14 (7.7 / −0.4 / −9.7 / −10.9 / −11.0 / 0.6 %), last − shipped −7.71 points →
+"still drifts". Baseline `{}` reproduced the thirteenth round to the digit (+3.55 % ± 2.42, 2 of 6); its last
+iterate −7.47 % ± 5.34 (−4.5 / −9.7 / −10.7 / −11.1 / −10.5 / 1.6 %), last − shipped −11.03 points. The training
+batch's watch time swings as much as before: after iteration 10, mean |Δ| between iterations 6.8 s per request
+(baseline 6.6), range 56 s (57).
+
+RUN 2, a diagnostic (reason and readings written and committed before it; not a candidate by construction, it
+drops the constraint's pull): in run 1's trace the swings follow the comment multiplier. Seed 100, the one seed
+whose multiplier stayed ≤ 0.31, had a flat trace (107 → 133 s, then 127–136; |Δ| 2.2) and a last iterate that
+kept +7.7 % of the shipped +8.7 %; on the others watch time moves 40–90 s within a few iterations of ν jumping
+0 ↔ 0.6–1.2 (seed 103: comment 0.89 at iteration 17 → ν 0.85 → watch 204 → 131 s). Is the drift TD3 leaves the
+PID ↔ actor loop rather than the critic? Run 2: run 1's overrides plus `"max_multiplier": 1e-6` (ν ≡ 0: the
+actors ascend the main value only), and the same with TD3 off (`{"max_multiplier": 1e-6}`, run 2b), same probe.
+Readings: "the loop" if run 2's mean |Δ| (iterations 10–39) ≤ 3.4 s (half run 1's) AND its last − shipped ≥ −2
+points; "the actor-critic itself" if its mean |Δ| ≥ 5 s; else mixed. Run 2b says whether TD3 is what holds a fixed
+objective (2b swings ≥ 5 s where 2 does not) or the fixed objective alone does (both ≤ 3.4 s).
 """
 
 ALGOS = ("tscac", "ma_cascade", "ma_rdpg", "ma_rdpg_no_message", "main_only", "rcpo", "bc", "fixed_fusion")
