@@ -824,6 +824,33 @@ actors ascend the main value only), and the same with TD3 off (`{"max_multiplier
 Readings: "the loop" if run 2's mean |Δ| (iterations 10–39) ≤ 3.4 s (half run 1's) AND its last − shipped ≥ −2
 points; "the actor-critic itself" if its mean |Δ| ≥ 5 s; else mixed. Run 2b says whether TD3 is what holds a fixed
 objective (2b swings ≥ 5 s where 2 does not) or the fixed objective alone does (both ≤ 3.4 s).
+
+Run 2 (13:25–13:29 UTC, 203 s): shipped +2.51 % ± 4.13 (8.7 / 0.1 / 6.4 / 0.0 / 0.0 / 0.0 %: three seeds ship the
+untouched start, kept iterations 3, 8, 10), feasible 4 of 6 (not a candidate, as built). Last iterate +2.97 % ± 3.90
+(7.7 / 2.5 / 6.1 / −2.6 / 0.7 / 3.4 %, comment 0.85–1.16), last − shipped +0.45 points; mean |Δ| 3.44 s (range
+44 s). Run 2b (13:29–13:33, 199 s): shipped +3.13 % ± 3.10 (7.6 / 2.5 / 5.0 / 0.0 / 0.0 / 3.7 %), 3 of 6; last
+iterate +3.16 % ± 3.58 (7.6 / 2.5 / 5.9 / −2.1 / 1.5 / 3.5 %), last − shipped +0.03 points; mean |Δ| 3.32 s (31 s).
+* Readings by the letter: run 2 "mixed" — its |Δ| 3.44 s misses the 3.40 bound (half of run 1's 6.80) by 0.04,
+  its last iterate holds (+0.45 points). Run 2b: neither pre-written case exactly (run 2 is not ≤ 3.4), but the
+  "TD3 is what holds a fixed objective" case is refuted: without TD3 the fixed objective holds as well (3.32 s,
+  last − shipped +0.03), and the two runs' last iterates agree within 0.8 points on every seed.
+* What that says (a reading, not a rule's verdict): with the multiplier frozen the drift is gone with or without
+  TD3 — the last iterates keep what ships (−11.0 / −7.7 points with the PID, ±0.5 without), and the batch's
+  swing halves (6.6–6.8 → 3.3–3.4 s, most of what is left is a steady climb of watch time as comments fall). So
+  the drift the fifteenth round saw is the PID multiplier ↔ actor loop (ν jumps 0 ↔ 0.6–1.2 within a few
+  iterations and the actors chase each new Q_mix), not the actor climbing the critic's overestimation; TD3's
+  stabilisers do not touch that loop. Without the pull, the actors buy +3 % of watch time with 7–25 % fewer
+  comments (the same trade as every round).
+
+Run 3 (13:34–13:37 UTC, 225 s): benchmarks/rank_residual_rdpg_probe.py with the three stabilisers on both learners
+(its docstring's third variant, rule written before): d'' − b +0.68 pts ± 1.70, d'' feasible 1 of 3 against b's 2 →
+"updates net harmful" by that probe's rule; the last iterates d'' −19.3 / −9.5 / −15.4 % (first run's d −4…−14 %).
+MA-RDPG with TD3 does not hold the rule's start either.
+* Decision: not a candidate (run 1: 2 of 6 feasible); configs/rank/ma_rdpg.yaml unchanged; the options stay off.
+  Not run: `target_noise_box` "action" (σ 0.1, the exploration's σ) — the diagnostic points away from the critic.
+  The lever the diagnostic points at is the multiplier's dynamics against the actors' speed (a slower or
+  smoothed ν, or actors that move once per multiplier update), not tried here. Logs: runs/probe/td3_*.log of
+  worktree td3.
 """
 
 ALGOS = ("tscac", "ma_cascade", "ma_rdpg", "ma_rdpg_no_message", "main_only", "rcpo", "bc", "fixed_fusion")

@@ -415,6 +415,8 @@ class MARDPG(nn.Module):
     box_low: Tensor
     box_high: Tensor
     mix_horizon: Tensor
+    pessimism: Tensor
+    target_noise_half_width: Tensor
 
     def __init__(self, task: TaskSpec, cfg: MARDPGConfig, start_policy: StartPolicy | None = None) -> None:
         super().__init__()
@@ -534,7 +536,10 @@ class MARDPG(nn.Module):
         policy = actor.policy
         if isinstance(policy, ResidualStagePolicy):
             return torch.full_like(full, policy.bound)
-        return (policy.high - policy.low) / 2.0  # type: ignore[operator,no-any-return]
+        assert isinstance(policy, nn.Module)
+        low, high = policy.low, policy.high
+        assert isinstance(low, Tensor) and isinstance(high, Tensor)
+        return (high - low) / 2.0
 
     def message(self, state: Tensor) -> Tensor:
         h = state[..., : self.cfg.message_size]
