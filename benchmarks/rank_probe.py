@@ -80,6 +80,7 @@ def probe(
     incumbent = _incumbent()
     torch.set_num_threads(1)
     lifts, comments, feasible = [], [], 0
+    last_lifts: list[float] = []  # the last iterate's lift per seed (MA-RDPG, TSCAC, MA cascade): the drift
     started = time.time()
     for s in seeds:
         t0 = time.time()
@@ -118,6 +119,7 @@ def probe(
             policy = message_policy(list(module.actors), message=algo == "ma_rdpg")
             r = evaluate_sequential(policy, module.state_size, users, 3, seed=3000 + s)
             last = float(r["per_user_day"]["watch_time"].mean())
+            last_lifts.append(last / cwt - 1)
             print(f"   last iterate: lift {100 * (last / cwt - 1):+.1f}% comment {r['per_decision']['comment']:.3f}")
             if getattr(module, "holdout", None):  # MARDPGConfig.holdout_users: what the held-out users judged
                 ho = module.holdout
@@ -127,6 +129,7 @@ def probe(
                 )
         elif hasattr(res.learner, "shipped_actor"):  # TSCAC, MA cascade: what ships is the best feasible iterate
             lwt, lpd = _last_iterate(algo, res.learner, users, 3000 + s)
+            last_lifts.append(lwt / cwt - 1)
             print(f"   last iterate: lift {100 * (lwt / cwt - 1):+.1f}% comment {lpd['comment']:.3f}")
         if start != "incumbent":
             iwt, ipd = rq.evaluate("fixed_fusion", constant_policy("rank", incumbent), users, 3, 3000 + s)
@@ -157,6 +160,14 @@ def probe(
         f"{feasible} of {len(seeds)} seeds; {iterations} iterations × {n_envs} envs; {time.time() - started:.0f} s",
         flush=True,
     )
+    if last_lifts:  # issue 18 sixteenth round: the drift of the last iterate against what ships, per seed
+        y = np.asarray(last_lifts)
+        lhalf = stats.t.ppf(0.975, len(y) - 1) * y.std(ddof=1) / np.sqrt(len(y)) if len(y) > 1 else float("nan")
+        print(
+            f"LAST ITERATE {overrides}: lift {100 * y.mean():+.2f}% ±{100 * lhalf:.2f} (per seed "
+            f"{np.round(100 * y, 1).tolist()}); last minus shipped {100 * (y.mean() - x.mean()):+.2f} points",
+            flush=True,
+        )
     return float(np.mean(lifts))
 
 

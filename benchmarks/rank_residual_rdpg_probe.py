@@ -64,6 +64,18 @@ again. Seed 100 shipped the untouched start (kept iteration 3, d' = b); seeds 10
 that bought +1.7 / +0.9 pts of watch with 3.5 / 2.1 % fewer comments (101: 1.130 → 1.091, below 1.1). The last
 iterates: d' −11.0 / +6.4 / −15.7 %, c' −16.0 / −18.1 / −6.4 %. Per-iteration training watch time swings
 ±30 % between iterations once the actors move (e.g. seed 101 d': 124 → 164 → 97 s per request) at either rate.
+THIRD VARIANT (issue 18 sixteenth round), written and committed before its run: TD3's three stabilisers on both
+learners (`'{"twin_critics": true, "policy_delay": 2, "target_noise": 0.2, "target_noise_clip": 0.5}'`,
+`--out runs/probe/rank_residual_rdpg_td3.json`), the same rule on its d'' against the same b: does MA-RDPG now
+hold the rule's start? Same caveat as the second variant (a seed shipping kept iteration ≤ 9 is the untouched
+start). Secondary, not in the rule: the last iterates of d'' and c'' against the first run's (d −4…−14 %).
+
+Third variant's run (13:34–13:37 UTC, 225 s; record benchmarks/results/rank_residual_rdpg_td3.json): mean d'' − b
++0.68 pts ± 1.70, d'' feasible on 1 seed against b's 2 — "updates net harmful" again. Seed 100 shipped the untouched
+start (kept iteration 3, d'' = b); seeds 101 and 102 shipped moved iterates that bought +0.7 / +1.4 pts of watch
+with 4.9 / 5.0 % fewer comments (101: 1.130 → 1.075, below 1.1). The last iterates: d'' −19.3 / −9.5 / −15.4 %,
+c'' −2.8 / −17.6 / −6.8 % — no better than the plain DDPG updates' (d −4…−14 %). TD3's stabilisers do not make
+MA-RDPG hold the rule's start (rank_quality NOTES, sixteenth round: the drift is the multiplier ↔ actor loop).
 """
 
 from __future__ import annotations

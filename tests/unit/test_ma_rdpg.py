@@ -369,3 +369,157 @@ def test_a_start_policy_makes_every_stage_play_the_rule_on_fresh_observations_th
         ma_rdpg.MARDPG(task, replace(cfg, start_action=(0.5,) * 18), start_policy=_stage_rule)
     with pytest.raises(ValueError, match="ONNX"):  # the rule is numpy, not a graph
         ma_rdpg.export_for_serving(trained, Path("unused"))
+
+
+# ---------------------------------------------------------------- TD3's stabilisers (issue 18, sixteenth round)
+
+
+def _expected_twin_loss(module: ma_rdpg.MARDPG, batch: dict[str, torch.Tensor], pick: Any) -> float:
+    """Both critics' losses on one target whose bootstrap is `pick`(Q'_1, Q'_2) per signal (no smoothing)."""
+    expected = 0.0
+    with torch.no_grad():
+        h, h_target = batch["state"], batch["state"]
+        for k in range(3):
+            o, a = batch["obs"][:, k], batch["action"][:, k]
+            stage = torch.full((4,), k)
+            qs = [critic(stage, h[:, :4], o, a) for critic in (module.critic, module.critic2)]
+            h = module.actors[k].cell(torch.cat([o, a], -1), h)
+            h_target = module.target_actors[k].cell(torch.cat([o, a], -1), h_target)
+            if k < 2:
+                nxt, o2, r, d = k + 1, batch["obs"][:, k + 1], 0.0, 1.0
+            else:
+                nxt, o2, r, d = 0, batch["next_obs"], batch["reward"], batch["discount"]
+            a2 = module.target_actors[nxt].policy(torch.cat([o2, h_target[:, :4]], -1))
+            stage2 = torch.full((4,), nxt)
+            q2 = pick(
+                module.target_critic(stage2, h_target[:, :4], o2, a2),
+                module.target_critic2(stage2, h_target[:, :4], o2, a2),
+            )
+            y = r + d * q2
+            expected += sum(float(((q - y) ** 2).mean()) for q in qs)
+    return expected
+
+
+@pytest.mark.parametrize("direction", [">=", "<="])
+def test_twin_critics_bootstrap_on_the_pessimistic_of_the_two_target_critics_per_signal(direction: str) -> None:
+    task = relay_task()
+    task = replace(task, constraints=(Constraint("safety", direction, 0.6),))
+    module = ma_rdpg.MARDPG(task, ma_rdpg.MARDPGConfig(hidden_sizes=(16,), message_size=4, twin_critics=True))
+    assert module.critic2 is not None and module.target_critic2 is not None
+    # the twins disagree: target 2 is higher on main, and on safety lower (">=") or higher ("<="), so the
+    # pessimistic pick is target 1's value on main and target 2's on safety in both cases
+    module.target_critic2.load_state_dict(module.target_critic.state_dict())
+    with torch.no_grad():
+        module.target_critic2.body[-1].bias.add_(torch.tensor([1.0, -1.0 if direction == ">=" else 1.0]))
+    batch = _requests(module, 0.0, 0.0)
+    loss = module.critic_loss(batch)["critic_loss"].item()
+
+    def pessimistic(q1: torch.Tensor, q2: torch.Tensor) -> torch.Tensor:
+        safety = torch.minimum(q1, q2)[:, 1] if direction == ">=" else torch.maximum(q1, q2)[:, 1]
+        return torch.stack([torch.minimum(q1, q2)[:, 0], safety], 1)
+
+    assert loss == pytest.approx(_expected_twin_loss(module, batch, pessimistic), rel=1e-5)
+    # and not what target critic 1 alone (plain DDPG's target), nor the max everywhere, would give
+    assert loss != pytest.approx(_expected_twin_loss(module, batch, lambda a, b: a), rel=1e-3)
+    assert loss != pytest.approx(_expected_twin_loss(module, batch, torch.maximum), rel=1e-3)
+
+
+def test_clipped_double_q_takes_the_min_where_the_signal_is_wanted_up_and_the_max_where_down() -> None:
+    q1 = torch.tensor([[1.0, 5.0, -2.0]])
+    q2 = torch.tensor([[3.0, 4.0, -1.0]])
+    out = ma_rdpg.clipped_double_q(q1, q2, torch.tensor([1.0, 1.0, -1.0]))
+    assert out.tolist() == [[1.0, 4.0, -1.0]]
+
+
+def test_twin_critics_both_learn_and_their_losses_train_the_shared_message_cells() -> None:
+    module = ma_rdpg.MARDPG(relay_task(), ma_rdpg.MARDPGConfig(hidden_sizes=(16,), message_size=4, twin_critics=True))
+    groups = module.parameter_groups()
+    assert module.critic2 is not None
+    assert {id(p) for p in module.critic2.parameters()} <= {id(p) for p in groups["critic"]}
+    batch = _requests(module, 0.0, 0.0)
+    module.critic_loss(batch)["critic_loss"].backward()
+    assert module.critic.body[0].weight.grad is not None and module.critic2.body[0].weight.grad is not None
+    assert module.actors[0].cell.input_to_gates.weight.grad is not None
+
+
+def test_the_actors_and_the_targets_step_only_every_policy_delay_critic_steps() -> None:
+    module = ma_rdpg.MARDPG(relay_task(), ma_rdpg.MARDPGConfig(hidden_sizes=(16,), message_size=4, policy_delay=3))
+    groups = module.parameter_groups()
+    actor_opt = torch.optim.Adam(groups["actor"], lr=1e-2)
+    critic_opt = torch.optim.Adam(groups["critic"], lr=1e-2)
+    batch = _requests(module, 0.0, 0.0)
+    moved: dict[str, list[int]] = {"critic": [], "actors": [], "targets": []}
+    for step in range(1, 7):
+        before = {
+            "critic": _actor_params(module.critic).clone(),
+            "actors": torch.cat([p.flatten() for p in groups["actor"]]).clone(),
+            "targets": _actor_params(module.target_actors).clone(),
+        }
+        out = ma_rdpg.gradient_step(module, batch, critic_opt, actor_opt, step, actors_learn=True)
+        after = {
+            "critic": _actor_params(module.critic),
+            "actors": torch.cat([p.flatten() for p in groups["actor"]]),
+            "targets": _actor_params(module.target_actors),
+        }
+        for key in moved:
+            if not torch.equal(before[key], after[key]):
+                moved[key].append(step)
+        assert ("actor_loss" in out) == (step % 3 == 0)
+    assert moved == {"critic": [1, 2, 3, 4, 5, 6], "actors": [3, 6], "targets": [3, 6]}
+
+
+def test_target_smoothing_noise_is_clipped_and_the_action_stays_in_the_box() -> None:
+    g = torch.Generator().manual_seed(0)
+    action = torch.full((4000, 2), 0.5)
+    action[:, 1] = 0.98
+    w, low, high = torch.full((2,), 0.1), torch.zeros(2), torch.ones(2)
+    # σ = 10 half-widths: nearly every draw is clipped, to exactly ± 0.5 · 0.1
+    wide = ma_rdpg.smoothed_action(action, w, 10.0, 0.5, low, high, g)
+    assert float((wide[:, 0] - 0.5).abs().max()) == pytest.approx(0.05)
+    assert float((wide[:, 0] - 0.5).abs().min()) > 0.0
+    assert float(wide[:, 1].max()) == pytest.approx(1.0)  # 0.98 + 0.05 clipped to the box
+    # TD3's σ 0.2: the noise has sd ≈ 0.2 · 0.1 (a few draws clipped at 2.5 sd)
+    td3 = ma_rdpg.smoothed_action(action, w, 0.2, 0.5, low, high, g)
+    assert float((td3[:, 0] - 0.5).std()) == pytest.approx(0.02, rel=0.1)
+
+
+def test_target_noise_scales_to_the_actors_deviation_box_or_the_action_box() -> None:
+    task = TaskSpec.from_problem(RANK, multi_agent=True)
+    start = tuple([0.5] * (3 * task.agents[0].action_size))
+    cfg = ma_rdpg.MARDPGConfig(hidden_sizes=(16,), message_size=4, start_action=start, deviation_bound=0.1)
+    actor_box = ma_rdpg.MARDPG(task, replace(cfg, target_noise=0.2))
+    action_box = ma_rdpg.MARDPG(task, replace(cfg, target_noise=0.2, target_noise_box="action"))
+    assert actor_box.target_noise_half_width.shape == (3, task.agents[0].action_size)
+    assert torch.allclose(actor_box.target_noise_half_width, torch.tensor(0.1))
+    assert torch.allclose(action_box.target_noise_half_width, torch.tensor(0.5))
+    # the smoothing perturbs the critic's target: the loss differs from the one without it
+    batch_task = ma_rdpg.MARDPG(task, cfg)
+    b, o, d, n = 8, task.agents[0].obs_size, task.agents[0].action_size, len(task.signals)
+    g = torch.Generator().manual_seed(1)
+    batch = {
+        "state": torch.zeros(b, batch_task.state_size),
+        "obs": torch.randn(b, 3, o, generator=g),
+        "action": torch.rand(b, 3, d, generator=g),
+        "reward": torch.randn(b, n, generator=g),
+        "discount": torch.full((b, n), 0.9),
+        "reset": torch.zeros(b),
+        "next_obs": torch.randn(b, o, generator=g),
+    }
+    plain = batch_task.critic_loss(batch)["critic_loss"].item()
+    smoothed = ma_rdpg.MARDPG(task, replace(cfg, target_noise=0.2)).critic_loss(batch, torch.Generator().manual_seed(2))
+    assert smoothed["critic_loss"].item() != pytest.approx(plain, rel=1e-6)
+
+
+def test_td3_stabilisers_still_learn_the_relay_through_the_message() -> None:
+    module, _ = _train(400, twin_critics=True, policy_delay=2, target_noise=0.2)
+    plus, minus = _greedy(module.actors, 1.0), _greedy(module.actors, -1.0)
+    assert plus[2] - minus[2] > 0.3
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("policy_delay", 0), ("target_noise", -0.1), ("target_noise_clip", -1.0), ("target_noise_box", "x")],
+)
+def test_td3_fields_reject_invalid_values_naming_the_field(field: str, value: Any) -> None:
+    with pytest.raises(ValueError, match=field):
+        ma_rdpg.MARDPGConfig(**{field: value})

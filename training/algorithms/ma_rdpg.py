@@ -70,6 +70,22 @@ DEPARTURES from the paper, marked:
   μ_k(o_k, h) = clip(rule_k(o_k) + b·tanh(f_k(o_k, h)), box) (`ResidualStagePolicy`; b = `deviation_bound`),
   with f's last layer zeroed, so at the start every stage plays the rule exactly on its own local observation
   and then learns bounded deviations from it, as `deviation_bound` bounds them around a constant start.
+* TD3's stabilisers (ours on MA-RDPG, issue 18 sixteenth round, each off by default; DEPARTURE from the paper's
+  plain DDPG updates — Fujimoto et al. 2018, "Addressing Function Approximation Error in Actor-Critic Methods"):
+  - `twin_critics` (clipped double Q, TD3 §4.2): two centralised critics and their targets, both regressing on
+    one target whose bootstrap takes, per signal of the reward vector, the pessimistic of the two target
+    critics' values (`clipped_double_q`): y_i = r_i·[k = 2] + d_i · min_j Q'_j,i(k', h', o', ã') for the main
+    signal and every ">=" signal, the max for a "<=" constrained one (the actors push that value down, so its
+    underestimate is what they would climb). Per signal, not on Q_mix: every signal's head learns its own TD
+    error (as TSCAC's per-signal critics), and Q_mix's weights move with the multipliers every iteration. The
+    actors ascend critic 1's Q_mix (as TD3's actor reads Q_θ1). The message cells stay one shared set per
+    stage in the critics' optimiser, trained by the sum of both critics' losses (both read the same h).
+  - `policy_delay` (delayed policy updates, TD3 §5.2): the actors step, and every target (actors with their
+    cells, critics) moves by Polyak, once per `policy_delay` critic steps (`gradient_step`).
+  - `target_noise` (target policy smoothing, TD3 §5.3): ã' = clip(μ'(o', h') + clip(ε, ±c·w), box), ε ~ N(0,
+    (σ·w)²), w the half-width of `target_noise_box` — by default the box each stage's actor squashes onto (TD3's
+    max_action is its actor's range): start ± `deviation_bound` (0.1 in the shipped config: σ 0.02, clip 0.05);
+    the smoothed action is clipped to the full action box, where the played (noisy) actions lie.
 """
 
 from __future__ import annotations
@@ -197,6 +213,22 @@ class MARDPGConfig:
     tracker's kept iterate, instead of the tracker's latest kept iterates. On tuning seed 100 those four were
     iterations 18–23 and played alike on the held-out users (watch time within 0.01 %): the tracker's
     records cluster late, so they give the held-out users no real choice."""
+    twin_critics: bool = False
+    """Ours on MA-RDPG (TD3's clipped double Q; DEPARTURE from the paper's DDPG): two critics, each signal's
+    bootstrap the pessimistic of the two target critics' values for it (`clipped_double_q`; module docstring);
+    the actors ascend critic 1's Q_mix. False: one critic, as the paper."""
+    policy_delay: int = 1
+    """Ours on MA-RDPG (TD3's delayed policy updates; TD3: 2): the actors step and the targets move by Polyak
+    once per this many critic steps. 1: every critic step, as the paper's DDPG."""
+    target_noise: float = 0.0
+    """Ours on MA-RDPG (TD3's target policy smoothing; TD3: 0.2): σ of the Gaussian noise on the target actors'
+    actions in the critic's target, as a fraction of `target_noise_box`'s half-width. 0: off, as the paper."""
+    target_noise_clip: float = 0.5
+    """The smoothing noise is clipped to ± this fraction of the same half-width (TD3: 0.5)."""
+    target_noise_box: str = "actor"
+    """Whose half-width scales `target_noise`: "actor" — the box each stage's actor squashes onto (start ±
+    `deviation_bound`, the bound around a `start_policy` rule, else the full box; TD3's max_action is its actor's
+    range); "action" — the full action box (0.5 per weight: σ 0.2 → 0.1, the exploration's σ)."""
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -209,6 +241,7 @@ class MARDPGConfig:
             "updates_per_request",
             "best_feasible_window",
             "holdout_candidates",
+            "policy_delay",
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"MARDPGConfig.{name}: must be >= 1, got {getattr(self, name)}")
@@ -226,6 +259,15 @@ class MARDPGConfig:
             raise ValueError("MARDPGConfig.actor_lr and critic_lr: must be > 0")
         if self.exploration_std < 0 or self.margin < 0 or self.deviation_bound < 0:
             raise ValueError("MARDPGConfig.exploration_std, margin and deviation_bound: must be >= 0")
+        if self.target_noise < 0 or self.target_noise_clip < 0:
+            raise ValueError(
+                f"MARDPGConfig.target_noise and target_noise_clip: must be >= 0 (0 = off), got "
+                f"{self.target_noise}, {self.target_noise_clip}"
+            )
+        if self.target_noise_box not in ("actor", "action"):
+            raise ValueError(
+                f"MARDPGConfig.target_noise_box: must be 'actor' or 'action', got {self.target_noise_box!r}"
+            )
         if any(not math.isfinite(v) for v in self.start_action):
             raise ValueError(f"MARDPGConfig.start_action: every value must be finite, got {self.start_action}")
         if self.discounts is not None and not all(0.0 <= g < 1.0 for g in self.discounts):
@@ -252,6 +294,30 @@ class MARDPGConfig:
 def message_update(actor: MessageActor, obs: Tensor, action: Tensor, state: Tensor) -> Tensor:
     """The next message state after stage `actor` played `action` (the played, noisy one when exploring)."""
     return actor.cell(torch.cat([obs, action], dim=-1), state)
+
+
+def clipped_double_q(q1: Tensor, q2: Tensor, pessimism: Tensor) -> Tensor:
+    """TD3's clipped double Q on a value VECTOR (ours: per signal): q1, q2 (B, n) two critics' values, pessimism
+    (n,) +1 where the actors want the signal up (main, ">=") → the min of the two, −1 where they want it down
+    ("<=") → the max; returns (B, n)."""
+    return pessimism * torch.minimum(pessimism * q1, pessimism * q2)
+
+
+def smoothed_action(
+    action: Tensor,
+    half_width: Tensor,
+    sigma: float,
+    clip: float,
+    low: Tensor,
+    high: Tensor,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """TD3's target policy smoothing: action (B, d) + ε, ε ~ N(0, (σ·w)²) clipped to ± clip·w per dimension
+    (w = half_width (d,)), the result clipped to [low, high] (d,)."""
+    bound = clip * half_width
+    noise = torch.randn(action.shape, generator=generator, dtype=action.dtype) * (sigma * half_width)
+    noise = torch.maximum(torch.minimum(noise, bound), -bound)
+    return torch.maximum(torch.minimum(action + noise, high), low)
 
 
 def _start_at(actor: MessageActor, weights: Sequence[float], exact: bool = False) -> None:
@@ -349,6 +415,8 @@ class MARDPG(nn.Module):
     box_low: Tensor
     box_high: Tensor
     mix_horizon: Tensor
+    pessimism: Tensor
+    target_noise_half_width: Tensor
 
     def __init__(self, task: TaskSpec, cfg: MARDPGConfig, start_policy: StartPolicy | None = None) -> None:
         super().__init__()
@@ -427,6 +495,23 @@ class MARDPG(nn.Module):
         self.critic = CentralCritic(self.obs_size, self.action_size, cfg.message_size, n, cfg.hidden_sizes)
         self.target_actors = copy.deepcopy(self.actors).requires_grad_(False)
         self.target_critic = copy.deepcopy(self.critic).requires_grad_(False)
+        # TD3's second critic (`twin_critics`, ours on MA-RDPG): its own initialisation, its own target.
+        self.critic2: CentralCritic | None = None
+        self.target_critic2: CentralCritic | None = None
+        if cfg.twin_critics:
+            self.critic2 = CentralCritic(self.obs_size, self.action_size, cfg.message_size, n, cfg.hidden_sizes)
+            self.target_critic2 = copy.deepcopy(self.critic2).requires_grad_(False)
+        # +1: the actors want the signal up (main, ">=", unconstrained) → min of the twins; −1 ("<=") → max.
+        pessimism = torch.ones(n)
+        for c, idx in zip(task.constraints, task.constrained_signals, strict=True):
+            pessimism[idx] = task.constraint_sign(c)
+        self.register_buffer("pessimism", pessimism, persistent=False)
+        # w of the target smoothing per stage (`target_noise_box`): (3, d)
+        self.register_buffer(
+            "target_noise_half_width",
+            torch.stack([self._half_width(a) for a in self.actors]),
+            persistent=False,
+        )
         # Q_mix weights: main, then ν_j s_j on each constrained signal (set by the controller).
         self.register_buffer("mix", torch.zeros(n))
         self.mix[0] = 1.0
@@ -442,6 +527,19 @@ class MARDPG(nn.Module):
         self.register_buffer("has_best_feasible", torch.zeros((), dtype=torch.bool))
         self.holdout: dict[str, Any] = {}
         """What `holdout_users` judged (`_ship_on_holdout`); empty when off or no iterate was kept."""
+
+    def _half_width(self, actor: nn.Module) -> Tensor:
+        """(d,) the half-width `target_noise` scales to: the actor's own box, or the full action box."""
+        full = (self.box_high - self.box_low) / 2.0
+        if self.cfg.target_noise_box == "action":
+            return full
+        policy = actor.policy
+        if isinstance(policy, ResidualStagePolicy):
+            return torch.full_like(full, policy.bound)
+        assert isinstance(policy, nn.Module)
+        low, high = policy.low, policy.high
+        assert isinstance(low, Tensor) and isinstance(high, Tensor)
+        return (high - low) / 2.0
 
     def message(self, state: Tensor) -> Tensor:
         h = state[..., : self.cfg.message_size]
@@ -468,9 +566,10 @@ class MARDPG(nn.Module):
         out: Tensor = critic(stage, self.message(state), obs, action)
         return out
 
-    def critic_loss(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+    def critic_loss(self, batch: dict[str, Tensor], generator: torch.Generator | None = None) -> dict[str, Tensor]:
         """Σ_k mean (Q(k, h_k, o_k, a_k) − y_k)²: stage k hands over to k + 1 (discount 1, no reward);
-        re-rank to the next request's pre-rank (the page's reward, discount γ_i or 0)."""
+        re-rank to the next request's pre-rank (the page's reward, discount γ_i or 0). With `twin_critics` both
+        critics' losses on the one clipped target; `generator` draws `target_noise`'s ε."""
         h = self.messages(self.actors, batch)  # with gradient: the critic's loss trains the message cells
         with torch.no_grad():
             h_target = self.messages(self.target_actors, batch)
@@ -481,13 +580,27 @@ class MARDPG(nn.Module):
                 k2 = 0 if last else k + 1
                 h2 = h_target[k + 1]
                 a2 = self.target_actors[k2].policy(torch.cat([o2, self.message(h2)], dim=-1))
+                if self.cfg.target_noise > 0:  # TD3 §5.3 (ours on MA-RDPG): target policy smoothing
+                    a2 = smoothed_action(
+                        a2,
+                        self.target_noise_half_width[k2],
+                        self.cfg.target_noise,
+                        self.cfg.target_noise_clip,
+                        self.box_low,
+                        self.box_high,
+                        generator,
+                    )
                 q2 = self._q(self.target_critic, k2, h2, o2, a2)
+                if self.target_critic2 is not None:  # TD3 §4.2 (ours on MA-RDPG): clipped double Q per signal
+                    q2 = clipped_double_q(q2, self._q(self.target_critic2, k2, h2, o2, a2), self.pessimism)
                 targets.append(batch["reward"] + batch["discount"] * q2 if last else q2)
+        critics = [self.critic] if self.critic2 is None else [self.critic, self.critic2]
         losses, q_main = [], None
         for k in range(N_STAGES):
-            q = self._q(self.critic, k, h[k], batch["obs"][:, k], batch["action"][:, k])
-            losses.append(F.mse_loss(q, targets[k]))
-            q_main = q[:, 0].mean().detach() if k == 0 else q_main
+            for j, critic in enumerate(critics):
+                q = self._q(critic, k, h[k], batch["obs"][:, k], batch["action"][:, k])
+                losses.append(F.mse_loss(q, targets[k]))
+                q_main = q[:, 0].mean().detach() if k == 0 and j == 0 else q_main
         assert q_main is not None
         return {"critic_loss": sum(losses, torch.zeros(())), "q_main": q_main}
 
@@ -507,11 +620,14 @@ class MARDPG(nn.Module):
         """The actors' policy heads (actor loss); the critic and the message cells (critic loss)."""
         heads = [p for a in self.actors for p in a.policy.parameters()]
         cells = [p for a in self.actors for p in a.cell.parameters()]
-        return {"actor": heads, "critic": [*self.critic.parameters(), *cells]}
+        critics = [*self.critic.parameters(), *(self.critic2.parameters() if self.critic2 is not None else [])]
+        return {"actor": heads, "critic": [*critics, *cells]}
 
     def update_targets(self) -> None:
         soft_update(self.target_actors, self.actors, self.cfg.tau)
         soft_update(self.target_critic, self.critic, self.cfg.tau)
+        if self.critic2 is not None and self.target_critic2 is not None:
+            soft_update(self.target_critic2, self.critic2, self.cfg.tau)
 
     def export_for_serving(self, out_dir: Path) -> dict[str, Any]:
         """Per-stage ONNX with the message in and out, and model.onnx (`export_for_serving` below)."""
@@ -530,6 +646,32 @@ def _discounts(task: TaskSpec, cfg: MARDPGConfig) -> Tensor:
     if len(gammas) != len(task.signals):
         raise ValueError(f"MARDPGConfig.discounts: {len(task.signals)} values expected (one per signal), got {gammas}")
     return torch.as_tensor(gammas, dtype=torch.float32)
+
+
+def gradient_step(
+    module: MARDPG,
+    batch: dict[str, Tensor],
+    critic_opt: torch.optim.Optimizer,
+    actor_opt: torch.optim.Optimizer,
+    step: int,
+    actors_learn: bool,
+    generator: torch.Generator | None = None,
+) -> dict[str, Tensor]:
+    """Critic step number `step` (1, 2, …) on `batch`; on every `policy_delay`-th also the actors' step (when
+    `actors_learn`, i.e. past `actor_starts`) and the targets' Polyak move (TD3's delayed policy updates, ours on
+    MA-RDPG; `policy_delay` 1: both after every critic step, as before). Returns the losses computed."""
+    out = module.critic_loss(batch, generator)
+    critic_opt.zero_grad(set_to_none=True)
+    out["critic_loss"].backward()
+    critic_opt.step()
+    if step % module.cfg.policy_delay == 0:
+        if actors_learn:
+            out.update(module.actor_loss(batch))
+            actor_opt.zero_grad(set_to_none=True)
+            out["actor_loss"].backward()
+            actor_opt.step()
+        module.update_targets()
+    return out
 
 
 def choose_on_holdout(task: TaskSpec, judged: Sequence[tuple[float, np.ndarray]], margin: float) -> int:
@@ -574,6 +716,8 @@ def train(
     controller = ConstraintController(task, cfg.pid_config(), cfg.best_feasible_window, cfg.margin)
     gammas = _discounts(task, cfg)
     generator = torch.Generator().manual_seed(cfg.seed + 1)
+    target_generator = torch.Generator().manual_seed(cfg.seed + 2)  # `target_noise`'s ε (TD3's smoothing)
+    critic_steps = 0
     replay = ReplayBuffer(cfg.buffer_capacity, cfg.seed)
     n, names = sim.n, task.signal_names
     actors: Sequence[MessageActor] = list(module.actors)  # type: ignore[arg-type]
@@ -631,16 +775,9 @@ def train(
             for _ in range(cfg.updates_per_request):
                 batch = replay.sample(cfg.batch_size)
                 batch["reward"] = batch["reward"] * module.reward_scale
-                out = module.critic_loss(batch)
-                critic_opt.zero_grad(set_to_none=True)
-                out["critic_loss"].backward()
-                critic_opt.step()
-                if request + 1 >= cfg.actor_starts:
-                    out.update(module.actor_loss(batch))
-                    actor_opt.zero_grad(set_to_none=True)
-                    out["actor_loss"].backward()
-                    actor_opt.step()
-                module.update_targets()
+                critic_steps += 1
+                actors_learn = request + 1 >= cfg.actor_starts
+                out = gradient_step(module, batch, critic_opt, actor_opt, critic_steps, actors_learn, target_generator)
                 losses.append({k: v.detach() for k, v in out.items()})
         if (request + 1) % per_iteration == 0 or request + 1 == requests:
             means = np.concatenate(window_rewards).mean(0) if window_rewards else np.zeros(len(names))
