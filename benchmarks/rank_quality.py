@@ -917,6 +917,31 @@ feasible 2 of 6, last iterate −7.47 %, last − shipped −11.03 points).
   lift ≥ +3.0 % AND ≥ 5 of 6 seeds meet every constraint on the judged users. Otherwise "not a candidate".
 * Secondary reading, not a decision: "stable" if the last iterate's mean lift is within 2 points of what ships
   (last − shipped ≥ −2 points), else "drifts".
+
+Run 1 (13:44–13:47 UTC, 190 s): +1.33 % ± 2.64 (6.3 / 0.1 / 0.0 / 0.2 / 0.0 / 1.3 %; comment 1.157 / 1.097* /
+1.131 / 1.140 / 1.131 / 1.098*, mean 1.126), feasible 4 of 6 → NOT A CANDIDATE; last iterate −4.73 % ± 7.93 (6.3 /
+−1.3 / −11.4 / 0.2 / −10.7 / −11.6 %), last − shipped −6.06 points → "drifts". ν stayed 0.29–0.44 on every seed,
+yet the batch's watch time still jumps (mean |Δ| over iterations 11–39 3.93 s per request, baseline 6.64, ν ≡ 0
+3.32; per-seed range 24–62 s). Run 2 (13:48–13:52, 197 s): +2.06 % ± 3.34 (6.6 / 0.1 / 5.8 / 0.0 / 0.0 / −0.0 %;
+comment 1.160 / 1.097* / 1.088* / 1.149 / 1.131 / 1.135, mean 1.127), feasible 4 of 6 → NOT A CANDIDATE; last
+iterate −3.75 % ± 8.32 (6.6 / −4.5 / 5.5 / −11.0 / −10.6 / −8.5 %), last − shipped −5.81 points → "drifts"; mean
+|Δ| 3.98 s, range 32–60 s. Four of six seeds ship the untouched start or its neighbour (kept 3–8, lift 0.0).
+* Trace, seed 105, run 2 (ν ≡ 0.4; per iteration from 10; train comment per request / watch s per request):
+  1.18/132 1.19/107 1.22/105 1.23/106 1.15/106 1.21/105 1.18/104 1.18/123 1.11/161 1.07/161 … (1.00–1.10 / 153–164
+  through 36) … 1.09/121 1.13/121 1.15/119. Run 1 seed 105 (ν 0.37–0.42) the same shape: comment corner
+  (1.20–1.32, 104–106 s) at 11–17, watch side (1.00–1.14, 147–165 s) at 18–37, back to 111 s at 39.
+* Reading: with ν held the swing is still there. At ν 0.4 the actors' first steps (iteration 11) take every seed
+  to the comment-heavy side (watch −20…−30 %, comment 1.13–1.33, above the 1.133 aim), and on some seeds they
+  later flip to the watch side and back within one or two iterations, with ν unchanged — the actors move
+  between two regimes of their ±0.1 box whichever ν holds, so the sixteenth round's "the PID ↔ actor loop"
+  is only half of it: ν ≡ 0 was stable because it leaves the actors one direction (watch time), not because ν
+  stopped moving. The tracker then ships the start where only the comment side was feasible.
+
+RUN 3 (reason written and committed before it): the traces put ν 0.4 on the comment side at the actors' first
+move on all six seeds and ν 0 (sixteenth round) on the watch side; the trade the rule asks for lies between.
+Run 3: the fixed penalty at the midpoint, `{"initial_multipliers": [0, 0, 0, 0.2, 0], "hold_multipliers": true}`
+(DEPARTURE as run 2), judged by the same rule. Expected if the actors are two-regime: seeds split between the
+two sides (lift 0 or the comment miss) and the last iterates still drift.
 """
 
 ALGOS = ("tscac", "ma_cascade", "ma_rdpg", "ma_rdpg_no_message", "main_only", "rcpo", "bc", "fixed_fusion")

@@ -86,6 +86,10 @@ DEPARTURES from the paper, marked:
     (σ·w)²), w the half-width of `target_noise_box` — by default the box each stage's actor squashes onto (TD3's
     max_action is its actor's range): start ± `deviation_bound` (0.1 in the shipped config: σ 0.02, clip 0.05);
     the smoothed action is clipped to the full action box, where the played (noisy) actions lie.
+* `initial_multipliers` (ours, issue 18 seventeenth round, off by default): every ν_j starts at a given value
+  instead of 0. `hold_multipliers` (ours, off by default; DEPARTURE from the adaptive constrained scheme above:
+  a fixed-penalty method) keeps ν at that start for the whole run, the PID's output unused — the PID multiplier
+  and the actors push each other (rank_quality NOTES, sixteenth round).
 """
 
 from __future__ import annotations
