@@ -523,3 +523,31 @@ def test_td3_stabilisers_still_learn_the_relay_through_the_message() -> None:
 def test_td3_fields_reject_invalid_values_naming_the_field(field: str, value: Any) -> None:
     with pytest.raises(ValueError, match=field):
         ma_rdpg.MARDPGConfig(**{field: value})
+
+
+def test_held_multipliers_stay_at_their_start_and_weigh_the_mix_while_free_ones_move_from_it() -> None:
+    held, rows = _train(60, initial_multipliers=(0.5,), hold_multipliers=True)
+    assert [r["charts/multiplier_safety"] for r in rows] == [0.5] * len(rows)
+    # Q_mix = (Q_main + 0.5·Q_safety) / 1.5 (per-request mix off: horizon factor 1)
+    assert torch.allclose(held.mix, torch.tensor([1.0, 0.5]) / 1.5)
+    # the same start, free: the PID moves ν from 0.5 (the relay's unconstrained optimum violates safety)
+    _, free = _train(60, initial_multipliers=(0.5,))
+    assert free[0]["charts/multiplier_safety"] != pytest.approx(0.5)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "field"),
+    [
+        ({"hold_multipliers": True}, "hold_multipliers"),
+        ({"initial_multipliers": (-0.1,)}, "initial_multipliers"),
+        ({"initial_multipliers": (30.0,)}, "initial_multipliers"),
+    ],
+)
+def test_multiplier_start_fields_reject_invalid_values_naming_the_field(overrides: dict[str, Any], field: str) -> None:
+    with pytest.raises(ValueError, match=field):
+        ma_rdpg.MARDPGConfig(**overrides)
+
+
+def test_initial_multipliers_need_one_value_per_constraint_of_the_task() -> None:
+    with pytest.raises(ValueError, match="initial_multipliers"):
+        _train(20, initial_multipliers=(0.5, 0.5))

@@ -86,6 +86,10 @@ DEPARTURES from the paper, marked:
     (σ·w)²), w the half-width of `target_noise_box` — by default the box each stage's actor squashes onto (TD3's
     max_action is its actor's range): start ± `deviation_bound` (0.1 in the shipped config: σ 0.02, clip 0.05);
     the smoothed action is clipped to the full action box, where the played (noisy) actions lie.
+* `initial_multipliers` (ours, issue 18 seventeenth round, off by default): every ν_j starts at a given value
+  instead of 0. `hold_multipliers` (ours, off by default; DEPARTURE from the adaptive constrained scheme above:
+  a fixed-penalty method) keeps ν at that start for the whole run, the PID's output unused — the PID multiplier
+  and the actors push each other (rank_quality NOTES, sixteenth round).
 """
 
 from __future__ import annotations
@@ -192,6 +196,16 @@ class MARDPGConfig:
     multiplier_smoothing: float = 1.0
     """α of the violation's EMA the P term reads (1 = this iteration's violation, as RCPO's config)."""
     max_multiplier: float = 20.0
+    initial_multipliers: tuple[float, ...] = ()
+    """Ours (issue 18, seventeenth round; () = off: every ν_j starts at 0, as before): ν_j at the start, one value
+    per constraint in the task's order (the PID's integral starts at ν_j / K_I, `PIDLagrangian`'s `initial`);
+    each in [0, max_multiplier]. The mix the actors ascend reads them from the first request on."""
+    hold_multipliers: bool = False
+    """Ours, DEPARTURE from the paper's adaptive constrained scheme (a fixed-penalty method): ν stays at
+    `initial_multipliers` for the whole run — the controller still measures the batch and the tracker still
+    keeps the best feasible iterate, but the PID's output is not used. Requires `initial_multipliers`. Why:
+    the PID multiplier and the actors push each other (rank_quality NOTES, sixteenth round); a fixed ν
+    asks whether a constant trade of comments against watch time holds the learner stable AND feasible."""
     margin: float = 0.03
     """Relative margin the multipliers aim inside every threshold (the measured values are the noisy policy's)."""
     best_feasible_window: int = 3
@@ -264,6 +278,13 @@ class MARDPGConfig:
                 f"MARDPGConfig.target_noise and target_noise_clip: must be >= 0 (0 = off), got "
                 f"{self.target_noise}, {self.target_noise_clip}"
             )
+        if any(not 0.0 <= v <= self.max_multiplier for v in self.initial_multipliers):
+            raise ValueError(
+                f"MARDPGConfig.initial_multipliers: every ν must be in [0, max_multiplier={self.max_multiplier}], "
+                f"got {self.initial_multipliers}"
+            )
+        if self.hold_multipliers and not self.initial_multipliers:
+            raise ValueError("MARDPGConfig.hold_multipliers: needs initial_multipliers (one ν per constraint) to hold")
         if self.target_noise_box not in ("actor", "action"):
             raise ValueError(
                 f"MARDPGConfig.target_noise_box: must be 'actor' or 'action', got {self.target_noise_box!r}"
@@ -713,7 +734,15 @@ def train(
     groups = module.parameter_groups()
     actor_opt = torch.optim.Adam(groups["actor"], lr=cfg.actor_lr)
     critic_opt = torch.optim.Adam(groups["critic"], lr=cfg.critic_lr)
-    controller = ConstraintController(task, cfg.pid_config(), cfg.best_feasible_window, cfg.margin)
+    if cfg.initial_multipliers and len(cfg.initial_multipliers) != len(task.constraints):
+        raise ValueError(
+            f"MARDPGConfig.initial_multipliers: one ν per constraint of task {task.name!r} "
+            f"({[c.signal for c in task.constraints]}), got {list(cfg.initial_multipliers)}"
+        )
+    initial = np.asarray(cfg.initial_multipliers, np.float64) if cfg.initial_multipliers else None
+    controller = ConstraintController(task, cfg.pid_config(), cfg.best_feasible_window, cfg.margin, initial)
+    if initial is not None:
+        module.set_multipliers(initial)
     gammas = _discounts(task, cfg)
     generator = torch.Generator().manual_seed(cfg.seed + 1)
     target_generator = torch.Generator().manual_seed(cfg.seed + 2)  # `target_noise`'s ε (TD3's smoothing)
@@ -785,6 +814,12 @@ def train(
             if controller.iteration in spread_at:
                 spread.append((controller.iteration, played))
             multipliers, metrics, improved = controller.step(values, float(means[0]), played)
+            if cfg.hold_multipliers:  # DEPARTURE (ours): a fixed penalty, the PID's output unused
+                assert initial is not None
+                multipliers = initial.copy()
+                metrics.update(
+                    {f"charts/multiplier_{c.signal}": float(m) for c, m in zip(task.constraints, initial, strict=True)}
+                )
             if request + 1 >= cfg.learning_starts:
                 module.set_multipliers(multipliers)
             if improved and controller.tracker.best is not None:
