@@ -113,6 +113,7 @@ from training.algorithms.ddpg import MessageActor, _mlp
 from training.rl.functional import soft_update
 from training.rl.lagrangian import ConstraintController, PIDLagrangianConfig, relative_violations
 from training.rl.networks import START_BOUND_MARGIN
+from training.rl.offpolicy_functional import target_policy_smoothing
 from training.rl.registry import AlgorithmSpec, register_algorithm
 from training.rl.replay import ReplayBuffer
 from training.rl.task import TaskSpec
@@ -334,11 +335,10 @@ def smoothed_action(
     generator: torch.Generator | None = None,
 ) -> Tensor:
     """TD3's target policy smoothing: action (B, d) + ε, ε ~ N(0, (σ·w)²) clipped to ± clip·w per dimension
-    (w = half_width (d,)), the result clipped to [low, high] (d,)."""
-    bound = clip * half_width
-    noise = torch.randn(action.shape, generator=generator, dtype=action.dtype) * (sigma * half_width)
-    noise = torch.maximum(torch.minimum(noise, bound), -bound)
-    return torch.maximum(torch.minimum(action + noise, high), low)
+    (w = half_width (d,)), the result clipped to [low, high] (d,): the shared `target_policy_smoothing` in
+    units of w, as ddpg.py applies it."""
+    scaled = target_policy_smoothing(action / half_width, sigma, clip, low / half_width, high / half_width, generator)
+    return scaled * half_width
 
 
 def _start_at(actor: MessageActor, weights: Sequence[float], exact: bool = False) -> None:
