@@ -122,9 +122,11 @@ def test_ma_rdpg_actors_wait_for_actor_starts_while_the_critic_learns(monkeypatc
     steps = {"critic": 0, "before_first_actor_step": -1}
     critic_loss, actor_loss = ma_rdpg.MARDPG.critic_loss, ma_rdpg.MARDPG.actor_loss
 
-    def counted_critic(self: ma_rdpg.MARDPG, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    def counted_critic(
+        self: ma_rdpg.MARDPG, batch: dict[str, torch.Tensor], generator: torch.Generator | None = None
+    ) -> dict[str, torch.Tensor]:
         steps["critic"] += 1
-        return critic_loss(self, batch)
+        return critic_loss(self, batch, generator)
 
     def counted_actor(self: ma_rdpg.MARDPG, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         if steps["before_first_actor_step"] < 0:
