@@ -987,6 +987,19 @@ BEFORE the runs (this paragraph; results appended below it after the runs):
     lets the actors flip between a comment-heavy and a watch-heavy regime, seventeenth round): the usual rule,
     a candidate only if mean lift >= +3.0 % AND >= 5 of 6 seeds meet every constraint; "stable" if the last
     iterate's mean lift is within 2 points of what ships.
+Results (14:26–14:44 UTC, the two probes in parallel, one per core; wall times include the six constant
+searches of each seed set, ~80 s each; per seed: lift (comment; * misses 1.1), no other constraint missed):
+
+| run | lift | per seed | comment mean | feasible | last − shipped | wall |
+|---|---|---|---|---|---|---|
+| (a) MA cascade mb 3 072, 192 envs, seeds 106–111 | +1.93 % ± 2.68 | −2.6 (1.158) / +3.0 (1.085*) / +1.5 (1.176) / +1.3 (1.124) / +4.1 (1.141) / +4.3 % (1.058*) | 1.124 | 4 of 6 | +0.41 | 877 s |
+| (a) TSCAC mb 3 072, 192 envs, seeds 106–111 | +1.26 % ± 3.69 | +0.4 (1.147) / +2.0 (1.082*) / +7.6 (1.070*) / −0.8 (1.127) / −2.7 (1.164) / +1.0 % (1.113) | 1.117 | 4 of 6 | +1.87 | 157 s |
+| (b) MA-RDPG deviation_bound 0.05, seeds 100–105 | +1.57 % ± 1.43 | +3.8 (1.176) / +1.8 (1.064*) / 0.0 (1.131) / +0.3 (1.133) / +2.1 (1.093*) / +1.4 % (1.102) | 1.116 | 4 of 6 | −4.79 | 645 s |
+
+* Decisions by the rules: (a) both settings fail the lift half on fresh seeds (mean comment ≥ 1.1 holds): the
+  thirteenth round's +3.81 % / +3.02 % were seed luck, not a candidate under either criterion. (b) not a
+  candidate, and not stable (the last iterates still lose 4.8 points: a narrower range shrinks the gain more
+  than the drift). Commands as in the rules; logs runs/probe/r18*.log of the main checkout.
 """
 
 ALGOS = ("tscac", "ma_cascade", "ma_rdpg", "ma_rdpg_no_message", "main_only", "rcpo", "bc", "fixed_fusion")
