@@ -50,6 +50,7 @@ result the issue asks for.
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 import time
 from collections.abc import Callable
@@ -85,15 +86,13 @@ class _FeedbackArgmax:
         gain: float,
         controller: Callable[[np.ndarray], float] | None = None,
     ) -> None:
-        self.config = config
+        self.config, self.target = config, target
         self.controller = M.FeedbackLambda(target, gain) if controller is None else controller
         self.cost = O.cost_table(config)
         self.lam = float("nan")
 
     def reset(self) -> None:
-        reset = getattr(self.controller, "reset", None)
-        if reset is not None:
-            reset()
+        O.reset_if_stateful(self.controller)
 
     def values_and_traffic(self, obs: np.ndarray) -> tuple[np.ndarray, float]:
         """(N, 384) action values and the traffic the cost's contention is read at."""
@@ -110,16 +109,10 @@ class TruthFeedback(_FeedbackArgmax):
     """argmax_a E[revenue_i(a)] − λ_t·E[cost(a)], exact values at the forecast traffic and u*, feedback λ (or λ
     from `controller`: then u* is only the utilisation the values are read at)."""
 
-    def __init__(
-        self,
-        config: AllocateConfig,
-        target: float,
-        gain: float,
-        controller: Callable[[np.ndarray], float] | None = None,
-    ) -> None:
-        super().__init__(config, target, gain, controller)
-        self.target = target
-        self.forecaster = O.ReferencePlanner(config, target, traffic_grid_points=4)  # only its traffic forecast
+    @functools.cached_property
+    def forecaster(self) -> O.ReferencePlanner:
+        """Only its traffic forecast is used."""
+        return O.ReferencePlanner(self.config, self.target, traffic_grid_points=4)
 
     def values_and_traffic(self, obs: np.ndarray) -> tuple[np.ndarray, float]:
         _, traffic = self.forecaster.forecast_traffic(obs)

@@ -132,9 +132,7 @@ def run_day(
 ) -> Day:
     sim = BatchedAllocateSim(n, config, seed, autoreset=False)
     obs = sim.reset(seed)
-    reset = getattr(policy, "reset", None)
-    if reset is not None:
-        reset()
+    O.reset_if_stateful(policy)
     revenue, traffic, utilisation, rhos = [], [], [], []
     t = 0
     while True:
@@ -256,9 +254,7 @@ class ControlledRule:
         self.lam = float("nan")
 
     def reset(self) -> None:
-        reset = getattr(self.controller, "reset", None)
-        if reset is not None:
-            reset()
+        O.reset_if_stateful(self.controller)
 
     def __call__(self, obs: np.ndarray) -> np.ndarray:
         lam = self.lam = float(self.controller(obs))

@@ -140,17 +140,19 @@ def _requests(module: ma_rdpg.MARDPG, reset: float, terminal: float) -> dict[str
     }
 
 
-@pytest.mark.parametrize(("reset", "terminal"), [(0.0, 0.0), (1.0, 0.0), (1.0, 1.0)])
-def test_the_critic_target_hands_over_stage_to_stage_on_the_message_sent(reset: float, terminal: float) -> None:
-    module = ma_rdpg.MARDPG(relay_task(), ma_rdpg.MARDPGConfig(hidden_sizes=(16,), message_size=4))
-    batch = _requests(module, reset, terminal)
+def _expected_critic_loss(
+    module: ma_rdpg.MARDPG, batch: dict[str, torch.Tensor], reset: float = 0.0, pick: Any = None
+) -> float:
+    """The critic loss recomputed stage by stage: every critic's (one, or the twins') squared error on one
+    target, whose bootstrap is target critic 1's value, or `pick`(Q'_1, Q'_2) per signal (no smoothing)."""
+    critics = [module.critic] if module.critic2 is None else [module.critic, module.critic2]
     expected = 0.0
     with torch.no_grad():
         h, h_target = batch["state"], batch["state"]
         for k in range(3):
             o, a = batch["obs"][:, k], batch["action"][:, k]
             stage = torch.full((4,), k)
-            q = module.critic(stage, h[:, :4], o, a)
+            qs = [critic(stage, h[:, :4], o, a) for critic in critics]
             h = module.actors[k].cell(torch.cat([o, a], -1), h)
             h_target = module.target_actors[k].cell(torch.cat([o, a], -1), h_target)
             if k < 2:  # the next stage of the same request: no reward, discount 1
@@ -159,8 +161,20 @@ def test_the_critic_target_hands_over_stage_to_stage_on_the_message_sent(reset: 
                 h, h_target = h * (1 - reset), h_target * (1 - reset)
                 nxt, o2, r, d = 0, batch["next_obs"], batch["reward"], batch["discount"]
             a2 = module.target_actors[nxt].policy(torch.cat([o2, h_target[:, :4]], -1))
-            y = r + d * module.target_critic(torch.full((4,), nxt), h_target[:, :4], o2, a2)
-            expected += float(((q - y) ** 2).mean())
+            stage2 = torch.full((4,), nxt)
+            q2 = module.target_critic(stage2, h_target[:, :4], o2, a2)
+            if pick is not None:
+                q2 = pick(q2, module.target_critic2(stage2, h_target[:, :4], o2, a2))
+            y = r + d * q2
+            expected += sum(float(((q - y) ** 2).mean()) for q in qs)
+    return expected
+
+
+@pytest.mark.parametrize(("reset", "terminal"), [(0.0, 0.0), (1.0, 0.0), (1.0, 1.0)])
+def test_the_critic_target_hands_over_stage_to_stage_on_the_message_sent(reset: float, terminal: float) -> None:
+    module = ma_rdpg.MARDPG(relay_task(), ma_rdpg.MARDPGConfig(hidden_sizes=(16,), message_size=4))
+    batch = _requests(module, reset, terminal)
+    expected = _expected_critic_loss(module, batch, reset)
     assert module.critic_loss(batch)["critic_loss"].item() == pytest.approx(expected, rel=1e-5)
 
 
@@ -374,32 +388,6 @@ def test_a_start_policy_makes_every_stage_play_the_rule_on_fresh_observations_th
 # ---------------------------------------------------------------- TD3's stabilisers (issue 18, sixteenth round)
 
 
-def _expected_twin_loss(module: ma_rdpg.MARDPG, batch: dict[str, torch.Tensor], pick: Any) -> float:
-    """Both critics' losses on one target whose bootstrap is `pick`(Q'_1, Q'_2) per signal (no smoothing)."""
-    expected = 0.0
-    with torch.no_grad():
-        h, h_target = batch["state"], batch["state"]
-        for k in range(3):
-            o, a = batch["obs"][:, k], batch["action"][:, k]
-            stage = torch.full((4,), k)
-            qs = [critic(stage, h[:, :4], o, a) for critic in (module.critic, module.critic2)]
-            h = module.actors[k].cell(torch.cat([o, a], -1), h)
-            h_target = module.target_actors[k].cell(torch.cat([o, a], -1), h_target)
-            if k < 2:
-                nxt, o2, r, d = k + 1, batch["obs"][:, k + 1], 0.0, 1.0
-            else:
-                nxt, o2, r, d = 0, batch["next_obs"], batch["reward"], batch["discount"]
-            a2 = module.target_actors[nxt].policy(torch.cat([o2, h_target[:, :4]], -1))
-            stage2 = torch.full((4,), nxt)
-            q2 = pick(
-                module.target_critic(stage2, h_target[:, :4], o2, a2),
-                module.target_critic2(stage2, h_target[:, :4], o2, a2),
-            )
-            y = r + d * q2
-            expected += sum(float(((q - y) ** 2).mean()) for q in qs)
-    return expected
-
-
 @pytest.mark.parametrize("direction", [">=", "<="])
 def test_twin_critics_bootstrap_on_the_pessimistic_of_the_two_target_critics_per_signal(direction: str) -> None:
     task = relay_task()
@@ -418,10 +406,10 @@ def test_twin_critics_bootstrap_on_the_pessimistic_of_the_two_target_critics_per
         safety = torch.minimum(q1, q2)[:, 1] if direction == ">=" else torch.maximum(q1, q2)[:, 1]
         return torch.stack([torch.minimum(q1, q2)[:, 0], safety], 1)
 
-    assert loss == pytest.approx(_expected_twin_loss(module, batch, pessimistic), rel=1e-5)
+    assert loss == pytest.approx(_expected_critic_loss(module, batch, pick=pessimistic), rel=1e-5)
     # and not what target critic 1 alone (plain DDPG's target), nor the max everywhere, would give
-    assert loss != pytest.approx(_expected_twin_loss(module, batch, lambda a, b: a), rel=1e-3)
-    assert loss != pytest.approx(_expected_twin_loss(module, batch, torch.maximum), rel=1e-3)
+    assert loss != pytest.approx(_expected_critic_loss(module, batch, pick=lambda a, b: a), rel=1e-3)
+    assert loss != pytest.approx(_expected_critic_loss(module, batch, pick=torch.maximum), rel=1e-3)
 
 
 def test_clipped_double_q_takes_the_min_where_the_signal_is_wanted_up_and_the_max_where_down() -> None:

@@ -71,6 +71,7 @@ from torch import Tensor, nn
 
 from models.problems import ALLOCATE, ALLOCATE_AGENTS, ALLOCATE_QUEUE_LENGTHS_PRE_RANK, ALLOCATE_QUEUE_LENGTHS_RANK
 from training.envs.allocate import AGENT_COMPONENTS, NVEC, AllocateConfig, BatchedAllocateSim
+from training.envs.allocate_oracle import reset_if_stateful
 from training.rl.mixers import MonotoneMixer, SumMixer
 from training.rl.recurrent import RecurrentQNetwork, RecurrentStep, export_recurrent_step
 from training.rl.registry import AlgorithmSpec, register_algorithm
@@ -508,9 +509,7 @@ class MarcaPolicy:
         self.lam = float("nan")
 
     def reset(self) -> None:
-        reset = getattr(self.controller, "reset", None)
-        if reset is not None:
-            reset()
+        reset_if_stateful(self.controller)
 
     def agent_actions(self, obs: np.ndarray) -> np.ndarray:
         """(N, agents) agent action indices."""

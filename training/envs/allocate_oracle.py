@@ -358,6 +358,14 @@ class DayRuns:
         return float((self.compute * self.traffic).sum() / self.traffic.sum())
 
 
+def reset_if_stateful(policy_or_controller: Any) -> None:
+    """Call `reset()` on a policy or λ controller that keeps state across a day (a feedback λ, an MPC's load
+    history), before the day starts; stateless callables have none."""
+    reset = getattr(policy_or_controller, "reset", None)
+    if reset is not None:
+        reset()
+
+
 def run_days(
     policy: AllocatePolicy | Callable[[np.ndarray], Any], config: AllocateConfig, n: int, seeds: Sequence[int]
 ) -> DayRuns:
@@ -366,9 +374,7 @@ def run_days(
     for seed in seeds:
         sim = BatchedAllocateSim(n, config, seed, autoreset=False)
         obs = sim.reset(seed)
-        reset = getattr(policy, "reset", None)
-        if reset is not None:
-            reset()
+        reset_if_stateful(policy)
         day: dict[str, list[float]] = {k: [] for k in rows}
         while True:
             obs, rewards, done, info = sim.step(policy(obs))

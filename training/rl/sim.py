@@ -205,6 +205,7 @@ def evaluate_sequential(
     n_users: int,
     days: int,
     seed: int = 0,
+    *,
     user_seed: int | None = None,
     **overrides: Any,
 ) -> dict[str, Any]:
