@@ -1009,6 +1009,13 @@ fresh seeds. `rank_probe --algo ma_rdpg '{}' --iterations 120 --envs 192 --seeds
 "Holds on fresh seeds" if mean lift >= +3.0 % AND mean comment over the six seeds >= 1.1 AND no other constraint
 missed on any seed; then a candidate for a reported run of MA-RDPG at that budget (its own loop; the on-policy
 learners stay at 40 × 64, where the thirteenth round found more budget did not help them). Else: seed luck.
+Result (15:33–15:45 UTC, 690 s, alone on one core; per seed lift (comment; * misses 1.1), no other constraint
+missed): +4.6 (1.111) / +2.2 (1.058*) / +4.5 (1.139) / 0.0 (1.145) / +1.1 (1.101) / +2.0 % (1.075*) — **+2.39 %
+± 1.93**, comment mean 1.105, 4 of 6 seeds feasible; the last iterates −3.25 % ± 7.46 (last − shipped −5.65
+points; −11.4 and −10.8 on seeds 106 and 109). Decision by the rule: does NOT hold on fresh seeds (the comment
+half holds, the lift half fails); over the twelve tuning seeds this budget reads +2.86 %. Not a candidate; no
+config changed. The drift of the last iterates (thirteenth and sixteenth rounds) is unchanged at 3× the rows.
+Log runs/probe/r19c.log of the main checkout.
 """
 
 ALGOS = ("tscac", "ma_cascade", "ma_rdpg", "ma_rdpg_no_message", "main_only", "rcpo", "bc", "fixed_fusion")
