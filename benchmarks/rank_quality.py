@@ -1030,6 +1030,32 @@ Rule, written and committed BEFORE the runs (this paragraph; results appended be
     run ρ = 0.8 (`"state_noise_share": 0.8`) for that learner on seeds 100–105, judged by the same rule (and (b)
     if a candidate). No other share, no other setting. Time budget: ~100 minutes from 15:20 UTC, whatever the
     outcome; probing stops there.
+Results (15:35–15:42 UTC by the host clock, one probe at a time; constants cached; per seed: lift (comment; *
+misses 1.1), no other constraint missed on any seed; "last": the last iterate's mean lift (per seed in brackets)):
+
+| run | lift | per seed | comment mean | feasible | last (− shipped) | wall |
+|---|---|---|---|---|---|---|
+| TSCAC ρ 0.5 | −0.10 % ± 3.54 | +3.1 (1.183) / −2.5 (1.099*) / −3.6 (1.138) / +4.3 (1.068*) / +1.0 (1.108) / −3.0 % (1.182) | 1.130 | 4 of 6 | +1.72 % (+6.5 / +0.2 / +0.1 / +1.2 / +2.3 / −0.0; +1.81) | 148 s |
+| MA cascade ρ 0.5 | +0.07 % ± 1.01 | +0.9 (1.189) / +0.9 (1.088*) / +0.3 (1.124) / −0.6 (1.153) / −1.5 (1.148) / +0.4 % (1.143) | 1.141 | 5 of 6 | −0.09 % (+1.2 / +0.6 / +2.0 / +0.9 / −4.8 / −0.4; −0.16) | 289 s |
+
+* Decision by the rule: neither is a candidate (mean lift −0.10 % / +0.07 % against the +3.0 % bar; the comment
+  half holds, 1.130 / 1.141). Neither "looks promising" by (c) (both below their shipped baselines +2.38 % /
+  +0.88 %), so ρ = 0.8 was not run; nothing to confirm on 106–111. `antithetic_state` stays off by default; no
+  config changed.
+* Against the shipped runs on the same seeds, per seed (new − shipped): TSCAC +2.8 / −3.3 / −8.0 / +1.3 / −0.9 /
+  −6.9, mean −2.5 ± 4.6 points; MA cascade −7.5 / +2.2 / −3.0 / −4.2 / +0.8 / +6.8, mean −0.8 ± 5.4 (not
+  significant either way). The MA cascade barely leaves its constant (lift within ±1.5 %, comment within 1.4 % of
+  the constant's on every seed, sd 0.96 points against the shipped 5.2): with half the variance moved into the
+  state part, the paired episode difference no longer finds the state-independent watch/comment trade it found
+  before, and finds no state-dependent one in its place. TSCAC's shipped iterates spread more (sd 3.4 against
+  1.7) and the best-feasible tracker keeps iterates 16–36 below the last iterate (+1.72 %, comment mean 1.120).
+* Measured beside the run (constant default weights, world 100's users, ρ = 1): the mean cosine of two standardised
+  observations of one user-episode is 0.72 one step apart, 0.62 five apart, 0.46 twenty apart (episodes ~35
+  steps); so at ρ 0.5 a step's offset correlates 0.86 with the next and 0.73 with one twenty steps later. By
+  column group: the 12 pool-statistics columns alone 0.34 one step apart and 0.32 twenty apart (they change with
+  every request: per-step noise in the state part), the 15 user / session / hour columns 0.91 and 0.49 (the
+  within-session drift the round aimed at). Check: TSCAC shipped `{}` on seed 100 reproduces the twelfth round to the digit (+0.3 %, 1.193).
+  Logs: /work/logs/statenoise_r19_*.log.
 """
 
 ALGOS = ("tscac", "ma_cascade", "ma_rdpg", "ma_rdpg_no_message", "main_only", "rcpo", "bc", "fixed_fusion")
