@@ -99,11 +99,14 @@ def probe(
             "out_dir": f"var/bench/rank_probe/{algo}/{train_world}/seed{s}",
         }
         sim = {"world_seed": world} if train_world == "eval" else {}
+        # `train` lays the config's online section over its algo section, so the overrides go on top of both
+        # (else the shipped online `exploration` / `advantage` would win over an override of them).
+        online = {**rq._online(algo), **overrides}
         res = train_problem(
             "rank",
             "ma_rdpg" if algo in rq.OFF_POLICY else algo,
             sim=True,
-            config={"run": run, "algo": cfg, "online": rq._online(algo), "sim": sim},
+            config={"run": run, "algo": cfg, "online": online, "sim": sim},
         )
         wt, pd = rq.evaluate(algo, res.learner, users, 3, 3000 + s)
         cwt, cpd = rq.evaluate("fixed_fusion", constant_policy("rank", best), users, 3, 3000 + s)
@@ -294,7 +297,7 @@ def eval_noise() -> None:
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser()
-    p.add_argument("overrides", nargs="?", default="{}", help="JSON: algo config fields to override")
+    p.add_argument("overrides", nargs="?", default="{}", help="JSON: algo (and online) config fields to override")
     p.add_argument("--algo", default="ma_rdpg")
     p.add_argument("--seeds", default="100,101,102,103")
     p.add_argument("--users", type=int, default=1000)

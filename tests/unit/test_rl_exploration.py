@@ -13,9 +13,16 @@ from tests.support.rl import fit, quick_run
 from training.algorithms.main_only import MainOnlyLoss
 from training.rl.data import GymEnvPool, Rollout, RolloutCollector
 from training.rl.episode_pairs import EpisodePairBuffer, episode_pair_advantages
-from training.rl.exploration import AntitheticNoise, PerEpisodeNoise, PerStepNoise, make_act
+from training.rl.exploration import (
+    AntitheticNoise,
+    AntitheticStateNoise,
+    PerEpisodeNoise,
+    PerStepNoise,
+    make_act,
+    make_exploration,
+)
 from training.rl.losses import LossConfig
-from training.rl.task import TaskSignal, TaskSpec
+from training.rl.task import AgentSlice, TaskSignal, TaskSpec
 from training.rl.toy_envs import TradeoffBanditEnv
 
 
@@ -125,13 +132,13 @@ def test_antithetic_noise_pairs_offsets_per_episode_index() -> None:
     exploration = AntitheticNoise()
     gen = torch.Generator().manual_seed(0)
     shape = torch.Size([4, 2])
-    z0 = exploration.noise(shape, gen).clone()
+    z0 = exploration.noise(shape, gen, torch.zeros(4, 3)).clone()
     assert torch.allclose(z0[0], -z0[1]) and torch.allclose(z0[2], -z0[3])
     exploration.episodes_ended(torch.tensor([True, False, False, False]), gen)  # row 0 starts episode 1 first
-    z1 = exploration.noise(shape, gen).clone()
+    z1 = exploration.noise(shape, gen, torch.zeros(4, 3)).clone()
     assert not torch.allclose(z1[0], z0[0]) and torch.allclose(z1[1], z0[1])
     exploration.episodes_ended(torch.tensor([False, True, False, False]), gen)  # row 1 reaches episode 1 later
-    z2 = exploration.noise(shape, gen)
+    z2 = exploration.noise(shape, gen, torch.zeros(4, 3))
     assert torch.allclose(z2[1], -z1[0])
     # through a tanh-Gaussian actor, partners' pre-squash offsets are opposite: u_0 − loc = −(u_1 − loc)
     actor = MainOnlyLoss(_task(), LossConfig(init_std=0.3)).actor
@@ -147,7 +154,10 @@ def test_antithetic_noise_pairs_offsets_per_episode_index() -> None:
         LossConfig(advantage="episode_pairs")
 
 
-def test_learner_episode_pairs_train_on_paired_rank_rows_and_refuse_unpaired_pools(tmp_path: Path) -> None:
+@pytest.mark.parametrize("exploration", ["antithetic", "antithetic_state"])
+def test_learner_episode_pairs_train_on_paired_rank_rows_and_refuse_unpaired_pools(
+    tmp_path: Path, exploration: str
+) -> None:
     from models.problems import RANK
     from training.rl.sim import BatchedSimPool
     from training.rl.trainer import OnlineSource
@@ -159,10 +169,119 @@ def test_learner_episode_pairs_train_on_paired_rank_rows_and_refuse_unpaired_poo
         pools.append(BatchedSimPool("rank", n, task))
         return pools[-1]
 
-    cfg = LossConfig(advantage="episode_pairs", exploration="antithetic", minibatch_size=256)
+    cfg = LossConfig(advantage="episode_pairs", exploration=exploration, minibatch_size=256)
     res = fit(MainOnlyLoss, cfg, quick_run(tmp_path, 3, n_envs=16, rollout_steps=40), task, OnlineSource(make_pool))
     assert pools[0].sim.config.paired_rows  # the loop asked the pool for antithetic row pairs
     assert res.history[-1]["charts/episode_pair_transitions"] > 0  # complete pairs reached the actor
     unpaired = GymEnvPool([lambda: TradeoffBanditEnv(horizon=2)] * 2, _task())
     with pytest.raises(ValueError, match="antithetic row pairs"):
         fit(MainOnlyLoss, cfg, quick_run(tmp_path, 1, n_envs=2), _task(), OnlineSource(lambda n, s: unpaired))
+
+
+def _warm_state_noise(exploration: AntitheticStateNoise, obs: torch.Tensor, gen: torch.Generator) -> None:
+    """Feed `obs` as the standardisation steps (no episode ends) so the statistics are fixed from it."""
+    for _ in range(exploration.standardise_steps):
+        exploration.noise(torch.Size([obs.shape[0], 3]), gen, obs)
+        exploration.episodes_ended(torch.zeros(obs.shape[0], dtype=torch.bool), gen)
+
+
+def _unit_square(n: int) -> torch.Tensor:
+    """(n, 2) rows cycling through (±1, ±1): per-column mean 0 and std 1, so ŝ = obs afterwards."""
+    corners = torch.tensor([[1.0, 1.0], [-1.0, -1.0], [1.0, -1.0], [-1.0, 1.0]])
+    return corners.repeat(n // 4, 1)
+
+
+def test_state_noise_is_standard_normal_at_every_step() -> None:
+    n = 40_000
+    gen = torch.Generator().manual_seed(0)
+    exploration = AntitheticStateNoise(0.7, standardise_steps=1)
+    _warm_state_noise(exploration, torch.randn(n, 4, generator=gen) * torch.tensor([1.0, 5.0, 0.1, 0.0]), gen)
+    obs = torch.randn(n, 4, generator=gen) * 3.0 + 1.0  # other states than the statistics' (still exact)
+    z = exploration.noise(torch.Size([n, 3]), gen, obs)[0::2]  # even rows: independent draws
+    assert z.mean(0).abs().max() < 0.03
+    assert (z.var(0) - 1.0).abs().max() < 0.04
+    assert torch.corrcoef(z.T)[~torch.eye(3, dtype=torch.bool)].abs().max() < 0.03  # independent components
+
+
+def test_state_noise_with_no_state_share_plays_antithetic_noise_bit_for_bit() -> None:
+    actor = MainOnlyLoss(_task(), LossConfig(init_std=0.3)).actor
+    plain, state = AntitheticNoise(), AntitheticStateNoise(0.0)
+    act_plain, act_state = make_act(actor, plain), make_act(actor, state)
+    gen_plain, gen_state = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
+    for step in range(6):
+        obs = torch.randn(4, 3, generator=torch.Generator().manual_seed(step))
+        a_plain, lp_plain = act_plain(obs, gen_plain)
+        a_state, lp_state = act_state(obs, gen_state)
+        assert torch.equal(a_plain, a_state) and torch.equal(lp_plain, lp_state)
+        ended = torch.tensor([step % 2 == 0, step == 3, False, step % 3 == 0])
+        plain.episodes_ended(ended, gen_plain)
+        state.episodes_ended(ended, gen_state)
+
+
+def test_state_noise_partners_play_opposite_noise_and_a_state_keeps_its_offset() -> None:
+    gen = torch.Generator().manual_seed(1)
+    exploration = AntitheticStateNoise(0.5, standardise_steps=1)
+    _warm_state_noise(exploration, _unit_square(8), gen)
+    shape = torch.Size([8, 3])
+    fresh, tired = torch.tensor([1.0, 0.3]), torch.tensor([-0.2, 0.9])
+    seen: dict[str, torch.Tensor] = {}
+    for name, state in [("fresh", fresh), ("tired", tired), ("fresh", fresh), ("tired", tired)]:
+        obs = state.repeat(8, 1)
+        obs[4:6] = torch.tensor([0.5, -0.5])  # one pair elsewhere: partners see the same state, pairs differ
+        z = exploration.noise(shape, gen, obs)
+        assert torch.equal(z[0::2], -z[1::2])  # partners: exactly opposite at every step
+        if name in seen:
+            assert torch.equal(z, seen[name])  # the same state in the same episode: the same offset
+        seen[name] = z.clone()
+        exploration.episodes_ended(torch.zeros(8, dtype=torch.bool), gen)
+    assert not torch.allclose(seen["fresh"], seen["tired"])  # another state: another offset
+    # a new episode of rows 0 and 3 (row 1 and row 2 reach theirs later): pairs by episode index, as antithetic
+    exploration.episodes_ended(torch.tensor([True, False, False, True, False, False, False, False]), gen)
+    z = exploration.noise(shape, gen, fresh.repeat(8, 1))
+    assert not torch.allclose(z[0], seen["fresh"][0]) and torch.equal(z[1], seen["fresh"][1])
+    exploration.episodes_ended(torch.tensor([False, True, True, False, False, False, False, False]), gen)
+    z = exploration.noise(shape, gen, fresh.repeat(8, 1))
+    assert torch.equal(z[0::2], -z[1::2])
+
+
+@pytest.mark.parametrize("share", [0.3, 0.8])
+def test_state_noise_correlates_by_the_states_cosine(share: float) -> None:
+    n = 40_000
+    gen = torch.Generator().manual_seed(2)
+    exploration = AntitheticStateNoise(share, standardise_steps=1)
+    _warm_state_noise(exploration, _unit_square(n), gen)
+    shape = torch.Size([n, 3])
+
+    def at(state: list[float]) -> torch.Tensor:
+        return exploration.noise(shape, gen, torch.tensor(state).repeat(n, 1))[0::2].flatten()
+
+    early, late, opposite = at([1.0, 0.0]), at([0.0, 2.0]), at([-3.0, 0.0])
+    assert float(torch.corrcoef(torch.stack([early, late]))[0, 1]) == pytest.approx(1 - share, abs=0.02)
+    assert float(torch.corrcoef(torch.stack([early, opposite]))[0, 1]) == pytest.approx(1 - 2 * share, abs=0.02)
+    assert torch.equal(at([2.0, 0.0]), early)  # only the direction of ŝ counts
+
+
+def test_state_noise_share_is_validated_and_pairs_with_episode_advantages() -> None:
+    for bad in (-0.1, 1.5, float("nan")):
+        with pytest.raises(ValueError, match="state_noise_share"):
+            LossConfig(exploration="antithetic_state", state_noise_share=bad)
+        with pytest.raises(ValueError, match="state_noise_share"):
+            AntitheticStateNoise(bad)
+    cfg = LossConfig(exploration="antithetic_state", state_noise_share=0.8, advantage="episode_pairs")
+    assert isinstance(make_exploration(cfg.exploration, cfg.state_noise_share), AntitheticStateNoise)
+    with pytest.raises(ValueError, match="exploration='antithetic' or 'antithetic_state'"):
+        LossConfig(exploration="per_episode", advantage="episode_pairs")
+
+
+def test_state_noise_of_each_agent_reads_only_its_own_observation_block() -> None:
+    agents = (AgentSlice("a", obs_size=2, action_size=1), AgentSlice("b", obs_size=2, action_size=2))
+    gen = torch.Generator().manual_seed(4)
+    exploration = AntitheticStateNoise(0.9, agents, standardise_steps=1)
+    warm = torch.cat([_unit_square(8), _unit_square(8)], dim=1)
+    exploration.noise(torch.Size([8, 3]), gen, warm)
+    exploration.episodes_ended(torch.zeros(8, dtype=torch.bool), gen)
+    obs = torch.tensor([[1.0, 0.0, 0.0, 1.0]]).repeat(8, 1)
+    z = exploration.noise(torch.Size([8, 3]), gen, obs).clone()
+    obs[:, 2:] = torch.tensor([1.0, -1.0])  # agent b's block changes (a placeholder replaced, say)
+    z_b_moved = exploration.noise(torch.Size([8, 3]), gen, obs)
+    assert torch.equal(z_b_moved[:, :1], z[:, :1]) and not torch.allclose(z_b_moved[:, 1:], z[:, 1:])

@@ -55,3 +55,28 @@ def test_collector_records_in_turn_observations_and_their_successors() -> None:
     torch.testing.assert_close(next_obs[:-1][going_on], obs[1:][going_on])
     # The later stages' blocks are their own observations, not copies of pre-rank's.
     assert not torch.allclose(obs[:, :, 2 * D :], obs[:, :, :D])
+
+
+def test_act_in_turn_with_state_noise_plays_each_stage_the_noise_of_what_it_sees() -> None:
+    # "antithetic_state": a stage's noise reads its own observation block, so stage k's columns from call k
+    # (the placeholders of later stages still in the joint observation) are the recorded action's columns.
+    task = TaskSpec.from_problem(RANK, multi_agent=True)
+    torch.manual_seed(0)
+    actor = make_actor(task, hidden=(16,), init_std=0.5)
+    pool = BatchedSimPool("rank", 16, task, multi_agent=True)
+    pool.pair_rows()
+    pool.reset(seed=4)
+    exploration = make_exploration("antithetic_state", 1.0, task.agents)
+    act = make_act(actor, exploration)
+    rollout = RolloutCollector(pool, seed=2).collect(act, 3, on_ends=exploration.episodes_ended)
+    assert exploration.obs_sums is not None  # standardised from the steps seen: the state part is on
+    # stage observations taken before stage 2 acts (placeholders) never reached the statistics
+    assert exploration.last_obs is not None and not torch.equal(
+        exploration.last_obs[:, 2 * D :], exploration.last_obs[:, :D]
+    )
+    gen = torch.Generator().manual_seed(1)
+    joint, action, _ = pool.act_in_turn(act, gen)  # type: ignore[arg-type]
+    real = pool.sim.stage_observations(action.numpy())
+    for k, stage in enumerate(RANK_STAGES):
+        np.testing.assert_array_equal(joint[:, k * D : (k + 1) * D], real[stage])
+    assert rollout.obs.shape == (3, 16, 3 * D)

@@ -6,7 +6,7 @@
 * `task`          — `TaskSpec`: what an algorithm needs to know about any environment that
   follows the vector-reward convention (signals with discounts, constraints, action space).
 * `networks`      — actors returning `torch.distributions` objects, per-signal critics.
-* `exploration`   — collector-side noise: per step, per episode, antithetic pairs.
+* `exploration`   — collector-side noise: per step, per episode, antithetic pairs (state-dependent: ours).
 * `episode_pairs` — antithetic episode-pair advantages and their buffer.
 * `behaviour`     — a learned behaviour-policy model μ̂ (offline rows without a logged propensity).
 * `data`          — `TransitionBatch`, the Parquet transition loader, env pools and rollout collection.

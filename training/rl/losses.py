@@ -54,7 +54,9 @@ from training.rl.networks import ACTION_DISTRIBUTIONS, Actor, CloneConfig, Signa
 from training.rl.runtime import Dist
 from training.rl.task import TaskSpec
 
-EXPLORATIONS = ("per_step", "per_episode", "antithetic")
+EXPLORATIONS = ("per_step", "per_episode", "antithetic", "antithetic_state")
+PAIRED_EXPLORATIONS = ("antithetic", "antithetic_state")
+"""The explorations whose rows 2k and 2k + 1 play opposite noise (what `advantage = "episode_pairs"` needs)."""
 ADVANTAGES = ("gae", "episode_pairs")
 
 
@@ -99,11 +101,17 @@ class LossConfig:
     per-episode noise where rows 2k and 2k+1 play +z and −z. DEPARTURE (ours) for the last two: on
     `rank` a weight's long-run effect (longer sessions, next-day returns) is invisible under
     per-step noise — one request barely moves them — but a whole user-episode played with the
-    same offset shows it. Each step's marginal is unchanged, so the stored log-probabilities are
+    same offset shows it. "antithetic_state" — DEPARTURE (ours, issue 18): antithetic per-episode
+    noise matrices E, each step playing z = E·u(s) for a unit vector u of the standardised
+    observation, so the offset varies with the state inside the episode (`state_noise_share`;
+    `AntitheticStateNoise`). Each step's marginal is unchanged, so the stored log-probabilities are
     exact. Offline training refuses anything but "per_step" (there is no exploration to hold)."""
+    state_noise_share: float = 0.5
+    """`exploration = "antithetic_state"` only: ρ in [0, 1], the share of the exploration variance that depends
+    on the state (two steps' offsets correlate by (1 − ρ) + ρ·cos(ŝ, ŝ')); 0 plays exactly "antithetic"."""
     advantage: str = "gae"
     """Online advantage of the actor(s): "gae" (per step, per signal, from the critics) or
-    "episode_pairs" — DEPARTURE (ours): needs `exploration = "antithetic"` and a pool with
+    "episode_pairs" — DEPARTURE (ours): needs `exploration = "antithetic"` (or "antithetic_state") and a pool with
     common-random-number row pairs (`RankConfig.paired_rows`); every step of an episode gets, per
     signal, half the difference between its episode's outcome and the partner episode's
     (`episode_pair_advantages`), standardised per signal over the batch. Outcome per signal: the
@@ -151,8 +159,15 @@ class LossConfig:
             raise ValueError(f"advantage: one of {ADVANTAGES}, got {self.advantage!r}")
         if any(not math.isfinite(v) for v in self.start_action):
             raise ValueError(f"start_action: every value must be finite, got {self.start_action}")
-        if self.advantage == "episode_pairs" and self.exploration != "antithetic":
-            raise ValueError("advantage='episode_pairs' needs exploration='antithetic' (partner rows play ±z)")
+        if not 0.0 <= self.state_noise_share <= 1.0:
+            raise ValueError(
+                f"state_noise_share: must be in [0, 1] (the state-dependent share), got {self.state_noise_share}"
+            )
+        if self.advantage == "episode_pairs" and self.exploration not in PAIRED_EXPLORATIONS:
+            raise ValueError(
+                f"advantage='episode_pairs' needs exploration='antithetic' or 'antithetic_state' (partner rows play "
+                f"opposite noise), got {self.exploration!r}"
+            )
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Any:

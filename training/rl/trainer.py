@@ -184,7 +184,7 @@ class Trainer:
         self._check_groups(groups)
         self.optimizer = torch.optim.Adam([{"params": g.params, "lr": g.lr} for g in groups if g.params])
         self.base_lrs = [group["lr"] for group in self.optimizer.param_groups]
-        self.exploration = make_exploration(self.cfg.exploration)
+        self.exploration = make_exploration(self.cfg.exploration, self.cfg.state_noise_share, loss.task.agents)
         self.pair_buffer: EpisodePairBuffer | None = None
         self.generator = torch.Generator().manual_seed(run_cfg.seed)
 
