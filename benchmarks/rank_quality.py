@@ -1071,6 +1071,31 @@ points; −11.4 and −10.8 on seeds 106 and 109). Decision by the rule: does NO
 half holds, the lift half fails); over the twelve tuning seeds this budget reads +2.86 %. Not a candidate; no
 config changed. The drift of the last iterates (thirteenth and sixteenth rounds) is unchanged at 3× the rows.
 Log runs/probe/r19c.log of the main checkout.
+
+Nineteenth round (d) (2026-12-05, issue 18; the lead; a measurement on tuning worlds, no learning, no decision
+rides on it): how much do the outcomes say about the learnable headroom? `python -m benchmarks.rank_signal_probe
+--worlds 3100,3101,3102 --users 2000` (67 s) plays, on the same 2 000 users with common random numbers (what an
+antithetic pair of the learners' exploration does), +ε against −ε along two directions around headroom_rank's
+constant c: "state-dependent" w(s) = c + α·(r(s) − c), r headroom_rank's observed rule; "state-independent" c with
+its comment weight × (1 − 0.4·α), the watch/comment trade the learners do follow. Paired lift of +ε over −ε, its
+95 % half-width, and the users a paired comparison needs for 2 standard errors; comment of +ε vs −ε:
+
+| world | rule vs c (α = 1) | state-dependent ε 0.1 (RMS step 0.014) | ε 0.2 (0.028) | state-independent ε 0.1 (0.004) | ε 0.2 (0.007) |
+|---|---|---|---|---|---|
+| 3100 | +4.68 % [3.75, 5.61], comment 1.137 vs 1.136 | +2.12 % ± 0.57 (t 7.3; 152 users), comment 1.141 vs 1.130 | +4.27 % ± 0.73 (60) | +0.37 % ± 0.37 (t 2.0; 2 062 users), 1.131 vs 1.139 | +1.10 % ± 0.45 (346) |
+| 3101 | +5.32 % [4.40, 6.23], 1.068 vs 1.073 | +2.31 % ± 0.57 (t 8.0; 125), 1.077 vs 1.069 | +4.03 % ± 0.74 (71) | +0.58 % ± 0.36 (t 3.2; 785), 1.070 vs 1.076 | +0.95 % ± 0.46 (482) |
+| 3102 | +4.85 % [3.99, 5.72], 1.032 vs 1.040 | +2.22 % ± 0.58 (t 7.5; 143), 1.041 vs 1.036 | +4.69 % ± 0.72 (49) | +0.38 % ± 0.32 (t 2.3; 1 537), 1.037 vs 1.043 | +1.14 % ± 0.46 (341) |
+
+* Reading: the headroom is not hidden by the world's noise. Along the rule's direction a weight step of RMS 0.014
+  (a seventh of the learners' exploration σ ≈ 0.1) moves watch time by +2.1–2.3 % and comments UP (+0.5–1 %), and
+  ~150 users tell its sign at 2 s.e.; the state-independent trade the learners follow gives +0.4–0.6 % per step of
+  RMS 0.004, with comments DOWN, and needs ~800–2 000 users. The learners see ~2 700 user-days per run (81 920
+  requests at ~30 per user-day). So the data would show the rule's direction at once if a learner explored along
+  it; what the learners lack is finding that direction among their actor's parameters: per-episode offsets
+  (third round) cannot express it, per-request noise credits one request's share of a long-run effect, and
+  state-dependent held noise (round (a) above) spreads the same pairs over ~500 directions (18 weights × 28
+  features). A structured policy search in a few state features would find it, but choosing those features is
+  headroom_rank's knowledge of the simulator, not something the issue's learners are given.
 """
 
 ALGOS = ("tscac", "ma_cascade", "ma_rdpg", "ma_rdpg_no_message", "main_only", "rcpo", "bc", "fixed_fusion")
