@@ -72,14 +72,14 @@ def rms_step(direction: Callable[[float], Callable[[np.ndarray], np.ndarray]], e
     return float(np.sqrt(np.mean(np.square(np.concatenate(diffs)))))
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     from training.envs.evaluate import compare_policies
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--worlds", default="3100,3101,3102", help="tuning worlds only (never 1000–1004)")
     p.add_argument("--users", type=int, default=2000)
     p.add_argument("--eps", default="0.1,0.2")
-    a = p.parse_args()
+    a = p.parse_args(argv)
     worlds = [int(w) for w in a.worlds.split(",")]
     if any(1000 <= w <= 1004 for w in worlds):
         raise ValueError(f"--worlds: tuning worlds only, the reported worlds 1000–1004 are refused, got {worlds}")
