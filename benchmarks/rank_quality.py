@@ -1096,6 +1096,20 @@ its comment weight × (1 − 0.4·α), the watch/comment trade the learners do f
   state-dependent held noise (round (a) above) spreads the same pairs over ~500 directions (18 weights × 28
   features). A structured policy search in a few state features would find it, but choosing those features is
   headroom_rank's knowledge of the simulator, not something the issue's learners are given.
+
+Nineteenth round (e) (2026-12-05, issue 18; the lead; a diagnostic on tuning seeds, not a learner the table
+reports; rule written and committed BEFORE the runs): is it the learners' machinery or the data? The simplest
+state-dependent policy search — antithetic evolution strategies over a linear policy in the standardised
+observation around the seed's constant (`benchmarks/rank_es_probe.py`, module docstring; ours), W starting at 0
+(the learners' warm start), σ 0.1 per weight (the learners' exploration scale), lr 1.0, comment multiplier by dual
+ascent (η 2) aiming 3 % inside the threshold, the final W ships, judged as rank_probe judges (world 3000 + s's
+own 1 000 users against the constant, common random numbers). Settings fixed here, not tuned:
+(i) the learners' data: `python -m benchmarks.rank_es_probe --seeds 100,...,105 --iterations 14 --pairs 32`
+    (2 688 user-days; a learner's run is ~2 700);
+(ii) ten times that: `--iterations 140`.
+Reading: "ES finds the headroom with the learners' data" if (i) has mean lift >= +3.0 % AND mean comment over the
+six seeds >= 1.1 AND no other constraint missed on any seed; "with ten times the data" if (ii) does; else
+"not even ES". It adopts nothing either way: the issue names its learners.
 """
 
 ALGOS = ("tscac", "ma_cascade", "ma_rdpg", "ma_rdpg_no_message", "main_only", "rcpo", "bc", "fixed_fusion")
