@@ -1000,6 +1000,37 @@ searches of each seed set, ~80 s each; per seed: lift (comment; * misses 1.1), n
   thirteenth round's +3.81 % / +3.02 % were seed luck, not a candidate under either criterion. (b) not a
   candidate, and not stable (the last iterates still lose 4.8 points: a narrower range shrinks the gain more
   than the drift). Commands as in the rules; logs runs/probe/r18*.log of the main checkout.
+
+Nineteenth round (b): MA-RDPG's exploration held over a session and following the state (2026-12-05, issue 18;
+tuning seeds only, off by default, no config changed). MA-RDPG explores with fresh Gaussian noise per stage and
+request (the paper's DDPG form); in this world a weight's value is long-run (γ 0.99, sessions, next-day returns)
+and the third round found per-request offsets hide a direction's long-run effect (t ≈ 1) where one offset held
+per user-episode shows it (t ≈ 9) — the on-policy learners explore that way since, MA-RDPG never did. So its
+critic sees one-request deviations only and its ∂Q/∂a follows the short-run watch/comment trade, not the
+state-dependent trade headroom_rank finds (+5.2 %: sociability, session fatigue). Built (training/algorithms/
+ma_rdpg.py, ours, DEPARTURE from the paper's per-step noise, off by default): `exploration: "session_state"` —
+per row, stage k and SESSION a standard-normal matrix E_k (6 × 28), redrawn at a restart as the message; the
+noise is σ ⊙ (E_k · u(o_k)), u(o) = [√(1 − ρ); √ρ·ô/|ô|] a unit vector on the stage's observation standardised
+with fixed per-column statistics, so every request keeps today's N(0, σ²) and a session's requests correlate
+(1 − ρ) + ρ·cos(ô, ô'); `state_noise_share` ρ. The statistics are pooled over the run's first iteration (32
+requests) and then fixed, not taken from the first request alone: there every row is at a session's start and
+10 of the 27 columns (recent rates, session depth, session signals — the sociability and fatigue proxies) are
+the same on every row, so they would get weight 0; after the first iteration all 27 vary.
+
+DECISION RULE, written and committed BEFORE the first run:
+`PYTHONPATH=$PWD OMP_NUM_THREADS=1 nice -n 5 .venv/bin/python -m benchmarks.rank_probe --algo ma_rdpg 'OVERRIDES'
+--seeds 100,101,102,103,104,105` (tuning worlds 3100–3105, 40 × 64; baseline, thirteenth/sixteenth rounds, not
+rerun: shipped MA-RDPG +3.55 % ± 2.42, comment mean 1.090, last iterate −11 points below shipped).
+* Run 1: `{"exploration": "session_state", "state_noise_share": 0.5}`.
+* Run 2: `{"exploration": "session_state", "state_noise_share": 0.0}` (one offset held per session, no state
+  dependence: separates "held" from "state-dependent").
+* A run is a CANDIDATE (the reported table's criterion) only if its mean lift over the seed's constant ≥ +3.0 %
+  AND its mean comment rate over the six seeds ≥ 1.100 AND no other constraint is missed on any seed; the
+  per-seed feasible count is reported beside it. A candidate is then run once on fresh seeds 106–111
+  (`--seeds 106,...,111`, worlds 3106–3111) and is CONFIRMED only if it meets the same rule there; otherwise
+  "not a candidate" / "not confirmed". The lead decides on any config change; this round changes none.
+* Secondary reading, not a decision: the LAST ITERATE line — "stable" if last − shipped ≥ −2 points, else
+  "drifts".
 """
 
 ALGOS = ("tscac", "ma_cascade", "ma_rdpg", "ma_rdpg_no_message", "main_only", "rcpo", "bc", "fixed_fusion")
