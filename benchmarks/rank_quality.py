@@ -1031,7 +1031,7 @@ rerun: shipped MA-RDPG +3.55 % ± 2.42, comment mean 1.090, last iterate −11 p
   "not a candidate" / "not confirmed". The lead decides on any config change; this round changes none.
 * Secondary reading, not a decision: the LAST ITERATE line — "stable" if last − shipped ≥ −2 points, else
   "drifts".
-Results (runs 1–2, 15:33–15:52 UTC, one at a time; the six constants cached; per seed: lift (comment; * misses
+Results (runs 1–2, 15:33–15:47 UTC, one at a time; the six constants cached; per seed: lift (comment; * misses
 1.1), no other constraint missed on any seed; the comment mean read unrounded, from each judged evaluation's
 per-decision rate — run 1 was run twice, the second time printing them, and reproduced to the digit):
 
@@ -1061,6 +1061,15 @@ cannot separate "a candidate" from "not". Run 1's overrides on fresh seeds 106�
 read by the same three conditions: "holds on fresh seeds" if all three are met there, else "does not hold".
 Either way run 1 stays not a candidate; the reading only tells the lead whether a pre-registered rerun on
 other seeds is worth a slot.
+Run 3 (15:48–15:51 UTC, 176 s; constants cached): +1.34 % ± 1.85 (+0.1 (1.158) / +0.7 (1.082*) / +4.4 (1.142) /
+−0.6 (1.144) / +1.2 (1.101) / +2.2 % (1.058*)), comment mean 1.114, no other constraint missed, 4 of 6; last
+iterate −0.19 % ± 5.93 (1.5 / 2.3 / 4.4 / −0.6 / 2.5 / −11.3 %), last − shipped −1.53 points → "does not hold"
+(the lift half fails by 1.7 points; the comment half passes). So session-held, state-dependent exploration is
+not a candidate on either seed set; what it does change is the drift (last − shipped −3.20 / −1.53 points on
+the two seed sets against the baseline's −11.03), not the trade: the shipped iterates still sit 1.8–5.5 % below
+the constant's comment rate wherever they gain watch time. Both options stay off by default; configs/rank/
+ma_rdpg.yaml unchanged. Logs: runs/probe/rdpgnoise_*.log of worktree rdpgnoise (the `_exact` runs print each
+judged evaluation at full precision through a wrapper that leaves the probe unchanged).
 """
 
 ALGOS = ("tscac", "ma_cascade", "ma_rdpg", "ma_rdpg_no_message", "main_only", "rcpo", "bc", "fixed_fusion")
