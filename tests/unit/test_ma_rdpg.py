@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -539,3 +540,135 @@ def test_multiplier_start_fields_reject_invalid_values_naming_the_field(override
 def test_initial_multipliers_need_one_value_per_constraint_of_the_task() -> None:
     with pytest.raises(ValueError, match="initial_multipliers"):
         _train(20, initial_multipliers=(0.5, 0.5))
+
+
+# ---------------------------------------------------------------- session-held, state-dependent exploration (19th round)
+
+
+def _session_noise(rows: int, obs_size: int, share: float, stats_requests: int = 1) -> ma_rdpg.SessionStateNoise:
+    generator = torch.Generator().manual_seed(7)
+    return ma_rdpg.SessionStateNoise(rows, 3, obs_size, share, stats_requests, generator)
+
+
+@pytest.mark.parametrize("share", [0.0, 0.5, 1.0])
+def test_session_noise_keeps_the_per_request_marginal_and_correlates_as_the_share_says(share: float) -> None:
+    rows, noise_std = 20_000, torch.tensor([0.1, 0.2, 0.05])
+    g = torch.Generator().manual_seed(3)
+    obs = torch.randn(rows, 5, generator=g) * torch.tensor([1.0, 10.0, 0.1, 3.0, 1.0]) + 2.0
+    noise = _session_noise(rows, 5, share)
+    first = noise(0, obs, noise_std)  # the statistics are fixed on these observations (stats_requests 1)
+    # every request's noise is N(0, σ²) per weight, whatever ρ
+    assert torch.allclose(first.std(0), noise_std, rtol=0.03)
+    assert torch.allclose(first.mean(0), torch.zeros(3), atol=0.03 * float(noise_std.max()))
+    # the same observation in the same session: the same noise
+    assert torch.equal(noise(0, obs, noise_std), first)
+    # the opposite observation (ô → −ô, cos −1): correlation (1 − ρ) − ρ
+    mirrored = noise(0, 2 * noise.mean[0] - obs, noise_std)
+    correlation = float((first * mirrored / noise_std**2).mean())
+    assert correlation == pytest.approx(1.0 - 2.0 * share, abs=0.03)
+
+
+def test_session_noise_is_redrawn_only_for_the_rows_whose_session_restarts() -> None:
+    noise_std = torch.full((3,), 0.1)
+    obs = torch.randn(8, 4, generator=torch.Generator().manual_seed(1))
+    noise = _session_noise(8, 4, 0.5)
+    before = noise(1, obs, noise_std)
+    restart = torch.tensor([True, False] * 4)
+    noise.restart(restart)
+    after = noise(1, obs, noise_std)
+    assert torch.equal(after[~restart], before[~restart])
+    assert (after[restart] != before[restart]).all()
+
+
+def test_session_noise_gives_a_constant_column_no_weight_and_a_stateless_row_the_held_offset() -> None:
+    noise_std = torch.full((3,), 0.1)
+    obs = torch.randn(16, 3, generator=torch.Generator().manual_seed(2))
+    obs[:, 2] = 4.0  # constant where the statistics are fixed
+    noise = _session_noise(16, 3, 1.0)
+    first = noise(0, obs, noise_std)
+    moved = obs.clone()
+    moved[:, 2] = -9.0
+    assert torch.equal(noise(0, moved, noise_std), first)
+    # a row at the statistics' mean has no direction: the whole σ goes to the held column, still unit
+    at_mean = noise(0, noise.mean[0].expand(16, 3), noise_std)
+    assert torch.allclose(at_mean, noise_std * noise.matrices[0][:, :, 0])
+
+
+class RecordingRelay(RelaySim):
+    """The relay recording what every stage saw and played: (request, stage, observation, weights)."""
+
+    def __init__(self, n: int, seed: int = 0) -> None:
+        super().__init__(n, seed)
+        self.played: list[tuple[int, int, np.ndarray, np.ndarray]] = []
+
+    def stage_observation(self, k: int, positions: Any) -> np.ndarray:
+        self.seen = super().stage_observation(k, positions)
+        return self.seen
+
+    def run_stage(self, k: int, weights: np.ndarray, positions: Any) -> list[np.ndarray]:
+        self.played.append((int(self.request[0]), k, self.seen, np.array(weights)))
+        return super().run_stage(k, weights, positions)
+
+
+def _played_noise(requests: int, **overrides: Any) -> tuple[dict[tuple[int, int], np.ndarray], list[np.ndarray]]:
+    """{(request, stage): played − deterministic action (N, 1), NaN where the box clipped it} and stage 0's
+    observations per request, for actors that never learn (no message, no gradient step)."""
+    cfg = ma_rdpg.MARDPGConfig(hidden_sizes=(8,), message=False, learning_starts=requests + 1, **overrides)
+    sim = RecordingRelay(16)
+    module = ma_rdpg.train(cfg, relay_task(), sim, requests, 8)
+    noise, first_stage = {}, []
+    with torch.no_grad():
+        for request, k, obs, weights in sim.played:
+            o = torch.as_tensor(obs)
+            actor: Any = module.actors[k]
+            mean = actor.policy(torch.cat([o, torch.zeros(len(o), cfg.message_size)], dim=-1)).numpy()
+            noise[request, k] = np.where((weights > 0) & (weights < 1), weights - mean, np.nan)
+            if k == 0:
+                first_stage.append(obs)
+    return noise, first_stage
+
+
+def test_the_default_exploration_draws_fresh_noise_per_stage_and_request_from_the_runs_generator() -> None:
+    noise, _ = _played_noise(6)
+    generator = torch.Generator().manual_seed(1)  # train's generator: cfg.seed + 1
+    for request in range(6):
+        for k in range(3):
+            expected = (torch.randn(16, 1, generator=generator) * 0.1).numpy()  # σ 0.2 × half-width 0.5
+            played = noise[request, k]
+            assert np.isfinite(played).sum() > 8
+            assert np.allclose(played[np.isfinite(played)], expected[np.isfinite(played)], atol=1e-6)
+
+
+def test_session_state_exploration_holds_the_noise_over_a_session_and_follows_the_state() -> None:
+    # the relay's sessions are 4 requests; the statistics are fixed after the first iteration (8 requests)
+    held, _ = _played_noise(16, exploration="session_state", state_noise_share=0.0)
+    for session in range(4):
+        for k in range(3):
+            first = held[4 * session, k]
+            for request in range(4 * session + 1, 4 * session + 4):
+                both = np.isfinite(first) & np.isfinite(held[request, k])
+                assert np.allclose(held[request, k][both], first[both], atol=1e-6)
+            if session:  # redrawn at the restart
+                both = np.isfinite(first) & np.isfinite(held[4 * session - 1, k])
+                assert not np.allclose(held[4 * session - 1, k][both], first[both], atol=1e-3)
+    # ρ = 1: stage 0 sees the sign x — within a session the noise repeats when x repeats and flips when it flips
+    # (one standardised column: ô/|ô| = ±1); stages 1 and 2 see constant columns only, so their noise is held
+    state, first_stage = _played_noise(16, exploration="session_state", state_noise_share=1.0)
+    for request in (9, 10, 11):  # session 2, after the statistics were fixed
+        x_same = first_stage[request][:, 0] == first_stage[8][:, 0]
+        now, then = state[request, 0][:, 0], state[8, 0][:, 0]
+        ok = np.isfinite(now) & np.isfinite(then)
+        assert np.allclose(now[ok & x_same], then[ok & x_same], atol=1e-6)
+        assert np.allclose(now[ok & ~x_same], -then[ok & ~x_same], atol=1e-6)
+        for k in (1, 2):
+            ok = np.isfinite(state[request, k]) & np.isfinite(state[8, k])
+            assert np.allclose(state[request, k][ok], state[8, k][ok], atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("exploration", "ou"), ("state_noise_share", -0.1), ("state_noise_share", 1.5), ("state_noise_share", math.nan)],
+)
+def test_exploration_fields_reject_invalid_values_naming_the_field(field: str, value: Any) -> None:
+    with pytest.raises(ValueError, match=field):
+        ma_rdpg.MARDPGConfig(**{field: value})

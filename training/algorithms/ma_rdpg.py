@@ -48,6 +48,9 @@ DEPARTURES from the paper, marked:
 * Reward shaping: the team reward vector of the problem spec replaces the paper's purchase / click /
   exit shaping, and the constrained scheme above is ours.
 * Gaussian exploration noise per stage and request (σ a fraction of the box's half-width), not OU.
+* `exploration: "session_state"` (ours, issue 18 nineteenth round, off by default; `SessionStateNoise`): the
+  noise of a stage is held over a user's session and varies with its standardised observation, same N(0, σ²)
+  marginal per request — the on-policy learners' held offsets (rank_quality NOTES, third round) on MA-RDPG.
 * What the best feasible tracker keeps (ours): the actors learn after every request, so the W iterations
   of a judged window were played by a moving policy, and the state at the window's end had not played
   any of it (on the rank benchmark's seeds 0 and 4, 66 actor steps past `actor_starts`, judged on
@@ -169,6 +172,14 @@ class MARDPGConfig:
     which the actors would never train."""
     exploration_std: float = 0.2
     """σ of the Gaussian exploration noise as a fraction of the box's half-width (0.2 → ±0.1 in weight units)."""
+    exploration: str = "per_request"
+    """How the exploration noise is drawn: "per_request" (the paper's DDPG form) — fresh per stage and request;
+    "session_state" (ours, issue 18 nineteenth round; `SessionStateNoise`) — a noise matrix per row, stage and
+    SESSION applied to the stage's standardised observation, so the offset is held over the session and
+    varies with the state; every request's noise keeps the same N(0, σ²) marginal."""
+    state_noise_share: float = 0.5
+    """ρ of "session_state": the share of the noise's variance that follows the observation (0: one offset held
+    for the whole session; 1: fully state-dependent); two requests of a session correlate (1 − ρ) + ρ·cos(ô, ô')."""
     discounts: tuple[float, ...] | None = None
     """γ per signal (spec order); None = the task's."""
     init_at_default: bool = True
@@ -286,6 +297,12 @@ class MARDPGConfig:
             )
         if self.hold_multipliers and not self.initial_multipliers:
             raise ValueError("MARDPGConfig.hold_multipliers: needs initial_multipliers (one ν per constraint) to hold")
+        if self.exploration not in ("per_request", "session_state"):
+            raise ValueError(
+                f"MARDPGConfig.exploration: must be 'per_request' or 'session_state', got {self.exploration!r}"
+            )
+        if not 0.0 <= self.state_noise_share <= 1.0:
+            raise ValueError(f"MARDPGConfig.state_noise_share: must be in [0, 1], got {self.state_noise_share}")
         if self.target_noise_box not in ("actor", "action"):
             raise ValueError(
                 f"MARDPGConfig.target_noise_box: must be 'actor' or 'action', got {self.target_noise_box!r}"
@@ -695,6 +712,65 @@ def gradient_step(
     return out
 
 
+class SessionStateNoise:
+    """`exploration: "session_state"` (ours, issue 18 nineteenth round). DEPARTURE from the paper's per-step
+    noise: per row and stage k a standard-normal matrix E_k (d, m+1), redrawn when the row's session restarts
+    (as the message state), and at every request the noise σ ⊙ (E_k · u(o_k)) with the UNIT vector
+        u(o) = [√(1 − ρ); √ρ · ô/|ô|]        (u = [1; 0] when ô = 0)
+    ô: o standardised per column. Why: in this world a weight's value is long-run (sessions, next-day returns,
+    γ 0.99); noise redrawn per request shows the critic one-request deviations whose long-run effect is buried
+    (rank_quality NOTES, third round: t ≈ 1 per request, ≈ 9 with one offset held per episode), so its ∂Q/∂a
+    follows the short-run trade. A unit u keeps every request's marginal N(0, σ²) exactly; only the
+    correlation over a session changes, (1 − ρ) + ρ·cos(ô_t, ô_t').
+
+    The standardisation is FIXED after the first `stats_requests` requests (the run's first iteration; until
+    then the pooled statistics of the observations seen so far), then never moves with the policy. Not the
+    first request alone: there every row is at a session's start, so the recent rates, the session depth and
+    the session signals (the fatigue and sociability columns) are the same on every row. A column whose std is
+    below `STD_FLOOR` is constant: weight 0."""
+
+    STD_FLOOR = 1e-3
+
+    def __init__(
+        self, n: int, action_size: int, obs_size: int, share: float, stats_requests: int, generator: torch.Generator
+    ) -> None:
+        self.share, self.stats_requests, self.generator = share, stats_requests, generator
+        self.matrices = [torch.randn(n, action_size, obs_size + 1, generator=generator) for _ in range(N_STAGES)]
+        self.seen = [0] * N_STAGES  # requests whose observations entered stage k's statistics
+        self.sums = [torch.zeros(2, obs_size, dtype=torch.float64) for _ in range(N_STAGES)]
+        self.mean = [torch.zeros(obs_size) for _ in range(N_STAGES)]
+        self.inverse_std = [torch.zeros(obs_size) for _ in range(N_STAGES)]
+
+    def _update_statistics(self, k: int, obs: Tensor) -> None:
+        x = obs.double()
+        self.sums[k] += torch.stack([x.sum(0), (x * x).sum(0)])
+        self.seen[k] += 1
+        count = self.seen[k] * obs.shape[0]
+        mean = self.sums[k][0] / count
+        std = (self.sums[k][1] / count - mean**2).clamp_min(0.0).sqrt()
+        self.mean[k] = mean.float()
+        self.inverse_std[k] = torch.where(std >= self.STD_FLOOR, 1.0 / std.clamp_min(self.STD_FLOOR), 0.0).float()
+
+    def __call__(self, k: int, obs: Tensor, noise_std: Tensor) -> Tensor:
+        """Stage k's noise (N, d) for its observations obs (N, m)."""
+        if self.seen[k] < self.stats_requests:
+            self._update_statistics(k, obs)
+        standardised = (obs - self.mean[k]) * self.inverse_std[k]
+        norm = standardised.norm(dim=-1, keepdim=True)
+        has_state = norm > 1e-6
+        held = torch.where(has_state, math.sqrt(1.0 - self.share), 1.0)
+        state_part = torch.where(has_state, math.sqrt(self.share) * standardised / norm.clamp_min(1e-6), 0.0)
+        u = torch.cat([held, state_part], dim=-1)
+        return noise_std * torch.einsum("ndm,nm->nd", self.matrices[k], u)
+
+    def restart(self, rows: Tensor) -> None:
+        """New matrices for the rows whose session restarts (rows: (N,) bool)."""
+        count = int(rows.sum())
+        if count:
+            for matrix in self.matrices:
+                matrix[rows] = torch.randn(count, *matrix.shape[1:], generator=self.generator)
+
+
 def choose_on_holdout(task: TaskSpec, judged: Sequence[tuple[float, np.ndarray]], margin: float) -> int:
     """Index of the candidate to ship from its held-out (main value, constrained values): the most main
     value among those meeting every constraint with the relative `margin` (ours, `holdout_users`); if none
@@ -752,6 +828,11 @@ def train(
     actors: Sequence[MessageActor] = list(module.actors)  # type: ignore[arg-type]
     low, high = module.box_low, module.box_high
     noise_std = cfg.exploration_std * (high - low) / 2.0
+    session_noise = (
+        SessionStateNoise(n, module.action_size, module.obs_size, cfg.state_noise_share, per_iteration, generator)
+        if cfg.exploration == "session_state"
+        else None
+    )
     state = torch.zeros(n, module.state_size)
     obs = torch.as_tensor(sim.stage_observation(0, None))
     window_rewards: list[np.ndarray] = []
@@ -771,7 +852,11 @@ def train(
         for k in range(N_STAGES):
             with torch.no_grad():
                 mean = actors[k].policy(torch.cat([obs, module.message(state)], dim=-1))
-                action = torch.clamp(mean + torch.randn(mean.shape, generator=generator) * noise_std, low, high)
+                if session_noise is None:
+                    noise = torch.randn(mean.shape, generator=generator) * noise_std
+                else:
+                    noise = session_noise(k, obs, noise_std)
+                action = torch.clamp(mean + noise, low, high)
                 state = message_update(actors[k], obs, action, state)
             positions = sim.run_stage(k, action.numpy(), positions)
             observations.append(obs)
@@ -783,6 +868,8 @@ def train(
         window_rewards.append(r[info["active"]])
         restart = torch.as_tensor(np.asarray(done, bool) | np.asarray(info["session_end"], bool))
         state = state * (~restart)[:, None].float()
+        if session_noise is not None:
+            session_noise.restart(restart)
         obs = torch.as_tensor(sim.stage_observation(0, None))
         terminal = torch.as_tensor(np.asarray(done, bool))[:, None].float()
         replay.add(
