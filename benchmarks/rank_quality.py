@@ -1181,6 +1181,25 @@ own 1 000 users against the constant, common random numbers). Settings fixed her
 Reading: "ES finds the headroom with the learners' data" if (i) has mean lift >= +3.0 % AND mean comment over the
 six seeds >= 1.1 AND no other constraint missed on any seed; "with ten times the data" if (ii) does; else
 "not even ES". It adopts nothing either way: the issue names its learners.
+
+Twentieth round (2026-12-05, issue 18; tuning seeds only; rule written and committed BEFORE the runs). Why the
+learners might miss what ES finds: their networks read the RAW observation, whose columns differ in scale by two
+orders of magnitude (std over a 3-day run of the constant: 0.013–3.1; the pool's predicted interaction rates —
+column 16, the user's sociability as headroom_rank reads it, std 0.028; the completion EMA, column 24, std 0.082 —
+are among the smallest), so with the default initialisation the actors and critics barely see the features the
+state-dependent trade depends on; ES above standardised them. New (ours, off by default):
+`training.rl.networks.Standardise` first in every network of the learner (actors and critics), statistics fixed
+from the run's first batch (before any update; the warm-started actor plays the constant whatever its input, so
+the first batch is unchanged), exported with the network. Option `obs_standardise` (LossConfig for TSCAC and the
+MA cascade; MARDPGConfig for MA-RDPG). Settings (40 × 64, the probe's defaults, seeds 100–105):
+  TSCAC and the MA cascade: (1) `{"obs_standardise": true}`; (2) `{"obs_standardise": true, "exploration":
+  "antithetic_state", "state_noise_share": 0.5}`.  MA-RDPG: (1) `{"obs_standardise": true}`; (2) `{"obs_standardise":
+  true, "exploration": "session_state", "state_noise_share": 0.5}`.
+Rule (the reported table's criterion): a setting is a CANDIDATE for its learner if mean lift >= +3.0 % AND mean
+comment over the six seeds >= 1.100 (unrounded) AND no other constraint missed on any seed; a candidate is
+confirmed on fresh seeds 106–111 by the same rule (if both settings of a learner are candidates, the one with the
+higher mean lift is confirmed first, the other only if it fails). Only confirmed settings change a config, and
+only if all three learners have one is the reported table rerun; else the confirmed ones are recorded, not shipped.
 """
 
 ALGOS = ("tscac", "ma_cascade", "ma_rdpg", "ma_rdpg_no_message", "main_only", "rcpo", "bc", "fixed_fusion")
