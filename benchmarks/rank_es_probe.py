@@ -76,12 +76,15 @@ def run_users(
 
 
 def es(
-    s: int, iterations: int, pairs: int, sigma: float, lr: float, eta: float
+    s: int, iterations: int, pairs: int, sigma: float, lr: float, eta: float, raw: bool = False
 ) -> tuple[np.ndarray, Callable[[np.ndarray], np.ndarray]]:
-    """Train W on world 3000 + s (user seeds 60 000 + 1 000·s + t: neither the search's nor the judge's users)."""
+    """Train W on world 3000 + s (user seeds 60 000 + 1 000·s + t: neither the search's nor the judge's users).
+    `raw`: the features are the observation as it comes (no standardisation; the ablation of round (e) (iv))."""
     world, c = 3000 + s, tuning_constant(s)
     warm = run_users(world, 59_000 + s, lambda o: np.tile(c, (len(o), 1)), 256)["obs"]
     centre, scale = warm.mean(axis=0), warm.std(axis=0)
+    if raw:
+        centre, scale = np.zeros_like(centre), np.ones_like(scale)
     keep = scale > 1e-6
 
     def phi(obs: np.ndarray) -> np.ndarray:
@@ -131,6 +134,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--lr", type=float, default=1.0)
     p.add_argument("--eta", type=float, default=2.0, help="dual step of the comment multiplier ν")
     p.add_argument("--users", type=int, default=1000, help="judged users of world 3000 + s")
+    p.add_argument("--raw", action="store_true", help="features without standardisation (an ablation)")
     a = p.parse_args(argv)
     seeds = [int(x) for x in a.seeds.split(",")]
     if any(s < 100 for s in seeds):
@@ -138,7 +142,7 @@ def main(argv: list[str] | None = None) -> None:
     lifts, comments, feasible, started = [], [], 0, time.time()
     for s in seeds:
         t0 = time.time()
-        _, policy = es(s, a.iterations, a.pairs, a.sigma, a.lr, a.eta)
+        _, policy = es(s, a.iterations, a.pairs, a.sigma, a.lr, a.eta, a.raw)
         c = tuning_constant(s)
         res = compare_policies(
             "rank", {"es": policy, "constant": constant_policy("rank", c)}, "constant", a.users, DAYS, 3000 + s
@@ -157,7 +161,7 @@ def main(argv: list[str] | None = None) -> None:
     x = np.asarray(lifts)
     half = stats.t.ppf(0.975, len(x) - 1) * x.std(ddof=1) / np.sqrt(len(x)) if len(x) > 1 else float("nan")
     print(
-        f"MEAN ES {a.iterations} it. × {a.pairs} pairs (σ {a.sigma}, lr {a.lr}, η {a.eta}; "
+        f"MEAN ES{' raw' if a.raw else ''} {a.iterations} it. × {a.pairs} pairs (σ {a.sigma}, lr {a.lr}, η {a.eta}; "
         f"{a.iterations * a.pairs * 2 * DAYS} user-days): lift {100 * x.mean():+.2f}% ±{100 * half:.2f} "
         f"(per seed {np.round(100 * x, 1).tolist()}) comment {np.round(comments, 3).tolist()} "
         f"(mean {np.mean(comments):.4f}); every constraint met on {feasible} of {len(seeds)}; "

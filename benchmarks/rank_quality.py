@@ -1181,6 +1181,10 @@ own 1 000 users against the constant, common random numbers). Settings fixed her
 Reading: "ES finds the headroom with the learners' data" if (i) has mean lift >= +3.0 % AND mean comment over the
 six seeds >= 1.1 AND no other constraint missed on any seed; "with ten times the data" if (ii) does; else
 "not even ES". It adopts nothing either way: the issue names its learners.
+Two more, written and committed BEFORE they ran (after (i) had passed and while (ii) ran): (iii) (i) on fresh
+seeds 106–111, read by (i)'s three conditions ("holds on fresh seeds" or not); (iv) the ablation `--raw`: (i) on
+seeds 100–105 with the observation as it comes instead of standardised ("standardisation is what ES needs" if (iv)
+fails (i)'s conditions while (i) passed; else "not the scale").
 
 Twentieth round (2026-12-05, issue 18; tuning seeds only; rule written and committed BEFORE the runs). Why the
 learners might miss what ES finds: their networks read the RAW observation, whose columns differ in scale by two
