@@ -1185,7 +1185,7 @@ Two more, written and committed BEFORE they ran (after (i) had passed and while 
 seeds 106–111, read by (i)'s three conditions ("holds on fresh seeds" or not); (iv) the ablation `--raw`: (i) on
 seeds 100–105 with the observation as it comes instead of standardised ("standardisation is what ES needs" if (iv)
 fails (i)'s conditions while (i) passed; else "not the scale").
-Results (15:40–15:57 UTC, one core; per seed lift [95 % CI on the 1 000 judged users] (comment; * misses 1.1), no
+Results (15:51–15:59 UTC, one core; per seed lift [95 % CI on the 1 000 judged users] (comment; * misses 1.1), no
 other constraint missed on any seed; each (i)-sized run 35–51 s for six seeds):
 
 | run | lift | per seed | comment mean | feasible |
