@@ -1226,6 +1226,19 @@ comment over the six seeds >= 1.100 (unrounded) AND no other constraint missed o
 confirmed on fresh seeds 106–111 by the same rule (if both settings of a learner are candidates, the one with the
 higher mean lift is confirmed first, the other only if it fails). Only confirmed settings change a config, and
 only if all three learners have one is the reported table rerun; else the confirmed ones are recorded, not shipped.
+
+Twenty-first round (2026-12-05, issue 18; the lead; rule written and committed BEFORE the runs, after the twentieth
+round's first on-policy probes had read (numbers in its results): with `obs_standardise` TSCAC gains +4.1 % / +4.4 %
+(its last iterates +3.8 % / +5.4 %) but spends comments, mean 1.083–1.084 — its shipped PID aims at the threshold
+itself (margin 0) on 64 training users; the MA cascade +2.9 %, comment 1.083 (its shipped fixed λ 0.02 reads no
+threshold). The twelfth round's probe had the 3 % aim lift TSCAC's judged comment mean 1.110 → 1.132 (5 of 6 seeds).
+Settings (40 × 64, seeds 100–105, the probe's defaults):
+  TSCAC (1) `{"obs_standardise": true, "margin": 0.03}`; (2) the same plus `"exploration": "antithetic_state",
+  "state_noise_share": 0.5`.  MA cascade (1) `{"obs_standardise": true, "lambda_control": "pid", "margin": 0.03}`;
+  (2) the same plus the state-dependent exploration.
+Rule: the twentieth round's, word for word (candidate: mean lift >= +3.0 % AND mean comment >= 1.100 unrounded AND
+no other constraint missed on any seed; the better candidate of a learner confirmed on fresh seeds 106–111 first;
+configs change only for confirmed settings, and the reported table is rerun only if all three learners have one).
 """
 
 ALGOS = ("tscac", "ma_cascade", "ma_rdpg", "ma_rdpg_no_message", "main_only", "rcpo", "bc", "fixed_fusion")
