@@ -65,8 +65,17 @@ class MACascadeLoss(TSCACLoss):
             )
         super().build()
         self.q_critics = SignalCritics(
-            self.task.obs_size + self.task.action_dim, len(self.task.signals), self.cfg.hidden
+            self.task.obs_size + self.task.action_dim,
+            len(self.task.signals),
+            self.cfg.hidden,
+            standardise=self.cfg.obs_standardise,
         )
+
+    def fit_standardisers(self, obs: Tensor, action: Tensor) -> None:
+        """Ours (`LossConfig.obs_standardise`): TSCAC's networks (each stage agent on its own observation block,
+        `JointActor.fit_standardiser`) and the centralised Q_i on what it reads, [joint obs; joint action]."""
+        super().fit_standardisers(obs, action)
+        self.q_critics.fit_standardiser(torch.cat([obs, action], -1))
 
     def parameter_groups(self) -> list[ParamGroup]:
         return [

@@ -245,6 +245,7 @@ class TSCACLoss(LossModule):
     cfg: TSCACConfig
     stage_one: nn.ModuleList
     main_q: SignalCritics
+    fits_every_standardiser = True
 
     def build(self) -> None:
         task, cfg = self.task, self.cfg
@@ -273,7 +274,8 @@ class TSCACLoss(LossModule):
         self.register_buffer("has_best_feasible", torch.zeros((), dtype=torch.bool))
         self.register_buffer("lambda_values", torch.tensor(self.lambdas, dtype=torch.float32))
         self.stage_one = nn.ModuleList(
-            make_actor(task, cfg.hidden, None, cfg.init_std, cfg.action_distribution) for _ in task.constraints
+            make_actor(task, cfg.hidden, None, cfg.init_std, cfg.action_distribution, cfg.obs_standardise)
+            for _ in task.constraints
         )
         for a in self.stage_one:
             a.load_state_dict(self.actor.state_dict())
@@ -286,7 +288,11 @@ class TSCACLoss(LossModule):
             # `stage_one_exact` one more per constrained signal (head k ↔ `q_head_signals[k]`).
             self.q_head_signals = (0, *task.constrained_signals) if cfg.stage_one_exact else (0,)
             self.main_q = SignalCritics(
-                task.obs_size, len(self.q_head_signals), cfg.hidden, out_per_signal=task.nvec[0]
+                task.obs_size,
+                len(self.q_head_signals),
+                cfg.hidden,
+                out_per_signal=task.nvec[0],
+                standardise=cfg.obs_standardise,
             )
 
     @property
@@ -338,6 +344,15 @@ class TSCACLoss(LossModule):
         for c, lam in zip(self.task.constraints, self.lambdas, strict=True):
             metrics[f"charts/lambda_{c.signal}"] = lam
         return metrics
+
+    def fit_standardisers(self, obs: Tensor, action: Tensor) -> None:
+        """Ours (`LossConfig.obs_standardise`): the base's networks (the actor, the stage-one actors, the critics),
+        the copies of the actor (best feasible, collecting) and the Q heads of exact stage two, all on `obs`."""
+        super().fit_standardisers(obs, action)
+        for copy_of_actor in (self.best_actor, self.previous_actor):
+            copy_of_actor.fit_standardiser(obs)
+        if self.exact_stage_two:
+            self.main_q.fit_standardiser(obs)
 
     def start_policy(self, obs: Tensor, actions: Tensor, clone: CloneConfig) -> float:
         """Ours (`training.rl.trainer.PolicyStart`): the shipped actor starts at a rule, and the stage-one actors,

@@ -23,6 +23,7 @@ Named hooks for variants (override the one whose name says what changes):
 * `target_pairs()`                — (target, source) pairs the trainer soft-updates
 * `policies()`                    — every policy network (warm-started together offline)
 * `on_batch_start(batch)`         — per-batch work (a dual step, diagnostics); returns metrics
+* `fit_standardisers(obs, action)` — once, first batch: the networks' input statistics (`obs_standardise`)
 * `on_train_end()`                — once after the last online batch, before the checkpoint (fit what ships)
 * `advantage_estimates(mb)`       — per-signal advantages the actor loss reads (CTDE overrides it)
 * `actor_loss(mb)`                — the policy objective: the part that differs per algorithm
@@ -134,6 +135,16 @@ class LossConfig:
     On `rank` the benchmark passes the best constant fusion weights of the fixed-fusion search, so a learner
     starts feasible at the incumbent rule and spends its budget on state-dependent deviations from it.
     Empty = the task's default action (the production weights). Offline behaviour cloning replaces it."""
+    obs_standardise: bool = False
+    """Ours (issue 18, twentieth round; TSCAC and the MA cascade): every network of the learner — the actor(s),
+    each MA cascade stage agent, the stage-one actors and the critics — reads its input through a
+    `Standardise` layer whose per-column statistics are fitted ONCE from the inputs it reads in the run's first
+    batch (`LossModule.fit_standardisers`, called by the Trainer before the first update; offline: the logged
+    batch, before behaviour cloning) and fixed after that. Observation normalisation is common practice
+    (e.g. PPO implementations keep running statistics); ours are fixed, so a network is a fixed function of its
+    parameters. Why: the rank observation's columns differ in std by two orders of magnitude (0.013–3.1), so
+    the networks barely see the smallest (the user's sociability, the completion EMA). The first batch is
+    unchanged (each layer is the identity until fitted); the statistics are buffers, so they are exported."""
 
     def __post_init__(self) -> None:
         if not self.hidden or any(h < 1 for h in self.hidden):
@@ -209,6 +220,8 @@ class LossModule(nn.Module):
 
     algorithm: ClassVar[str] = "loss"
     uses_critics: ClassVar[bool] = True
+    fits_every_standardiser: ClassVar[bool] = False
+    """True where `fit_standardisers` reaches every network the loss builds (`LossConfig.obs_standardise`)."""
     gammas: Tensor
     reward_scales: Tensor
     scales_frozen: Tensor
@@ -221,7 +234,14 @@ class LossModule(nn.Module):
         self.dist: Dist = Dist(torch.device("cpu"))  # replaced by the trainer (`bind`)
         self.offline = False  # set by the trainer: offline losses weight by π/μ
         self.entropy_weight = cfg.entropy_coef  # the trainer decays it (`entropy_halflife`)
-        self.actor: Actor = make_actor(task, cfg.hidden, init_mean, cfg.init_std, cfg.action_distribution)
+        if cfg.obs_standardise and not self.fits_every_standardiser:
+            raise ValueError(
+                f"obs_standardise: {self.algorithm} does not fit the inputs of all its networks; "
+                "expected False (TSCAC and the MA cascade only)"
+            )
+        self.actor: Actor = make_actor(
+            task, cfg.hidden, init_mean, cfg.init_std, cfg.action_distribution, cfg.obs_standardise
+        )
         if cfg.start_action:
             if len(cfg.start_action) != task.action_dim:
                 raise ValueError(f"start_action: {len(cfg.start_action)} values for an action of {task.action_dim}")
@@ -235,7 +255,7 @@ class LossModule(nn.Module):
         self.register_buffer("reward_scales", torch.ones(len(task.signals)))
         self.register_buffer("scales_frozen", torch.zeros((), dtype=torch.bool))
         if self.uses_critics:
-            self.critics = SignalCritics(task.obs_size, len(task.signals), cfg.hidden)
+            self.critics = SignalCritics(task.obs_size, len(task.signals), cfg.hidden, standardise=cfg.obs_standardise)
             self.target_critics = copy.deepcopy(self.critics).requires_grad_(False)
         self.build()
 
@@ -260,6 +280,17 @@ class LossModule(nn.Module):
 
     def on_batch_start(self, batch: TransitionBatch) -> dict[str, float]:
         return {}
+
+    @torch.no_grad()
+    def fit_standardisers(self, obs: Tensor, action: Tensor) -> None:
+        """Hook (ours, `LossConfig.obs_standardise`): fit every network's input `Standardise` layer on what that
+        network reads in the run's first batch — observations `obs` (B, O), actions `action` (B, A). The Trainer
+        calls it once; subclasses with more networks call super() and fit theirs."""
+        for policy in self.policies():
+            policy.fit_standardiser(obs)
+        if self.uses_critics:
+            self.critics.fit_standardiser(obs)
+            self.target_critics.fit_standardiser(obs)
 
     def start_policy(self, obs: Tensor, actions: Tensor, clone: CloneConfig) -> float:
         """Hook (ours, `training.rl.trainer.PolicyStart`): start the actor at a state-dependent rule — its mode

@@ -97,6 +97,16 @@ class Standardise(nn.Module):
         return (x - self.mean) / self.std
 
 
+def fit_input_standardiser(net: nn.Module | None, x: Tensor) -> None:
+    """Fit the `Standardise` layer that `mlp(..., standardise=True)` puts first in `net` on its inputs `x`."""
+    first = net[0] if isinstance(net, nn.Sequential) and len(net) > 0 else None
+    if not isinstance(first, Standardise):
+        raise ValueError(
+            "fit_standardiser: the network has no input Standardise layer (build it with standardise=True)"
+        )
+    first.fit(x)
+
+
 def mlp(
     in_size: int,
     out_size: int,
@@ -188,6 +198,10 @@ class Actor(nn.Module):
         """The module whose forward(observation) gives the ONNX outputs."""
         return self
 
+    def fit_standardiser(self, obs: Tensor) -> None:
+        """Fit the input `Standardise` layer (an actor built with `standardise=True`) on observations `obs` (B, O)."""
+        fit_input_standardiser(getattr(self, "net", None), obs)
+
 
 def _log_std_logit(init_std: float, bounds: tuple[float, float], size: int) -> nn.Parameter:
     lo, hi = bounds
@@ -209,11 +223,12 @@ class TanhGaussianActor(Actor):
         init_mean: Sequence[float] | None = None,
         init_std: float = 0.1,
         log_std_bounds: tuple[float, float] = (-5.0, 0.5),
+        standardise: bool = False,
     ) -> None:
         super().__init__()
         if not high > low:
             raise ValueError(f"TanhGaussianActor: need high > low, got low={low}, high={high}")
-        self.net = mlp(obs_size, action_size, hidden)
+        self.net = mlp(obs_size, action_size, hidden, standardise=standardise)
         self.low, self.high = float(low), float(high)
         half_width = (self.high - self.low) / 2.0
         self.log_std_min, self.log_std_max = log_std_bounds
@@ -304,11 +319,12 @@ class BetaActor(Actor):
         hidden: Sequence[int],
         init_mean: Sequence[float] | None = None,
         init_std: float = 0.1,
+        standardise: bool = False,
     ) -> None:
         super().__init__()
         if not high > low:
             raise ValueError(f"BetaActor: need high > low, got low={low}, high={high}")
-        self.net = mlp(obs_size, 2 * action_size, hidden)
+        self.net = mlp(obs_size, 2 * action_size, hidden, standardise=standardise)
         self.low, self.high = float(low), float(high)
         m = (
             torch.full((action_size,), 0.5)
@@ -362,12 +378,14 @@ class CategoricalActor(Actor):
     entropy of the whole factorised distribution.
     """
 
-    def __init__(self, obs_size: int, nvec: int | Sequence[int], hidden: Sequence[int]) -> None:
+    def __init__(
+        self, obs_size: int, nvec: int | Sequence[int], hidden: Sequence[int], standardise: bool = False
+    ) -> None:
         super().__init__()
         self.nvec = (int(nvec),) if isinstance(nvec, int) else tuple(int(n) for n in nvec)
         if not self.nvec or min(self.nvec) < 2:
             raise ValueError(f"CategoricalActor.nvec: every component needs >= 2 actions, got {self.nvec}")
-        self.net = mlp(obs_size, sum(self.nvec), hidden)
+        self.net = mlp(obs_size, sum(self.nvec), hidden, standardise=standardise)
 
     def forward(self, obs: Tensor) -> Tensor:
         """log π_k(·|s) of every component k, side by side: shape (B, Σ nvec)."""
@@ -415,6 +433,11 @@ class JointActor(Actor):
         for agent, part in zip(self.agents, torch.split(action, sizes), strict=True):
             agent.start_constant(part)
 
+    def fit_standardiser(self, obs: Tensor) -> None:
+        """Every agent's input `Standardise` layer on its own block of the joint observation `obs` (B, Σ O_k)."""
+        for agent, block in zip(self.agents, torch.split(obs, self.obs_sizes, dim=-1), strict=True):
+            agent.fit_standardiser(block)
+
     def _parts(self, obs: Tensor) -> list[Distribution]:
         return [a.distribution(o) for a, o in zip(self.agents, torch.split(obs, self.obs_sizes, dim=-1), strict=True)]
 
@@ -459,11 +482,12 @@ def _box_actor(
     hidden: Sequence[int],
     init_mean: Sequence[float] | None,
     init_std: float,
+    standardise: bool,
 ) -> Actor:
     if kind == "tanh_normal":
-        return TanhGaussianActor(obs_size, size, low, high, hidden, init_mean, init_std)
+        return TanhGaussianActor(obs_size, size, low, high, hidden, init_mean, init_std, standardise=standardise)
     if kind == "beta":
-        return BetaActor(obs_size, size, low, high, hidden, init_mean, init_std)
+        return BetaActor(obs_size, size, low, high, hidden, init_mean, init_std, standardise=standardise)
     raise ValueError(f"action_distribution: expected one of {ACTION_DISTRIBUTIONS}, got {kind!r}")
 
 
@@ -473,8 +497,10 @@ def make_actor(
     init_mean: Sequence[float] | None = None,
     init_std: float = 0.1,
     action_distribution: str = "tanh_normal",
+    standardise: bool = False,
 ) -> Actor:
-    """The actor family the task's action space calls for (box: `action_distribution`)."""
+    """The actor family the task's action space calls for (box: `action_distribution`). `standardise`: every
+    network (each agent's) starts with a `Standardise` layer, the identity until `fit_standardiser`."""
     from models.problems import BoxAction
 
     a = task.action
@@ -485,28 +511,48 @@ def make_actor(
             if isinstance(a, BoxAction):
                 mean = None if init_mean is None else list(init_mean)[start : start + g.action_size]
                 agents.append(
-                    _box_actor(action_distribution, g.obs_size, g.action_size, a.low, a.high, hidden, mean, init_std)
+                    _box_actor(
+                        action_distribution,
+                        g.obs_size,
+                        g.action_size,
+                        a.low,
+                        a.high,
+                        hidden,
+                        mean,
+                        init_std,
+                        standardise,
+                    )
                 )
             else:
-                agents.append(CategoricalActor(g.obs_size, task.nvec[start : start + g.action_size], hidden))
+                nvec = task.nvec[start : start + g.action_size]
+                agents.append(CategoricalActor(g.obs_size, nvec, hidden, standardise))
             start += g.action_size
         return JointActor([g.obs_size for g in task.agents], agents)
     if isinstance(a, BoxAction):
         return _box_actor(
-            action_distribution, task.obs_size, task.action_dim, a.low, a.high, hidden, init_mean, init_std
+            action_distribution, task.obs_size, task.action_dim, a.low, a.high, hidden, init_mean, init_std, standardise
         )
-    return CategoricalActor(task.obs_size, task.nvec, hidden)
+    return CategoricalActor(task.obs_size, task.nvec, hidden, standardise)
 
 
 class SignalCritics(nn.Module):
     """One independent MLP per reward signal: input (B, in_size) → (B, m) or (B, m, out_per_signal)."""
 
-    def __init__(self, in_size: int, n_signals: int, hidden: Sequence[int], out_per_signal: int = 1) -> None:
+    def __init__(
+        self, in_size: int, n_signals: int, hidden: Sequence[int], out_per_signal: int = 1, standardise: bool = False
+    ) -> None:
         super().__init__()
-        self.heads = nn.ModuleList(mlp(in_size, out_per_signal, hidden, nn.ReLU) for _ in range(n_signals))
+        self.heads = nn.ModuleList(
+            mlp(in_size, out_per_signal, hidden, nn.ReLU, standardise=standardise) for _ in range(n_signals)
+        )
         for h in self.heads:  # critics need a normal-scale output layer, unlike actors
             nn.init.xavier_uniform_(h[-1].weight)
         self.out_per_signal = out_per_signal
+
+    def fit_standardiser(self, x: Tensor) -> None:
+        """Every head's input `Standardise` layer (built with `standardise=True`) on the critics' inputs `x` (B, in)."""
+        for head in self.heads:
+            fit_input_standardiser(head, x)
 
     def forward(self, x: Tensor) -> Tensor:
         out = torch.stack([h(x) for h in self.heads], dim=1)

@@ -398,6 +398,11 @@ class Trainer:
     ) -> None:
         loss, run_cfg, dist = self.loss, self.run_cfg, self.dist
         loss.offline = False
+        if self.policy_start is not None and self.cfg.obs_standardise:
+            raise ValueError(
+                "obs_standardise: expected False with a policy_start (the statistics, fitted after the first batch, "
+                "would change the function the actor was fitted to the rule as)"
+            )
         if self.policy_start is not None:
             logger.log(0, {"losses/policy_start_mse": self.start_at_rule(source, self.policy_start)})
             result.cloned_actor_state = {k: v.detach().clone().cpu() for k, v in loss.actor.state_dict().items()}
@@ -420,6 +425,10 @@ class Trainer:
             )
             loss.train()
             batch = rollout.flatten()
+            if it == 0 and self.cfg.obs_standardise:
+                # Ours (`LossConfig.obs_standardise`): once, from the first batch, before any update; the first
+                # batch itself was played with the identity (the warm start plays its constant in any case).
+                loss.fit_standardisers(batch.obs.to(dist.device), batch.action.to(dist.device))
             self.anneal_lr(it)
             metrics = self.update(batch, rollout)
             means = dist.mean(batch.rewards).tolist()
@@ -464,6 +473,8 @@ class Trainer:
             logger.log(
                 0, {"losses/behaviour_nll": nll[-1], "charts/behaviour_filled_share": float(missing.float().mean())}
             )
+        if self.cfg.obs_standardise:  # ours: fitted once on the logged inputs, before the clone learns on them
+            loss.fit_standardisers(batch.obs.to(self.dist.device), batch.action.to(self.dist.device))
         if self.cfg.warm_start_steps:
             logger.log(0, {"losses/warm_start_nll": self.warm_start(batch)})
             result.cloned_actor_state = {k: v.detach().clone().cpu() for k, v in loss.actor.state_dict().items()}
