@@ -1207,6 +1207,15 @@ other constraint missed on any seed; each (i)-sized run 35–51 s for six seeds)
   tuning seeds. What the issue's learners share and ES did not: MLPs on the raw observation (the twentieth round
   tests exactly that), likelihood-ratio or critic gradients per request instead of the paired outcome of a user's
   three days, and, for TSCAC, the two-stage imitation. Logs runs/probe/r19e_*.log of the main checkout.
+(f) Written and committed BEFORE it ran, after (i) and (iii) had held: ES on the REPORTED seeds 0–4, the last
+step of the protocol (tuning seeds, fresh seeds, reported), settings frozen as (i) (14 iterations × 32 pairs, σ 0.1,
+lr 1.0, η 2, standardised features): `python -m benchmarks.rank_es_probe --reported` — world 1000 + s, the
+reported table's own constant (the same cached search: its watch time per user-day must equal the table's fixed
+fusion per seed, a check printed beside it), ES's own training users (seeds 59 000 + s, 60 000 + 1 000·s + t),
+judged on the world's own 1 000 users with common random numbers, as the table judges. Reading (the table's
+criterion): "a learned policy clears the goal's bar on the reported seeds" if mean lift >= +3.0 % AND every
+constraint met on the per-decision mean over the five seeds. Written to benchmarks/results/rank_es_reported.{json,md};
+it changes no row of the reported table and is not one of the issue's three learners (ours, a diagnostic).
 
 Twentieth round (2026-12-05, issue 18; tuning seeds only; rule written and committed BEFORE the runs). Why the
 learners might miss what ES finds: their networks read the RAW observation, whose columns differ in scale by two
