@@ -51,6 +51,11 @@ from benchmarks import rank_quality as rq
 THRESHOLDS = {"click": 3.0, "like": 1.6, "follow": 0.3, "comment": 1.1, "share": 0.45}
 
 
+def mean_half_width(x: np.ndarray) -> float:
+    """95 % half-width of the mean of `x` over seeds (t, n − 1 df); nan for fewer than two."""
+    return float(stats.t.ppf(0.975, len(x) - 1) * x.std(ddof=1) / np.sqrt(len(x))) if len(x) > 1 else float("nan")
+
+
 def _incumbent() -> np.ndarray:
     """The split layout's constant: rank_quality's search on 200 users of world 10 000 (cached; before the
     eleventh round it was read from rank_quality.json, (0.25, 0, 0.5, 0.2, 0.5, 0.5) at every stage)."""
@@ -155,7 +160,7 @@ def probe(
         for label, keys in HISTORY_KEYS:
             print(f"   {label} " + " ".join(f"{_first(row, keys):.2f}" for row in h), flush=True)
     x = np.asarray(lifts)
-    half = stats.t.ppf(0.975, len(x) - 1) * x.std(ddof=1) / np.sqrt(len(x)) if len(x) > 1 else float("nan")
+    half = mean_half_width(x)
     print(
         f"MEAN {overrides} train-world {train_world}: lift {100 * x.mean():+.2f}% ±{100 * half:.2f} "
         f"(sd {100 * x.std(ddof=1) if len(x) > 1 else float('nan'):.2f}; per seed {np.round(100 * x, 1).tolist()}) "
@@ -165,7 +170,7 @@ def probe(
     )
     if last_lifts:  # issue 18 sixteenth round: the drift of the last iterate against what ships, per seed
         y = np.asarray(last_lifts)
-        lhalf = stats.t.ppf(0.975, len(y) - 1) * y.std(ddof=1) / np.sqrt(len(y)) if len(y) > 1 else float("nan")
+        lhalf = mean_half_width(y)
         print(
             f"LAST ITERATE {overrides}: lift {100 * y.mean():+.2f}% ±{100 * lhalf:.2f} (per seed "
             f"{np.round(100 * y, 1).tolist()}); last minus shipped {100 * (y.mean() - x.mean()):+.2f} points",
@@ -289,7 +294,7 @@ def eval_noise() -> None:
             )
             lifts.append(b / a - 1)
         x = np.asarray(lifts)
-        half = stats.t.ppf(0.975, len(x) - 1) * x.std(ddof=1) / np.sqrt(len(x))
+        half = mean_half_width(x)
         print(
             f"users {users}: per-seed lifts {np.round(100 * x, 2).tolist()} mean {100 * x.mean():+.2f}% ±{100 * half:.2f}"
         )

@@ -21,7 +21,7 @@ def test_the_same_user_seed_replays_the_same_users() -> None:
 
 def test_es_starts_at_the_constant_and_moves(monkeypatch: pytest.MonkeyPatch) -> None:
     constant = np.full(18, 0.5, np.float32)
-    monkeypatch.setattr(probe, "tuning_constant", lambda s: constant)
+    monkeypatch.setattr(probe, "seed_constant", lambda s: constant)
     w, policy = probe.es(100, iterations=0, pairs=4, sigma=0.1, lr=1.0, eta=2.0)
     obs = np.random.default_rng(0).normal(size=(5, probe.N_OBS))
     np.testing.assert_array_equal(policy(obs), np.tile(constant, (5, 1)))  # W = 0: the warm start
