@@ -1242,6 +1242,43 @@ confirmed on fresh seeds 106–111 by the same rule (if both settings of a learn
 higher mean lift is confirmed first, the other only if it fails). Only confirmed settings change a config, and
 only if all three learners have one is the reported table rerun; else the confirmed ones are recorded, not shipped.
 
+Twentieth round (on-policy results) (16:00–16:14 UTC by the host clock, one probe at a time, nice 5; constants
+cached; code: commit fbc2989, `LossConfig.obs_standardise` — TSCAC's actor, stage-one actors, best-feasible and
+collecting copies, critics and their targets, the MA cascade's stage agents (each on its own observation block)
+and central Q_i (on [obs; action]) each get a `Standardise` layer fitted by the Trainer once, from the first
+batch, before the first update). Per seed: lift (comment; * misses 1.1); no constraint other than comment missed
+on any seed; comment means read unrounded from each judged evaluation (a wrapper around `rq.evaluate` that leaves
+the probe's output unchanged); "last": the last iterate's mean lift (per seed) and last − shipped:
+
+| run | lift | per seed | comment mean | feasible | last (− shipped) | wall |
+|---|---|---|---|---|---|---|
+| TSCAC (1) std | +4.08 % ± 4.66 | +10.9 (1.103) / +5.8 (1.012*) / +2.9 (1.101) / +3.9 (1.076*) / −2.8 (1.141) / +3.8 % (1.073*) | 1.0843 | 3 of 6 | +3.81 % (11.8 / 1.1 / 2.9 / 3.3 / −2.0 / 5.8; −0.27) | 133 s |
+| TSCAC (2) std + state ρ 0.5 | +4.42 % ± 2.31 | +5.4 (1.194) / +3.4 (1.012*) / +8.1 (1.042*) / +2.2 (1.117) / +4.8 (1.038*) / +2.6 % (1.098*) | 1.0833 | 2 of 6 | +5.38 % (4.4 / 5.1 / 8.1 / 5.0 / 4.9 / 4.7; +0.96) | 153 s |
+| MA cascade (1) std | +2.93 % ± 3.41 | +8.5 (1.143) / −0.1 (1.081*) / −0.3 (1.0995*) / +2.3 (1.095*) / +4.2 (1.047*) / +2.9 % (1.032*) | 1.0829 | 1 of 6 | +1.02 % (10.3 / −3.5 / −0.3 / −7.0 / 3.8 / 2.9; −1.91) | 261 s |
+| MA cascade (2) std + state ρ 0.5 | +3.30 % ± 3.36 | +7.9 (1.168) / +3.0 (1.072*) / −2.2 (1.0998*) / +3.7 (1.076*) / +3.5 (1.075*) / +3.8 % (1.103) | 1.09882 | 2 of 6 | +3.83 % (10.3 / 3.0 / −2.2 / 5.3 / 4.7 / 1.9; +0.52) | 309 s |
+
+* Decisions by the rule: NONE of the four is a candidate. TSCAC (1) and (2) pass the lift half (+4.08 % / +4.42 %)
+  and fail the comment half (1.0843 / 1.0833); MA cascade (1) fails both (+2.93 %, 1.0829); MA cascade (2) passes
+  the lift half (+3.30 %) and fails the comment half by 0.0012 (1.09882, printed 1.099 by the probe). No
+  confirmation on 106–111 is due; `obs_standardise` stays off by default; no config changed.
+* Readings (not decisions). Standardised inputs make both learners MOVE: against the shipped runs on these seeds
+  (twelfth/thirteenth rounds, per seed from the nineteenth round's differences), new − shipped is TSCAC +1.70 ±
+  5.66 / +2.04 ± 2.68 points, MA cascade +2.05 ± 5.12 / +2.42 ± 5.79 (none significant), and the last iterates
+  stay within 2 points of what ships (last − shipped −0.27 / +0.96 / −1.91 / +0.52). But the gain is bought along the watch/comment trade, not the state-dependent one: the
+  judged comment falls 4.8 / 5.0 / 5.0 / 3.6 % below the seed's constant on average (constants' mean 1.140), so
+  watch gained per point of comment lost is 0.84 / 0.88 / 0.59 / 0.92 — no better than the shipped learners'
+  (TSCAC +2.38 % at 1.110, MA cascade +0.88 % at 1.131: about 0.9 and 1.2) and well below round (e)'s ES
+  (+4.3 % at 1.108, about 1.5 from the brief's figures), whereas round (d)'s state-dependent direction raised
+  watch time and comments together. The last iterates sit lower still on comment (means 1.064 / 1.022 / 1.100 /
+  1.094). On the seeds that miss, the judged comment lands 1.4–9.1 % under the constant's; the training
+  batches' comment swings by ±0.1 from one iteration to the next (e.g. 0.87–1.22 on TSCAC (1)'s seed 103), so
+  the best-feasible tracker's measured slacks say little about fresh users. No feasible iterate was kept (the
+  last ships; "kept −1") on seed 102 in all four runs and on seed 105 in MA cascade (1).
+* Check: the option off reproduces TSCAC shipped `{}` on seed 100 to the digit (+0.3 %, 1.193, kept 27), and a
+  unit test shows the first batch's observations and actions bit-identical with the option on and off
+  (tests/unit/test_rl_obs_standardise.py). Logs: /work/logs/stdonpolicy_*.log (commands as in the rule, through
+  the full-precision wrapper /work/logs/stdonpolicy_wrap/exact_probe.py).
+
 Twenty-first round (2026-12-05, issue 18; the lead; rule written and committed BEFORE the runs, after the twentieth
 round's first on-policy probes had read (numbers in its results): with `obs_standardise` TSCAC gains +4.1 % / +4.4 %
 (its last iterates +3.8 % / +5.4 %) but spends comments, mean 1.083–1.084 — its shipped PID aims at the threshold
