@@ -1241,6 +1241,16 @@ build moved the first gradient step from request 4 to 32, so run 1 differs from 
 start). Reading: "the delay matters" if its mean lift is closer to run 1's (+1.88 %) than to the baseline's
 (+3.55 %), i.e. below +2.72 %; else "the delay is not what moved run 1" (the standardisation, or seed noise: the
 difference is inside either run's half-width).
+Run 3 (16:15–16:20 UTC, 190 s): +1.88 % ± 2.55 (+6.3 (1.158) / +3.1 (1.060*) / 0.0 (1.131) / +1.1 (1.091*) / 0.0
+(1.131) / +0.8 % (1.129)), comment mean 1.1166, no other constraint missed, 4 of 6; kept 22 / 31 / 3 / 29 / 8 / 25;
+last iterate −4.33 % ± 8.24 (5.5 / −9.7 / 5.9 / −8.3 / −8.2 / −11.2), last − shipped −6.22 points; |Δ| 6.99 s →
+"the delay matters" by the letter (+1.88 % < +2.72 %; a caveat: `learning_starts` 32 also measures the reward scales
+on 32 requests instead of 4, which the build does not). So at the SAME schedule standardising changed nothing
+measurable: run 1 vs run 3, +1.88 % vs +1.88 %, comment 1.109 vs 1.117, 5 vs 4 of 6 feasible, last − shipped −5.62
+vs −6.22. The hypothesis (the raw scales hide the state-dependent trade from MA-RDPG) is not supported on these
+seeds; the drop from the baseline's +3.55 % goes with the later first gradient step (1.7 points, inside either
+run's half-width of ±2.4–2.6, so it may be seed noise). obs_standardise stays off; configs/rank/ma_rdpg.yaml
+unchanged. Log /work/logs/stdrdpg_run3.log.
 """
 
 ALGOS = ("tscac", "ma_cascade", "ma_rdpg", "ma_rdpg_no_message", "main_only", "rcpo", "bc", "fixed_fusion")
