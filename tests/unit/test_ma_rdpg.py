@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import replace
 from pathlib import Path
@@ -672,3 +673,156 @@ def test_session_state_exploration_holds_the_noise_over_a_session_and_follows_th
 def test_exploration_fields_reject_invalid_values_naming_the_field(field: str, value: Any) -> None:
     with pytest.raises(ValueError, match=field):
         ma_rdpg.MARDPGConfig(**{field: value})
+
+
+# ---------------------------------------------------------------- observation standardisation (20th round)
+
+
+class ScaledRelay(RecordingRelay):
+    """The recording relay with observations on very different scales (the rank observation's columns' std range
+    0.013–3.1): the sign column × 50 + 100, a noisy column of std 0.01 per row, the stage's one-hot column."""
+
+    def stage_observation(self, k: int, positions: Any) -> np.ndarray:
+        obs = super().stage_observation(k, positions)
+        obs[:, 0] = 50.0 * obs[:, 0] + 100.0
+        obs[:, 1] = 0.01 * self.rng.standard_normal(self.n).astype(np.float32)
+        self.seen = obs
+        return obs
+
+
+def _standardisers(module: torch.nn.Module) -> list[Any]:
+    from training.rl.networks import Standardise
+
+    return [m for m in module.modules() if isinstance(m, Standardise)]
+
+
+def _critic_statistics(module: ma_rdpg.MARDPG, k: int) -> Any:
+    """Stage k's statistics as the critics read them (the `Standardise` with buffers mean and std)."""
+    assert module.critic_observation is not None
+    return module.critic_observation[k]
+
+
+def _scaled_run(requests: int, **overrides: Any) -> tuple[ma_rdpg.MARDPG, ScaledRelay]:
+    """A relay run of 8 requests per iteration (the statistics are fitted after request 8 when on)."""
+    cfg = ma_rdpg.MARDPGConfig(hidden_sizes=(16,), message_size=4, batch_size=32, **overrides)
+    sim = ScaledRelay(16)
+    return ma_rdpg.train(cfg, relay_task(), sim, requests, 8), sim
+
+
+def test_obs_standardise_is_off_by_default_and_adds_nothing() -> None:
+    assert ma_rdpg.MARDPGConfig().obs_standardise is False
+    plain = ma_rdpg.MARDPG(relay_task(), ma_rdpg.MARDPGConfig(hidden_sizes=(16,), message_size=4))
+    assert plain.critic_observation is None and not _standardisers(plain)
+    with pytest.raises(ValueError, match="obs_standardise"):
+        plain.fit_observation_statistics([torch.zeros(4, 3)] * 3)
+    # on: the same parameters, drawn in the same order (the standardisers are parameter-free buffers)
+    on = ma_rdpg.MARDPG(relay_task(), ma_rdpg.MARDPGConfig(hidden_sizes=(16,), message_size=4, obs_standardise=True))
+    assert torch.equal(_actor_params(on), _actor_params(plain))
+    # per stage: the critics' set, and one in each actor's policy head and message cell (actors, targets, best)
+    assert len(_standardisers(on)) == 3 + 3 * 3 * 2
+
+
+@pytest.mark.parametrize("start", ["constant", "default"])
+def test_obs_standardise_plays_the_first_iteration_bit_identically_and_fits_once_from_it(start: str) -> None:
+    # "constant": the warm start at a constant (plays it whatever the input), the critic learning from request 4
+    # when off; "default": the spec-free default init (the input reaches the action), nothing learns
+    overrides: dict[str, Any] = (
+        {"start_action": (0.3, 0.5, 0.7), "actor_starts": 8} if start == "constant" else {"learning_starts": 100}
+    )
+    on_module, on = _scaled_run(16, obs_standardise=True, **overrides)
+    _, off = _scaled_run(16, **overrides)
+    first = [(r, k, a) for r, k, _, a in on.played if r < 8]
+    assert len(first) == 24
+    for (request, k, played), (_, _, _, played_off) in zip(first, off.played, strict=False):
+        assert np.array_equal(played, played_off), (request, k)
+    if start == "default":  # the fit changes what the actors play from the second iteration on
+        assert any(
+            not np.array_equal(a, b) for (r, _, _, a), (_, _, _, b) in zip(on.played, off.played, strict=True) if r >= 8
+        )
+    # stage k's statistics are those of its first-iteration observations, never refitted on the later ones
+    for k in range(3):
+        seen = np.concatenate([obs for r, stage, obs, _ in on.played if stage == k and r < 8])
+        critic = _critic_statistics(on_module, k)
+        torch.testing.assert_close(critic.mean, torch.as_tensor(seen.mean(0)))
+        torch.testing.assert_close(
+            critic.std, torch.as_tensor(np.where(seen.std(0, ddof=1) > 1e-6, seen.std(0, ddof=1), 1.0))
+        )
+        assert float(critic.std[1]) == pytest.approx(0.01, rel=0.2)
+
+
+def test_obs_standardise_takes_no_gradient_step_before_the_fit_and_the_targets_share_the_statistics(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    fitted_at_step: list[bool] = []
+    step = ma_rdpg.gradient_step
+
+    def recording(module: ma_rdpg.MARDPG, *args: Any, **kwargs: Any) -> dict[str, torch.Tensor]:
+        fitted_at_step.append(not torch.equal(_critic_statistics(module, 0).std, torch.ones(3)))
+        return step(module, *args, **kwargs)
+
+    monkeypatch.setattr(ma_rdpg, "gradient_step", recording)
+    module, _ = _scaled_run(24, obs_standardise=True, learning_starts=2)
+    # learning_starts 2 < the first iteration's 8 requests: the first step waits for the fit (request 8)
+    assert fitted_at_step and all(fitted_at_step) and len(fitted_at_step) == 2 * (24 - 8 + 1)
+    # the target actors got the statistics at the fit (34 Polyak moves at τ 0.01 would leave them 71 % short),
+    # and Polyak on equal statistics keeps them equal (to float rounding)
+    for k in range(3):
+        reference = _critic_statistics(module, k)
+        for copy_of_actor in (module.actors[k], module.target_actors[k]):
+            layers = _standardisers(copy_of_actor)
+            assert len(layers) == 2  # the policy head's and the message cell's
+            for layer in layers:
+                torch.testing.assert_close(layer.mean, reference.mean)
+                torch.testing.assert_close(layer.std, reference.std)
+
+
+def test_obs_standardise_fit_reaches_every_copy_of_the_stage_actors() -> None:
+    module = ma_rdpg.MARDPG(
+        relay_task(), ma_rdpg.MARDPGConfig(hidden_sizes=(16,), message_size=4, obs_standardise=True)
+    )
+    g = torch.Generator().manual_seed(0)
+    observations = [torch.randn(64, 3, generator=g) * torch.tensor([50.0, 0.01, 1.0]) + k for k in range(3)]
+    module.fit_observation_statistics(observations)
+    for k in range(3):
+        reference = _critic_statistics(module, k)
+        torch.testing.assert_close(reference.mean, observations[k].mean(0))
+        for copy_of_actor in (module.actors[k], module.target_actors[k], module.best_actors[k]):
+            for layer in _standardisers(copy_of_actor):
+                assert torch.equal(layer.mean, reference.mean) and torch.equal(layer.std, reference.std)
+        # the critics (and their targets) read stage k's observation standardised with the same statistics
+        state = torch.randn(64, 2 * module.cfg.message_size, generator=g)  # the LSTM state [h; c]
+        action = torch.rand(64, 1, generator=g)
+        standardised = (observations[k] - reference.mean) / reference.std
+        for critic in (module.critic, module.target_critic):
+            expected = critic(torch.full((64,), k), module.message(state), standardised, action)
+            torch.testing.assert_close(module._q(critic, k, state, observations[k], action), expected)
+
+
+def test_obs_standardise_exports_each_stage_with_the_statistics_in_the_graph(tmp_path: Path) -> None:
+    import onnxruntime as ort
+
+    task = TaskSpec.from_problem(RANK, multi_agent=True)
+    module = ma_rdpg.MARDPG(task, ma_rdpg.MARDPGConfig(message_size=8, obs_standardise=True))
+    g = torch.Generator().manual_seed(0)
+    scales = torch.logspace(-2, 0.5, RANK.observation_size)  # std 0.01 … 3.2, as the rank observation's columns
+    module.fit_observation_statistics([torch.randn(512, RANK.observation_size, generator=g) * scales + 1.0] * 3)
+    with torch.no_grad():  # an actor whose action reads its observation (the default start barely does)
+        for actor in module.actors:
+            actor.policy.body[-1].weight.normal_(0.0, 0.3, generator=g)  # type: ignore[index,union-attr]
+    files = module.export_for_serving(tmp_path)
+    obs = (torch.randn(64, RANK.observation_size, generator=g) * scales + 1.0).numpy()
+    message = (0.1 * torch.randn(64, 2 * module.cfg.message_size, generator=g)).numpy()  # the LSTM state [h; c]
+    for k, agent in enumerate(task.agents):
+        assert files[f"{agent.name}.onnx"].max_abs_diff <= 1e-5
+        session = ort.InferenceSession(str(tmp_path / f"{agent.name}.onnx"), providers=["CPUExecutionProvider"])
+        action, _, next_message = session.run(None, {"observation": obs, "message": message})
+        with torch.no_grad():
+            expected_action, expected_message = module.actors[k](torch.as_tensor(obs), torch.as_tensor(message))
+            unstandardised = copy.deepcopy(module.actors[k])
+            for layer in _standardisers(unstandardised):
+                layer.mean.zero_()
+                layer.std.fill_(1.0)
+            raw_action, _ = unstandardised(torch.as_tensor(obs), torch.as_tensor(message))
+        np.testing.assert_allclose(action, expected_action.numpy(), atol=1e-5)
+        np.testing.assert_allclose(next_message, expected_message.numpy(), atol=1e-5)
+        assert float((expected_action - raw_action).abs().max()) > 1e-2  # the statistics matter to the action

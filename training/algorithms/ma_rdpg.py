@@ -51,6 +51,9 @@ DEPARTURES from the paper, marked:
 * `exploration: "session_state"` (ours, issue 18 nineteenth round, off by default; `SessionStateNoise`): the
   noise of a stage is held over a user's session and varies with its standardised observation, same N(0, σ²)
   marginal per request — the on-policy learners' held offsets (rank_quality NOTES, third round) on MA-RDPG.
+* `obs_standardise` (ours, issue 18 twentieth round, off by default): every network reads the stage observation
+  standardised per column with statistics fixed from the run's first iteration (`StandardisedObservation`; the
+  paper feeds raw inputs); the first gradient step waits for the fit.
 * What the best feasible tracker keeps (ours): the actors learn after every request, so the W iterations
   of a judged window were played by a moving policy, and the state at the window's end had not played
   any of it (on the rank benchmark's seeds 0 and 4, 66 actor steps past `actor_starts`, judged on
@@ -115,7 +118,7 @@ from models.problems import RANK, RANK_DEFAULT_STAGE_WEIGHTS, RANK_STAGES, BoxAc
 from training.algorithms.ddpg import MessageActor, _mlp
 from training.rl.functional import soft_update
 from training.rl.lagrangian import ConstraintController, PIDLagrangianConfig, relative_violations
-from training.rl.networks import START_BOUND_MARGIN
+from training.rl.networks import START_BOUND_MARGIN, Standardise
 from training.rl.offpolicy_functional import target_policy_smoothing
 from training.rl.registry import AlgorithmSpec, register_algorithm
 from training.rl.replay import ReplayBuffer
@@ -180,6 +183,14 @@ class MARDPGConfig:
     state_noise_share: float = 0.5
     """ρ of "session_state": the share of the noise's variance that follows the observation (0: one offset held
     for the whole session; 1: fully state-dependent); two requests of a session correlate (1 − ρ) + ρ·cos(ô, ô')."""
+    obs_standardise: bool = False
+    """Ours (issue 18, twentieth round; DEPARTURE from the paper's raw inputs, off by default): every network reads
+    the stage observation o_k standardised per column — each stage's actor ([o; h] → a) and message cell ([o; a]
+    → h'), their targets, and the critics (o_k in Q(k, h, o_k, a)); the message and the actions are not. The
+    statistics are stage k's observations of the run's first iteration (`train`: `fit_observation_statistics`),
+    fixed then and never refitted; no gradient step is taken before (the first one waits for the fit when
+    `learning_starts` is earlier). Why: the raw columns' std range 0.013–3.1, so the MLPs barely see the small
+    ones (the pool's predicted rates, sociability; the completion EMA) the state-dependent trade depends on."""
     discounts: tuple[float, ...] | None = None
     """γ per signal (spec order); None = the task's."""
     init_at_default: bool = True
@@ -333,6 +344,46 @@ class MARDPGConfig:
 def message_update(actor: MessageActor, obs: Tensor, action: Tensor, state: Tensor) -> Tensor:
     """The next message state after stage `actor` played `action` (the played, noisy one when exploring)."""
     return actor.cell(torch.cat([obs, action], dim=-1), state)
+
+
+class StandardisedObservation(nn.Module):
+    """Ours (`obs_standardise`): the leading `obs_size` columns of the input — the stage observation o of a
+    policy head's [o; h] or a message cell's [o; a] — standardised (`Standardise`), the rest passed through.
+    The exact identity until `fit_observation_statistics` fits it (mean 0, std 1), so a network with it plays
+    bit for bit as one without it until then. Buffers only: the statistics export inside the ONNX graph."""
+
+    def __init__(self, obs_size: int) -> None:
+        super().__init__()
+        self.obs_size = obs_size
+        self.standardise = Standardise(obs_size)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.cat([self.standardise(x[..., : self.obs_size]), x[..., self.obs_size :]], dim=-1)
+
+
+class StandardisedCell(nn.Module):
+    """Ours (`obs_standardise`): a message cell whose input [o; a] reads o standardised (`StandardisedObservation`);
+    the same (input, state) → state interface as the cell it wraps."""
+
+    def __init__(self, cell: nn.Module, obs_size: int) -> None:
+        super().__init__()
+        self.observation = StandardisedObservation(obs_size)
+        self.cell = cell
+        self.state_size: int = cell.state_size  # type: ignore[assignment]
+
+    def forward(self, x: Tensor, state: Tensor) -> Tensor:
+        out: Tensor = self.cell(self.observation(x), state)
+        return out
+
+
+def standardise_stage_inputs(actor: MessageActor, obs_size: int) -> None:
+    """`obs_standardise`: put a `StandardisedObservation` of the first `obs_size` columns first in `actor`'s policy
+    head (in its body, so a `ResidualStagePolicy`'s rule still reads the raw observation) and in front of its
+    message cell. Adds no parameter and draws no random number: the networks' initialisation is unchanged."""
+    body = actor.policy.body
+    assert isinstance(body, nn.Sequential)
+    body.insert(0, StandardisedObservation(obs_size))
+    actor.cell = StandardisedCell(actor.cell, obs_size)  # type: ignore[assignment]
 
 
 def clipped_double_q(q1: Tensor, q2: Tensor, pessimism: Tensor) -> Tensor:
@@ -528,6 +579,13 @@ class MARDPG(nn.Module):
         elif cfg.init_at_default and task.name == RANK.name:
             for actor in self.actors:
                 _start_at(actor, RANK_DEFAULT_STAGE_WEIGHTS)  # type: ignore[arg-type]
+        self.critic_observation: nn.ModuleList | None = None
+        """`obs_standardise`: stage k's statistics as the critics read o_k (`_q`: one set for every critic and
+        target critic); each actor, target actor and best-feasible copy carries its own copy for export."""
+        if cfg.obs_standardise:  # DEPARTURE (ours): `MARDPGConfig.obs_standardise`
+            for actor in self.actors:
+                standardise_stage_inputs(actor, self.obs_size)  # type: ignore[arg-type]
+            self.critic_observation = nn.ModuleList(Standardise(self.obs_size) for _ in range(N_STAGES))
         self.state_size = self.actors[0].state_size
         n = len(task.signals)
         self.critic = CentralCritic(self.obs_size, self.action_size, cfg.message_size, n, cfg.hidden_sizes)
@@ -579,6 +637,25 @@ class MARDPG(nn.Module):
         assert isinstance(low, Tensor) and isinstance(high, Tensor)
         return (high - low) / 2.0
 
+    @torch.no_grad()
+    def fit_observation_statistics(self, observations: Sequence[Tensor]) -> None:
+        """`obs_standardise`: fix stage k's statistics from `observations[k]` (rows, O) in every network that
+        reads o_k — the critics (`critic_observation`), the stage's actor and message cell, and their copies
+        (the target actors and the best-feasible actors: built as copies before any data, so they get the
+        same statistics here; Polyak averaging then leaves equal statistics equal)."""
+        if self.critic_observation is None:
+            raise ValueError("fit_observation_statistics: needs MARDPGConfig.obs_standardise=True")
+        if len(observations) != N_STAGES:
+            raise ValueError(f"fit_observation_statistics: one observation batch per stage ({N_STAGES}) expected")
+        for k, obs in enumerate(observations):
+            fitted = self.critic_observation[k]
+            assert isinstance(fitted, Standardise)
+            fitted.fit(obs)
+            for actors in (self.actors, self.target_actors, self.best_actors):
+                for layer in actors[k].modules():
+                    if isinstance(layer, Standardise):
+                        layer.load_state_dict(fitted.state_dict())
+
     def message(self, state: Tensor) -> Tensor:
         h = state[..., : self.cfg.message_size]
         return h if self.cfg.message else torch.zeros_like(h)
@@ -601,6 +678,8 @@ class MARDPG(nn.Module):
 
     def _q(self, critic: nn.Module, k: int, state: Tensor, obs: Tensor, action: Tensor) -> Tensor:
         stage = torch.full((obs.shape[0],), k, dtype=torch.long)
+        if self.critic_observation is not None:  # `obs_standardise` (ours)
+            obs = self.critic_observation[k](obs)
         out: Tensor = critic(stage, self.message(state), obs, action)
         return out
 
@@ -833,6 +912,11 @@ def train(
         if cfg.exploration == "session_state"
         else None
     )
+    # `obs_standardise` (ours): the statistics come from the first iteration's observations, fitted before any
+    # gradient step (the first one waits for the fit); the actors play the same actions until then (identity).
+    fit_at = min(per_iteration, requests) if cfg.obs_standardise else 0
+    learn_from = max(cfg.learning_starts, fit_at)
+    first_observations: list[list[Tensor]] = [[] for _ in range(N_STAGES)]
     state = torch.zeros(n, module.state_size)
     obs = torch.as_tensor(sim.stage_observation(0, None))
     window_rewards: list[np.ndarray] = []
@@ -887,7 +971,12 @@ def train(
             # Reward scales from the warm-up requests (ours): every signal's Q on a comparable scale.
             warm = torch.as_tensor(np.concatenate(window_rewards))
             module.reward_scale.copy_(1.0 / warm.abs().mean(0).clamp_min(1e-6))
-        if request + 1 >= cfg.learning_starts:
+        if request < fit_at:
+            for k, o in enumerate(observations):
+                first_observations[k].append(o.clone())  # the simulator may reuse its arrays
+            if request + 1 == fit_at:
+                module.fit_observation_statistics([torch.cat(seen) for seen in first_observations])
+        if request + 1 >= learn_from:
             for _ in range(cfg.updates_per_request):
                 batch = replay.sample(cfg.batch_size)
                 batch["reward"] = batch["reward"] * module.reward_scale
