@@ -1,8 +1,10 @@
 """Can plain evolution strategies find the learnable headroom with the learners' data? (issue 18, nineteenth round (e))
 
     python -m benchmarks.rank_es_probe --seeds 100,101,102,103,104,105 [--iterations 14] [--pairs 32]
+    python -m benchmarks.rank_es_probe --reported      # seeds 0–4 → benchmarks/results/rank_es_reported.{json,md}
 
-A diagnostic on TUNING worlds only, not a learner the table reports. The nineteenth round (d) measured that the
+A diagnostic on the tuning worlds (and, with `--reported`, once on the reported seeds with the settings frozen on
+the tuning ones, round (e)(f)), not a learner the table reports. The nineteenth round (d) measured that the
 outcomes show headroom_rank's state-dependent direction plainly (t 7–8 on 2 000 users) while the learners do not
 find it. This asks whether that is the learners' machinery or the data budget: the simplest state-dependent
 policy search, given the same data, the same start and the same judge.
