@@ -1216,7 +1216,7 @@ judged on the world's own 1 000 users with common random numbers, as the table j
 criterion): "a learned policy clears the goal's bar on the reported seeds" if mean lift >= +3.0 % AND every
 constraint met on the per-decision mean over the five seeds. Written to benchmarks/results/rank_es_reported.{json,md};
 it changes no row of the reported table and is not one of the issue's three learners (ours, a diagnostic).
-Result (16:13 UTC, 30 s; the constant's watch time equals the table's fixed fusion on every seed, to the digit):
+Result (16:17 UTC, 30 s; the constant's watch time equals the table's fixed fusion on every seed, to the digit):
 per seed −0.5 (1.119) / +5.2 (1.107) / +5.7 (1.113) / +3.7 (1.083*) / +3.7 % (1.054*) — **+3.55 % ± 3.02**, comment
 mean 1.095 (other rates far above their thresholds), 3 of 5 seeds feasible: by the rule **not met** — the lift half
 holds, the comment half misses by 0.005 (world 1004's ES spends 6 % of the constant's comments). So even the
@@ -1341,7 +1341,7 @@ Settings (40 × 64, seeds 100–105, the probe's defaults):
 Rule: the twentieth round's, word for word (candidate: mean lift >= +3.0 % AND mean comment >= 1.100 unrounded AND
 no other constraint missed on any seed; the better candidate of a learner confirmed on fresh seeds 106–111 first;
 configs change only for confirmed settings, and the reported table is rerun only if all three learners have one).
-Results (16:11–16:26 UTC, one probe at a time beside the helpers' jobs; per seed lift (comment; * misses 1.1), no
+Results (16:09–16:24 UTC, one probe at a time beside the helpers' jobs; per seed lift (comment; * misses 1.1), no
 other constraint missed on any seed; logs runs/probe/r21_{tscac,ma_cascade}.log of the main checkout):
 
 | setting | lift | per seed | comment mean | feasible | last iterate |
