@@ -115,3 +115,14 @@ def test_other_learners_actors_and_offline_runs_refuse_a_policy_start() -> None:
         PolicyStart(RULE, rollout_steps=0)
     with pytest.raises(ValueError, match="lr"):
         CloneConfig(lr=0.0)
+
+
+def test_learners_with_their_own_loop_refuse_a_policy_start() -> None:
+    """MA-RDPG trains in its own replay loop, which never reads a `PolicyStart`: `train` says so."""
+    from training.rl.trainer import train
+
+    spec = get_algorithm("ma_rdpg")
+    task = TaskSpec.from_problem(RANK, multi_agent=spec.multi_agent)
+    source = OnlineSource(lambda n, seed: BatchedSimPool("rank", n, task, multi_agent=spec.multi_agent))
+    with pytest.raises(ValueError, match="policy_start: ma_rdpg trains in its own loop"):
+        train("ma_rdpg", task, source, {"run": {"progress": False}}, policy_start=SMALL)

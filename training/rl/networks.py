@@ -542,18 +542,23 @@ class SignalCritics(nn.Module):
         self, in_size: int, n_signals: int, hidden: Sequence[int], out_per_signal: int = 1, standardise: bool = False
     ) -> None:
         super().__init__()
-        self.heads = nn.ModuleList(
-            mlp(in_size, out_per_signal, hidden, nn.ReLU, standardise=standardise) for _ in range(n_signals)
-        )
+        # `standardise`: one input layer for every head (they all read the same input), fitted once
+        self.standardise = Standardise(in_size) if standardise else None
+        self.heads = nn.ModuleList(mlp(in_size, out_per_signal, hidden, nn.ReLU) for _ in range(n_signals))
         for h in self.heads:  # critics need a normal-scale output layer, unlike actors
             nn.init.xavier_uniform_(h[-1].weight)
         self.out_per_signal = out_per_signal
 
     def fit_standardiser(self, x: Tensor) -> None:
-        """Every head's input `Standardise` layer (built with `standardise=True`) on the critics' inputs `x` (B, in)."""
-        for head in self.heads:
-            fit_input_standardiser(head, x)
+        """The input `Standardise` layer (built with `standardise=True`) on the critics' inputs `x` (B, in)."""
+        if self.standardise is None:
+            raise ValueError(
+                "fit_standardiser: the critics have no input Standardise layer (build with standardise=True)"
+            )
+        self.standardise.fit(x)
 
     def forward(self, x: Tensor) -> Tensor:
+        if self.standardise is not None:
+            x = self.standardise(x)
         out = torch.stack([h(x) for h in self.heads], dim=1)
         return out[..., 0] if self.out_per_signal == 1 else out

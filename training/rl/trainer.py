@@ -555,10 +555,10 @@ def train(
     run_cfg = RunConfig.from_dict(run_fields)
     algo_cfg = spec.config.from_dict(algo_fields)
     seed_everything(run_cfg.seed)
+    if policy_start is not None and spec.fit is not None:
+        raise ValueError(f"policy_start: {algorithm} trains in its own loop; only Trainer-based learners take one")
     if spec.fit is not None:  # off-policy: the algorithm's own replay loop (training/rl/offpolicy_runner.py)
         return spec.fit(task, source, algo_cfg, run_cfg)  # type: ignore[no-any-return]
     assert spec.loss is not None
-    if policy_start is not None and spec.fit is not None:
-        raise ValueError(f"policy_start: {algorithm} trains in its own loop; only Trainer-based learners take one")
     loss = spec.loss(task, algo_cfg, init_mean)
     return Trainer(loss, run_cfg, policy_start).fit(source)
